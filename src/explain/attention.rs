@@ -1,0 +1,1 @@
+//! Raw-attention aggregations over a session (LVLM-Interpret "Attentions" tabs).

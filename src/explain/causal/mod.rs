@@ -1,0 +1,1 @@
+//! CLEANN causal explanations (ordered ICD over attention matrices).

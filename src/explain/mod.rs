@@ -1,0 +1,6 @@
+//! Explanation methods: pure functions of a `Session` (plus the model, for gradients).
+//! Nothing here knows about the terminal.
+
+pub mod attention;
+pub mod causal;
+pub mod relevancy;

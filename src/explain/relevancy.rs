@@ -1,0 +1,1 @@
+//! Chefer relevancy maps (decoder, vision tower, combined).

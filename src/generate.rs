@@ -1,0 +1,1 @@
+//! Sampling loop with KV cache that produces a Session.

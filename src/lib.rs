@@ -1,0 +1,12 @@
+//! lvlmscope: run a large vision-language model locally and explain each token of its answer.
+//!
+//! Data flows one way (see DESIGN.md):
+//! `processing` → `model` → `generate` → `session` → `explain` → `tui` / `report`.
+
+pub mod explain;
+pub mod generate;
+pub mod model;
+pub mod processing;
+pub mod report;
+pub mod session;
+pub mod tui;

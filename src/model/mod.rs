@@ -1,0 +1,1 @@
+//! Instrumented LLaVA on candle: CLIP vision tower, projector, LLaMA decoder.

@@ -1,0 +1,1 @@
+//! CLIP preprocessing, chat template, tokenizer, image-token expansion.

@@ -1,0 +1,1 @@
+//! Non-interactive report of a session (block grids, viuer, PNG export).

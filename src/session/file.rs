@@ -1,0 +1,310 @@
+//! Reading and writing session files: one safetensors file, manifest in `__metadata__`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::manifest::{Manifest, SCHEMA};
+use super::{Array, Session};
+
+/// The metadata key that holds the JSON manifest.
+const MANIFEST_KEY: &str = "lvlmscope";
+
+/// Why a session file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The file could not be opened, read or written.
+    #[error("cannot access session file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a safetensors file (truncated, or another format).
+    #[error("{path} is not a readable session file (truncated or not safetensors): {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The file is safetensors but not a session of this schema.
+    #[error("{path} is not an lvlmscope session of schema {SCHEMA}: {reason}")]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The session cannot be serialised.
+    #[error("cannot encode session: {0}")]
+    Encode(String),
+}
+
+/// How attention tensors are stored on disk; readers accept both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionDtype {
+    /// Half precision: half the bytes, about 3 decimal digits.
+    #[default]
+    F16,
+    /// Full precision.
+    F32,
+}
+
+/// One tensor ready for serialisation.
+struct Encoded {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+fn encode_f32(a: &Array) -> Encoded {
+    Encoded {
+        dtype: Dtype::F32,
+        shape: a.shape.clone(),
+        bytes: a.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+fn encode_attention(a: &Array, dtype: AttentionDtype) -> Encoded {
+    match dtype {
+        AttentionDtype::F32 => encode_f32(a),
+        AttentionDtype::F16 => Encoded {
+            dtype: Dtype::F16,
+            shape: a.shape.clone(),
+            bytes: a
+                .data
+                .iter()
+                .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        },
+    }
+}
+
+fn encode_i64(v: &[i64]) -> Encoded {
+    Encoded {
+        dtype: Dtype::I64,
+        shape: vec![v.len()],
+        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// Writes `session` to `path` atomically: a temporary file beside it, then a rename, so an
+/// interrupted save never leaves a half-written session in place.
+pub fn save(session: &Session, path: &Path, attention: AttentionDtype) -> Result<(), SessionError> {
+    let mut tensors: BTreeMap<String, Encoded> = BTreeMap::new();
+    tensors.insert("input_ids".into(), encode_i64(&session.input_ids));
+    tensors.insert("output_ids".into(), encode_i64(&session.output_ids));
+    tensors.insert("pixel_values".into(), encode_f32(&session.pixel_values));
+    if let Some(a) = &session.attn_gen {
+        tensors.insert("attn.gen".into(), encode_attention(a, attention));
+    }
+    for (layer, a) in &session.attn_full {
+        tensors.insert(format!("attn.full.{layer}"), encode_attention(a, attention));
+    }
+    if let Some(a) = &session.attn_vit {
+        tensors.insert("attn.vit".into(), encode_attention(a, attention));
+    }
+    for (name, a) in [
+        ("relevancy.llm", &session.relevancy_llm),
+        ("relevancy.vit", &session.relevancy_vit),
+        ("relevancy.combined", &session.relevancy_combined),
+    ] {
+        if let Some(a) = a {
+            tensors.insert(name.into(), encode_f32(a));
+        }
+    }
+    let manifest =
+        serde_json::to_string(&session.manifest).map_err(|e| SessionError::Encode(e.to_string()))?;
+    let metadata = HashMap::from([(MANIFEST_KEY.to_string(), manifest)]);
+    let views = tensors
+        .iter()
+        .map(|(name, t)| {
+            TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| SessionError::Encode(format!("{name}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| SessionError::Encode(e.to_string()))?;
+    write_atomically(path, &bytes)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SessionError> {
+    let io = |source| SessionError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "session".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// Reads a session file, checking its schema; every failure is one clear sentence.
+pub fn load(path: &Path) -> Result<Session, SessionError> {
+    let bytes = std::fs::read(path).map_err(|source| SessionError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let format = |reason: String| SessionError::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let schema = |reason: String| SessionError::Schema {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
+    let manifest_json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(MANIFEST_KEY))
+        .ok_or_else(|| schema("it has no lvlmscope manifest".into()))?;
+    let manifest: Manifest = serde_json::from_str(manifest_json).map_err(|e| {
+        if manifest_json.contains(SCHEMA) {
+            schema(format!("its manifest is malformed ({e})"))
+        } else {
+            schema("its manifest names another schema".into())
+        }
+    })?;
+    if manifest.schema != SCHEMA {
+        return Err(schema(format!("it says schema {:?}", manifest.schema)));
+    }
+    let read_f = |name: &str| -> Result<Option<Array>, SessionError> {
+        match st.tensor(name) {
+            Ok(view) => decode_float(&view)
+                .map(Some)
+                .map_err(|r| schema(format!("tensor {name}: {r}"))),
+            Err(_) => Ok(None),
+        }
+    };
+    let read_i = |name: &str| -> Result<Vec<i64>, SessionError> {
+        let view = st
+            .tensor(name)
+            .map_err(|_| schema(format!("tensor {name} is missing")))?;
+        if view.dtype() != Dtype::I64 || view.shape().len() != 1 {
+            return Err(schema(format!("tensor {name} must be a 1-D I64 tensor")));
+        }
+        Ok(view
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")))
+            .collect())
+    };
+    let input_ids = read_i("input_ids")?;
+    let output_ids = read_i("output_ids")?;
+    let pixel_values =
+        read_f("pixel_values")?.ok_or_else(|| schema("tensor pixel_values is missing".into()))?;
+    let mut attn_full = BTreeMap::new();
+    for name in st.names() {
+        if let Some(layer) = name.strip_prefix("attn.full.") {
+            let layer: usize = layer
+                .parse()
+                .map_err(|_| schema(format!("tensor {name} has no layer number")))?;
+            attn_full.insert(layer, read_f(name)?.expect("name listed"));
+        }
+    }
+    let session = Session {
+        manifest,
+        input_ids,
+        output_ids,
+        pixel_values,
+        attn_gen: read_f("attn.gen")?,
+        attn_full,
+        attn_vit: read_f("attn.vit")?,
+        relevancy_llm: read_f("relevancy.llm")?,
+        relevancy_vit: read_f("relevancy.vit")?,
+        relevancy_combined: read_f("relevancy.combined")?,
+    };
+    validate(&session).map_err(schema)?;
+    Ok(session)
+}
+
+fn decode_float(view: &TensorView<'_>) -> Result<Array, String> {
+    let data: Vec<f32> = match view.dtype() {
+        Dtype::F32 => view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("chunk of 4")))
+            .collect(),
+        Dtype::F16 => view
+            .data()
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes(c.try_into().expect("chunk of 2")).to_f32())
+            .collect(),
+        Dtype::BF16 => view
+            .data()
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes(c.try_into().expect("chunk of 2")).to_f32())
+            .collect(),
+        other => return Err(format!("dtype {other:?} is not a float type")),
+    };
+    Array::new(view.shape().to_vec(), data).ok_or_else(|| "size does not match shape".into())
+}
+
+/// Checks that the tensors agree with each other and with the manifest.
+fn validate(s: &Session) -> Result<(), String> {
+    let n = s.num_input();
+    let t = s.num_output();
+    let positions = s.num_positions();
+    let [start, len] = s.manifest.image_span;
+    if start + len > n {
+        return Err(format!(
+            "image_span [{start}, {len}] lies outside the {n} input positions"
+        ));
+    }
+    if s.manifest.tokens.input.len() != n || s.manifest.tokens.output.len() != t {
+        return Err("token strings do not match input_ids/output_ids".into());
+    }
+    if s.pixel_values.shape.len() != 3 || s.pixel_values.shape[0] != 3 {
+        return Err("pixel_values must be [3, h, w]".into());
+    }
+    let (layers, heads) = (s.manifest.model.text_layers, s.manifest.model.text_heads);
+    if let Some(a) = &s.attn_gen {
+        if a.shape != [t, layers, heads, positions] {
+            return Err(format!(
+                "attn.gen has shape {:?}, expected {:?}",
+                a.shape,
+                [t, layers, heads, positions]
+            ));
+        }
+    }
+    for (layer, a) in &s.attn_full {
+        if *layer >= layers || a.shape != [heads, positions, positions] {
+            return Err(format!("attn.full.{layer} has shape {:?}", a.shape));
+        }
+    }
+    for (name, a) in [
+        ("relevancy.llm", &s.relevancy_llm),
+        ("relevancy.vit", &s.relevancy_vit),
+        ("relevancy.combined", &s.relevancy_combined),
+    ] {
+        if let Some(a) = a {
+            if a.shape.len() != 2 || a.shape[0] != t {
+                return Err(format!("{name} has shape {:?}", a.shape));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The JSON manifest stored in a session file's `__metadata__["lvlmscope"]`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The schema tag every session file carries; readers refuse any other.
+pub const SCHEMA: &str = "lvlmscope.session/1";
+
+/// Everything about a run that is not a tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// Which model produced the run and its shape.
+    pub model: ModelInfo,
+    /// The user's prompt, before the chat template.
+    pub prompt: String,
+    /// The image the model saw.
+    pub image: ImageInfo,
+    /// Sampling settings.
+    pub generation: GenerationInfo,
+    /// Token strings of the input (after image-token expansion) and of the output.
+    pub tokens: TokenStrings,
+    /// `[start, len]` of the image features in input positions.
+    pub image_span: [usize; 2],
+    /// Output token indices whose relevancy rows are stored.
+    #[serde(default)]
+    pub relevancy_tokens: Vec<usize>,
+    /// Causal (CLEANN) results, when computed.
+    #[serde(default)]
+    pub causal: Option<CausalResults>,
+    /// Wall-clock seconds of each stage (load, prefill, decode, relevancy, causal, ...).
+    #[serde(default)]
+    pub timings: BTreeMap<String, f64>,
+}
+
+/// The model's identity and the sizes a view needs without loading it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The folder or model id given on the command line.
+    pub path: String,
+    /// Architecture name from config.json (e.g. `LlavaForConditionalGeneration`).
+    pub architecture: String,
+    /// Decoder layers.
+    pub text_layers: usize,
+    /// Decoder attention heads.
+    pub text_heads: usize,
+    /// Vision-tower layers.
+    pub vision_layers: usize,
+    /// Vision-tower attention heads.
+    pub vision_heads: usize,
+    /// `[rows, cols]` of the image patch grid.
+    pub image_grid: [usize; 2],
+}
+
+/// Where the image came from and how it was fitted to the vision tower.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// The image file, or a name for an embedded image.
+    pub path: String,
+    /// `default`, `crop`, `resize` or `pad`.
+    pub mode: String,
+    /// `[width, height]` of the original image.
+    pub original_size: [u32; 2],
+}
+
+/// Sampling settings of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationInfo {
+    /// Upper bound on generated tokens.
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 means greedy.
+    pub temperature: f64,
+    /// Nucleus sampling mass; 1 disables it.
+    pub top_p: f64,
+    /// Random seed for sampling.
+    pub seed: u64,
+}
+
+/// Token strings, one per id, as the tokenizer spells them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenStrings {
+    /// Input tokens after image-token expansion (length N).
+    pub input: Vec<String>,
+    /// Generated tokens (length T).
+    pub output: Vec<String>,
+}
+
+/// CLEANN results for some output tokens, shaped like the golden files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CausalResults {
+    /// The parameters every result below was computed with.
+    pub params: CausalParams,
+    /// Output token index → its explanation.
+    pub tokens: BTreeMap<usize, CausalToken>,
+}
+
+/// CLEANN parameters (DESIGN.md, "Causal explanation").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CausalParams {
+    /// Significance level of the conditional-independence test.
+    pub alpha: f64,
+    /// Number of records assumed by the Fisher z test.
+    pub dof: usize,
+    /// Attention threshold for selecting nodes.
+    pub att_th: f64,
+    /// Most image positions taken as nodes.
+    pub max_image_tokens: usize,
+    /// Maximum radius of the possible-d-separation tree.
+    pub search_radius: usize,
+    /// Decoder layer whose full attention is explained.
+    pub layer: usize,
+}
+
+impl Default for CausalParams {
+    fn default() -> Self {
+        Self {
+            alpha: 1e-5,
+            dof: 128,
+            att_th: 0.01,
+            max_image_tokens: 50,
+            search_radius: 3,
+            layer: 0,
+        }
+    }
+}
+
+/// The explanation of one output token: one entry per head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CausalToken {
+    /// Absolute position whose attention row is explained (N − 1 + t).
+    pub target: usize,
+    /// Per-head results.
+    pub heads: Vec<CausalHead>,
+}
+
+/// CLEANN result of one attention head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CausalHead {
+    /// Head index.
+    pub head: usize,
+    /// Positions taken as graph nodes, ascending.
+    pub nodes: Vec<usize>,
+    /// Explaining positions, ascending.
+    pub explanation: Vec<usize>,
+    /// Radius → positions first reached at that depth of the tree.
+    pub per_radius: BTreeMap<usize, Vec<usize>>,
+    /// Max image attention / max attention after the image.
+    pub importance: f64,
+    /// Explaining image position → 1 − p-value.
+    pub image_weights: BTreeMap<usize, f64>,
+}

@@ -1,0 +1,85 @@
+//! The record of one run and its safetensors file (schema `lvlmscope.session/1`).
+//!
+//! A [`Session`] holds plain `Vec`s, not device tensors, so that views and explanation code can
+//! read it without the model, and a session file can be opened on a machine without a GPU.
+
+mod array;
+mod file;
+pub mod manifest;
+
+pub use array::Array;
+pub use file::{load, save, AttentionDtype, SessionError};
+pub use manifest::{
+    CausalHead, CausalParams, CausalResults, CausalToken, GenerationInfo, ImageInfo, Manifest,
+    ModelInfo, TokenStrings, SCHEMA,
+};
+
+use std::collections::BTreeMap;
+
+/// One run of the model: its inputs, outputs, recorded attention and explanations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// Everything that is not a tensor.
+    pub manifest: Manifest,
+    /// Prompt ids, image token expanded to one id per image feature. Length N.
+    pub input_ids: Vec<i64>,
+    /// Generated ids (with EOS if generated). Length T.
+    pub output_ids: Vec<i64>,
+    /// The normalised image the vision tower saw, `[3, h, w]`.
+    pub pixel_values: Array,
+    /// `[T, L, H, S]`: row t is the attention of position N−1+t over keys 0..S−1.
+    pub attn_gen: Option<Array>,
+    /// Decoder layer → its full attention `[H, S, S]`.
+    pub attn_full: BTreeMap<usize, Array>,
+    /// Vision-tower attention `[Lv, Hv, P+1, P+1]`, when recorded.
+    pub attn_vit: Option<Array>,
+    /// `[T, S]`: decoder relevancy rows (rows of tokens not in `relevancy_tokens` are zero).
+    pub relevancy_llm: Option<Array>,
+    /// `[T, P]`: vision-tower relevancy per patch.
+    pub relevancy_vit: Option<Array>,
+    /// `[T, P]`: decoder relevancy over image tokens carried through the vision tower.
+    pub relevancy_combined: Option<Array>,
+}
+
+impl Session {
+    /// Number of input positions (N).
+    pub fn num_input(&self) -> usize {
+        self.input_ids.len()
+    }
+
+    /// Number of generated tokens (T).
+    pub fn num_output(&self) -> usize {
+        self.output_ids.len()
+    }
+
+    /// Number of positions that have an attention row: S = N + T − 1.
+    pub fn num_positions(&self) -> usize {
+        (self.num_input() + self.num_output()).saturating_sub(1)
+    }
+
+    /// Absolute position of the query that produced output token `t` (N − 1 + t).
+    pub fn query_position(&self, t: usize) -> usize {
+        self.num_input() - 1 + t
+    }
+
+    /// Input positions of the image features, as a range.
+    pub fn image_range(&self) -> std::ops::Range<usize> {
+        let [start, len] = self.manifest.image_span;
+        start..start + len
+    }
+
+    /// The token string at absolute position `p` (input tokens, then output tokens).
+    pub fn token_at(&self, p: usize) -> &str {
+        let n = self.manifest.tokens.input.len();
+        if p < n {
+            &self.manifest.tokens.input[p]
+        } else {
+            self.manifest
+                .tokens
+                .output
+                .get(p - n)
+                .map(String::as_str)
+                .unwrap_or("")
+        }
+    }
+}

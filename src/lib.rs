@@ -3,6 +3,7 @@
 //! Data flows one way (see DESIGN.md):
 //! `processing` → `model` → `generate` → `session` → `explain` → `tui` / `report`.
 
+pub mod demo;
 pub mod explain;
 pub mod generate;
 pub mod model;

@@ -144,7 +144,7 @@ impl Mask {
         let mut bits = Vec::with_capacity(expected);
         let mut value = false;
         for &c in &rle.counts {
-            bits.extend(std::iter::repeat(value).take(c as usize));
+            bits.extend(std::iter::repeat_n(value, c as usize));
             value = !value;
         }
         Ok(Self {

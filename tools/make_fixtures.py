@@ -501,6 +501,9 @@ def make_reference(name, spec, model, processor, raw_tok: Tokenizer, image: Imag
         "S": n + t - 1,
         "image_span": [int((input_ids == image_id).nonzero()[0]), n_feat],
         "num_image_features": n_feat,
+        "input_ids_unexpanded": raw,
+        "input_ids": input_ids.tolist(),
+        "output_ids": output_ids.tolist(),
         "input_tokens": tok.convert_ids_to_tokens(input_ids.tolist()),
         "output_tokens": tok.convert_ids_to_tokens(output_ids.tolist()),
         "output_text": tok.decode(output_ids.tolist(), skip_special_tokens=False),
@@ -517,7 +520,7 @@ def make_reference(name, spec, model, processor, raw_tok: Tokenizer, image: Imag
             "logits/attentions come from ONE forward over input_ids + output_ids[:-1] (S positions).",
             "attentions: decoder layers [L,H,S,S]; vision_attentions: all vision layers [Lv,Hv,P+1,P+1].",
             "vision_selected_hidden: vision hidden_states[vision_feature_layer] (before post_layernorm), "
-            "[P+1, Dv]; image_features: projector output for the selected features [F, D].",
+            "[P+1, Dv]; vision hidden_states[0] is the embeddings after pre_layrnorm; image_features: projector output for the selected features [F, D].",
             "prefill_logits_last: logits at position N-1 from a forward over input_ids only.",
             "pixel_values: PIL backend CLIPImageProcessor (shortest_edge bicubic resize, centre crop).",
             "pixel_values_pad: expand2square with round-down(image_mean*255) background, then the processor.",

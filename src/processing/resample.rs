@@ -5,9 +5,11 @@
 //! with the filter support widened by the scale factor when downscaling (antialiasing),
 //! weights normalised to sum 1 and then quantised to fixed point with 22 fractional bits,
 //! a horizontal pass first and a vertical pass second, each rounding and clamping back to
-//! 8 bits. Nearest-neighbour sampling takes the source pixel under each output pixel's centre.
+//! 8 bits (the vertical pass first when the height shrinks much more than the width, as
+//! Pillow 13 does). Nearest-neighbour sampling takes the source pixel under each output pixel's centre.
 
 use std::f64::consts::PI;
+use std::ops::Range;
 
 /// Fractional bits of the fixed-point weights (32 bits − 8 bits of pixel − 2 guard bits).
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -120,12 +122,7 @@ struct Taps {
 }
 
 /// Weights for the output pixels `range` of a line of `in_size` pixels resampled to `out_size`.
-fn coefficients(
-    in_size: usize,
-    out_size: usize,
-    range: std::ops::Range<usize>,
-    filter: Filter,
-) -> Vec<Taps> {
+fn coefficients(in_size: usize, out_size: usize, range: Range<usize>, filter: Filter) -> Vec<Taps> {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
     let support = filter.support() * filter_scale;
@@ -189,22 +186,23 @@ pub struct Window {
     pub height: usize,
 }
 
-/// Horizontal pass: source rows `rows`, output columns of `win` (of `out_w` in all).
+/// Horizontal pass. `src` rows are `stride` pixels wide and its column 0 is source column
+/// `col0`; the local rows `rows` are resampled with `taps`, giving `rows.len()` rows of
+/// `taps.len()` pixels.
 fn horizontal(
-    src: Rgb8<'_>,
-    rows: std::ops::Range<usize>,
-    out_w: usize,
-    win: Window,
-    filter: Filter,
+    src: &[u8],
+    stride: usize,
+    col0: usize,
+    rows: Range<usize>,
+    taps: &[Taps],
 ) -> Vec<u8> {
-    let taps = coefficients(src.width, out_w, win.x..win.x + win.width, filter);
-    let mut out = Vec::with_capacity(win.width * rows.len() * 3);
+    let mut out = Vec::with_capacity(taps.len() * rows.len() * 3);
     for y in rows {
-        let row = &src.data[y * src.width * 3..(y + 1) * src.width * 3];
-        for t in &taps {
+        let row = &src[y * stride * 3..(y + 1) * stride * 3];
+        for t in taps {
             let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
             for (i, &w) in t.weights.iter().enumerate() {
-                let p = (t.first + i) * 3;
+                let p = (t.first - col0 + i) * 3;
                 for (c, a) in acc.iter_mut().enumerate() {
                     *a += i64::from(row[p + c]) * w;
                 }
@@ -215,23 +213,16 @@ fn horizontal(
     out
 }
 
-/// Vertical pass over `src` (whose first row is source row `row0`), output rows of `win`.
-fn vertical(
-    src: &[u8],
-    width: usize,
-    row0: usize,
-    in_h: usize,
-    out_h: usize,
-    win: Window,
-    filter: Filter,
-) -> Vec<u8> {
-    let taps = coefficients(in_h, out_h, win.y..win.y + win.height, filter);
-    let mut out = Vec::with_capacity(width * win.height * 3);
-    for t in &taps {
-        for x in 0..width {
+/// Vertical pass. `src` rows are `stride` pixels wide and its row 0 is source row `row0`;
+/// the local columns `cols` are resampled with `taps`, giving `taps.len()` rows of
+/// `cols.len()` pixels.
+fn vertical(src: &[u8], stride: usize, cols: Range<usize>, row0: usize, taps: &[Taps]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(taps.len() * cols.len() * 3);
+    for t in taps {
+        for x in cols.clone() {
             let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
             for (i, &w) in t.weights.iter().enumerate() {
-                let p = ((t.first + i - row0) * width + x) * 3;
+                let p = ((t.first + i - row0) * stride + x) * 3;
                 for (c, a) in acc.iter_mut().enumerate() {
                     *a += i64::from(src[p + c]) * w;
                 }
@@ -240,6 +231,23 @@ fn vertical(
         }
     }
     out
+}
+
+/// The source indices `[first, end)` that a set of taps reads.
+fn span(taps: &[Taps]) -> (usize, usize) {
+    let lo = taps.iter().map(|t| t.first).min().unwrap_or(0);
+    let hi = taps
+        .iter()
+        .map(|t| t.first + t.weights.len())
+        .max()
+        .unwrap_or(lo);
+    (lo, hi.max(lo))
+}
+
+/// Pillow (13 and later) runs the vertical pass first when the height shrinks by more than
+/// twice as many pixels as the width does; the order changes the 8-bit rounding in between.
+fn vertical_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> bool {
+    out_h < in_h && (in_h - out_h) as i64 > 2 * (in_w as i64 - out_w as i64)
 }
 
 fn nearest(src: Rgb8<'_>, out_w: usize, out_h: usize, win: Window) -> Vec<u8> {
@@ -278,33 +286,32 @@ pub fn resize_window(
     if filter == Filter::Nearest && (src.width != out_w || src.height != out_h) {
         return nearest(src, out_w, out_h, win);
     }
-    // Source rows the vertical pass reads.
-    let (row0, row1) = if src.height != out_h {
-        let taps = coefficients(src.height, out_h, win.y..win.y + win.height, filter);
-        let lo = taps.iter().map(|t| t.first).min().unwrap_or(0);
-        let hi = taps
-            .iter()
-            .map(|t| t.first + t.weights.len())
-            .max()
-            .unwrap_or(0);
-        (lo, hi.max(lo))
-    } else {
-        (win.y, win.y + win.height)
-    };
-    let rows = if src.width != out_w {
-        horizontal(src, row0..row1, out_w, win, filter)
-    } else {
-        let mut rows = Vec::with_capacity(win.width * (row1 - row0) * 3);
-        for y in row0..row1 {
-            let start = (y * src.width + win.x) * 3;
-            rows.extend_from_slice(&src.data[start..start + win.width * 3]);
+    let cols = win.x..win.x + win.width;
+    let rows = win.y..win.y + win.height;
+    let taps_h = (src.width != out_w).then(|| coefficients(src.width, out_w, cols.clone(), filter));
+    let taps_v =
+        (src.height != out_h).then(|| coefficients(src.height, out_h, rows.clone(), filter));
+    match (taps_h, taps_v) {
+        (None, None) => {
+            let mut out = Vec::with_capacity(win.width * win.height * 3);
+            for y in rows {
+                let start = (y * src.width + win.x) * 3;
+                out.extend_from_slice(&src.data[start..start + win.width * 3]);
+            }
+            out
         }
-        rows
-    };
-    if src.height != out_h {
-        vertical(&rows, win.width, row0, src.height, out_h, win, filter)
-    } else {
-        rows
+        (Some(th), None) => horizontal(src.data, src.width, 0, rows, &th),
+        (None, Some(tv)) => vertical(src.data, src.width, cols, 0, &tv),
+        (Some(th), Some(tv)) if vertical_first(src.width, src.height, out_w, out_h) => {
+            let (c0, c1) = span(&th);
+            let tmp = vertical(src.data, src.width, c0..c1, 0, &tv);
+            horizontal(&tmp, c1 - c0, c0, 0..win.height, &th)
+        }
+        (Some(th), Some(tv)) => {
+            let (r0, r1) = span(&tv);
+            let tmp = horizontal(src.data, src.width, 0, r0..r1, &th);
+            vertical(&tmp, win.width, 0..win.width, r0, &tv)
+        }
     }
 }
 
@@ -364,7 +371,7 @@ mod tests {
             width: 17,
             height: 11,
         };
-        for (ow, oh) in [(7usize, 29usize), (30, 5), (17, 4), (6, 11)] {
+        for (ow, oh) in [(7usize, 29usize), (30, 5), (17, 4), (6, 11), (16, 5)] {
             let full = resize_rgb8(src, ow, oh, Filter::Bicubic);
             let win = Window {
                 x: 1,

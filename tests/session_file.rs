@@ -101,7 +101,10 @@ fn f16_attention_is_within_half_precision() {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
     assert!(worst < 1e-3, "f16 error {worst}");
-    assert_eq!(loaded.pixel_values, original.pixel_values, "pixels stay f32");
+    assert_eq!(
+        loaded.pixel_values, original.pixel_values,
+        "pixels stay f32"
+    );
     assert_eq!(loaded.manifest, original.manifest);
 }
 

@@ -131,6 +131,39 @@ def encode_rows(tok, rows, image_index):
     return out
 
 
+def encode_turns(tok, rows, image_index):
+    """Per scene: a list of (first-turn ids, later-turn ids, answer ids + EOS).
+
+    Training packs all questions of a scene into one multi-turn conversation in random order
+    ("USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>…"): the image and the
+    decoder's pass over its tokens are shared by several supervised answers. The first turn is
+    exactly the single-turn prompt used at inference, and every question type comes first in
+    turn.
+    """
+    scenes = {}
+    for r in rows:
+        first = tok.encode(prompt_text(r["question"])).ids
+        at = first.index(IMAGE)
+        first = first[:at] + [IMAGE] * NUM_PATCHES + first[at + 1 :]
+        later = tok.encode(f"USER: {r['question']} ASSISTANT:", add_special_tokens=False).ids
+        ans = tok.encode(" " + r["answer"], add_special_tokens=False).ids + [EOS]
+        assert UNK not in later and UNK not in ans, r
+        scenes.setdefault(image_index[r["image"]], []).append((first, later, ans))
+    return scenes
+
+
+def pack(scene_turns, img, rng):
+    """One training conversation (ids, labels, image idx) from a scene's questions."""
+    turns = list(scene_turns)
+    rng.shuffle(turns)
+    ids, labels = [], []
+    for k, (first, later, ans) in enumerate(turns):
+        prompt = first if k == 0 else later
+        ids += prompt + ans
+        labels += [-100] * len(prompt) + ans
+    return ids, labels, img
+
+
 def batchify(items, images):
     n = max(len(s) for s, _, _ in items)
     ids = torch.full((len(items), n), PAD, dtype=torch.long)
@@ -298,7 +331,7 @@ def main():
     ap.add_argument("--test", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget")
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16, help="scenes (conversations) per step")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vision-layers", type=int, default=4)
@@ -322,10 +355,10 @@ def main():
     t0 = time.time()
     train_imgs, train_idx = load_images(args.train, sorted({r["image"] for r in train_rows}))
     test_imgs, test_idx = load_images(args.test, sorted({r["image"] for r in test_rows}))
-    train = encode_rows(tok, train_rows, train_idx)
+    train = encode_turns(tok, train_rows, train_idx)
     test = encode_rows(tok, test_rows, test_idx)
     print(
-        f"{len(train)} train questions on {len(train_imgs)} scenes, {len(test)} test questions "
+        f"{len(train_rows)} train questions on {len(train_imgs)} scenes, {len(test)} test questions "
         f"on {len(test_imgs)} scenes; loaded in {time.time() - t0:.0f}s",
         flush=True,
     )
@@ -343,31 +376,33 @@ def main():
         betas=(0.9, 0.98),
     )
     budget = args.minutes * 60.0
-    warmup = 300
+    warmup = 200
     start = time.time()
     last_eval = start
     step, seen, ema = 0, 0, None
     order = []
+    scene_ids = sorted(train)
+    rng = random.Random(args.seed)
     while True:
         elapsed = time.time() - start
         if elapsed >= budget:
             break
         if not order:
-            order = list(range(len(train)))
-            random.shuffle(order)
+            order = list(scene_ids)
+            rng.shuffle(order)
         idx, order = order[: args.batch], order[args.batch :]
         frac = elapsed / budget
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, lab, att, pix = batchify([train[i] for i in idx], train_imgs)
+        ids, lab, att, pix = batchify([pack(train[i], i, rng) for i in idx], train_imgs)
         loss = model(input_ids=ids, attention_mask=att, pixel_values=pix, labels=lab).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        seen += len(idx)
+        seen += sum(len(train[i]) for i in idx)
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step % 100 == 0:
             print(f"step {step} seen {seen} loss {ema:.4f} lr {lr:.2e} t {elapsed / 60:.1f}m", flush=True)
@@ -383,7 +418,7 @@ def main():
         "train_minutes": round(train_time / 60, 2),
         "steps": step,
         "questions_seen": seen,
-        "train_questions": len(train),
+        "train_questions": len(train_rows),
         "train_scenes": len(train_imgs),
         "parameters": n_params,
         "held_out_accuracy": {t: round(a, 4) for t, a in acc.items()},

@@ -91,9 +91,20 @@ def build_tokenizer(texts):
     return tok
 
 
+def read_jsonl(path):
+    """Rows of a JSONL file; a cut-off last line (a generator stopped early) is skipped."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
 def load_rows(folder):
-    with open(os.path.join(folder, "questions.jsonl")) as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(os.path.join(folder, "questions.jsonl"))
 
 
 def load_images(folder, names):
@@ -105,6 +116,50 @@ def load_images(folder, names):
         assert im.shape == (IMAGE_SIZE, IMAGE_SIZE, 3), f"{n} is {im.shape}"
         arr[i] = im.transpose(2, 0, 1)
     return torch.from_numpy(arr), index
+
+
+def patch_labels(folder, image_index):
+    """Per scene and vision patch, the colour and the shape (1-based; 0 = background) of the
+    object that covers most of the patch, from make_scenes' objects.jsonl (--objects).
+    A patch counts as an object's when that object covers at least a quarter of it."""
+    colours = ["red", "green", "blue", "yellow", "purple", "orange", "white"]
+    shapes = ["circle", "square", "triangle", "star", "cross"]
+    side = IMAGE_SIZE // PATCH
+    col = torch.zeros((len(image_index), NUM_PATCHES), dtype=torch.long)
+    shp = torch.zeros((len(image_index), NUM_PATCHES), dtype=torch.long)
+    for row in read_jsonl(os.path.join(folder, "objects.jsonl")):
+        i = image_index.get(row["image"])
+        if i is None:
+            continue
+        best = np.zeros(NUM_PATCHES)
+        for o in row["objects"]:
+            h, w = o["mask"]["size"]
+            bits = np.zeros(h * w, dtype=bool)
+            pos, val = 0, False
+            for c in o["mask"]["counts"]:
+                bits[pos : pos + c] = val
+                pos, val = pos + c, not val
+            cover = bits.reshape(side, PATCH, side, PATCH).sum(axis=(1, 3)).reshape(-1)
+            take = (cover >= PATCH * PATCH // 4) & (cover > best)
+            best = np.where(take, cover, best)
+            col[i, torch.from_numpy(take)] = colours.index(o["color"]) + 1
+            shp[i, torch.from_numpy(take)] = shapes.index(o["shape"]) + 1
+    return col, shp
+
+
+def forward_with_features(model, ids, att, pix, lab):
+    """The model's forward pass, done by hand so that the vision features the projector reads
+    are also returned (for the auxiliary patch loss). Same computation as model(input_ids=…,
+    pixel_values=…)."""
+    cfg = model.config
+    vt = model.model.vision_tower(pix, output_hidden_states=True)
+    feats = vt.hidden_states[cfg.vision_feature_layer][:, 1:]
+    proj = model.model.multi_modal_projector(feats)
+    embeds = model.model.get_input_embeddings()(ids)
+    mask = (ids == IMAGE).unsqueeze(-1).expand_as(embeds)
+    embeds = embeds.masked_scatter(mask, proj.to(embeds.dtype))
+    out = model(inputs_embeds=embeds, attention_mask=att, labels=lab)
+    return out, feats
 
 
 def normalise(images_u8):
@@ -340,6 +395,14 @@ def main():
     ap.add_argument("--text-width", type=int, default=192)
     ap.add_argument("--text-mlp", type=int, default=384)
     ap.add_argument("--kv-heads", type=int, default=4)
+    ap.add_argument(
+        "--aux-weight",
+        type=float,
+        default=0.0,
+        help="weight of an auxiliary loss on the vision features: per-patch colour and shape "
+        "of the covering object (needs make_scenes --objects); its heads are not saved",
+    )
+    ap.add_argument("--init", help="continue from a saved demo model folder (its tokenizer too)")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between evaluations")
     args = ap.parse_args()
 
@@ -348,8 +411,15 @@ def main():
     random.seed(args.seed)
 
     train_rows, test_rows = load_rows(args.train), load_rows(args.test)
+    if args.aux_weight > 0:
+        # Only scenes whose objects are listed (the generator may have been stopped early).
+        labelled = {r["image"] for r in read_jsonl(os.path.join(args.train, "objects.jsonl"))}
+        train_rows = [r for r in train_rows if r["image"] in labelled]
     texts = [prompt_text(r["question"]) + " " + r["answer"] for r in train_rows + test_rows]
-    tok = build_tokenizer(texts)
+    if args.init:
+        tok = Tokenizer.from_file(os.path.join(args.init, "tokenizer.json"))
+    else:
+        tok = build_tokenizer(texts)
     print(f"vocab {tok.get_vocab_size()}", flush=True)
 
     t0 = time.time()
@@ -365,11 +435,21 @@ def main():
     # A fixed held-out subset for the periodic evaluations (the whole test set at the end).
     probe = list(range(0, len(test), max(1, len(test) // 1000)))
 
-    model = build_model(tok.get_vocab_size(), args)
+    if args.init:
+        model = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
+        model.train()
+    else:
+        model = build_model(tok.get_vocab_size(), args)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params} parameters ({4 * n_params / 2**20:.1f} MiB in f32)", flush=True)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    if args.aux_weight > 0:
+        aux_col, aux_shp = patch_labels(args.train, train_idx)
+        vw = model.config.vision_config.hidden_size
+        heads = torch.nn.ModuleDict({"color": torch.nn.Linear(vw, 8), "shape": torch.nn.Linear(vw, 6)})
+        no_decay += list(heads.parameters())
+        print(f"aux patch loss x{args.aux_weight}: {(aux_col > 0).float().mean():.3f} of patches on objects", flush=True)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr,
@@ -377,6 +457,7 @@ def main():
     )
     budget = args.minutes * 60.0
     warmup = 200
+    aux = torch.zeros(())
     start = time.time()
     last_eval = start
     step, seen, ema = 0, 0, None
@@ -396,7 +477,16 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         ids, lab, att, pix = batchify([pack(train[i], i, rng) for i in idx], train_imgs)
-        loss = model(input_ids=ids, attention_mask=att, pixel_values=pix, labels=lab).loss
+        if args.aux_weight > 0:
+            out, feats = forward_with_features(model, ids, att, pix, lab)
+            aux = torch.nn.functional.cross_entropy(
+                heads["color"](feats).flatten(0, 1), aux_col[idx].flatten()
+            ) + torch.nn.functional.cross_entropy(
+                heads["shape"](feats).flatten(0, 1), aux_shp[idx].flatten()
+            )
+            loss = out.loss + args.aux_weight * aux
+        else:
+            loss = model(input_ids=ids, attention_mask=att, pixel_values=pix, labels=lab).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -405,10 +495,11 @@ def main():
         seen += sum(len(train[i]) for i in idx)
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step % 100 == 0:
-            print(f"step {step} seen {seen} loss {ema:.4f} lr {lr:.2e} t {elapsed / 60:.1f}m", flush=True)
+            print(f"step {step} seen {seen} loss {ema:.4f} aux {aux.item():.3f} lr {lr:.2e} t {elapsed / 60:.1f}m", flush=True)
         if time.time() - last_eval > args.eval_every * 60:
             acc, _ = evaluate(model, [test[i] for i in probe], [test_rows[i] for i in probe], test_imgs)
             print(f"eval step {step}: " + " ".join(f"{t} {a:.3f}" for t, a in acc.items()), flush=True)
+            save_folder(model, tok, args.out)
             last_eval = time.time()
     train_time = time.time() - start
     print(f"trained {step} steps, {seen} questions, {train_time / 60:.1f} min", flush=True)

@@ -3,10 +3,12 @@
 
 Run by hand (never by the build or CI):
 
-    cargo run --release --example make_scenes -- --out /tmp/scenes/train --n 40000 --seed 1
+    cargo run --release --example make_scenes -- --out /tmp/scenes/train --n 40000 --seed 1 --objects
     cargo run --release --example make_scenes -- --out /tmp/scenes/test --n 1500 --seed 2 --masks
     nice -n 19 python3 tools/train_demo.py --train /tmp/scenes/train --test /tmp/scenes/test \
-        --out assets/demo-model --minutes 30
+        --out assets/demo-model --minutes 35 --lr 1.5e-3 --eval-every 6 --aux-weight 1
+
+(the command that made the shipped model; its numbers are in assets/demo-model.train.json).
 
 The scenes and questions come from the Rust generator (`src/demo/scenes.rs`); this script does
 not reimplement it. It builds a word-level tokenizer (Metaspace `▁` pre-tokenizer) over the

@@ -1,5 +1,6 @@
 //! CLIP image preprocessing: image modes, resize, centre crop, rescale, normalise.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -91,9 +92,12 @@ pub struct ImageProcessor {
 
 /// Converts to RGB8; with `composite`, transparency is composited onto white (as transformers'
 /// `convert_to_rgb` does), otherwise the alpha channel is dropped.
-fn to_rgb(img: &DynamicImage, composite: bool) -> RgbImage {
+fn to_rgb(img: &DynamicImage, composite: bool) -> Cow<'_, RgbImage> {
+    if let DynamicImage::ImageRgb8(rgb) = img {
+        return Cow::Borrowed(rgb);
+    }
     if !(composite && img.color().has_alpha()) {
-        return img.to_rgb8();
+        return Cow::Owned(img.to_rgb8());
     }
     let rgba = img.to_rgba8();
     let mut out = RgbImage::new(rgba.width(), rgba.height());
@@ -103,7 +107,7 @@ fn to_rgb(img: &DynamicImage, composite: bool) -> RgbImage {
             o.0[c] = (f32::from(p.0[c]) * a + 255.0 * (1.0 - a)).round() as u8;
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// LLaVA's `expand2square`: a square of `color` with the image pasted at its centre
@@ -188,7 +192,7 @@ impl ImageProcessor {
         }
         let mut rgb = to_rgb(img, self.config.do_convert_rgb);
         if mode == ImageMode::Pad {
-            rgb = expand_to_square(&rgb, self.pad_color());
+            rgb = Cow::Owned(expand_to_square(&rgb, self.pad_color()));
         }
         let (h, w) = (rgb.height() as usize, rgb.width() as usize);
         let (resize_to, crop) = self.plan(h, w, mode);

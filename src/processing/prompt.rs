@@ -153,8 +153,8 @@ impl PromptProcessor {
 
     /// Loads everything from a Hugging Face model folder: `tokenizer.json` (required),
     /// `tokenizer_config.json`, `chat_template.jinja` or `chat_template.json`,
-    /// `generation_config.json` and `config.json`'s `eos_token_id` (top level or `text_config`),
-    /// each when present.
+    /// `generation_config.json`, `processor_config.json`'s `image_token` and `config.json`'s
+    /// `eos_token_id` (top level or `text_config`), each when present.
     pub fn from_dir(dir: &Path) -> Result<Self, ProcessingError> {
         let opt = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
         let template = opt("chat_template.jinja").or_else(|| opt("chat_template.json"));
@@ -166,6 +166,11 @@ impl PromptProcessor {
             template.as_deref(),
             gen_config.as_deref(),
         )?;
+        if let Some(path) = opt("processor_config.json") {
+            if let Some(token) = token_text(read_json(&path)?.get("image_token")) {
+                p.set_image_token(&token)?;
+            }
+        }
         if let Some(path) = opt("config.json") {
             let config = read_json(&path)?;
             p.add_eos_token_ids(&eos_ids_from_value(config.get("eos_token_id")));
@@ -175,6 +180,18 @@ impl PromptProcessor {
             ));
         }
         Ok(p)
+    }
+
+    /// Uses `token` as the image placeholder (e.g. from `processor_config.json`'s
+    /// `image_token`); errors when the tokenizer does not have it.
+    pub fn set_image_token(&mut self, token: &str) -> Result<(), ProcessingError> {
+        self.image_token_id = self.tokenizer.token_to_id(token).ok_or_else(|| {
+            ProcessingError::ImageTokenMissing {
+                token: token.to_string(),
+            }
+        })?;
+        self.image_token = token.to_string();
+        Ok(())
     }
 
     /// Adds end-of-sequence ids (e.g. from the model's `config.json`), skipping duplicates.

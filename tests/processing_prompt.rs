@@ -237,3 +237,45 @@ fn broken_template_is_an_error() {
     let err = PromptProcessor::from_dir(dir.path()).unwrap_err();
     assert!(matches!(err, ProcessingError::Template(_)), "{err}");
 }
+
+/// Turns a copied fixture tokenizer into an old-style Llama `tokenizer.json` (a Prepend("▁")
+/// normalizer, no pre-tokenizer) and sets `tokenizer_class` in `tokenizer_config.json`.
+fn legacy_llama_copy(class: &str) -> tempfile::TempDir {
+    let dir = copy_model("tiny-llava-gqa");
+    let path = dir.path().join("tokenizer.json");
+    let mut tok: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tok["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "▁"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
+    ]});
+    tok["pre_tokenizer"] = Value::Null;
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let path = dir.path().join("tokenizer_config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["tokenizer_class"] = Value::from(class);
+    std::fs::write(&path, config.to_string()).unwrap();
+    dir
+}
+
+/// transformers 5 rebuilds a `LlamaTokenizer`'s normalizer, pre-tokenizer and decoder
+/// (checked with transformers 5.24 on this very file: ids as the reference, decode of
+/// [200, 101, 61, 132, 106] = "USER: What is"); a generic fast tokenizer uses the file as is,
+/// which puts an extra "▁" (id 101) after `<image>`.
+#[test]
+fn legacy_llama_tokenizer_json_is_tokenized_as_transformers_does() {
+    let want = u32s(&reference("tiny-llava-gqa")["input_ids"]);
+    let dir = legacy_llama_copy("LlamaTokenizer");
+    let p = PromptProcessor::from_dir(dir.path()).unwrap();
+    let enc = p.encode("What is in the picture?", 16).unwrap();
+    assert_eq!(enc.ids, want);
+    assert_eq!(p.decode(&[200, 101, 61, 132, 106]), "USER: What is");
+
+    let dir = legacy_llama_copy("PreTrainedTokenizerFast");
+    let p = PromptProcessor::from_dir(dir.path()).unwrap();
+    let enc = p.encode("What is in the picture?", 16).unwrap();
+    assert_eq!(
+        enc.ids[19], 101,
+        "the file as is: an extra ▁ after the image"
+    );
+    assert_eq!(enc.ids.len(), want.len() + 1);
+}

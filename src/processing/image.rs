@@ -96,6 +96,9 @@ fn to_rgb(img: &DynamicImage, composite: bool) -> Cow<'_, RgbImage> {
     if let DynamicImage::ImageRgb8(rgb) = img {
         return Cow::Borrowed(rgb);
     }
+    if let Some(eight) = high_bytes(img) {
+        return Cow::Owned(to_rgb(&eight, composite).into_owned());
+    }
     if !(composite && img.color().has_alpha()) {
         return Cow::Owned(img.to_rgb8());
     }
@@ -108,6 +111,40 @@ fn to_rgb(img: &DynamicImage, composite: bool) -> Cow<'_, RgbImage> {
         }
     }
     Cow::Owned(out)
+}
+
+/// 16-bit images reduced to 8 bits by keeping the high byte, as Pillow reads 16-bit PNGs
+/// (the `image` crate's own conversion rounds, which differs by one level); `None` for
+/// images that are not 16-bit integer images.
+fn high_bytes(img: &DynamicImage) -> Option<DynamicImage> {
+    fn map<P, Q>(
+        buf: &image::ImageBuffer<P, Vec<u16>>,
+        f: impl Fn(&P) -> Q,
+    ) -> image::ImageBuffer<Q, Vec<u8>>
+    where
+        P: image::Pixel<Subpixel = u16>,
+        Q: image::Pixel<Subpixel = u8>,
+    {
+        let mut out = image::ImageBuffer::new(buf.width(), buf.height());
+        for (o, p) in out.pixels_mut().zip(buf.pixels()) {
+            *o = f(p);
+        }
+        out
+    }
+    let hi = |v: u16| (v >> 8) as u8;
+    Some(match img {
+        DynamicImage::ImageRgb16(b) => DynamicImage::ImageRgb8(map(b, |p| image::Rgb(p.0.map(hi)))),
+        DynamicImage::ImageRgba16(b) => {
+            DynamicImage::ImageRgba8(map(b, |p| image::Rgba(p.0.map(hi))))
+        }
+        DynamicImage::ImageLuma16(b) => {
+            DynamicImage::ImageLuma8(map(b, |p| image::Luma(p.0.map(hi))))
+        }
+        DynamicImage::ImageLumaA16(b) => {
+            DynamicImage::ImageLumaA8(map(b, |p| image::LumaA(p.0.map(hi))))
+        }
+        _ => return None,
+    })
 }
 
 /// LLaVA's `expand2square`: a square of `color` with the image pasted at its centre
@@ -347,6 +384,24 @@ mod tests {
         let row: Vec<f32> = px.data[4..8].to_vec();
         assert_eq!(row, vec![0.0, 1.0, 1.0, 0.0]);
         assert_eq!(&px.data[0..4], &[0.0; 4]);
+    }
+
+    #[test]
+    fn sixteen_bit_images_keep_the_high_byte() {
+        let img = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(
+            1,
+            1,
+            image::Rgb([200, 65535, 16200]),
+        );
+        let rgb = to_rgb(&DynamicImage::ImageRgb16(img), true).into_owned();
+        assert_eq!(rgb.get_pixel(0, 0).0, [0, 255, 63]);
+        let img = image::ImageBuffer::<image::LumaA<u16>, Vec<u16>>::from_pixel(
+            1,
+            1,
+            image::LumaA([65535, 65535]),
+        );
+        let rgb = to_rgb(&DynamicImage::ImageLumaA16(img), true).into_owned();
+        assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
     }
 
     #[test]

@@ -324,6 +324,28 @@ impl ImageProcessor {
         out
     }
 
+    /// The 8-bit RGB picture behind `pixels` (normalisation and rescaling undone, rounded and
+    /// clamped): what the vision tower saw, for drawing under attention maps.
+    pub fn to_image(&self, pixels: &PixelValues) -> RgbImage {
+        let c = &self.config;
+        let [_, h, w] = pixels.shape;
+        let plane = h * w;
+        let value = |ch: usize, i: usize| {
+            let mut x = f64::from(pixels.data.get(ch * plane + i).copied().unwrap_or(0.0));
+            if c.do_normalize {
+                x = x * f64::from(c.image_std[ch] as f32) + f64::from(c.image_mean[ch] as f32);
+            }
+            if c.do_rescale && c.rescale_factor != 0.0 {
+                x /= c.rescale_factor;
+            }
+            x.round().clamp(0.0, 255.0) as u8
+        };
+        RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let i = y as usize * w + x as usize;
+            image::Rgb([value(0, i), value(1, i), value(2, i)])
+        })
+    }
+
     /// Rescale and normalise, in transformers' precision: `(v as f64 * factor) as f32`, then
     /// `(x - mean) / std` in f32; the result is channel-major.
     fn normalise(&self, pixels: &[u8], h: usize, w: usize) -> PixelValues {
@@ -402,6 +424,18 @@ mod tests {
         );
         let rgb = to_rgb(&DynamicImage::ImageLumaA16(img), true).into_owned();
         assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn to_image_undoes_the_normalisation() {
+        let p = processor(r#"{"size": 8, "crop_size": 8}"#);
+        let img = RgbImage::from_fn(8, 8, |x, y| {
+            image::Rgb([(x * 31) as u8, (y * 29) as u8, 200])
+        });
+        let px = p
+            .preprocess(&DynamicImage::ImageRgb8(img.clone()), ImageMode::Default)
+            .unwrap();
+        assert_eq!(p.to_image(&px), img);
     }
 
     #[test]

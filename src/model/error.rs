@@ -122,6 +122,14 @@ pub enum ModelError {
         /// candle's message.
         message: String,
     },
+    /// The dtype cannot run on the device.
+    #[error("{dtype} is not supported on {device}: candle has no {dtype} matrix multiply there; use f32 or f16")]
+    UnsupportedDtype {
+        /// The dtype, as the CLI names it.
+        dtype: String,
+        /// The device, in words.
+        device: String,
+    },
     /// Any other tensor error while building the model.
     #[error("building the model failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -58,7 +58,8 @@ impl Rope {
                     } else {
                         *f
                     };
-                    let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                    // transformers: neither high-frequency (wavelen < high) nor low-frequency (wavelen > low)
+                    let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
                     *f = if medium {
                         let smooth = (old / wavelen - low) / (high - low);
                         (1.0 - smooth) * scaled / factor + smooth * scaled

@@ -106,7 +106,7 @@ def main() -> int:
         save_file(
             {"relevancy_llm": llm64.float().contiguous(), "relevancy_vit": vit64.float().contiguous()},
             str(FIX / "reference" / f"{name}.relevancy.safetensors"),
-            metadata={"definition": "see tools/relevancy_reference.py", "computed_in": "float64"},
+            metadata={"definition": "tools/relevancy_reference.py, computed in float64"},
         )
         d_llm = (llm32.double() - llm64).abs().max().item()
         d_vit = (vit32.double() - vit64).abs().max().item()

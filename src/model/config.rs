@@ -155,6 +155,8 @@ pub struct LlavaConfig {
     pub tie_word_embeddings: bool,
     /// Projector type named by the config (`mm_projector_type`), if any; the weights decide.
     pub projector_type: Option<String>,
+    /// The first of config.json's `architectures`, recorded in sessions.
+    pub architecture: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -235,6 +237,7 @@ struct RawLlava {
     vision_feature_select_strategy: Option<SelectStrategy>,
     tie_word_embeddings: Option<bool>,
     mm_projector_type: Option<String>,
+    architectures: Option<Vec<String>>,
 }
 
 fn unsupported(msg: impl Into<String>) -> ModelError {
@@ -441,6 +444,10 @@ impl LlavaConfig {
                 .unwrap_or(SelectStrategy::Default),
             tie_word_embeddings: top_tie || text_config.tie_word_embeddings,
             projector_type: raw.mm_projector_type,
+            architecture: raw
+                .architectures
+                .and_then(|a| a.into_iter().next())
+                .unwrap_or_else(|| "LlavaForConditionalGeneration".into()),
             text_config,
             vision_config,
         };

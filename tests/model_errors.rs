@@ -197,3 +197,44 @@ fn device_names() {
         );
     }
 }
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    use candle_core::Tensor;
+    use lvlmscope::model::AttentionRecorder;
+    let model = load(&fixture("tiny-llava-gqa")).unwrap();
+    let mut rec = AttentionRecorder::off();
+    // image_token_index is 3 in the fixtures
+    let err = model.embed(&[1, 3, 3], None).unwrap_err().to_string();
+    assert!(err.contains("no image features"), "{err}");
+    let feats = Tensor::zeros((16, 64), DType::F32, &Device::Cpu).unwrap();
+    let err = model
+        .embed(&[1, 3, 3], Some(&feats))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("2 image tokens") && err.contains("16"),
+        "{err}"
+    );
+    let err = model.embed(&[1, 9999], None).unwrap_err().to_string();
+    assert!(err.contains("9999") && err.contains("vocabulary"), "{err}");
+    let small = Tensor::zeros((1, 3, 16, 16), DType::F32, &Device::Cpu).unwrap();
+    let err = model
+        .image_features(&small, &mut rec)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("16x16") && err.contains("32x32"), "{err}");
+    let embeds = model.embed(&[1, 5], None).unwrap();
+    let mut cache = model.new_cache();
+    let err = model
+        .forward(&embeds, 4, &mut cache, &mut rec, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("offset 4"), "{err}");
+    let mut wrong = lvlmscope::model::KvCache::new(1);
+    let err = model
+        .forward(&embeds, 0, &mut wrong, &mut rec, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("KV cache has 1 layers"), "{err}");
+}

@@ -154,3 +154,32 @@ fn cleann_matches_causality_lab_on_every_case_and_head() {
         failures.join("\n")
     );
 }
+
+/// Extra reference files (same format) from the folder named by `LVLMSCOPE_CLEANN_EXTRA`, e.g.
+/// larger cases made by hand with causality-lab: `cargo test --test causal_golden -- --ignored`.
+#[test]
+#[ignore = "needs LVLMSCOPE_CLEANN_EXTRA pointing at extra reference files"]
+fn cleann_matches_extra_reference_files() {
+    let dir = std::env::var("LVLMSCOPE_CLEANN_EXTRA").expect("LVLMSCOPE_CLEANN_EXTRA is set");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("folder readable")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no JSON files in {dir}");
+    let mut total = 0;
+    let mut failures = Vec::new();
+    for f in &files {
+        let o = check_file(f);
+        total += o.heads;
+        failures.extend(o.failures);
+    }
+    eprintln!("{} files, {total} heads checked", files.len());
+    assert!(
+        failures.is_empty(),
+        "{} mismatches over {total} heads:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

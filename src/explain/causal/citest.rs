@@ -37,24 +37,42 @@ impl ParCorrTest {
         num_records: usize,
         alpha: f64,
     ) -> Self {
+        let rows: Vec<Vec<f64>> = nodes
+            .iter()
+            .map(|&p| attention[p * seq_len..(p + 1) * seq_len].to_vec())
+            .collect();
+        Self::from_rows(&rows, seq_len, nodes, num_records, alpha)
+    }
+
+    /// Like [`Self::new`], from the attention rows of the nodes (`rows[i]` is the row of
+    /// `nodes[i]`), each of `seq_len` values.
+    pub fn from_rows(
+        rows: &[Vec<f64>],
+        seq_len: usize,
+        nodes: &[usize],
+        num_records: usize,
+        alpha: f64,
+    ) -> Self {
         let k = nodes.len();
-        let mut index = vec![NOT_A_NODE; seq_len];
+        let mut index = vec![NOT_A_NODE; seq_len.max(nodes.iter().max().map_or(0, |m| m + 1))];
         for (i, &p) in nodes.iter().enumerate() {
             index[p] = i as u32;
         }
-        let row = |p: usize| &attention[p * seq_len..(p + 1) * seq_len];
-        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-        let inv_std: Vec<f64> = nodes
+        // Causal attention rows end in zeros: only the leading part takes part in products.
+        let used: Vec<&[f64]> = rows
             .iter()
-            .map(|&p| 1.0 / dot(row(p), row(p)).sqrt())
+            .map(|r| {
+                let end = r.iter().rposition(|&v| v != 0.0).map_or(0, |e| e + 1);
+                &r[..end]
+            })
             .collect();
+        let inv_std: Vec<f64> = used.iter().map(|r| 1.0 / dot(r, r).sqrt()).collect();
         let mut corr = vec![0.0; k * k];
         for i in 0..k {
             for j in i..k {
-                let cov = dot(row(nodes[i]), row(nodes[j]));
+                let cov = dot(used[i], used[j]);
                 // numpy: cov * inv_std (per column) * inv_std[:, None] (per row)
-                let c = cov * inv_std[j] * inv_std[i];
-                corr[i * k + j] = c;
+                corr[i * k + j] = cov * inv_std[j] * inv_std[i];
                 corr[j * k + i] = cov * inv_std[i] * inv_std[j];
             }
         }
@@ -189,6 +207,27 @@ impl ParCorrTest {
         // causality-lab negates the inverse first: -(-i01) / sqrt(|(-i00)(-i11)|)
         Some(-i01 / (i00 * i11).abs().sqrt())
     }
+}
+
+/// Dot product over the common length, with independent partial sums (vectorisable).
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Standard normal CDF as scipy's `ndtr` evaluates it.

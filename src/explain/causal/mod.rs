@@ -73,8 +73,16 @@ pub fn explain_head(
     head: usize,
     params: &CausalParams,
 ) -> CausalHead {
-    let a: Vec<f64> = attention.iter().map(|&v| v as f64).collect();
-    explain_head_f64(&a, seq_len, image_span, target, head, params)
+    if attention.len() < seq_len * seq_len {
+        return empty_head(head, target).0;
+    }
+    let row = |p: usize| -> Vec<f64> {
+        attention[p * seq_len..(p + 1) * seq_len]
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect()
+    };
+    explain_rows(&row, seq_len, image_span, target, head, params).0
 }
 
 /// Explains one head from its `seq_len × seq_len` attention (row-major, f64).
@@ -137,31 +145,64 @@ pub fn explain_head_with_tree(
     head: usize,
     params: &CausalParams,
 ) -> (CausalHead, PdsTree) {
-    let empty_tree = || PdsTree {
+    if attention.len() < seq_len * seq_len {
+        return empty_head(head, target);
+    }
+    let row = |p: usize| attention[p * seq_len..(p + 1) * seq_len].to_vec();
+    explain_rows(&row, seq_len, image_span, target, head, params)
+}
+
+/// The result for a head that cannot be explained (no attention row for the target).
+fn empty_head(head: usize, target: usize) -> (CausalHead, PdsTree) {
+    let tree = PdsTree {
         nodes: vec![pds_tree::TreeNode {
             position: target,
             depth: 0,
             children: Vec::new(),
         }],
     };
-    if target >= seq_len || attention.len() < seq_len * seq_len {
-        let head = CausalHead {
-            head,
-            nodes: Vec::new(),
-            explanation: Vec::new(),
-            per_radius: BTreeMap::new(),
-            importance: 0.0,
-            image_weights: BTreeMap::new(),
-        };
-        return (head, empty_tree());
+    let head = CausalHead {
+        head,
+        nodes: Vec::new(),
+        explanation: Vec::new(),
+        per_radius: BTreeMap::new(),
+        importance: 0.0,
+        image_weights: BTreeMap::new(),
+    };
+    (head, tree)
+}
+
+/// The one implementation behind the entry points: `row_of(p)` gives the attention row of
+/// position `p` (`seq_len` values).
+fn explain_rows(
+    row_of: &dyn Fn(usize) -> Vec<f64>,
+    seq_len: usize,
+    image_span: (usize, usize),
+    target: usize,
+    head: usize,
+    params: &CausalParams,
+) -> (CausalHead, PdsTree) {
+    if target >= seq_len {
+        return empty_head(head, target);
     }
-    let row = &attention[target * seq_len..(target + 1) * seq_len];
+    let target_row = row_of(target);
+    let row = target_row.as_slice();
     let selected = select_nodes(row, image_span, target, params);
     let node_set: pyset::PySet = selected.iter().copied().collect();
     let mut order = node_set.to_vec();
     order.sort_unstable();
 
-    let mut ci = citest::ParCorrTest::new(attention, seq_len, &order, params.dof, params.alpha);
+    let rows: Vec<Vec<f64>> = order
+        .iter()
+        .map(|&p| {
+            if p == target {
+                target_row.clone()
+            } else {
+                row_of(p)
+            }
+        })
+        .collect();
+    let mut ci = citest::ParCorrTest::from_rows(&rows, seq_len, &order, params.dof, params.alpha);
     let graph = icd::learn(node_set, &order, &mut ci, icd::IcdOptions::default());
     let (tree, pds) = pds_tree::create_pds_tree(&graph, target, None, Some(params.search_radius));
 
@@ -218,12 +259,9 @@ pub fn explain_token(
         _ => (0, 0),
     };
     let stride = seq_len * seq_len;
-    let one = |h: usize| {
-        let a: Vec<f64> = full.data[h * stride..(h + 1) * stride]
-            .iter()
-            .map(|&v| v as f64)
-            .collect();
-        explain_head_f64(&a, seq_len, image_span, target, h, params)
+    let one = |h: usize| match full.data.get(h * stride..(h + 1) * stride) {
+        Some(a) => explain_head(a, seq_len, image_span, target, h, params),
+        None => empty_head(h, target).0,
     };
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

@@ -73,16 +73,7 @@ pub fn explain_head(
     head: usize,
     params: &CausalParams,
 ) -> CausalHead {
-    if attention.len() < seq_len * seq_len {
-        return empty_head(head, target).0;
-    }
-    let row = |p: usize| -> Vec<f64> {
-        attention[p * seq_len..(p + 1) * seq_len]
-            .iter()
-            .map(|&v| f64::from(v))
-            .collect()
-    };
-    explain_rows(&row, seq_len, image_span, target, head, params).0
+    explain_head_with_tree(attention, seq_len, image_span, target, head, params).0
 }
 
 /// Explains one head from its `seq_len × seq_len` attention (row-major, f64).
@@ -136,9 +127,10 @@ pub fn head_importance(row: &[f64], image_span: (usize, usize)) -> f64 {
     img / after
 }
 
-/// [`explain_head_f64`] that also returns the possible-d-separation tree of the target.
-pub fn explain_head_with_tree(
-    attention: &[f64],
+/// [`explain_head`] (f32 or f64 attention; computed in f64) that also returns the
+/// possible-d-separation tree of the target (see [`tree_rows`]).
+pub fn explain_head_with_tree<T: Copy + Into<f64>>(
+    attention: &[T],
     seq_len: usize,
     image_span: (usize, usize),
     target: usize,
@@ -148,7 +140,12 @@ pub fn explain_head_with_tree(
     if attention.len() < seq_len * seq_len {
         return empty_head(head, target);
     }
-    let row = |p: usize| attention[p * seq_len..(p + 1) * seq_len].to_vec();
+    let row = |p: usize| -> Vec<f64> {
+        attention[p * seq_len..(p + 1) * seq_len]
+            .iter()
+            .map(|&v| v.into())
+            .collect()
+    };
     explain_rows(&row, seq_len, image_span, target, head, params)
 }
 

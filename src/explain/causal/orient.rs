@@ -77,11 +77,11 @@ impl Pag {
             let a_nodes = self.at(b, Mark::Arrow).to_vec();
             let c_nodes = self.at(b, Mark::Tail).to_vec();
             for &c in &c_nodes {
-                if !self.at(c, Mark::Arrow).contains(b) {
+                if !self.has(c, Mark::Arrow, b) {
                     continue;
                 }
                 for &a in &a_nodes {
-                    if self.at(c, Mark::Circle).contains(a) {
+                    if self.has(c, Mark::Circle, a) {
                         self.set_mark(a, c, Mark::Arrow);
                         modified = true;
                     }
@@ -93,10 +93,10 @@ impl Pag {
             for b in b_nodes {
                 let a_nodes = self.at(b, Mark::Arrow).to_vec();
                 for a in a_nodes {
-                    if !self.at(a, Mark::Tail).contains(b) {
+                    if !self.has(a, Mark::Tail, b) {
                         continue;
                     }
-                    if self.at(c, Mark::Circle).contains(a) {
+                    if self.has(c, Mark::Circle, a) {
                         self.set_mark(a, c, Mark::Arrow);
                         modified = true;
                     }
@@ -141,7 +141,7 @@ impl Pag {
             for c in c_nodes {
                 let a_nodes = self.parents(c).to_vec();
                 for a in a_nodes {
-                    if !self.at(a, Mark::Arrow).contains(b) {
+                    if !self.has(a, Mark::Arrow, b) {
                         continue;
                     }
                     let Some(d) = self.discriminating_path_source(a, b, c) else {
@@ -177,9 +177,7 @@ impl Pag {
                     if !self.is_connected(d, c) {
                         return Some(d);
                     }
-                    if !visited.contains(d)
-                        && self.is_parent(d, c)
-                        && self.at(d, Mark::Arrow).contains(cur)
+                    if !visited.contains(d) && self.is_parent(d, c) && self.has(d, Mark::Arrow, cur)
                     {
                         next.add(d);
                     }
@@ -272,7 +270,7 @@ impl Pag {
             let has_undirected = self
                 .at(b, Mark::Tail)
                 .iter()
-                .any(|a| self.at(a, Mark::Tail).contains(b));
+                .any(|a| self.has(a, Mark::Tail, b));
             if !has_undirected {
                 continue;
             }
@@ -291,7 +289,7 @@ impl Pag {
             let a_nodes: Vec<usize> = self
                 .at(b, Mark::Circle)
                 .iter()
-                .filter(|&a| self.at(a, Mark::Tail).contains(b))
+                .filter(|&a| self.has(a, Mark::Tail, b))
                 .collect();
             let c_nodes = self.at(b, Mark::Circle).to_vec();
             for &a in &a_nodes {
@@ -314,12 +312,12 @@ impl Pag {
                 .at(b, Mark::Arrow)
                 .union(self.at(b, Mark::Circle))
                 .iter()
-                .filter(|&a| self.at(a, Mark::Tail).contains(b))
+                .filter(|&a| self.has(a, Mark::Tail, b))
                 .collect();
             let c_nodes: Vec<usize> = self
                 .at(b, Mark::Tail)
                 .iter()
-                .filter(|&c| self.at(c, Mark::Arrow).contains(b))
+                .filter(|&c| self.has(c, Mark::Arrow, b))
                 .collect();
             for &a in &a_nodes {
                 for &c in &c_nodes {
@@ -341,7 +339,7 @@ impl Pag {
             let c_nodes: Vec<usize> = self
                 .at(a, Mark::Circle)
                 .iter()
-                .filter(|&c| self.at(c, Mark::Arrow).contains(a))
+                .filter(|&c| self.has(c, Mark::Arrow, a))
                 .collect();
             for c in c_nodes {
                 let b_nodes: Vec<usize> = self

@@ -28,7 +28,12 @@ const ALL_MARKS: [Mark; 3] = [Mark::Circle, Mark::Arrow, Mark::Tail];
 pub struct Pag {
     /// The nodes, as the Python set the graph was built from.
     pub nodes: PySet,
-    local: HashMap<usize, usize>,
+    /// Position → local index (`u32::MAX` for positions that are not nodes).
+    local: Vec<u32>,
+    /// Number of nodes.
+    n: usize,
+    /// `n × n`: mark at the row node on its edge with the column node (0 none, 1 + mark).
+    mark: Vec<u8>,
     marks: Vec<[PySet; 3]>,
     /// Separating sets of removed edges, keyed by (smaller, larger) position.
     sepset: HashMap<(usize, usize), Vec<usize>>,
@@ -38,18 +43,36 @@ impl Pag {
     /// A complete graph of `o—o` edges over `nodes`.
     pub fn complete(nodes: PySet) -> Self {
         let node_list = nodes.to_vec();
-        let local: HashMap<usize, usize> =
-            node_list.iter().enumerate().map(|(i, &p)| (p, i)).collect();
+        let n = node_list.len();
+        let mut local = vec![u32::MAX; node_list.iter().max().map_or(0, |m| m + 1)];
+        for (i, &p) in node_list.iter().enumerate() {
+            local[p] = i as u32;
+        }
         let marks = node_list
             .iter()
             .map(|&p| [nodes.minus(&[p]), PySet::new(), PySet::new()])
             .collect();
+        let mut mark = vec![1 + Mark::Circle as u8; n * n];
+        for i in 0..n {
+            mark[i * n + i] = 0;
+        }
         Self {
             nodes,
             local,
+            n,
+            mark,
             marks,
             sepset: HashMap::new(),
         }
+    }
+
+    fn li(&self, node: usize) -> usize {
+        self.local[node] as usize
+    }
+
+    /// Whether the mark at `node` on its edge with `other` is `m`.
+    pub fn has(&self, node: usize, m: Mark, other: usize) -> bool {
+        self.mark[self.li(node) * self.n + self.li(other)] == 1 + m as u8
     }
 
     /// Node positions in the graph's iteration order.
@@ -59,24 +82,22 @@ impl Pag {
 
     /// The set of neighbours whose edge has mark `m` at `node`.
     pub fn at(&self, node: usize, m: Mark) -> &PySet {
-        &self.marks[self.local[&node]][m as usize]
+        &self.marks[self.li(node)][m as usize]
     }
 
     fn at_mut(&mut self, node: usize, m: Mark) -> &mut PySet {
-        let i = self.local[&node];
+        let i = self.li(node);
         &mut self.marks[i][m as usize]
     }
 
     /// Whether `i` and `j` are adjacent.
     pub fn is_connected(&self, i: usize, j: usize) -> bool {
-        ALL_MARKS
-            .iter()
-            .any(|&m| self.at(j, m).contains(i) || self.at(i, m).contains(j))
+        self.mark[self.li(i) * self.n + self.li(j)] != 0
     }
 
     /// Whether the edge `i *-* j` has `mi` at `i` and `mj` at `j`.
     pub fn is_edge(&self, i: usize, j: usize, mi: Mark, mj: Mark) -> bool {
-        self.at(i, mi).contains(j) && self.at(j, mj).contains(i)
+        self.has(i, mi, j) && self.has(j, mj, i)
     }
 
     /// The mark at `node` on its edge with `other`, if adjacent.
@@ -84,7 +105,7 @@ impl Pag {
         ALL_MARKS
             .iter()
             .copied()
-            .find(|&m| self.at(node, m).contains(other))
+            .find(|&m| self.has(node, m, other))
     }
 
     /// Neighbours of `node` (any mark), optionally intersected with `pool`.
@@ -105,6 +126,9 @@ impl Pag {
             self.at_mut(i, m).discard(j);
             self.at_mut(j, m).discard(i);
         }
+        let (a, b) = (self.li(i), self.li(j));
+        self.mark[a * self.n + b] = 0;
+        self.mark[b * self.n + a] = 0;
     }
 
     /// Sets the mark at `target` on the edge from `source`.
@@ -113,6 +137,8 @@ impl Pag {
             self.at_mut(target, old).discard(source);
         }
         self.at_mut(target, m).add(source);
+        let (t, s) = (self.li(target), self.li(source));
+        self.mark[t * self.n + s] = 1 + m as u8;
     }
 
     /// Records the separating set of a removed edge.
@@ -131,13 +157,12 @@ impl Pag {
     pub fn is_possible_parent(&self, parent: usize, child: usize) -> bool {
         parent != child
             && self.is_connected(parent, child)
-            && !(self.at(child, Mark::Tail).contains(parent)
-                || self.at(parent, Mark::Arrow).contains(child))
+            && !(self.has(child, Mark::Tail, parent) || self.has(parent, Mark::Arrow, child))
     }
 
     /// `parent —> child`.
     pub fn is_parent(&self, parent: usize, child: usize) -> bool {
-        self.at(child, Mark::Arrow).contains(parent) && self.at(parent, Mark::Tail).contains(child)
+        self.has(child, Mark::Arrow, parent) && self.has(parent, Mark::Tail, child)
     }
 
     /// Nodes of `en` (default: all but `parent`) that `parent` may be a parent of.
@@ -166,7 +191,7 @@ impl Pag {
     pub fn parents(&self, child: usize) -> PySet {
         self.at(child, Mark::Arrow)
             .iter()
-            .filter(|&p| self.at(p, Mark::Tail).contains(child))
+            .filter(|&p| self.has(p, Mark::Tail, child))
             .collect()
     }
 
@@ -208,8 +233,7 @@ impl Pag {
         if x == y || !self.is_connected(x, mid) || !self.is_connected(mid, y) {
             return false;
         }
-        self.is_connected(x, y)
-            || (self.at(mid, Mark::Arrow).contains(x) && self.at(mid, Mark::Arrow).contains(y))
+        self.is_connected(x, y) || (self.has(mid, Mark::Arrow, x) && self.has(mid, Mark::Arrow, y))
     }
 
     /// Adjacency of the skeleton restricted to `en` (default: all nodes), as a lookup.

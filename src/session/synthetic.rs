@@ -215,7 +215,6 @@ fn token_id(s: &str) -> i64 {
 struct Shape {
     seed: u64,
     layers: usize,
-    heads: usize,
     n: usize,
     image: std::ops::Range<usize>,
     objects: [Vec<usize>; 2],
@@ -301,7 +300,6 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
     let shape = Shape {
         seed: spec.seed,
         layers: spec.layers,
-        heads: spec.heads,
         n,
         image: spec.prefix_len..spec.prefix_len + patches,
         objects: [object_patches(spec.grid, 0), object_patches(spec.grid, 1)],

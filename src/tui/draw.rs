@@ -21,7 +21,7 @@ pub fn layout(area: Rect, app: &App) -> (Rect, [(Pane, Rect); 5], Rect) {
     ])
     .areas(area);
     let left_w = (body.width * 18 / 100).clamp(18, 36);
-    let image_w = (body.height * 2 + 2).clamp(24, body.width * 45 / 100);
+    let image_w = (body.height * 2 + 2).min(body.width * 45 / 100).max(10);
     let [left, mid, right] = Layout::horizontal([
         Constraint::Length(left_w),
         Constraint::Length(image_w),

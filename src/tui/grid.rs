@@ -35,7 +35,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let dim = Style::default().fg(look.color(look.theme.dim));
     let rows_avail = inner.height.saturating_sub(2) as usize;
     let heads_shown = heads.min(rows_avail * 2);
-    let side_by_side = inner.width as usize >= 2 * layers + 3;
+    let gap = layers.max(12) + 2;
+    let side_by_side = inner.width as usize >= gap + layers.max(15);
     let shown_layers = if side_by_side {
         layers
     } else {
@@ -43,7 +44,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     };
     let x0 = inner.x;
     let x1 = if side_by_side {
-        inner.x + layers as u16 + 3
+        inner.x + gap as u16
     } else {
         u16::MAX / 2
     };

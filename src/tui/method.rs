@@ -125,10 +125,7 @@ fn small_multiples(f: &mut Frame, app: &App, area: Rect) {
         let th = (tw * rows).div_ceil(cols).div_ceil(2) + 1;
         per_row > 0 && heads.len().div_ceil(per_row) * th <= area.height as usize
     };
-    let tw = (4..=cols.clamp(4, 32))
-        .rev()
-        .find(|&tw| fits(tw))
-        .unwrap_or(4);
+    let tw = (4..=24).rev().find(|&tw| fits(tw)).unwrap_or(4);
     let th_px = (tw * rows).div_ceil(cols).max(1);
     let th = th_px.div_ceil(2) + 1;
     let per_row = ((area.width as usize + 1) / (tw + 1)).max(1);
@@ -155,7 +152,7 @@ fn small_multiples(f: &mut Frame, app: &App, area: Rect) {
         } else {
             fg
         };
-        let label: String = format!("h{h} {mean:.3}").chars().take(tw).collect();
+        let label: String = format!("h{h} {mean:.1e}").chars().take(tw).collect();
         put(buf, area, x, y + th as u16 - 1, &label, style);
     }
 }

@@ -1,94 +1,145 @@
-//! Temporary command line of the `tui` branch (`tui` and `report` only); the integrator's full
-//! CLI replaces it, keeping these flags.
+//! The `lvlmscope` binary: parses the command line and hands over to the library.
+//! Errors end here as one sentence on stderr and a non-zero exit code.
 
-use std::path::PathBuf;
+mod cli;
 
-use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
-#[derive(Parser)]
-#[command(
-    name = "lvlmscope",
-    about = "Look inside vision-language models from a terminal"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
+use anyhow::Context;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 
-#[derive(Subcommand)]
-enum Command {
-    /// The terminal app.
-    Tui {
-        #[arg(long)]
-        model: Option<String>,
-        #[arg(long)]
-        image: Option<PathBuf>,
-        #[arg(long)]
-        prompt: Option<String>,
-        #[arg(long)]
-        session: Option<PathBuf>,
-        #[arg(long)]
-        theme: Option<String>,
-    },
-    /// Print the answer and the map of one token without the app.
-    Report {
-        file: PathBuf,
-        #[arg(long)]
-        token: Option<usize>,
-        #[arg(long)]
-        method: Option<String>,
-        #[arg(long)]
-        layer: Option<usize>,
-        #[arg(long)]
-        head: Option<usize>,
-        #[arg(long)]
-        png: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-        #[arg(long)]
-        theme: Option<String>,
-    },
-}
+use cli::{Cli, Command, RunArgs};
+use lvlmscope::generate::{self, Progress, RunRequest};
+use lvlmscope::session::{self, AttentionDtype};
 
-fn main() {
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".into());
+        eprintln!("lvlmscope: internal error: {message}");
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
-        None => lvlmscope::tui::run(lvlmscope::tui::TuiOptions::default()),
-        Some(Command::Tui {
-            model,
-            image,
-            prompt,
-            session,
-            theme,
-        }) => lvlmscope::tui::run(lvlmscope::tui::TuiOptions {
-            session,
-            model,
-            image,
-            prompt,
-            theme,
-        }),
-        Some(Command::Report {
-            file,
-            token,
-            method,
-            layer,
-            head,
-            png,
-            json,
-            theme,
-        }) => lvlmscope::report::run(lvlmscope::report::ReportOptions {
-            file,
-            token,
-            method,
-            layer,
-            head,
-            png,
-            json,
-            theme,
-        }),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Report(args)) => report(args),
+        Some(Command::Tui(args)) => tui(args),
+        None => tui(cli::TuiArgs::default()),
     };
-    if let Err(e) = result {
-        eprintln!("lvlmscope: {e}");
-        std::process::exit(1);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lvlmscope: {}", sentence(&e));
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// The error and its causes as one line.
+fn sentence(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let capture = args.capture.parse().map_err(anyhow::Error::msg)?;
+    let request = RunRequest {
+        model: args.model,
+        image: args.image,
+        prompt: args.prompt,
+        image_mode: args.image_mode,
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        dtype: args.dtype,
+        device: args.device,
+        capture,
+        relevancy: args.relevancy,
+        causal: args.causal,
+    };
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .expect("static template is valid"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let started = Instant::now();
+    let mut decode_started = None;
+    let mut produced = 0usize;
+    let mut stdout = std::io::stdout();
+    let cancel = AtomicBool::new(false);
+    let session = generate::run(&request, &cancel, &mut |progress| match progress {
+        Progress::Stage(stage) => {
+            if stage == "decoding" {
+                decode_started = Some(Instant::now());
+            }
+            bar.set_message(stage);
+        }
+        Progress::Token { text, .. } => {
+            produced += 1;
+            bar.suspend(|| {
+                let _ = write!(stdout, "{text}");
+                let _ = stdout.flush();
+            });
+            if let Some(t0) = decode_started {
+                let rate = produced as f64 / t0.elapsed().as_secs_f64().max(1e-6);
+                bar.set_message(format!("decoding: {produced} tokens, {rate:.1} tokens/s"));
+            }
+        }
+        Progress::Fraction(_) => {}
+    });
+    bar.finish_and_clear();
+    let session = session?;
+    println!();
+    let dtype = if args.f32_attention {
+        AttentionDtype::F32
+    } else {
+        AttentionDtype::F16
+    };
+    session::save(&session, &args.save, dtype)
+        .with_context(|| format!("could not save the session to {}", args.save.display()))?;
+    eprintln!(
+        "{} tokens in {:.2}s; session saved to {}",
+        session.num_output(),
+        started.elapsed().as_secs_f64(),
+        args.save.display()
+    );
+    Ok(())
+}
+
+fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
+    lvlmscope::report::run(lvlmscope::report::ReportOptions {
+        file: args.file,
+        token: args.token,
+        method: Some(args.method),
+        layer: args.layer,
+        head: args.head,
+        png: args.png,
+        json: args.json,
+        theme: args.theme,
+    })
+}
+
+fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {
+    lvlmscope::tui::run(lvlmscope::tui::TuiOptions {
+        session: args.session,
+        model: args.model,
+        image: args.image,
+        prompt: args.prompt,
+        theme: args.theme,
+    })
 }

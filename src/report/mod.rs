@@ -24,7 +24,7 @@ pub struct ReportOptions {
     pub token: Option<usize>,
     /// `attention` (default), `relevancy` or `causal`.
     pub method: Option<String>,
-    /// Decoder layer for attention (default: the middle layer).
+    /// Decoder layer for attention (default: the last).
     pub layer: Option<usize>,
     /// Head for attention or causal (default: mean of heads; causal: max).
     pub head: Option<usize>,
@@ -108,7 +108,7 @@ pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportErr
         "attention" => {
             let layer = opts
                 .layer
-                .unwrap_or(s.manifest.model.text_layers.saturating_sub(1) / 2);
+                .unwrap_or(s.manifest.model.text_layers.saturating_sub(1));
             let agg = opts.head.map_or(HeadAgg::Mean, HeadAgg::Head);
             let map = attn::image_map(s, t, layer, agg)?;
             let row = attn::combined_row(s, t, layer, agg)?;

@@ -23,7 +23,7 @@ pub mod worker;
 pub use app::App;
 pub use draw::draw;
 pub use update::{update, Cmd, Msg};
-pub use worker::{LiveRequest, RunEvent, Runner};
+pub use worker::{GenerateRunner, LiveRequest, RunEvent, Runner};
 
 use std::io::Stdout;
 use std::path::PathBuf;
@@ -105,9 +105,9 @@ pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
     run_with(opts, default_runner())
 }
 
-/// The runner live runs use in this build (`None` until generation is wired in).
+/// The runner live runs use: the model through `generate::run`.
 pub fn default_runner() -> Option<Arc<dyn Runner>> {
-    None
+    Some(Arc::new(worker::GenerateRunner))
 }
 
 /// Like [`run`], with an explicit runner.

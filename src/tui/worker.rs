@@ -68,3 +68,33 @@ pub fn spawn_run(
         let _ = tx.send(Msg::RunDone(result.map(Box::new)));
     })
 }
+
+/// The runner of the real model: `crate::generate::run`, recording the generated rows and the
+/// full attention of the last layer (so causal explanations can be computed in the app).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GenerateRunner;
+
+impl Runner for GenerateRunner {
+    fn run(
+        &self,
+        req: &LiveRequest,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(RunEvent),
+    ) -> Result<Session, String> {
+        use crate::generate::{Capture, Progress, RunRequest};
+        let request = RunRequest {
+            model: req.model.clone(),
+            image: req.image.clone(),
+            prompt: req.prompt.clone(),
+            max_new_tokens: req.max_new_tokens,
+            capture: Capture::Full,
+            ..RunRequest::default()
+        };
+        crate::generate::run(&request, cancel, &mut |p| match p {
+            Progress::Stage(s) => progress(RunEvent::Stage(s)),
+            Progress::Fraction(f) => progress(RunEvent::Fraction(f)),
+            Progress::Token { index, text, .. } => progress(RunEvent::Token { index, text }),
+        })
+        .map_err(|e| e.to_string())
+    }
+}

@@ -112,7 +112,9 @@ fn tokens_stream_in_and_the_result_becomes_the_session() {
     let handle = spawn_run(Arc::new(Streaming), req, cancel, tx);
     let mut saw_streaming = false;
     loop {
-        let msg = rx.recv_timeout(Duration::from_secs(30)).expect("worker reports");
+        let msg = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("worker reports");
         let done = matches!(msg, Msg::RunDone(_));
         update(&mut app, msg);
         if !done && app.run.tokens.len() == 3 {
@@ -154,7 +156,10 @@ fn esc_cancels_a_run_and_failures_are_notices() {
     handle.join().unwrap();
     assert!(!app.run.active && app.session.is_none());
     let notice = app.notice.clone().unwrap();
-    assert!(notice.error && notice.text.contains("cancelled"), "{notice:?}");
+    assert!(
+        notice.error && notice.text.contains("cancelled"),
+        "{notice:?}"
+    );
     assert!(screen(&app).contains("run failed: the run was cancelled"));
 }
 

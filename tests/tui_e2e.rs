@@ -146,6 +146,8 @@ fn keys_drive_the_app_and_quit_restores_the_shell() {
     tmux.wait_gone("Keys (any key closes)");
     tmux.send(&["2"]);
     tmux.wait_for("no relevancy.combined in this session");
+    tmux.send(&["s"]);
+    tmux.wait_for("saved session to");
     tmux.send(&["q"]);
     tmux.wait_gone("Answer ·");
     tmux.send(&["echo done-$((40+2))", "Enter"]);

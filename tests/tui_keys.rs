@@ -261,3 +261,61 @@ fn quit_and_help_keys() {
     press(&mut app, KeyCode::Char('q'));
     assert!(app.quit);
 }
+
+#[test]
+fn prompt_selection_colours_answer_tokens_by_attention_to_it() {
+    let mut app = app();
+    let s = app.session.clone().unwrap();
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus, Pane::Prompt);
+    press(&mut app, KeyCode::Right);
+    assert_eq!(app.prompt_cursor, 1);
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Right);
+    press(&mut app, KeyCode::Right);
+    assert_eq!(app.prompt_cursor, 19, "the cursor skips the image span");
+    press(&mut app, KeyCode::Char(' '));
+    let want: Vec<f32> = (0..5)
+        .map(|t| {
+            [1, 19]
+                .iter()
+                .map(|&p| (0..4).map(|h| raw(&s, t, 1, h, p)).sum::<f32>() / 4.0)
+                .sum()
+        })
+        .collect();
+    let got = app
+        .view
+        .token_values
+        .clone()
+        .expect("answer tokens coloured");
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn export_key_writes_the_map_over_the_image() {
+    let mut app = app();
+    let s = app.session.clone().unwrap();
+    let cmds = update(
+        &mut app,
+        Msg::Key(KeyEvent::new(KeyCode::Char('e'), KeyModifiers::NONE)),
+    );
+    let [lvlmscope::tui::Cmd::Export(name)] = cmds.as_slice() else {
+        panic!("expected one export, got {cmds:?}");
+    };
+    assert_eq!(name.to_str(), Some("lvlmscope-attention-t0-l1-mean.png"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    lvlmscope::tui::export_png(&app, &path).unwrap();
+    let img = image::open(&path).unwrap().to_rgb8();
+    assert_eq!((img.width(), img.height()), (16, 16));
+    let values = expected_map(&s, &[0], 1, Heads::Mean);
+    let range = min_max(&values);
+    // Opacity 1: every pixel is the map colour of its patch.
+    for (x, y) in [(0, 0), (5, 9), (15, 15), (12, 2)] {
+        let p = (y / 4) * 4 + x / 4;
+        let c = ColorMap::Viridis.sample(normalize(values[p], range));
+        assert_eq!(img.get_pixel(x as u32, y as u32).0, [c.0, c.1, c.2]);
+    }
+}

@@ -437,10 +437,8 @@ fn mouse(app: &mut App, m: MouseEvent) {
         app.prompt_cursor = p;
     } else if let Some(p) = hits.image.and_then(|g| g.patch_at(x, y)) {
         app.patch = p;
-        if app.patch_mode {
-            if !app.patches.remove(&p) {
-                app.patches.insert(p);
-            }
+        if app.patch_mode && !app.patches.remove(&p) {
+            app.patches.insert(p);
         }
     } else if let Some((l, h, _)) = hits.grid_at(x, y) {
         app.layer = l;

@@ -24,7 +24,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         }
         Method::Attention => match app.attn_view {
             AttnView::Heads => format!(
-                "Attention · heads of layer {} by image attention",
+                "Attention · heads of layer {} by mean image attention (own scales)",
                 app.layer
             ),
             AttnView::Share => "Attention · share given to the image (layer │ all)".into(),
@@ -113,12 +113,6 @@ fn small_multiples(f: &mut Frame, app: &App, area: Rect) {
         return;
     }
     let look = &app.look;
-    let range = heads
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(lo, hi), (_, _, g)| {
-            let (a, b) = g.min_max();
-            (lo.min(a), hi.max(b))
-        });
     // The largest tile width (in cells) that fits every head, else the smallest one.
     let fits = |tw: usize| {
         let per_row = (area.width as usize + 1) / (tw + 1);
@@ -138,9 +132,12 @@ fn small_multiples(f: &mut Frame, app: &App, area: Rect) {
         if y + th as u16 > area.bottom() || x + tw as u16 > area.right() {
             break;
         }
+        // Each tile on its own scale; a tile pixel shows the largest patch it covers, so hot
+        // patches survive the shrinking.
+        let range = g.min_max();
+        let pooled = pool_max(g, tw, th_px);
         half_blocks(buf, look, (x, y), (tw as u16, th_px as u16), |px, py| {
-            let (r, c) = (py * rows / th_px, px * cols / tw);
-            let level = normalize(g.get(r, c), range);
+            let level = normalize(pooled[py * tw + px], range);
             Px {
                 rgb: look.map_rgb(level),
                 level,
@@ -155,6 +152,25 @@ fn small_multiples(f: &mut Frame, app: &App, area: Rect) {
         let label: String = format!("h{h} {mean:.1e}").chars().take(tw).collect();
         put(buf, area, x, y + th as u16 - 1, &label, style);
     }
+}
+
+/// Max-pools a grid to `w × h` pixels.
+fn pool_max(g: &crate::explain::attention::Grid, w: usize, h: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(w * h);
+    for py in 0..h {
+        let (r0, r1) = (py * g.rows / h, ((py + 1) * g.rows).div_ceil(h).min(g.rows));
+        for px in 0..w {
+            let (c0, c1) = (px * g.cols / w, ((px + 1) * g.cols).div_ceil(w).min(g.cols));
+            let mut m = f32::MIN;
+            for r in r0..r1.max(r0 + 1) {
+                for c in c0..c1.max(c0 + 1) {
+                    m = m.max(g.get(r.min(g.rows - 1), c.min(g.cols - 1)));
+                }
+            }
+            out.push(m);
+        }
+    }
+    out
 }
 
 fn share(f: &mut Frame, app: &App, area: Rect) {

@@ -10,4 +10,5 @@ pub mod model;
 pub mod processing;
 pub mod report;
 pub mod session;
+pub mod style;
 pub mod tui;

@@ -123,11 +123,24 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("report is not available yet")
+    lvlmscope::report::run(lvlmscope::report::ReportOptions {
+        file: args.file,
+        token: args.token,
+        method: Some(args.method),
+        layer: args.layer,
+        head: args.head,
+        png: args.png,
+        json: args.json,
+        theme: args.theme,
+    })
 }
 
 fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("the TUI is not available yet")
+    lvlmscope::tui::run(lvlmscope::tui::TuiOptions {
+        session: args.session,
+        model: args.model,
+        image: args.image,
+        prompt: args.prompt,
+        theme: args.theme,
+    })
 }

@@ -169,12 +169,7 @@ impl LoadedModel {
                 )))
             }
         };
-        let prompts = PromptProcessor::from_files(
-            &dir.tokenizer,
-            dir.tokenizer_config.as_deref(),
-            dir.chat_template.as_deref(),
-            dir.generation_config.as_deref(),
-        )?;
+        let prompts = PromptProcessor::from_dir(&dir.root)?;
         let model = Llava::load(&dir, dtype, device)?;
         let cfg = model.config();
         prompts.check_vocab(cfg.text_config.vocab_size, cfg.image_token_index)?;

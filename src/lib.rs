@@ -6,8 +6,10 @@
 pub mod demo;
 pub mod explain;
 pub mod generate;
+pub mod job;
 pub mod model;
 pub mod processing;
 pub mod report;
 pub mod session;
+pub mod style;
 pub mod tui;

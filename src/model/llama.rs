@@ -1,120 +1,14 @@
-//! LLaMA decoder: RoPE (with linear, dynamic and llama3 scaling), RMSNorm, SwiGLU MLP,
-//! grouped-query attention with a KV cache and a causal mask.
+//! LLaMA decoder: RoPE (see [`super::rope`]), RMSNorm, SwiGLU MLP, grouped-query attention
+//! with a KV cache and a causal mask.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
 use super::cache::KvCache;
-use super::config::{RopeScaling, TextConfig};
+use super::config::TextConfig;
 use super::ops::{self, Activation};
 use super::recorder::AttentionRecorder;
-
-/// Rotary embedding frequencies, computed in f32 as transformers does.
-#[derive(Debug, Clone)]
-pub struct Rope {
-    dim: usize,
-    theta: f64,
-    scaling: RopeScaling,
-    max_position_embeddings: usize,
-    inv_freq: Vec<f32>,
-}
-
-fn default_inv_freq(dim: usize, base: f64) -> Vec<f32> {
-    let base = base as f32;
-    (0..dim)
-        .step_by(2)
-        .map(|i| 1.0 / base.powf(i as f32 / dim as f32))
-        .collect()
-}
-
-impl Rope {
-    /// Frequencies for `cfg`.
-    pub fn new(cfg: &TextConfig) -> Self {
-        let dim = cfg.head_dim;
-        let mut inv_freq = default_inv_freq(dim, cfg.rope_theta);
-        match cfg.rope_scaling {
-            RopeScaling::None | RopeScaling::Dynamic { .. } => {}
-            RopeScaling::Linear { factor } => {
-                inv_freq.iter_mut().for_each(|f| *f /= factor as f32);
-            }
-            RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings,
-            } => {
-                let (factor, low, high) = (
-                    factor as f32,
-                    low_freq_factor as f32,
-                    high_freq_factor as f32,
-                );
-                let old = original_max_position_embeddings as f32;
-                let low_wavelen = old / low;
-                let high_wavelen = old / high;
-                for f in inv_freq.iter_mut() {
-                    let wavelen = 2.0 * std::f32::consts::PI / *f;
-                    let scaled = if wavelen > low_wavelen {
-                        *f / factor
-                    } else {
-                        *f
-                    };
-                    let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
-                    *f = if medium {
-                        let smooth = (old / wavelen - low) / (high - low);
-                        (1.0 - smooth) * scaled / factor + smooth * scaled
-                    } else {
-                        scaled
-                    };
-                }
-            }
-        }
-        Self {
-            dim,
-            theta: cfg.rope_theta,
-            scaling: cfg.rope_scaling.clone(),
-            max_position_embeddings: cfg.max_position_embeddings,
-            inv_freq,
-        }
-    }
-
-    /// Frequencies used for a forward call whose last position is `seq_len - 1` (dynamic NTK
-    /// grows the base past `max_position_embeddings`).
-    fn inv_freq_for(&self, seq_len: usize) -> Vec<f32> {
-        match self.scaling {
-            RopeScaling::Dynamic { factor } if seq_len > self.max_position_embeddings => {
-                let d = self.dim as f64;
-                let ratio = factor * seq_len as f64 / self.max_position_embeddings as f64;
-                let base = self.theta * (ratio - (factor - 1.0)).powf(d / (d - 2.0));
-                default_inv_freq(self.dim, base)
-            }
-            _ => self.inv_freq.clone(),
-        }
-    }
-
-    /// `cos`, `sin` of shape `[len, dim/2]` for positions `offset..offset + len`.
-    pub fn cos_sin(
-        &self,
-        offset: usize,
-        len: usize,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<(Tensor, Tensor)> {
-        let inv_freq = self.inv_freq_for(offset + len);
-        let half = inv_freq.len();
-        let mut cos = Vec::with_capacity(len * half);
-        let mut sin = Vec::with_capacity(len * half);
-        for p in offset..offset + len {
-            for f in &inv_freq {
-                let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
-        let cos = Tensor::from_vec(cos, (len, half), device)?.to_dtype(dtype)?;
-        let sin = Tensor::from_vec(sin, (len, half), device)?.to_dtype(dtype)?;
-        Ok((cos, sin))
-    }
-}
+use super::rope::Rope;
 
 /// RMSNorm with a learned scale.
 #[derive(Debug, Clone)]
@@ -416,5 +310,19 @@ impl Llama {
         }
         let xs = self.norm.forward(&xs)?;
         self.lm_head.forward(&xs)?.to_dtype(DType::F32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_mask_hides_the_future() {
+        let m = causal_mask(2, 3, DType::F32, &Device::Cpu).unwrap();
+        let v = m.to_vec2::<f32>().unwrap();
+        assert_eq!(v[0][..4], [0.0; 4]);
+        assert!(v[0][4].is_infinite());
+        assert_eq!(v[1], vec![0.0; 5]);
     }
 }

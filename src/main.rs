@@ -136,11 +136,36 @@ fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
 }
 
 fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {
+    let args = if args.session.is_none()
+        && args.model.is_none()
+        && args.image.is_none()
+        && args.prompt.is_none()
+    {
+        with_demo(args)?
+    } else {
+        args
+    };
     lvlmscope::tui::run(lvlmscope::tui::TuiOptions {
         session: args.session,
         model: args.model,
         image: args.image,
         prompt: args.prompt,
         theme: args.theme,
+    })
+}
+
+/// Fills in the embedded demo: its model, its first scene and that scene's question.
+fn with_demo(args: cli::TuiArgs) -> anyhow::Result<cli::TuiArgs> {
+    let model = lvlmscope::demo::demo_model_dir().context("could not unpack the demo model")?;
+    let scenes = lvlmscope::demo::demo_scenes_dir().context("could not unpack the demo scenes")?;
+    let scene = lvlmscope::demo::demo_scenes()
+        .into_iter()
+        .next()
+        .context("the demo scenes are missing from this build")?;
+    Ok(cli::TuiArgs {
+        model: Some(model.display().to_string()),
+        image: Some(scenes.join(format!("{}.png", scene.name))),
+        prompt: Some(scene.question),
+        ..args
     })
 }

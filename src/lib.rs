@@ -5,6 +5,7 @@
 
 pub mod explain;
 pub mod generate;
+pub mod job;
 pub mod model;
 pub mod processing;
 pub mod report;

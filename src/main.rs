@@ -13,7 +13,8 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cli::{Cli, Command, RunArgs};
-use lvlmscope::generate::{self, Progress, RunRequest};
+use lvlmscope::generate::{Progress, RunRequest};
+use lvlmscope::job;
 use lvlmscope::session::{self, AttentionDtype};
 
 fn main() -> ExitCode {
@@ -82,7 +83,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut produced = 0usize;
     let mut stdout = std::io::stdout();
     let cancel = AtomicBool::new(false);
-    let session = generate::run(&request, &cancel, &mut |progress| match progress {
+    let session = job::run(&request, &cancel, &mut |progress| match progress {
         Progress::Stage(stage) => {
             if stage == "decoding" {
                 decode_started = Some(Instant::now());

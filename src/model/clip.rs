@@ -5,11 +5,35 @@
 //! run; `post_layernorm` is never used by LLaVA and is not loaded.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 
 use super::config::VisionConfig;
 use super::ops::{self, Activation};
 use super::recorder::AttentionRecorder;
+
+/// LayerNorm with weight and bias (see [`ops::layer_norm`]).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Load `weight` and `bias` of size `size` from `vb`.
+    pub fn load(vb: VarBuilder, size: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            bias: vb.get(size, "bias")?,
+            eps,
+        })
+    }
+
+    /// Normalise the last dimension.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(xs, &self.weight, &self.bias, self.eps)
+    }
+}
 
 /// Patch embedding, class token and position embeddings.
 #[derive(Debug, Clone)]
@@ -163,9 +187,9 @@ impl ClipEncoderLayer {
     pub fn load(vb: VarBuilder, cfg: &VisionConfig, index: usize) -> Result<Self> {
         let eps = cfg.layer_norm_eps;
         Ok(Self {
-            layer_norm1: candle_nn::layer_norm(cfg.hidden_size, eps, vb.pp("layer_norm1"))?,
+            layer_norm1: LayerNorm::load(vb.pp("layer_norm1"), cfg.hidden_size, eps)?,
             self_attn: ClipAttention::load(vb.pp("self_attn"), cfg)?,
-            layer_norm2: candle_nn::layer_norm(cfg.hidden_size, eps, vb.pp("layer_norm2"))?,
+            layer_norm2: LayerNorm::load(vb.pp("layer_norm2"), cfg.hidden_size, eps)?,
             mlp: ClipMlp::load(vb.pp("mlp"), cfg)?,
             index,
         })
@@ -197,7 +221,7 @@ impl ClipVisionTower {
     pub fn load(vb: VarBuilder, cfg: &VisionConfig, num_layers: usize) -> Result<Self> {
         let embeddings = ClipEmbeddings::load(vb.pp("embeddings"), cfg)?;
         let pre_layrnorm =
-            candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?;
+            LayerNorm::load(vb.pp("pre_layrnorm"), cfg.hidden_size, cfg.layer_norm_eps)?;
         let vb_l = vb.pp("encoder").pp("layers");
         let layers = (0..num_layers)
             .map(|i| ClipEncoderLayer::load(vb_l.pp(i), cfg, i))

@@ -8,6 +8,9 @@ pub enum ModelError {
     /// The given path does not exist.
     #[error("model folder {0} does not exist")]
     FolderNotFound(PathBuf),
+    /// The given path is a file, not a folder.
+    #[error("{0} is a file, not a model folder")]
+    NotAFolder(PathBuf),
     /// A model id that is not a folder and not in the local Hugging Face cache.
     #[error(
         "model '{id}' is not a folder and was not found in the local Hugging Face cache at {cache}"
@@ -121,6 +124,14 @@ pub enum ModelError {
         name: String,
         /// candle's message.
         message: String,
+    },
+    /// The dtype cannot run on the device.
+    #[error("{dtype} is not supported on {device}: candle has no {dtype} matrix multiply there; use f32 or f16")]
+    UnsupportedDtype {
+        /// The dtype, as the CLI names it.
+        dtype: String,
+        /// The device, in words.
+        device: String,
     },
     /// Any other tensor error while building the model.
     #[error("building the model failed: {0}")]

@@ -30,6 +30,12 @@ impl Llava {
     /// Load the model of `dir` in `dtype` on `device`. The weight files are checked first; a
     /// missing or misshapen tensor is reported by name.
     pub fn load(dir: &ModelDir, dtype: DType, device: &Device) -> Result<Self, ModelError> {
+        if dtype == DType::BF16 && device.is_cpu() {
+            return Err(ModelError::UnsupportedDtype {
+                dtype: "bf16".to_string(),
+                device: "CPU".to_string(),
+            });
+        }
         let cfg = LlavaConfig::from_file(&dir.config)?;
         let weights = Weights::open(&dir.weights, dtype, device)?;
         Self::build(cfg, &weights, dtype, device)
@@ -44,7 +50,7 @@ impl Llava {
         let layout = w.layout;
         let feature_layers = cfg.feature_layers()?;
         let needed = feature_layers.iter().copied().max().unwrap_or(0);
-        let vision = ClipVisionTower::load(w.vb.pp(layout.vision()), &cfg.vision_config, needed)
+        let vision = ClipVisionTower::load(w.vb.pp(w.vision_prefix), &cfg.vision_config, needed)
             .map_err(|e| w.explain(e))?;
         // The projector's depth is read from the weights: linear_1, linear_2, ...
         let proj_prefix = layout.projector();

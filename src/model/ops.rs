@@ -24,6 +24,23 @@ pub fn rms_norm(xs: &Tensor, alpha: &Tensor, eps: f64) -> Result<Tensor> {
     normed.to_dtype(dtype)?.broadcast_mul(alpha)
 }
 
+/// LayerNorm over the last dimension, two-pass (mean, then variance of the centred values) in
+/// f32 as torch does; candle's fused layer norm uses `E(x²) − E(x)²`, which loses precision
+/// when the mean is large.
+pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = xs.dtype();
+    let x = xs.to_dtype(DType::F32)?;
+    let n = x.dim(candle_core::D::Minus1)? as f64;
+    let mean = (x.sum_keepdim(candle_core::D::Minus1)? / n)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = (centred.sqr()?.sum_keepdim(candle_core::D::Minus1)? / n)?;
+    let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+    normed
+        .to_dtype(dtype)?
+        .broadcast_mul(weight)?
+        .broadcast_add(bias)
+}
+
 /// Rotary position embedding in the "rotate half" convention of transformers' LLaMA.
 /// `xs`: `[b, h, t, d]`; `cos`, `sin`: `[t, d/2]` in the dtype of `xs`.
 pub fn rope(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {

@@ -136,11 +136,12 @@ impl KeyLayout {
         }
     }
 
-    /// Prefix of the CLIP vision transformer.
-    pub fn vision(&self) -> &'static str {
+    /// Candidate prefixes of the CLIP vision transformer, most usual first (transformers 5
+    /// itself saves `model.vision_tower.*` without the `vision_model` level).
+    pub fn vision_candidates(&self) -> [&'static str; 2] {
         match self {
-            Self::Legacy => "vision_tower.vision_model",
-            Self::Current => "model.vision_tower.vision_model",
+            Self::Legacy => ["vision_tower.vision_model", "vision_tower"],
+            Self::Current => ["model.vision_tower.vision_model", "model.vision_tower"],
         }
     }
 
@@ -219,6 +220,8 @@ pub struct Weights {
     pub vb: VarBuilder<'static>,
     /// Detected key layout.
     pub layout: KeyLayout,
+    /// Detected prefix of the vision transformer.
+    pub vision_prefix: &'static str,
     index: Arc<HashMap<String, Entry>>,
     failure: Arc<Mutex<Option<ModelError>>>,
 }
@@ -245,6 +248,11 @@ impl Weights {
         } else {
             return Err(ModelError::UnknownLayout);
         };
+        let vision_prefix = layout
+            .vision_candidates()
+            .into_iter()
+            .find(|p| index.contains_key(&format!("{p}.embeddings.class_embedding")))
+            .unwrap_or(layout.vision_candidates()[0]);
         // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on them
         // not being modified while the model is alive.
         let inner =
@@ -269,6 +277,7 @@ impl Weights {
         Ok(Self {
             vb,
             layout,
+            vision_prefix,
             index,
             failure,
         })

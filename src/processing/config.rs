@@ -246,8 +246,15 @@ impl PreprocessorConfig {
         })
     }
 
-    /// The (height, width) transformers' resize step produces for an image of `height`×`width`.
+    /// The (height, width) transformers' resize step produces for an image of `height`×`width`
+    /// (each side at least 1: an extreme aspect ratio under a `longest_edge` cap could
+    /// otherwise round a side to 0).
     pub fn resized_size(&self, height: usize, width: usize) -> (usize, usize) {
+        let (h, w) = self.raw_resized_size(height, width);
+        (h.max(1), w.max(1))
+    }
+
+    fn raw_resized_size(&self, height: usize, width: usize) -> (usize, usize) {
         match self.size {
             ResizeTarget::Exact { height, width } => (height, width),
             ResizeTarget::ShortestEdge {
@@ -364,5 +371,16 @@ mod tests {
         // 333 x 500 (h x w): int(336 * 500 / 333) = 504.
         assert_eq!(c.resized_size(333, 500), (336, 504));
         assert_eq!(c.resized_size(700, 300), (784, 336));
+    }
+
+    #[test]
+    fn longest_edge_caps_and_never_reaches_zero() {
+        let c = PreprocessorConfig::from_json(
+            r#"{"size": {"shortest_edge": 100, "longest_edge": 200}}"#,
+        )
+        .unwrap();
+        // 50 x 400 (h x w): 100 * 8 > 200, raw = 200 * 50 / 400 = 25 -> (25, 200).
+        assert_eq!(c.resized_size(50, 400), (25, 200));
+        assert_eq!(c.resized_size(1, 10_000), (1, 200));
     }
 }

@@ -1,5 +1,6 @@
 //! CLIP image preprocessing: image modes, resize, centre crop, rescale, normalise.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -91,9 +92,15 @@ pub struct ImageProcessor {
 
 /// Converts to RGB8; with `composite`, transparency is composited onto white (as transformers'
 /// `convert_to_rgb` does), otherwise the alpha channel is dropped.
-fn to_rgb(img: &DynamicImage, composite: bool) -> RgbImage {
+fn to_rgb(img: &DynamicImage, composite: bool) -> Cow<'_, RgbImage> {
+    if let DynamicImage::ImageRgb8(rgb) = img {
+        return Cow::Borrowed(rgb);
+    }
+    if let Some(eight) = high_bytes(img) {
+        return Cow::Owned(to_rgb(&eight, composite).into_owned());
+    }
     if !(composite && img.color().has_alpha()) {
-        return img.to_rgb8();
+        return Cow::Owned(img.to_rgb8());
     }
     let rgba = img.to_rgba8();
     let mut out = RgbImage::new(rgba.width(), rgba.height());
@@ -103,7 +110,41 @@ fn to_rgb(img: &DynamicImage, composite: bool) -> RgbImage {
             o.0[c] = (f32::from(p.0[c]) * a + 255.0 * (1.0 - a)).round() as u8;
         }
     }
-    out
+    Cow::Owned(out)
+}
+
+/// 16-bit images reduced to 8 bits by keeping the high byte, as Pillow reads 16-bit PNGs
+/// (the `image` crate's own conversion rounds, which differs by one level); `None` for
+/// images that are not 16-bit integer images.
+fn high_bytes(img: &DynamicImage) -> Option<DynamicImage> {
+    fn map<P, Q>(
+        buf: &image::ImageBuffer<P, Vec<u16>>,
+        f: impl Fn(&P) -> Q,
+    ) -> image::ImageBuffer<Q, Vec<u8>>
+    where
+        P: image::Pixel<Subpixel = u16>,
+        Q: image::Pixel<Subpixel = u8>,
+    {
+        let mut out = image::ImageBuffer::new(buf.width(), buf.height());
+        for (o, p) in out.pixels_mut().zip(buf.pixels()) {
+            *o = f(p);
+        }
+        out
+    }
+    let hi = |v: u16| (v >> 8) as u8;
+    Some(match img {
+        DynamicImage::ImageRgb16(b) => DynamicImage::ImageRgb8(map(b, |p| image::Rgb(p.0.map(hi)))),
+        DynamicImage::ImageRgba16(b) => {
+            DynamicImage::ImageRgba8(map(b, |p| image::Rgba(p.0.map(hi))))
+        }
+        DynamicImage::ImageLuma16(b) => {
+            DynamicImage::ImageLuma8(map(b, |p| image::Luma(p.0.map(hi))))
+        }
+        DynamicImage::ImageLumaA16(b) => {
+            DynamicImage::ImageLumaA8(map(b, |p| image::LumaA(p.0.map(hi))))
+        }
+        _ => return None,
+    })
 }
 
 /// LLaVA's `expand2square`: a square of `color` with the image pasted at its centre
@@ -188,7 +229,7 @@ impl ImageProcessor {
         }
         let mut rgb = to_rgb(img, self.config.do_convert_rgb);
         if mode == ImageMode::Pad {
-            rgb = expand_to_square(&rgb, self.pad_color());
+            rgb = Cow::Owned(expand_to_square(&rgb, self.pad_color()));
         }
         let (h, w) = (rgb.height() as usize, rgb.width() as usize);
         let (resize_to, crop) = self.plan(h, w, mode);
@@ -283,6 +324,28 @@ impl ImageProcessor {
         out
     }
 
+    /// The 8-bit RGB picture behind `pixels` (normalisation and rescaling undone, rounded and
+    /// clamped): what the vision tower saw, for drawing under attention maps.
+    pub fn to_image(&self, pixels: &PixelValues) -> RgbImage {
+        let c = &self.config;
+        let [_, h, w] = pixels.shape;
+        let plane = h * w;
+        let value = |ch: usize, i: usize| {
+            let mut x = f64::from(pixels.data.get(ch * plane + i).copied().unwrap_or(0.0));
+            if c.do_normalize {
+                x = x * f64::from(c.image_std[ch] as f32) + f64::from(c.image_mean[ch] as f32);
+            }
+            if c.do_rescale && c.rescale_factor != 0.0 {
+                x /= c.rescale_factor;
+            }
+            x.round().clamp(0.0, 255.0) as u8
+        };
+        RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let i = y as usize * w + x as usize;
+            image::Rgb([value(0, i), value(1, i), value(2, i)])
+        })
+    }
+
     /// Rescale and normalise, in transformers' precision: `(v as f64 * factor) as f32`, then
     /// `(x - mean) / std` in f32; the result is channel-major.
     fn normalise(&self, pixels: &[u8], h: usize, w: usize) -> PixelValues {
@@ -343,6 +406,36 @@ mod tests {
         let row: Vec<f32> = px.data[4..8].to_vec();
         assert_eq!(row, vec![0.0, 1.0, 1.0, 0.0]);
         assert_eq!(&px.data[0..4], &[0.0; 4]);
+    }
+
+    #[test]
+    fn sixteen_bit_images_keep_the_high_byte() {
+        let img = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(
+            1,
+            1,
+            image::Rgb([200, 65535, 16200]),
+        );
+        let rgb = to_rgb(&DynamicImage::ImageRgb16(img), true).into_owned();
+        assert_eq!(rgb.get_pixel(0, 0).0, [0, 255, 63]);
+        let img = image::ImageBuffer::<image::LumaA<u16>, Vec<u16>>::from_pixel(
+            1,
+            1,
+            image::LumaA([65535, 65535]),
+        );
+        let rgb = to_rgb(&DynamicImage::ImageLumaA16(img), true).into_owned();
+        assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn to_image_undoes_the_normalisation() {
+        let p = processor(r#"{"size": 8, "crop_size": 8}"#);
+        let img = RgbImage::from_fn(8, 8, |x, y| {
+            image::Rgb([(x * 31) as u8, (y * 29) as u8, 200])
+        });
+        let px = p
+            .preprocess(&DynamicImage::ImageRgb8(img.clone()), ImageMode::Default)
+            .unwrap();
+        assert_eq!(p.to_image(&px), img);
     }
 
     #[test]

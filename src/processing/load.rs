@@ -87,8 +87,11 @@ fn decode(bytes: &[u8], what: &str) -> Result<DynamicImage, ProcessingError> {
         Ok(img) => Ok(img),
         Err(ImageError::Limits(e)) => Err(too_large(what, e)),
         Err(e) => {
-            // A decoder may refuse a 0-pixel image outright; say so when the header tells.
-            if let Some(Ok((w, h))) = open_reader(bytes).map(|r| r.into_dimensions()) {
+            // A decoder may refuse a 0-pixel or huge image outright; say so when the header tells.
+            let dims = open_reader(bytes)
+                .and_then(|r| r.into_dimensions().ok())
+                .or_else(|| header_dimensions(bytes));
+            if let Some((w, h)) = dims {
                 if w == 0 || h == 0 {
                     return Err(empty(w, h));
                 }
@@ -99,6 +102,23 @@ fn decode(bytes: &[u8], what: &str) -> Result<DynamicImage, ProcessingError> {
             Err(not_an_image(e.to_string()))
         }
     }
+}
+
+/// Width and height from a PNG, BMP or GIF header, for decoders that refuse to report them.
+fn header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let be = |at: usize| Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let le = |at: usize| Some(i32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let le16 = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.get(12..16) == Some(b"IHDR") {
+        return Some((be(16)?, be(20)?));
+    }
+    if bytes.starts_with(b"BM") {
+        return Some((le(18)?.unsigned_abs(), le(22)?.unsigned_abs()));
+    }
+    if bytes.starts_with(b"GIF8") {
+        return Some((u32::from(le16(6)?), u32::from(le16(8)?)));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 pub mod config;
 mod error;
 pub mod image;
+mod llama;
 mod load;
 pub mod prompt;
 pub mod resample;

@@ -6,6 +6,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::error::ProcessingError;
+use super::llama::{apply_llama_settings, is_llama_class};
 use super::template::{
     read_template_file, template_from_tokenizer_config, ChatTemplate, LLAVA_15_FORMAT,
 };
@@ -97,7 +98,7 @@ impl PromptProcessor {
         chat_template_json: Option<&Path>,
         generation_config: Option<&Path>,
     ) -> Result<Self, ProcessingError> {
-        let tokenizer =
+        let mut tokenizer =
             Tokenizer::from_file(tokenizer_json).map_err(|e| ProcessingError::Tokenizer {
                 path: tokenizer_json.to_path_buf(),
                 reason: e.to_string(),
@@ -106,6 +107,16 @@ impl PromptProcessor {
             .map(read_json)
             .transpose()?
             .unwrap_or(Value::Null);
+        let llama = is_llama_class(&config);
+        if llama {
+            apply_llama_settings(&mut tokenizer, &config)?;
+        }
+        let flag = |key: &str, llama_default: bool| {
+            config
+                .get(key)
+                .and_then(Value::as_bool)
+                .or(llama.then_some(llama_default))
+        };
         let mut source = chat_template_json
             .map(read_template_file)
             .transpose()?
@@ -140,8 +151,8 @@ impl PromptProcessor {
             template,
             bos_token,
             eos_token,
-            add_bos: config.get("add_bos_token").and_then(Value::as_bool),
-            add_eos: config.get("add_eos_token").and_then(Value::as_bool),
+            add_bos: flag("add_bos_token", true),
+            add_eos: flag("add_eos_token", false),
             image_token,
             image_token_id,
             eos_ids: Vec::new(),
@@ -153,8 +164,8 @@ impl PromptProcessor {
 
     /// Loads everything from a Hugging Face model folder: `tokenizer.json` (required),
     /// `tokenizer_config.json`, `chat_template.jinja` or `chat_template.json`,
-    /// `generation_config.json` and `config.json`'s `eos_token_id` (top level or `text_config`),
-    /// each when present.
+    /// `generation_config.json`, `processor_config.json`'s `image_token` and `config.json`'s
+    /// `eos_token_id` (top level or `text_config`), each when present.
     pub fn from_dir(dir: &Path) -> Result<Self, ProcessingError> {
         let opt = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
         let template = opt("chat_template.jinja").or_else(|| opt("chat_template.json"));
@@ -166,6 +177,11 @@ impl PromptProcessor {
             template.as_deref(),
             gen_config.as_deref(),
         )?;
+        if let Some(path) = opt("processor_config.json") {
+            if let Some(token) = token_text(read_json(&path)?.get("image_token")) {
+                p.set_image_token(&token)?;
+            }
+        }
         if let Some(path) = opt("config.json") {
             let config = read_json(&path)?;
             p.add_eos_token_ids(&eos_ids_from_value(config.get("eos_token_id")));
@@ -175,6 +191,18 @@ impl PromptProcessor {
             ));
         }
         Ok(p)
+    }
+
+    /// Uses `token` as the image placeholder (e.g. from `processor_config.json`'s
+    /// `image_token`); errors when the tokenizer does not have it.
+    pub fn set_image_token(&mut self, token: &str) -> Result<(), ProcessingError> {
+        self.image_token_id = self.tokenizer.token_to_id(token).ok_or_else(|| {
+            ProcessingError::ImageTokenMissing {
+                token: token.to_string(),
+            }
+        })?;
+        self.image_token = token.to_string();
+        Ok(())
     }
 
     /// Adds end-of-sequence ids (e.g. from the model's `config.json`), skipping duplicates.
@@ -207,8 +235,9 @@ impl PromptProcessor {
     /// single image token into `num_image_features` copies.
     ///
     /// Special tokens: BOS is added unless the rendered text already starts with it; when
-    /// `tokenizer_config.json` sets `add_bos_token` / `add_eos_token` those decide (as
-    /// transformers' Llama tokenizer does), otherwise the tokenizer's post-processor does.
+    /// `tokenizer_config.json` sets `add_bos_token` / `add_eos_token` (or names the Llama
+    /// tokenizer class, whose defaults are true / false) those decide, as in transformers;
+    /// otherwise the tokenizer's post-processor does.
     pub fn encode(
         &self,
         prompt: &str,

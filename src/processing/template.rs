@@ -209,6 +209,26 @@ mod tests {
         assert_eq!(text, "USER: <image>\nWhat is this? ASSISTANT:");
     }
 
+    /// A Qwen2-VL-style template: namespace counters, `is string`, `in`, loop controls.
+    #[test]
+    fn python_style_templates_render() {
+        let source = "{% set image_count = namespace(value=0) %}{% for message in messages %}\
+            {% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are helpful.<|im_end|>\n{% endif %}\
+            <|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}{% else %}\
+            {% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content %}\
+            {% set image_count.value = image_count.value + 1 %}<|vision_start|><|image_pad|><|vision_end|>\
+            {% elif 'text' in content %}{{ content['text'].strip() }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n\
+            {% if loop.last %}{% break %}{% endif %}{% endfor %}\
+            {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}{{ image_count.value | tojson }}";
+        let t = ChatTemplate::new(source).unwrap();
+        let text = t.render("Hi there ", "", "").unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n\
+             <|vision_start|><|image_pad|><|vision_end|>Hi there<|im_end|>\n<|im_start|>assistant\n1"
+        );
+    }
+
     #[test]
     fn generation_tags_keep_whitespace_control() {
         assert_eq!(

@@ -105,7 +105,7 @@ pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
     run_with(opts, default_runner())
 }
 
-/// The runner live runs use: the model through `generate::run`.
+/// The runner live runs use: the model through `job::run`.
 pub fn default_runner() -> Option<Arc<dyn Runner>> {
     Some(Arc::new(worker::GenerateRunner))
 }

@@ -38,7 +38,7 @@ pub enum RunEvent {
     },
 }
 
-/// Runs the model; implemented over `generate::run` by the binary, and by fakes in tests.
+/// Runs the model; [`GenerateRunner`] runs it through `job::run`, tests use fakes.
 pub trait Runner: Send + Sync {
     /// Runs `req`, reporting progress, stopping early (with an error) once `cancel` is set.
     fn run(
@@ -69,7 +69,7 @@ pub fn spawn_run(
     })
 }
 
-/// The runner of the real model: `crate::generate::run`, recording the generated rows and the
+/// The runner of the real model: `crate::job::run`, recording the generated rows and the
 /// full attention of the last layer (so causal explanations can be computed in the app).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GenerateRunner;
@@ -90,7 +90,7 @@ impl Runner for GenerateRunner {
             capture: Capture::Full,
             ..RunRequest::default()
         };
-        crate::generate::run(&request, cancel, &mut |p| match p {
+        crate::job::run(&request, cancel, &mut |p| match p {
             Progress::Stage(s) => progress(RunEvent::Stage(s)),
             Progress::Fraction(f) => progress(RunEvent::Fraction(f)),
             Progress::Token { index, text, .. } => progress(RunEvent::Token { index, text }),

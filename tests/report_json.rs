@@ -105,14 +105,19 @@ fn causal_uses_the_stored_result_or_says_what_it_needs() {
     assert_eq!(r.map.values[6], 0.25);
     assert_eq!(r.map.values.iter().filter(|v| **v != 0.0).count(), 2);
     assert_eq!(r.text, BTreeMap::from([(20, 1.5)]));
-    // Token 1 has no stored result: it is computed from attn.full (when CLEANN is wired in).
-    match compute(&s, &opts("causal", 1)) {
-        Ok(r) => assert_eq!(r.causal.unwrap().target, s.query_position(1)),
-        Err(e) => assert!(matches!(
-            e,
-            ReportError::Causal(CausalUnavailable::NeedsCausal)
-        )),
-    }
+    // Token 1 has no stored result: it is computed from attn.full of layer 3 with CLEANN.
+    let r = compute(&s, &opts("causal", 1)).unwrap();
+    let computed = r.causal.unwrap();
+    assert_eq!(computed.target, s.query_position(1));
+    assert_eq!(computed.heads.len(), 4);
+    let [start, len] = s.manifest.image_span;
+    let direct = lvlmscope::explain::causal::explain_token(
+        &s.attn_full[&3],
+        (start, len),
+        s.query_position(1),
+        &s.manifest.causal.as_ref().unwrap().params,
+    );
+    assert_eq!(computed, direct);
     s.attn_full.clear();
     assert!(matches!(
         compute(&s, &opts("causal", 1)),

@@ -52,6 +52,19 @@ impl Tmux {
         }
     }
 
+    /// Waits until the pane's text with colour escapes contains `needle`.
+    fn wait_for_escaped(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.capture(true);
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "the pane never had {needle:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn wait_gone(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -131,8 +144,7 @@ fn keys_drive_the_app_and_quit_restores_the_shell() {
     let text = tmux.wait_for("Answer · token 0/5");
     assert!(text.contains("layer 1/3"), "{text}");
     // The colour bar starts at viridis(0) = (68, 1, 84), in truecolor.
-    let colored = tmux.capture(true);
-    assert!(colored.contains("48;2;68;1;84"), "no truecolor colour bar");
+    let colored = tmux.wait_for_escaped("48;2;68;1;84");
     tmux.send(&["l"]);
     tmux.wait_for("Answer · token 1/5");
     tmux.send(&["]"]);

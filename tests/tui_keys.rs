@@ -319,3 +319,38 @@ fn export_key_writes_the_map_over_the_image() {
         assert_eq!(img.get_pixel(x as u32, y as u32).0, [c.0, c.1, c.2]);
     }
 }
+
+#[test]
+fn causal_key_computes_and_stores_the_explanation() {
+    let mut app = app();
+    press(&mut app, KeyCode::Char('3'));
+    assert!(app.view.map.is_none());
+    assert!(app
+        .view
+        .map_missing
+        .as_deref()
+        .is_some_and(|m| m.contains("press c")));
+    let cmds = update(
+        &mut app,
+        Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::NONE)),
+    );
+    assert_eq!(cmds, vec![lvlmscope::tui::Cmd::ComputeCausal(0)]);
+    let s = app.session.clone().unwrap();
+    let ct = lvlmscope::report::causal::causal_for_token(&s, 0).unwrap();
+    update(&mut app, Msg::CausalDone(0, Ok(ct.clone())));
+    assert_eq!(app.view.causal.as_ref(), Some(&ct));
+    let stored = &app.session.as_ref().unwrap().manifest.causal;
+    assert_eq!(stored.as_ref().unwrap().tokens[&0], ct);
+    let map = app.view.map.as_ref().expect("causal map drawn");
+    // Mean of heads: each patch is the mean of the heads' image weights for it.
+    let start = s.manifest.image_span[0];
+    for p in 0..16 {
+        let want: f64 = ct
+            .heads
+            .iter()
+            .filter_map(|h| h.image_weights.get(&(start + p)))
+            .sum::<f64>()
+            / ct.heads.len() as f64;
+        assert!((map.values[p] as f64 - want).abs() < 1e-6, "patch {p}");
+    }
+}

@@ -12,25 +12,26 @@ pub enum CausalUnavailable {
     /// Neither a stored result nor the full attention it needs.
     #[error("no causal explanation for token {0}, and no attn.full.{1} to compute it from (run with --causal)")]
     NoFullAttention(usize, usize),
-    /// The CLEANN implementation is not linked into this build yet.
-    #[error("causal explanations cannot be computed in this build (CLEANN is not wired in)")]
-    NeedsCausal,
+    /// The full attention does not cover the target position.
+    #[error("attn.full has shape {0:?}, which does not cover target position {1}")]
+    Shape(Vec<usize>, usize),
 }
 
-/// Computes CLEANN for one target position from one layer's full attention `[H, S, S]`.
-///
-/// INTEGRATION POINT: this is the single call site of `crate::explain::causal::explain_token`.
-/// Until that function lands, it reports [`CausalUnavailable::NeedsCausal`]; the integrator
-/// replaces the body with `Ok(crate::explain::causal::explain_token(full, image_span, target,
-/// params))`.
+/// Computes CLEANN for one target position from one layer's full attention `[H, S, S]`; the
+/// single call site of [`crate::explain::causal::explain_token`] for the views.
 pub fn explain_token(
     full: &Array,
     image_span: (usize, usize),
     target: usize,
     params: &CausalParams,
 ) -> Result<CausalToken, CausalUnavailable> {
-    let _ = (full, image_span, target, params);
-    Err(CausalUnavailable::NeedsCausal)
+    let positions = full.shape.get(1).copied().unwrap_or(0);
+    if full.shape.len() != 3 || target >= positions {
+        return Err(CausalUnavailable::Shape(full.shape.clone(), target));
+    }
+    Ok(crate::explain::causal::explain_token(
+        full, image_span, target, params,
+    ))
 }
 
 /// The default parameters for this session: DESIGN.md's defaults on the last decoder layer.

@@ -38,7 +38,7 @@ pub enum RunEvent {
     },
 }
 
-/// Runs the model; implemented over `job::run` by the binary, and by fakes in tests.
+/// Runs the model; [`GenerateRunner`] runs it through `job::run`, tests use fakes.
 pub trait Runner: Send + Sync {
     /// Runs `req`, reporting progress, stopping early (with an error) once `cancel` is set.
     fn run(

@@ -1,0 +1,251 @@
+//! LLaVA: CLIP vision tower → projector → LLaMA decoder, with the image features merged into
+//! the token embeddings at the image-token positions.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::cache::KvCache;
+use super::clip::ClipVisionTower;
+use super::config::{LlavaConfig, SelectStrategy};
+use super::files::ModelDir;
+use super::llama::Llama;
+use super::projector::Projector;
+use super::recorder::AttentionRecorder;
+use super::weights::{KeyLayout, Weights};
+use super::ModelError;
+
+/// An instrumented LLaVA model.
+#[derive(Debug, Clone)]
+pub struct Llava {
+    cfg: LlavaConfig,
+    vision: ClipVisionTower,
+    projector: Projector,
+    llama: Llama,
+    feature_layers: Vec<usize>,
+    layout: KeyLayout,
+    device: Device,
+    dtype: DType,
+}
+
+impl Llava {
+    /// Load the model of `dir` in `dtype` on `device`. The weight files are checked first; a
+    /// missing or misshapen tensor is reported by name.
+    pub fn load(dir: &ModelDir, dtype: DType, device: &Device) -> Result<Self, ModelError> {
+        if dtype == DType::BF16 && device.is_cpu() {
+            return Err(ModelError::UnsupportedDtype {
+                dtype: "bf16".to_string(),
+                device: "CPU".to_string(),
+            });
+        }
+        let cfg = LlavaConfig::from_file(&dir.config)?;
+        let weights = Weights::open(&dir.weights, dtype, device)?;
+        Self::build(cfg, &weights, dtype, device)
+    }
+
+    fn build(
+        cfg: LlavaConfig,
+        w: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let layout = w.layout;
+        let feature_layers = cfg.feature_layers()?;
+        let needed = feature_layers.iter().copied().max().unwrap_or(0);
+        let vision = ClipVisionTower::load(w.vb.pp(w.vision_prefix), &cfg.vision_config, needed)
+            .map_err(|e| w.explain(e))?;
+        // The projector's depth is read from the weights: linear_1, linear_2, ...
+        let proj_prefix = layout.projector();
+        let depth = (1..)
+            .take_while(|i| w.contains(&format!("{proj_prefix}.linear_{i}.weight")))
+            .count();
+        if depth == 0 {
+            return Err(ModelError::MissingTensor {
+                name: format!("{proj_prefix}.linear_1.weight"),
+                files: "the projector".to_string(),
+            });
+        }
+        let in_dim = cfg.vision_config.hidden_size * feature_layers.len();
+        let projector = Projector::load(
+            w.vb.pp(proj_prefix),
+            depth,
+            in_dim,
+            cfg.text_config.hidden_size,
+            cfg.multimodal_projector_bias,
+            cfg.projector_hidden_act,
+        )
+        .map_err(|e| w.explain(e))?;
+        let tied = cfg.tie_word_embeddings || !w.contains(&format!("{}.weight", layout.lm_head()));
+        let lm_head = (!tied).then(|| w.vb.pp(layout.lm_head()));
+        let llama = Llama::load(w.vb.pp(layout.text()), lm_head, &cfg.text_config)
+            .map_err(|e| w.explain(e))?;
+        Ok(Self {
+            cfg,
+            vision,
+            projector,
+            llama,
+            feature_layers,
+            layout,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlavaConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The weights' dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The key layout the weights used.
+    pub fn layout(&self) -> KeyLayout {
+        self.layout
+    }
+
+    /// Number of projector layers (1 = linear, 2 = mlp2x_gelu, ...).
+    pub fn projector_depth(&self) -> usize {
+        self.projector.depth()
+    }
+
+    /// Number of vision layers that run (up to the feature layer); `attn.vit` has this many.
+    pub fn vision_layers_run(&self) -> usize {
+        self.vision.num_layers()
+    }
+
+    /// Number of decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.cfg.text_config.num_hidden_layers
+    }
+
+    /// Number of decoder query heads.
+    pub fn num_heads(&self) -> usize {
+        self.cfg.text_config.num_attention_heads
+    }
+
+    /// A fresh KV cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.num_layers())
+    }
+
+    /// Number of image features F: P, or P + 1 with strategy `full`.
+    pub fn num_image_features(&self) -> usize {
+        self.cfg.num_image_features()
+    }
+
+    /// Patch grid `[rows, cols]`.
+    pub fn image_grid(&self) -> [usize; 2] {
+        let side = self.cfg.vision_config.grid_side();
+        [side, side]
+    }
+
+    /// The decoder's input embedding matrix `[vocab, hidden]`.
+    pub fn embeddings(&self) -> &Tensor {
+        self.llama.embeddings()
+    }
+
+    /// Image features `[F, hidden]` of `pixel_values` (`[1, 3, h, w]` or `[3, h, w]`, f32, on
+    /// any device): the selected vision hidden states, CLS dropped unless the strategy is
+    /// `full`, passed through the projector.
+    pub fn image_features(
+        &self,
+        pixel_values: &Tensor,
+        rec: &mut AttentionRecorder,
+    ) -> candle_core::Result<Tensor> {
+        let pixel_values = match pixel_values.rank() {
+            3 => pixel_values.unsqueeze(0)?,
+            4 => pixel_values.clone(),
+            _ => candle_core::bail!(
+                "pixel values must be [1, 3, h, w] or [3, h, w], got {:?}",
+                pixel_values.dims()
+            ),
+        };
+        if pixel_values.dim(0)? != 1 {
+            candle_core::bail!(
+                "one image at a time, got a batch of {}",
+                pixel_values.dim(0)?
+            );
+        }
+        let pixel_values = pixel_values.to_device(&self.device)?;
+        let states = self
+            .vision
+            .forward(&pixel_values, &self.feature_layers, rec)?;
+        let states = if states.len() == 1 {
+            states[0].clone()
+        } else {
+            Tensor::cat(&states, 2)?
+        };
+        let selected = match self.cfg.vision_feature_select_strategy {
+            SelectStrategy::Default => states.narrow(1, 1, states.dim(1)? - 1)?,
+            SelectStrategy::Full => states,
+        };
+        self.projector.forward(&selected)?.squeeze(0)
+    }
+
+    /// Token embeddings `[1, n, hidden]` of `input_ids`, the positions whose id is
+    /// `image_token_index` replaced, in order, by the rows of `image_features` `[F, hidden]`.
+    pub fn embed(
+        &self,
+        input_ids: &[u32],
+        image_features: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let image_id = self.cfg.image_token_index;
+        let image_pos: Vec<usize> = input_ids
+            .iter()
+            .enumerate()
+            .filter(|(_, &id)| id == image_id)
+            .map(|(i, _)| i)
+            .collect();
+        // Image positions are replaced below, so look them up as id 0 (the image id may lie
+        // outside the vocabulary).
+        let ids: Vec<u32> = input_ids
+            .iter()
+            .map(|&id| if id == image_id { 0 } else { id })
+            .collect();
+        let text = self.llama.embed_tokens(&ids)?;
+        let features = match (image_features, image_pos.is_empty()) {
+            (_, true) => return Ok(text),
+            (None, false) => candle_core::bail!(
+                "input_ids hold {} image tokens but no image features were given",
+                image_pos.len()
+            ),
+            (Some(f), false) => f,
+        };
+        let (f_len, hidden) = features.dims2()?;
+        if f_len != image_pos.len() {
+            candle_core::bail!(
+                "input_ids hold {} image tokens but there are {f_len} image features",
+                image_pos.len()
+            );
+        }
+        let n = ids.len();
+        let features = features.to_device(&self.device)?.to_dtype(self.dtype)?;
+        let table = Tensor::cat(&[&text.squeeze(0)?, &features], 0)?;
+        let mut index: Vec<u32> = (0..n as u32).collect();
+        for (k, &p) in image_pos.iter().enumerate() {
+            index[p] = (n + k) as u32;
+        }
+        let index = Tensor::new(index.as_slice(), &self.device)?;
+        table.index_select(&index, 0)?.reshape((1, n, hidden))
+    }
+
+    /// Run the decoder over `embeds` `[1, n, hidden]` at positions `offset..offset + n`
+    /// (`offset` = positions already in `cache`); returns f32 logits `[1, n, vocab]` when
+    /// `all_logits`, else `[1, 1, vocab]` for the last position.
+    pub fn forward(
+        &self,
+        embeds: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+        rec: &mut AttentionRecorder,
+        all_logits: bool,
+    ) -> candle_core::Result<Tensor> {
+        self.llama.forward(embeds, offset, cache, rec, all_logits)
+    }
+}

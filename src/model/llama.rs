@@ -12,11 +12,11 @@ use super::recorder::AttentionRecorder;
 /// Rotary embedding frequencies, computed in f32 as transformers does.
 #[derive(Debug, Clone)]
 pub struct Rope {
-    dim: usize,
-    theta: f64,
-    scaling: RopeScaling,
-    max_position_embeddings: usize,
-    inv_freq: Vec<f32>,
+    pub(super) dim: usize,
+    pub(super) theta: f64,
+    pub(super) scaling: RopeScaling,
+    pub(super) max_position_embeddings: usize,
+    pub(super) inv_freq: Vec<f32>,
 }
 
 fn default_inv_freq(dim: usize, base: f64) -> Vec<f32> {
@@ -119,8 +119,8 @@ impl Rope {
 /// RMSNorm with a learned scale.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
+    pub(super) weight: Tensor,
+    pub(super) eps: f64,
 }
 
 impl RmsNorm {
@@ -141,15 +141,15 @@ impl RmsNorm {
 /// Grouped-query self-attention.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
-    scale: f64,
-    layer: usize,
+    pub(super) q_proj: Linear,
+    pub(super) k_proj: Linear,
+    pub(super) v_proj: Linear,
+    pub(super) o_proj: Linear,
+    pub(super) num_heads: usize,
+    pub(super) num_kv_heads: usize,
+    pub(super) head_dim: usize,
+    pub(super) scale: f64,
+    pub(super) layer: usize,
 }
 
 impl Attention {
@@ -224,10 +224,10 @@ impl Attention {
 /// SwiGLU MLP: down(act(gate(x)) · up(x)).
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-    act: Activation,
+    pub(super) gate_proj: Linear,
+    pub(super) up_proj: Linear,
+    pub(super) down_proj: Linear,
+    pub(super) act: Activation,
 }
 
 impl Mlp {
@@ -252,10 +252,10 @@ impl Mlp {
 /// One decoder layer.
 #[derive(Debug, Clone)]
 pub struct Block {
-    input_layernorm: RmsNorm,
-    self_attn: Attention,
-    post_attention_layernorm: RmsNorm,
-    mlp: Mlp,
+    pub(super) input_layernorm: RmsNorm,
+    pub(super) self_attn: Attention,
+    pub(super) post_attention_layernorm: RmsNorm,
+    pub(super) mlp: Mlp,
 }
 
 impl Block {
@@ -297,12 +297,12 @@ impl Block {
 /// The decoder with its embeddings and output head.
 #[derive(Debug, Clone)]
 pub struct Llama {
-    embed_tokens: Embedding,
-    layers: Vec<Block>,
-    norm: RmsNorm,
-    lm_head: Linear,
-    rope: Rope,
-    cfg: TextConfig,
+    pub(super) embed_tokens: Embedding,
+    pub(super) layers: Vec<Block>,
+    pub(super) norm: RmsNorm,
+    pub(super) lm_head: Linear,
+    pub(super) rope: Rope,
+    pub(super) cfg: TextConfig,
 }
 
 /// Additive causal mask `[q, offset + q]`: query i (position offset + i) sees keys ≤ offset + i.

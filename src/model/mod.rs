@@ -19,6 +19,7 @@ pub mod llava;
 pub mod ops;
 pub mod projector;
 pub mod recorder;
+pub mod tracked;
 pub mod weights;
 
 pub use cache::KvCache;

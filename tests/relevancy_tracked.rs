@@ -62,6 +62,7 @@ fn tracked_pass_matches_reference() {
         assert_eq!(seen, tokens);
         let ref_llm = rel["relevancy_llm"].to_vec2::<f32>().unwrap();
         let ref_vit = rel["relevancy_vit"].to_vec2::<f32>().unwrap();
+        let ref_comb = rel["relevancy_combined"].to_vec2::<f32>().unwrap();
         let mut worst = (0f32, 0f32);
         for row in &rows {
             let d = max_diff(&row.llm, &ref_llm[row.token]);
@@ -76,6 +77,12 @@ fn tracked_pass_matches_reference() {
             assert!(
                 d < 1e-4,
                 "{name}: vit row of token {} differs by {d}",
+                row.token
+            );
+            let d = max_diff(&row.combined[1..], &ref_comb[row.token]);
+            assert!(
+                d < 1e-4,
+                "{name}: combined row of token {} differs by {d}",
                 row.token
             );
         }

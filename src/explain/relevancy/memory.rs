@@ -14,9 +14,10 @@
 //!   smaller for LLaVA and is covered by the larger of the two.
 //!
 //! LLaVA-1.5-7B (decoder 32 layers, h 4096, I 11008, 32 heads; CLIP-L/336, 23 of 24 layers
-//! run, n = 577) at S = 650 positions in bf16: about 4.6 GiB kept from the forward plus
-//! 0.25 GiB per token of a backward chunk, so about 5.6 GiB with 4 tokens per backward, on top
-//! of the weights (13.5 GiB). (`tests` pins these numbers.)
+//! run, n = 577) at S = 650 positions in bf16: about 4.5 GiB kept from the forward plus
+//! 0.3 GiB per token of a backward chunk, so about 5.7 GiB with 4 tokens per backward (4.7 GiB
+//! at the least, one token per backward), on top of the weights (13.5 GiB).
+//! (`tests/relevancy_memory.rs` pins these numbers.)
 
 use candle_core::DType;
 

@@ -170,19 +170,25 @@ pub(super) fn attn_backward(
     // softmax backward: dS = A ⊙ (∇A − Σ_k ∇A ⊙ A)
     let rowsum = ga.sum_keepdim(3)?;
     drop(ga);
-    let ds = (grad_a.broadcast_sub(&rowsum)?.broadcast_mul(&a)? * scale)?.to_dtype(dtype)?;
+    // (the score scale is applied to dQ and dK, which are smaller)
+    let ds = grad_a
+        .broadcast_sub(&rowsum)?
+        .broadcast_mul(&a)?
+        .to_dtype(dtype)?;
     drop(grad_a);
     // dQ = dS K: [kv, n_rep·n_q·B, n_k] × [kv, n_k, d] → [heads, n_q, B, d]
-    let dq = ds
+    let dq = (ds
         .reshape((nkv, n_rep * n * b, n))?
         .matmul(&s.k)?
-        .reshape((nh, n, b, d))?;
+        .reshape((nh, n, b, d))?
+        * scale)?;
     // dKᵀ = Qᵀ dS per head: [heads, d, n_q] × [heads, n_q, B·n_k] → [heads, d, B, n_k]
     let dkt =
-        s.q.t()?
+        (s.q.t()?
             .matmul(&ds.reshape((nh, n, b * n))?)?
             .reshape((nkv, n_rep, d, b, n))?
-            .sum(1)?;
+            .sum(1)?
+            * scale)?;
     drop(ds);
     // dV = Aᵀ dO per head: [heads, n_k, n_q] × [heads, n_q, B·d] → [heads, n_k, B, d]
     let dv = s

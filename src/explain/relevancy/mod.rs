@@ -116,7 +116,7 @@ pub struct RelevancyOptions {
 impl Default for RelevancyOptions {
     fn default() -> Self {
         Self {
-            max_chunk: 16,
+            max_chunk: 8,
             memory_budget: None,
         }
     }

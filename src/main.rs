@@ -1,1 +1,132 @@
-fn main() {}
+//! The `lvlmscope` binary: parses the command line and hands over to the library.
+//! Errors end here as one sentence on stderr and a non-zero exit code.
+
+mod cli;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use cli::{Cli, Command, RunArgs};
+use lvlmscope::generate::{self, Progress, RunRequest};
+use lvlmscope::session::{self, AttentionDtype};
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".into());
+        eprintln!("lvlmscope: internal error: {message}");
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Report(args)) => report(args),
+        Some(Command::Tui(args)) => tui(args),
+        None => tui(cli::TuiArgs::default()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lvlmscope: {}", sentence(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes as one line.
+fn sentence(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let capture = args.capture.parse().map_err(anyhow::Error::msg)?;
+    let request = RunRequest {
+        model: args.model,
+        image: args.image,
+        prompt: args.prompt,
+        image_mode: args.image_mode,
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        dtype: args.dtype,
+        device: args.device,
+        capture,
+        relevancy: args.relevancy,
+        causal: args.causal,
+    };
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .expect("static template is valid"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let started = Instant::now();
+    let mut decode_started = None;
+    let mut produced = 0usize;
+    let mut stdout = std::io::stdout();
+    let cancel = AtomicBool::new(false);
+    let session = generate::run(&request, &cancel, &mut |progress| match progress {
+        Progress::Stage(stage) => {
+            if stage == "decoding" {
+                decode_started = Some(Instant::now());
+            }
+            bar.set_message(stage);
+        }
+        Progress::Token { text, .. } => {
+            produced += 1;
+            bar.suspend(|| {
+                let _ = write!(stdout, "{text}");
+                let _ = stdout.flush();
+            });
+            if let Some(t0) = decode_started {
+                let rate = produced as f64 / t0.elapsed().as_secs_f64().max(1e-6);
+                bar.set_message(format!("decoding: {produced} tokens, {rate:.1} tokens/s"));
+            }
+        }
+        Progress::Fraction(_) => {}
+    });
+    bar.finish_and_clear();
+    let session = session?;
+    println!();
+    let dtype = if args.f32_attention {
+        AttentionDtype::F32
+    } else {
+        AttentionDtype::F16
+    };
+    session::save(&session, &args.save, dtype)
+        .with_context(|| format!("could not save the session to {}", args.save.display()))?;
+    eprintln!(
+        "{} tokens in {:.2}s; session saved to {}",
+        session.num_output(),
+        started.elapsed().as_secs_f64(),
+        args.save.display()
+    );
+    Ok(())
+}
+
+fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
+    let _ = args;
+    anyhow::bail!("report is not available yet")
+}
+
+fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {
+    let _ = args;
+    anyhow::bail!("the TUI is not available yet")
+}

@@ -155,6 +155,8 @@ pub struct LlavaConfig {
     pub tie_word_embeddings: bool,
     /// Projector type named by the config (`mm_projector_type`), if any; the weights decide.
     pub projector_type: Option<String>,
+    /// The first of config.json's `architectures`, recorded in sessions.
+    pub architecture: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -235,6 +237,7 @@ struct RawLlava {
     vision_feature_select_strategy: Option<SelectStrategy>,
     tie_word_embeddings: Option<bool>,
     mm_projector_type: Option<String>,
+    architectures: Option<Vec<String>>,
 }
 
 fn unsupported(msg: impl Into<String>) -> ModelError {
@@ -296,19 +299,19 @@ impl TextConfig {
         }
         let hidden_size = raw.hidden_size.unwrap_or(4096);
         let num_attention_heads = raw.num_attention_heads.unwrap_or(32);
-        if num_attention_heads == 0 || hidden_size % num_attention_heads != 0 {
+        if num_attention_heads == 0 || !hidden_size.is_multiple_of(num_attention_heads) {
             return Err(unsupported(format!(
                 "text hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}"
             )));
         }
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(num_attention_heads);
-        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+        if num_key_value_heads == 0 || !num_attention_heads.is_multiple_of(num_key_value_heads) {
             return Err(unsupported(format!(
                 "num_attention_heads {num_attention_heads} is not a multiple of num_key_value_heads {num_key_value_heads}"
             )));
         }
         let head_dim = raw.head_dim.unwrap_or(hidden_size / num_attention_heads);
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(unsupported(format!("head_dim {head_dim} is odd")));
         }
         let max_position_embeddings = raw.max_position_embeddings.unwrap_or(2048);
@@ -365,14 +368,14 @@ impl VisionConfig {
         }
         let hidden_size = raw.hidden_size.unwrap_or(d.0);
         let num_attention_heads = raw.num_attention_heads.unwrap_or(d.3);
-        if num_attention_heads == 0 || hidden_size % num_attention_heads != 0 {
+        if num_attention_heads == 0 || !hidden_size.is_multiple_of(num_attention_heads) {
             return Err(unsupported(format!(
                 "vision hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}"
             )));
         }
         let image_size = square(raw.image_size, d.4, "image_size")?;
         let patch_size = square(raw.patch_size, d.5, "patch_size")?;
-        if patch_size == 0 || image_size % patch_size != 0 {
+        if patch_size == 0 || !image_size.is_multiple_of(patch_size) {
             return Err(unsupported(format!(
                 "vision image_size {image_size} is not a multiple of patch_size {patch_size}"
             )));
@@ -441,6 +444,10 @@ impl LlavaConfig {
                 .unwrap_or(SelectStrategy::Default),
             tie_word_embeddings: top_tie || text_config.tie_word_embeddings,
             projector_type: raw.mm_projector_type,
+            architecture: raw
+                .architectures
+                .and_then(|a| a.into_iter().next())
+                .unwrap_or_else(|| "LlavaForConditionalGeneration".into()),
             text_config,
             vision_config,
         };

@@ -8,6 +8,9 @@ pub enum ModelError {
     /// The given path does not exist.
     #[error("model folder {0} does not exist")]
     FolderNotFound(PathBuf),
+    /// The given path is a file, not a folder.
+    #[error("{0} is a file, not a model folder")]
+    NotAFolder(PathBuf),
     /// A model id that is not a folder and not in the local Hugging Face cache.
     #[error(
         "model '{id}' is not a folder and was not found in the local Hugging Face cache at {cache}"

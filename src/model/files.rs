@@ -72,7 +72,7 @@ impl ModelDir {
             return Self::from_folder(path);
         }
         if path.exists() {
-            return Err(ModelError::FolderNotFound(path.to_path_buf()));
+            return Err(ModelError::NotAFolder(path.to_path_buf()));
         }
         if looks_like_id(model) {
             let cache = hf_cache_dir();

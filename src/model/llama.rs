@@ -58,7 +58,8 @@ impl Rope {
                     } else {
                         *f
                     };
-                    let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                    // transformers: neither high-frequency (wavelen < high) nor low-frequency (wavelen > low)
+                    let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
                     *f = if medium {
                         let smooth = (old / wavelen - low) / (high - low);
                         (1.0 - smooth) * scaled / factor + smooth * scaled
@@ -416,5 +417,90 @@ impl Llama {
         }
         let xs = self.norm.forward(&xs)?;
         self.lm_head.forward(&xs)?.to_dtype(DType::F32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LlavaConfig;
+
+    fn text(json: &str) -> TextConfig {
+        LlavaConfig::from_json(json, std::path::Path::new("config.json"))
+            .unwrap()
+            .text_config
+    }
+
+    fn close(got: &[f32], want: &[(usize, f64)]) {
+        for &(i, w) in want {
+            let g = got[i] as f64;
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs(),
+                "inv_freq[{i}] = {g}, want {w}"
+            );
+        }
+    }
+
+    // Expected values: transformers' ROPE_INIT_FUNCTIONS for the same parameters.
+    #[test]
+    fn llama3_inv_freq_matches_transformers() {
+        let cfg = text(
+            r#"{"text_config": {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0,
+            "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}}}"#,
+        );
+        let rope = Rope::new(&cfg);
+        close(
+            &rope.inv_freq,
+            &[
+                (0, 1.0),
+                (20, 0.016560440883040428),
+                (40, 3.428102354519069e-05),
+                (45, 1.2297638932068367e-05),
+                (50, 4.411534519022098e-06),
+                (63, 3.068925877869333e-07),
+            ],
+        );
+    }
+
+    #[test]
+    fn linear_and_dynamic_inv_freq_match_transformers() {
+        let cfg = text(
+            r#"{"text_config": {"hidden_size": 64, "num_attention_heads": 4,
+            "max_position_embeddings": 256, "rope_scaling": {"type": "linear", "factor": 2.0}}}"#,
+        );
+        close(
+            &Rope::new(&cfg).inv_freq,
+            &[
+                (0, 0.5),
+                (1, 0.15811388194561005),
+                (7, 0.00015811389312148094),
+            ],
+        );
+        let cfg = text(
+            r#"{"text_config": {"hidden_size": 64, "num_attention_heads": 4,
+            "max_position_embeddings": 256, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}}"#,
+        );
+        let rope = Rope::new(&cfg);
+        // Within the trained context nothing changes; past it the base grows.
+        assert_eq!(rope.inv_freq_for(256), default_inv_freq(16, 10000.0));
+        close(
+            &rope.inv_freq_for(300),
+            &[
+                (0, 1.0),
+                (1, 0.30315783619880676),
+                (4, 0.0084464680403471),
+                (7, 0.00023533229250460863),
+            ],
+        );
+    }
+
+    #[test]
+    fn causal_mask_hides_the_future() {
+        let m = causal_mask(2, 3, DType::F32, &Device::Cpu).unwrap();
+        let v = m.to_vec2::<f32>().unwrap();
+        assert_eq!(v[0][..4], [0.0; 4]);
+        assert!(v[0][4].is_infinite());
+        assert_eq!(v[1], vec![0.0; 5]);
     }
 }

@@ -7,7 +7,28 @@
 //! Numerics: attention scores are computed in the model dtype, then the softmax runs in f32 and
 //! the probabilities are cast back to the model dtype for the product with the values (as
 //! transformers' eager attention does). The recorder receives the f32 probabilities. RMSNorm,
-//! LayerNorm and RoPE tables are computed in f32; logits are returned in f32.
+//! LayerNorm (two-pass) and the RoPE tables are computed in f32; logits are returned in f32.
+//! The fused candle ops (softmax, RMSNorm, RoPE) are used only through [`ops`], so that a
+//! differentiable variant can replace them in one place. bf16 needs a GPU: candle has no bf16
+//! matrix multiply on CPU, and [`Llava::load`] says so.
+//!
+//! Generation, as the recorder expects it (prefill, then one token per call):
+//!
+//! ```ignore
+//! let dir = ModelDir::resolve("llava-hf/llava-1.5-7b-hf")?;
+//! let model = Llava::load(&dir, DType::F16, &device_from_str("cuda")?)?;
+//! let mut rec = AttentionRecorder::new(CaptureMode::default_for(model.num_layers()));
+//! let feats = model.image_features(&pixel_values, &mut rec)?; // [F, hidden]
+//! let mut cache = model.new_cache();
+//! let embeds = model.embed(&input_ids, Some(&feats))?; // ids hold F image tokens
+//! let mut logits = model.forward(&embeds, 0, &mut cache, &mut rec, false)?; // [1, 1, vocab]
+//! for t in 1..max_new {
+//!     let next = pick(&logits);
+//!     let e = model.embed(&[next], None)?;
+//!     logits = model.forward(&e, input_ids.len() + t - 1, &mut cache, &mut rec, false)?;
+//! }
+//! let (shape, rows) = rec.generated_rows(model.num_layers(), model.num_heads(), s).unwrap();
+//! ```
 
 pub mod cache;
 pub mod clip;

@@ -25,7 +25,7 @@ pub fn rms_norm(xs: &Tensor, alpha: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// LayerNorm over the last dimension, two-pass (mean, then variance of the centred values) in
-/// f32 as torch does; candle's fused layer norm uses E[x²] − E[x]², which loses precision
+/// f32 as torch does; candle's fused layer norm uses `E(x²) − E(x)²`, which loses precision
 /// when the mean is large.
 pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = xs.dtype();

@@ -118,8 +118,8 @@ pub fn save(session: &Session, path: &Path, attention: AttentionDtype) -> Result
             tensors.insert(name.into(), encode_f32(a));
         }
     }
-    let manifest =
-        serde_json::to_string(&session.manifest).map_err(|e| SessionError::Encode(e.to_string()))?;
+    let manifest = serde_json::to_string(&session.manifest)
+        .map_err(|e| SessionError::Encode(e.to_string()))?;
     let metadata = HashMap::from([(MANIFEST_KEY.to_string(), manifest)]);
     let views = tensors
         .iter()

@@ -1,0 +1,123 @@
+//! The command line (DESIGN.md, "Command line"): argument types shared by the binary.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Look inside a vision-language model from a terminal.
+#[derive(Debug, Parser)]
+#[command(name = "lvlmscope", version, about)]
+pub struct Cli {
+    /// What to do; without a subcommand the TUI opens on the embedded demo.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open the terminal app.
+    Tui(TuiArgs),
+    /// Run the model on an image and a prompt and save the session.
+    Run(RunArgs),
+    /// Print a session's answer and the map of one token without the TUI.
+    Report(ReportArgs),
+}
+
+/// Flags of `lvlmscope tui`.
+#[derive(Debug, Args, Default)]
+pub struct TuiArgs {
+    /// Model folder or model id in the local Hugging Face cache.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Image file.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Question about the image.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// A saved session to open (no model needed).
+    #[arg(long)]
+    pub session: Option<PathBuf>,
+    /// Theme name (dark, light, high-contrast, jet) or a TOML file.
+    #[arg(long)]
+    pub theme: Option<String>,
+}
+
+/// Flags of `lvlmscope run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Model folder or model id in the local Hugging Face cache.
+    #[arg(long)]
+    pub model: String,
+    /// Image file.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Question about the image.
+    #[arg(long)]
+    pub prompt: String,
+    /// Where to write the session file.
+    #[arg(long)]
+    pub save: PathBuf,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Weights and activations dtype: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// How the image is fitted: default, crop, resize or pad.
+    #[arg(long, default_value = "default")]
+    pub image_mode: String,
+    /// Attention recorded: off, rows (generated rows, default) or full (rows + last layer).
+    #[arg(long, default_value = "rows")]
+    pub capture: String,
+    /// Store attention as f32 instead of f16.
+    #[arg(long)]
+    pub f32_attention: bool,
+    /// Compute relevancy maps for every output token.
+    #[arg(long)]
+    pub relevancy: bool,
+    /// Compute causal (CLEANN) explanations for every output token.
+    #[arg(long)]
+    pub causal: bool,
+}
+
+/// Flags of `lvlmscope report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The session file.
+    pub file: PathBuf,
+    /// Output token to explain (default 0).
+    #[arg(long)]
+    pub token: Option<usize>,
+    /// attention, relevancy or causal.
+    #[arg(long, default_value = "attention")]
+    pub method: String,
+    /// Decoder layer (default: the last).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Attention head (default: mean over heads).
+    #[arg(long)]
+    pub head: Option<usize>,
+    /// Write the image with the map blended over it to this PNG file.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+    /// Print the numbers as one JSON object instead of drawing.
+    #[arg(long)]
+    pub json: bool,
+    /// Theme name or TOML file.
+    #[arg(long)]
+    pub theme: Option<String>,
+}

@@ -1,0 +1,279 @@
+//! Bad input on the command line: one clear sentence on stderr, a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lvlmscope");
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Runs the binary and returns (exit code, stderr).
+fn lvlmscope(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("HF_HUB_CACHE", "/nonexistent-hf-cache")
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts a failed run that printed exactly one line naming the problem.
+fn assert_clear_failure((code, stderr): (i32, String), needle: &str) {
+    assert_ne!(code, 0, "must fail: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic trace: {stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "panic trace: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected: {stderr:?}");
+    assert!(lines[0].starts_with("lvlmscope: "), "{stderr}");
+    assert!(
+        lines[0].to_lowercase().contains(&needle.to_lowercase()),
+        "expected {needle:?} in {stderr:?}"
+    );
+}
+
+/// A copy of the gqa fixture model in a temporary folder, to break.
+fn model_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join("tiny-llava-gqa")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn run_args<'a>(model: &'a str, image: &'a str, prompt: &'a str, save: &'a str) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--model",
+        model,
+        "--image",
+        image,
+        "--prompt",
+        prompt,
+        "--save",
+        save,
+        "--max-new-tokens",
+        "4",
+    ]
+}
+
+fn image() -> String {
+    fixtures().join("image.png").display().to_string()
+}
+
+fn out_path(dir: &tempfile::TempDir) -> String {
+    dir.path().join("out.session").display().to_string()
+}
+
+#[test]
+fn missing_model_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp);
+    let r = lvlmscope(&run_args("/nonexistent/model", &image(), "Hi?", &out));
+    assert_clear_failure(r, "/nonexistent/model");
+}
+
+#[test]
+fn model_id_not_in_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp);
+    let r = lvlmscope(&run_args("nobody/no-such-model", &image(), "Hi?", &out));
+    assert_clear_failure(r, "nobody/no-such-model");
+}
+
+#[test]
+fn missing_config() {
+    let model = model_copy();
+    std::fs::remove_file(model.path().join("config.json")).unwrap();
+    let out = out_path(&model);
+    let m = model.path().display().to_string();
+    assert_clear_failure(
+        lvlmscope(&run_args(&m, &image(), "Hi?", &out)),
+        "config.json",
+    );
+}
+
+#[test]
+fn malformed_config() {
+    let model = model_copy();
+    std::fs::write(model.path().join("config.json"), "{\"text_config\": [").unwrap();
+    let out = out_path(&model);
+    let m = model.path().display().to_string();
+    assert_clear_failure(
+        lvlmscope(&run_args(&m, &image(), "Hi?", &out)),
+        "config.json",
+    );
+}
+
+#[test]
+fn truncated_weights() {
+    let model = model_copy();
+    let weights = model.path().join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let out = out_path(&model);
+    let m = model.path().display().to_string();
+    assert_clear_failure(
+        lvlmscope(&run_args(&m, &image(), "Hi?", &out)),
+        "model.safetensors",
+    );
+}
+
+#[test]
+fn missing_tensor() {
+    let model = model_copy();
+    let weights = model.path().join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let dropped = "language_model.model.norm.weight";
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name != dropped)
+        .collect();
+    assert!(kept.len() + 1 == st.len(), "fixture holds {dropped}");
+    let rewritten = safetensors::serialize(kept, None).unwrap();
+    std::fs::write(&weights, rewritten).unwrap();
+    let out = out_path(&model);
+    let m = model.path().display().to_string();
+    assert_clear_failure(lvlmscope(&run_args(&m, &image(), "Hi?", &out)), "norm");
+}
+
+#[test]
+fn tokenizer_larger_than_vocabulary() {
+    let model = model_copy();
+    let path = model.path().join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let added = tok["added_tokens"].as_array_mut().expect("added_tokens");
+    added.push(serde_json::json!({
+        "id": 900, "content": "<extra_far>", "single_word": false, "lstrip": false,
+        "rstrip": false, "normalized": false, "special": true
+    }));
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let out = out_path(&model);
+    let m = model.path().display().to_string();
+    assert_clear_failure(lvlmscope(&run_args(&m, &image(), "Hi?", &out)), "vocab");
+}
+
+#[test]
+fn image_that_does_not_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp);
+    let m = fixtures().join("tiny-llava-gqa").display().to_string();
+    assert_clear_failure(
+        lvlmscope(&run_args(&m, "/nonexistent/cat.jpg", "Hi?", &out)),
+        "/nonexistent/cat.jpg",
+    );
+}
+
+#[test]
+fn file_that_is_not_an_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp);
+    let m = fixtures().join("tiny-llava-gqa").display().to_string();
+    let img = fixtures().join("not_an_image.png").display().to_string();
+    assert_clear_failure(lvlmscope(&run_args(&m, &img, "Hi?", &out)), "image");
+}
+
+/// A PNG holding only a signature and an IHDR chunk claiming `width`×`height`.
+fn png_header(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend(width.to_be_bytes());
+    chunk.extend(height.to_be_bytes());
+    chunk.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(13u32.to_be_bytes());
+    png.extend(&chunk);
+    png.extend(crc32(&chunk).to_be_bytes());
+    png
+}
+
+#[test]
+fn zero_sized_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("empty.png");
+    std::fs::write(&img, png_header(0, 0)).unwrap();
+    let out = out_path(&tmp);
+    let m = fixtures().join("tiny-llava-gqa").display().to_string();
+    let img = img.display().to_string();
+    assert_clear_failure(lvlmscope(&run_args(&m, &img, "Hi?", &out)), "image");
+}
+
+#[test]
+fn huge_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("huge.png");
+    std::fs::write(&img, png_header(100_000, 100_000)).unwrap();
+    let out = out_path(&tmp);
+    let m = fixtures().join("tiny-llava-gqa").display().to_string();
+    let img = img.display().to_string();
+    assert_clear_failure(lvlmscope(&run_args(&m, &img, "Hi?", &out)), "image");
+}
+
+#[test]
+fn empty_prompt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp);
+    let m = fixtures().join("tiny-llava-gqa").display().to_string();
+    assert_clear_failure(lvlmscope(&run_args(&m, &image(), "   ", &out)), "prompt");
+}
+
+#[test]
+fn prompt_longer_than_the_context() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp);
+    let m = fixtures().join("tiny-llava-gqa").display().to_string();
+    let long = "shape ".repeat(5000);
+    assert_clear_failure(lvlmscope(&run_args(&m, &image(), &long, &out)), "context");
+}
+
+#[test]
+fn unknown_dtype_and_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp);
+    let m = fixtures().join("tiny-llava-gqa").display().to_string();
+    let img = image();
+    let mut args = run_args(&m, &img, "Hi?", &out);
+    args.extend(["--dtype", "f8"]);
+    assert_clear_failure(lvlmscope(&args), "dtype");
+    let mut args = run_args(&m, &img, "Hi?", &out);
+    args.extend(["--device", "tpu"]);
+    assert_clear_failure(lvlmscope(&args), "device");
+}
+
+#[test]
+fn report_on_a_truncated_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("broken.session");
+    std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
+    let p = path.display().to_string();
+    assert_clear_failure(lvlmscope(&["report", &p]), "broken.session");
+}
+
+#[test]
+fn report_on_a_missing_session() {
+    assert_clear_failure(
+        lvlmscope(&["report", "/nonexistent/s.session"]),
+        "/nonexistent/s.session",
+    );
+}

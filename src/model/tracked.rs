@@ -36,6 +36,9 @@ pub struct TokenRows {
     pub combined: Vec<f32>,
 }
 
+/// One row per seed.
+type Rows = Vec<Vec<f32>>;
+
 /// The forward pass of one sequence, kept for the backward.
 pub struct TrackedPass<'a> {
     n_input: usize,
@@ -131,12 +134,7 @@ impl<'a> TrackedPass<'a> {
         Ok(out)
     }
 
-    fn vision_rows(
-        &self,
-        v: &VisionPass,
-        r: &Tensor,
-        demb: &Tensor,
-    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    fn vision_rows(&self, v: &VisionPass, r: &Tensor, demb: &Tensor) -> Result<(Rows, Rows)> {
         let device = r.device();
         let b = r.dim(0)?;
         let n = v.tokens;

@@ -89,3 +89,26 @@ fn tracked_pass_matches_reference() {
         eprintln!("{name}: max |diff| llm {:.3e} vit {:.3e}", worst.0, worst.1);
     }
 }
+
+#[test]
+fn half_precision_pass_stays_close() {
+    // f16 weights and activations (softmax, norms and Ā in f32): the rows stay close to the
+    // float64 reference (f16 moves the attention itself by up to ~0.05 on these models).
+    for name in MODELS {
+        let dir = ModelDir::resolve(fixtures().join(name).to_str().unwrap()).unwrap();
+        let model = Llava::load(&dir, DType::F16, &Device::Cpu).unwrap();
+        let r = load_ref(&format!("{name}.safetensors"));
+        let rel = load_ref(&format!("{name}.relevancy.safetensors"));
+        let (input, output) = (ids(&r["input_ids"]), ids(&r["output_ids"]));
+        let pass = TrackedPass::forward(&model, &input, &output, &r["pixel_values"]).unwrap();
+        let rows = pass.relevancy(&[0, 7], 2, &mut |_| {}).unwrap();
+        let ref_llm = rel["relevancy_llm"].to_vec2::<f32>().unwrap();
+        let ref_vit = rel["relevancy_vit"].to_vec2::<f32>().unwrap();
+        for row in &rows {
+            let dl = max_diff(&row.llm, &ref_llm[row.token]);
+            let dv = max_diff(&row.vit[1..], &ref_vit[row.token]);
+            eprintln!("{name} f16 token {}: llm {dl:.2e} vit {dv:.2e}", row.token);
+            assert!(dl < 0.05 && dv < 0.05, "{name}: f16 rows off by {dl} / {dv}");
+        }
+    }
+}

@@ -108,7 +108,10 @@ fn half_precision_pass_stays_close() {
             let dl = max_diff(&row.llm, &ref_llm[row.token]);
             let dv = max_diff(&row.vit[1..], &ref_vit[row.token]);
             eprintln!("{name} f16 token {}: llm {dl:.2e} vit {dv:.2e}", row.token);
-            assert!(dl < 0.05 && dv < 0.05, "{name}: f16 rows off by {dl} / {dv}");
+            assert!(
+                dl < 0.05 && dv < 0.05,
+                "{name}: f16 rows off by {dl} / {dv}"
+            );
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Sampling loop with KV cache that produces a [`Session`].
 //!
-//! [`run`] is the whole job behind `lvlmscope run` and the TUI's live runs: resolve and load the
-//! model, preprocess the image, render and tokenise the prompt, prefill, decode token by token
-//! (streaming each token to a callback), and gather the recorded attention into a `Session`.
+//! [`generate`] preprocesses the image, renders and tokenises the prompt, prefills, decodes token
+//! by token (streaming each token to a callback), and gathers the recorded attention into a
+//! `Session`. [`crate::job::run`] puts loading, generation and explanations together.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -169,12 +169,7 @@ impl LoadedModel {
                 )))
             }
         };
-        let prompts = PromptProcessor::from_files(
-            &dir.tokenizer,
-            dir.tokenizer_config.as_deref(),
-            dir.chat_template.as_deref(),
-            dir.generation_config.as_deref(),
-        )?;
+        let prompts = PromptProcessor::from_dir(&dir.root)?;
         let model = Llava::load(&dir, dtype, device)?;
         let cfg = model.config();
         prompts.check_vocab(cfg.text_config.vocab_size, cfg.image_token_index)?;
@@ -200,29 +195,8 @@ pub fn parse_dtype(s: &str) -> Result<DType, GenerateError> {
     }
 }
 
-/// Loads the model named in `request` and generates; the whole `lvlmscope run` job.
-pub fn run(
-    request: &RunRequest,
-    cancel: &AtomicBool,
-    on_progress: &mut dyn FnMut(Progress),
-) -> Result<Session, GenerateError> {
-    validate(request)?;
-    let device = crate::model::device_from_str(&request.device)?;
-    let dtype = parse_dtype(&request.dtype)?;
-    on_progress(Progress::Stage("loading model".into()));
-    let started = Instant::now();
-    let loaded = LoadedModel::load(&request.model, dtype, &device)?;
-    let load_seconds = started.elapsed().as_secs_f64();
-    let image = crate::processing::load_image(&request.image)?;
-    let mut session = generate(&loaded, &image, request, cancel, on_progress)?;
-    session
-        .manifest
-        .timings
-        .insert("load_model".into(), load_seconds);
-    Ok(session)
-}
-
-fn validate(request: &RunRequest) -> Result<(), GenerateError> {
+/// Checks the sampling settings of a request before any work is done.
+pub fn validate(request: &RunRequest) -> Result<(), GenerateError> {
     if request.max_new_tokens == 0 {
         return Err(GenerateError::Setting(
             "--max-new-tokens must be at least 1".into(),
@@ -248,6 +222,11 @@ pub fn generate(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Session, GenerateError> {
     validate(request)?;
+    let capture = if request.causal {
+        Capture::Full
+    } else {
+        request.capture
+    };
     let model = &loaded.model;
     let cfg = model.config();
     let mode: ImageMode = request
@@ -272,7 +251,7 @@ pub fn generate(
         });
     }
     let num_layers = cfg.text_config.num_hidden_layers;
-    let mut recorder = AttentionRecorder::new(capture_mode(request.capture, num_layers));
+    let mut recorder = AttentionRecorder::new(capture_mode(capture, num_layers));
     let pixel_tensor = Tensor::from_vec(
         pixels.data.clone(),
         (1, pixels.shape[0], pixels.shape[1], pixels.shape[2]),

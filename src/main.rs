@@ -13,7 +13,8 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cli::{Cli, Command, RunArgs};
-use lvlmscope::generate::{self, Progress, RunRequest};
+use lvlmscope::generate::{Progress, RunRequest};
+use lvlmscope::job;
 use lvlmscope::session::{self, AttentionDtype};
 
 fn main() -> ExitCode {
@@ -82,7 +83,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut produced = 0usize;
     let mut stdout = std::io::stdout();
     let cancel = AtomicBool::new(false);
-    let session = generate::run(&request, &cancel, &mut |progress| match progress {
+    let session = job::run(&request, &cancel, &mut |progress| match progress {
         Progress::Stage(stage) => {
             if stage == "decoding" {
                 decode_started = Some(Instant::now());
@@ -122,11 +123,49 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("report is not available yet")
+    lvlmscope::report::run(lvlmscope::report::ReportOptions {
+        file: args.file,
+        token: args.token,
+        method: Some(args.method),
+        layer: args.layer,
+        head: args.head,
+        png: args.png,
+        json: args.json,
+        theme: args.theme,
+    })
 }
 
 fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("the TUI is not available yet")
+    let args = if args.session.is_none()
+        && args.model.is_none()
+        && args.image.is_none()
+        && args.prompt.is_none()
+    {
+        with_demo(args)?
+    } else {
+        args
+    };
+    lvlmscope::tui::run(lvlmscope::tui::TuiOptions {
+        session: args.session,
+        model: args.model,
+        image: args.image,
+        prompt: args.prompt,
+        theme: args.theme,
+    })
+}
+
+/// Fills in the embedded demo: its model, its first scene and that scene's question.
+fn with_demo(args: cli::TuiArgs) -> anyhow::Result<cli::TuiArgs> {
+    let model = lvlmscope::demo::demo_model_dir().context("could not unpack the demo model")?;
+    let scenes = lvlmscope::demo::demo_scenes_dir().context("could not unpack the demo scenes")?;
+    let scene = lvlmscope::demo::demo_scenes()
+        .into_iter()
+        .next()
+        .context("the demo scenes are missing from this build")?;
+    Ok(cli::TuiArgs {
+        model: Some(model.display().to_string()),
+        image: Some(scenes.join(format!("{}.png", scene.name))),
+        prompt: Some(scene.question),
+        ..args
+    })
 }

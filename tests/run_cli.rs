@@ -154,3 +154,24 @@ fn sampling_is_reproducible_for_a_seed() {
     assert_eq!(a.output_ids, b.output_ids);
     assert_eq!(a.manifest.generation.seed, 5);
 }
+
+#[test]
+fn causal_flag_explains_every_output_token() {
+    let (s, _) = run_fixture("tiny-llava-gqa", &["--causal"]);
+    let last = s.manifest.model.text_layers - 1;
+    assert!(
+        s.attn_full.contains_key(&last),
+        "--causal records the last layer"
+    );
+    let causal = s.manifest.causal.as_ref().expect("causal results stored");
+    assert_eq!(causal.params.layer, last);
+    assert_eq!(causal.tokens.len(), s.num_output());
+    for (t, token) in &causal.tokens {
+        assert_eq!(token.target, s.query_position(*t));
+        assert_eq!(token.heads.len(), s.manifest.model.text_heads);
+        for head in &token.heads {
+            assert!(head.explanation.iter().all(|&p| p < token.target));
+            assert!(head.nodes.contains(&token.target));
+        }
+    }
+}

@@ -40,6 +40,7 @@ pub mod llava;
 pub mod ops;
 pub mod projector;
 pub mod recorder;
+pub mod rope;
 pub mod tracked;
 pub mod weights;
 

@@ -200,12 +200,13 @@ fn horizontal(
     for y in rows {
         let row = &src[y * stride * 3..(y + 1) * stride * 3];
         for t in taps {
+            let start = (t.first - col0) * 3;
+            let pixels = &row[start..start + t.weights.len() * 3];
             let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
-            for (i, &w) in t.weights.iter().enumerate() {
-                let p = (t.first - col0 + i) * 3;
-                for (c, a) in acc.iter_mut().enumerate() {
-                    *a += i64::from(row[p + c]) * w;
-                }
+            for (&w, px) in t.weights.iter().zip(pixels.chunks_exact(3)) {
+                acc[0] += i64::from(px[0]) * w;
+                acc[1] += i64::from(px[1]) * w;
+                acc[2] += i64::from(px[2]) * w;
             }
             out.extend(acc.iter().map(|&a| clip8(a)));
         }
@@ -218,17 +219,17 @@ fn horizontal(
 /// `cols.len()` pixels.
 fn vertical(src: &[u8], stride: usize, cols: Range<usize>, row0: usize, taps: &[Taps]) -> Vec<u8> {
     let mut out = Vec::with_capacity(taps.len() * cols.len() * 3);
+    let (c0, c1) = (cols.start * 3, cols.end * 3);
+    let mut acc = vec![0i64; c1 - c0];
     for t in taps {
-        for x in cols.clone() {
-            let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
-            for (i, &w) in t.weights.iter().enumerate() {
-                let p = ((t.first + i - row0) * stride + x) * 3;
-                for (c, a) in acc.iter_mut().enumerate() {
-                    *a += i64::from(src[p + c]) * w;
-                }
+        acc.fill(1i64 << (PRECISION_BITS - 1));
+        for (i, &w) in t.weights.iter().enumerate() {
+            let row = (t.first + i - row0) * stride * 3;
+            for (a, &v) in acc.iter_mut().zip(&src[row + c0..row + c1]) {
+                *a += i64::from(v) * w;
             }
-            out.extend(acc.iter().map(|&a| clip8(a)));
         }
+        out.extend(acc.iter().map(|&a| clip8(a)));
     }
     out
 }

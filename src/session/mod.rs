@@ -6,6 +6,7 @@
 mod array;
 mod file;
 pub mod manifest;
+pub mod synthetic;
 
 pub use array::Array;
 pub use file::{load, save, AttentionDtype, SessionError};

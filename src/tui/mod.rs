@@ -1,1 +1,279 @@
-//! The ratatui app.
+//! The ratatui app, in the Elm manner: one [`App`] model, a [`Msg`] for everything that can
+//! happen, [`update`], and [`draw`]. One pane per file. Long work (live runs, saving, causal
+//! explanations) runs on worker threads and reports back as messages; the draw loop never waits.
+
+pub mod app;
+mod blocks;
+mod causal;
+pub mod draw;
+mod grid;
+mod header;
+pub mod help;
+pub mod hits;
+pub mod image;
+mod method;
+mod prompt;
+pub mod run_form;
+pub mod status;
+mod tokens;
+pub mod update;
+pub mod view;
+pub mod worker;
+
+pub use app::App;
+pub use draw::draw;
+pub use update::{update, Cmd, Msg};
+pub use worker::{GenerateRunner, LiveRequest, RunEvent, Runner};
+
+use std::io::Stdout;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event};
+use crossterm::execute;
+use crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
+use ratatui::backend::CrosstermBackend;
+use ratatui::Terminal;
+
+use crate::report::overlay::{denormalize, overlay, write_png};
+use crate::session::{self, AttentionDtype};
+use crate::style::{ColorMode, Look, Theme};
+
+/// What `lvlmscope tui` was asked to open.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TuiOptions {
+    /// A session file to open without the model.
+    pub session: Option<PathBuf>,
+    /// A model folder or id for live runs.
+    pub model: Option<String>,
+    /// An image for live runs.
+    pub image: Option<PathBuf>,
+    /// A prompt for live runs.
+    pub prompt: Option<String>,
+    /// A built-in theme name or a TOML theme file.
+    pub theme: Option<String>,
+}
+
+/// The look for a `--theme` value and the terminal's colour mode.
+pub fn look_for(theme: Option<&str>) -> Result<Look, crate::style::ThemeError> {
+    let theme = match theme {
+        Some(t) => Theme::load(t)?,
+        None => Theme::dark(),
+    };
+    Ok(Look::new(theme, ColorMode::detect()))
+}
+
+/// Builds the app `opts` ask for; a session that fails to load becomes a notice in the app.
+pub fn initial_app(opts: &TuiOptions, look: Look) -> (App, Option<LiveRequest>) {
+    let mut app = App::new(look);
+    let mut start = None;
+    if let Some(p) = &opts.session {
+        match session::load(p) {
+            Ok(s) => app.set_session(s, Some(p.clone())),
+            Err(e) => app.notify(e.to_string(), true),
+        }
+    } else {
+        let model = opts.model.clone().unwrap_or_default();
+        let image = opts
+            .image
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let prompt = opts.prompt.clone().unwrap_or_default();
+        if !model.is_empty() && !image.is_empty() && !prompt.is_empty() {
+            start = Some(LiveRequest {
+                model,
+                image: PathBuf::from(image),
+                prompt,
+                max_new_tokens: 64,
+            });
+        } else {
+            app.form = Some(run_form::RunForm::new(model, image, prompt));
+        }
+    }
+    (app, start)
+}
+
+/// Runs the app for `opts` until the user quits. Live runs use `runner` (none: they report that
+/// this build cannot run models).
+pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
+    run_with(opts, default_runner())
+}
+
+/// The runner live runs use: the model through `job::run`.
+pub fn default_runner() -> Option<Arc<dyn Runner>> {
+    Some(Arc::new(worker::GenerateRunner))
+}
+
+/// Like [`run`], with an explicit runner.
+pub fn run_with(opts: TuiOptions, runner: Option<Arc<dyn Runner>>) -> anyhow::Result<()> {
+    let look = look_for(opts.theme.as_deref())?;
+    let (mut app, start) = initial_app(&opts, look);
+    let (tx, rx) = channel();
+    let mut runtime = Runtime { runner, tx };
+    if let Some(req) = start {
+        app.run.active = true;
+        app.run.stage = "starting".into();
+        runtime.execute(&mut app, Cmd::StartRun(req));
+    }
+    install_panic_hook();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let mut terminal = enter()?;
+    let result = event_loop(&mut terminal, &mut app, &mut runtime, &rx, &stop);
+    leave();
+    result
+}
+
+/// Executes commands for the app: worker threads that report back on `tx`.
+struct Runtime {
+    runner: Option<Arc<dyn Runner>>,
+    tx: Sender<Msg>,
+}
+
+impl Runtime {
+    fn execute(&mut self, app: &mut App, cmd: Cmd) {
+        match cmd {
+            Cmd::StartRun(req) => match &self.runner {
+                Some(r) => {
+                    let cancel = Arc::new(AtomicBool::new(false));
+                    app.run.cancel = Some(cancel.clone());
+                    worker::spawn_run(r.clone(), req, cancel, self.tx.clone());
+                }
+                None => {
+                    let _ = self.tx.send(Msg::RunDone(Err(
+                        "this build cannot run models; open a saved session with --session".into(),
+                    )));
+                }
+            },
+            Cmd::Save(path) => {
+                let Some(s) = app.session.clone() else { return };
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let r = session::save(&s, &path, AttentionDtype::F16)
+                        .map(|_| path)
+                        .map_err(|e| e.to_string());
+                    let _ = tx.send(Msg::Saved(r));
+                });
+            }
+            Cmd::Export(path) => {
+                let r = export_png(app, &path).map(|_| path);
+                let _ = self.tx.send(Msg::Exported(r));
+            }
+            Cmd::ComputeCausal(t) => {
+                let Some(s) = &app.session else { return };
+                let tx = self.tx.clone();
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let r =
+                        crate::report::causal::causal_for_token(&s, t).map_err(|e| e.to_string());
+                    let _ = tx.send(Msg::CausalDone(t, r));
+                });
+            }
+        }
+    }
+}
+
+/// Writes the current map over the image at the image's own resolution.
+pub fn export_png(app: &App, path: &std::path::Path) -> Result<(), String> {
+    let (Some(s), Some(map)) = (&app.session, &app.view.map) else {
+        return Err("no map to export".into());
+    };
+    let img = denormalize(&s.pixel_values);
+    let out = overlay(&img, map, app.view.range, app.look.colormap, app.opacity);
+    write_png(&out, path).map_err(|e| e.to_string())
+}
+
+type Term = Terminal<CrosstermBackend<Stdout>>;
+
+fn enter() -> anyhow::Result<Term> {
+    enable_raw_mode()?;
+    let mut out = std::io::stdout();
+    execute!(out, EnterAlternateScreen, EnableMouseCapture)?;
+    let mut t = Terminal::new(CrosstermBackend::new(out))?;
+    t.hide_cursor()?;
+    t.clear()?;
+    Ok(t)
+}
+
+/// Restores the terminal: cooked mode, main screen, no mouse capture, cursor shown.
+pub fn leave() {
+    let _ = disable_raw_mode();
+    let _ = execute!(
+        std::io::stdout(),
+        DisableMouseCapture,
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
+}
+
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // Worker threads catch their panics and report them as messages; only the UI thread's
+        // panic ends the app, so only it gives the terminal back.
+        if std::thread::current().name() == Some("main") {
+            leave();
+        }
+        previous(info);
+    }));
+}
+
+fn event_loop(
+    terminal: &mut Term,
+    app: &mut App,
+    runtime: &mut Runtime,
+    rx: &Receiver<Msg>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    terminal.draw(|f| draw(f, app))?;
+    loop {
+        let mut msgs = Vec::new();
+        if event::poll(Duration::from_millis(40))? {
+            msgs.push(event::read()?);
+            while event::poll(Duration::ZERO)? {
+                msgs.push(event::read()?);
+            }
+        }
+        let mut dirty = false;
+        for e in msgs {
+            let msg = match e {
+                Event::Key(k) => Msg::Key(k),
+                Event::Mouse(m) => Msg::Mouse(m),
+                Event::Resize(w, h) => Msg::Resize(w, h),
+                _ => continue,
+            };
+            for cmd in update(app, msg) {
+                runtime.execute(app, cmd);
+            }
+            dirty = true;
+        }
+        while let Ok(msg) = rx.try_recv() {
+            for cmd in update(app, msg) {
+                runtime.execute(app, cmd);
+            }
+            dirty = true;
+        }
+        if stop.load(Ordering::SeqCst) {
+            update(app, Msg::Interrupt);
+        }
+        if app.quit {
+            return Ok(());
+        }
+        if dirty {
+            terminal.autoresize()?;
+            terminal.draw(|f| draw(f, app))?;
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The whole job behind `lvlmscope run` and the TUI's live runs: load the model, generate, then
+//! compute the explanations the request asks for, all into one [`Session`].
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use crate::explain::causal::{self, CausalError};
+use crate::generate::{self, GenerateError, LoadedModel, Progress, RunRequest};
+use crate::session::{CausalParams, Session};
+
+/// Why a job failed; each variant is one clear sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Loading or generation failed.
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+    /// The causal explanation could not be computed.
+    #[error("causal explanation failed: {0}")]
+    Causal(#[from] CausalError),
+}
+
+/// Loads the model named in `request`, generates, and adds the requested explanations.
+pub fn run(
+    request: &RunRequest,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Session, JobError> {
+    generate::validate(request)?;
+    let device = crate::model::device_from_str(&request.device).map_err(GenerateError::from)?;
+    let dtype = generate::parse_dtype(&request.dtype)?;
+    on_progress(Progress::Stage("loading model".into()));
+    let started = Instant::now();
+    let loaded = LoadedModel::load(&request.model, dtype, &device)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let image = crate::processing::load_image(&request.image).map_err(GenerateError::from)?;
+    let mut session = generate::generate(&loaded, &image, request, cancel, on_progress)?;
+    session
+        .manifest
+        .timings
+        .insert("load_model".into(), load_seconds);
+    if request.causal {
+        on_progress(Progress::Stage("causal explanations".into()));
+        add_causal(&mut session)?;
+    }
+    Ok(session)
+}
+
+/// Fills the session's causal results for every output token, with the default parameters on
+/// the last decoder layer (whose full attention generation recorded).
+pub fn add_causal(session: &mut Session) -> Result<(), CausalError> {
+    let started = Instant::now();
+    let params = CausalParams {
+        layer: session.manifest.model.text_layers.saturating_sub(1),
+        ..CausalParams::default()
+    };
+    let tokens: Vec<usize> = (0..session.num_output()).collect();
+    let results = causal::explain_session(session, &tokens, &params)?;
+    session.manifest.causal = Some(results);
+    session
+        .manifest
+        .timings
+        .insert("causal".into(), started.elapsed().as_secs_f64());
+    Ok(())
+}

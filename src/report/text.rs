@@ -1,0 +1,172 @@
+//! The report as text: the answer with the token marked, the map's numbers, and the image with
+//! its overlay (viuer where the terminal shows graphics, else half blocks with ANSI colours).
+
+use std::io::Write;
+
+use crate::session::Session;
+use crate::style::{rgb_to_ansi256, shade, ColorMode, Look, Rgb};
+
+use super::overlay::{denormalize, overlay, resample, Raster};
+use super::ReportMap;
+
+fn display(t: &str) -> String {
+    t.replace('▁', " ").replace("<0x0A>", "↵")
+}
+
+fn fg(mode: ColorMode, c: Rgb) -> String {
+    match mode {
+        ColorMode::TrueColor => format!("\x1b[38;2;{};{};{}m", c.0, c.1, c.2),
+        ColorMode::Ansi256 => format!("\x1b[38;5;{}m", rgb_to_ansi256(c)),
+        ColorMode::NoColor => String::new(),
+    }
+}
+
+fn bg(mode: ColorMode, c: Rgb) -> String {
+    match mode {
+        ColorMode::TrueColor => format!("\x1b[48;2;{};{};{}m", c.0, c.1, c.2),
+        ColorMode::Ansi256 => format!("\x1b[48;5;{}m", rgb_to_ansi256(c)),
+        ColorMode::NoColor => String::new(),
+    }
+}
+
+/// Writes `raster` as half-block rows (two pixels per cell); without colour, as shade characters
+/// of `levels` (one per pixel).
+pub fn block_grid(
+    out: &mut dyn Write,
+    raster: &Raster,
+    levels: &[f32],
+    mode: ColorMode,
+) -> std::io::Result<()> {
+    let reset = if mode == ColorMode::NoColor {
+        ""
+    } else {
+        "\x1b[0m"
+    };
+    for y in (0..raster.height).step_by(2) {
+        let mut line = String::new();
+        for x in 0..raster.width {
+            let top = raster.get(x, y);
+            let has_bottom = y + 1 < raster.height;
+            if mode == ColorMode::NoColor {
+                let mut l = levels.get(y * raster.width + x).copied().unwrap_or(0.0);
+                if has_bottom {
+                    l = l.max(
+                        levels
+                            .get((y + 1) * raster.width + x)
+                            .copied()
+                            .unwrap_or(0.0),
+                    );
+                }
+                line.push(shade(l));
+            } else {
+                line.push_str(&fg(mode, top));
+                if has_bottom {
+                    line.push_str(&bg(mode, raster.get(x, y + 1)));
+                }
+                line.push('▀');
+                line.push_str(reset);
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn graphics_terminal() -> bool {
+    viuer::is_iterm_supported() || viuer::get_kitty_support() != viuer::KittySupport::None
+}
+
+/// Prints the report of `r`.
+pub fn print(out: &mut dyn Write, s: &Session, r: &ReportMap, look: &Look) -> std::io::Result<()> {
+    let mode = look.mode;
+    let bold = if mode == ColorMode::NoColor {
+        ""
+    } else {
+        "\x1b[1m"
+    };
+    let reset = if mode == ColorMode::NoColor {
+        ""
+    } else {
+        "\x1b[0m"
+    };
+    writeln!(out, "{bold}prompt{reset}  {}", s.manifest.prompt)?;
+    let mut answer = String::new();
+    for (i, t) in s.manifest.tokens.output.iter().enumerate() {
+        if i == r.token {
+            if t.starts_with('▁') {
+                answer.push(' ');
+            }
+            answer.push_str(&format!("[{}]", display(t).trim()));
+        } else {
+            answer.push_str(&display(t));
+        }
+    }
+    writeln!(out, "{bold}answer{reset}  {}", answer.trim())?;
+    let (lo, hi) = r.map.min_max();
+    writeln!(
+        out,
+        "{bold}token {}{reset} {:?} at position {} · {} · min {lo:.4} max {hi:.4} · {}",
+        r.token,
+        s.manifest
+            .tokens
+            .output
+            .get(r.token)
+            .map(|t| display(t))
+            .unwrap_or_default(),
+        s.query_position(r.token),
+        r.title,
+        look.colormap.name()
+    )?;
+    if let Some(share) = r.image_share {
+        writeln!(out, "share of attention on the image: {share:.3}")?;
+    }
+    let mut top: Vec<(usize, f32)> = r
+        .text
+        .iter()
+        .map(|(p, v)| (*p, *v))
+        .filter(|(p, _)| *p > 0)
+        .collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let words: Vec<String> = top
+        .iter()
+        .take(8)
+        .map(|(p, v)| format!("{}@{p}={v:.3}", display(s.token_at(*p)).trim()))
+        .collect();
+    if !words.is_empty() {
+        writeln!(out, "text    {}", words.join("  "))?;
+    }
+    let img = denormalize(&s.pixel_values);
+    let blended = overlay(&img, &r.map, (lo, hi), look.colormap, 0.6);
+    if mode != ColorMode::NoColor && graphics_terminal() {
+        let bytes: Vec<u8> = blended
+            .pixels
+            .iter()
+            .flat_map(|p| [p.0, p.1, p.2])
+            .collect();
+        if let Some(rgb) =
+            image::RgbImage::from_raw(blended.width as u32, blended.height as u32, bytes)
+        {
+            out.flush()?;
+            let conf = viuer::Config {
+                absolute_offset: false,
+                width: Some(48),
+                ..Default::default()
+            };
+            if viuer::print(&image::DynamicImage::ImageRgb8(rgb), &conf).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    let (tw, _) = viuer::terminal_size();
+    let w = (tw as usize).clamp(16, 64);
+    let h = (w * img.height / img.width.max(1)).max(2);
+    let small = resample(&blended, w, h);
+    let levels: Vec<f32> = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            let (row, col) = super::overlay::patch_at(&r.map, w, h, x, y);
+            crate::style::normalize(r.map.get(row, col), (lo, hi))
+        })
+        .collect();
+    block_grid(out, &small, &levels, mode)
+}

@@ -1,0 +1,341 @@
+//! The app's one model: what is loaded, what is selected, and the numbers the panes draw.
+//!
+//! Derived numbers (the current map, the small multiples, the grids, ...) live in [`View`] and
+//! are recomputed by [`App::refresh`] after every change, never while drawing; per-token
+//! aggregates over the whole of `attn.gen` are computed once per session ([`TokenAggregates`]).
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use crate::explain::attention::TokenAggregates;
+use crate::report::overlay::{denormalize, Raster};
+use crate::session::Session;
+use crate::style::Look;
+
+use super::hits::Hits;
+use super::run_form::{RunForm, RunState};
+use super::view::View;
+
+/// The panes that take the keyboard, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    /// The answer tokens.
+    Answer,
+    /// The prompt tokens.
+    Prompt,
+    /// The image and its map.
+    Image,
+    /// The method pane (small multiples, bars, causal heads).
+    Method,
+    /// The heads × layers grid.
+    Grid,
+}
+
+impl Pane {
+    /// Tab order.
+    pub const ORDER: [Pane; 5] = [
+        Pane::Answer,
+        Pane::Prompt,
+        Pane::Image,
+        Pane::Method,
+        Pane::Grid,
+    ];
+
+    /// The pane after (`step` = 1) or before (`step` = −1) this one.
+    pub fn cycle(self, step: isize) -> Pane {
+        let i = Self::ORDER.iter().position(|&p| p == self).unwrap_or(0) as isize;
+        let n = Self::ORDER.len() as isize;
+        Self::ORDER[((i + step).rem_euclid(n)) as usize]
+    }
+
+    /// The pane's title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Pane::Answer => "Answer",
+            Pane::Prompt => "Prompt",
+            Pane::Image => "Image",
+            Pane::Method => "Method",
+            Pane::Grid => "Heads × layers",
+        }
+    }
+}
+
+/// The explanation method shown (keys 1–3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Raw attention.
+    Attention,
+    /// Chefer relevancy (from the session).
+    Relevancy,
+    /// CLEANN causal explanation (from the session).
+    Causal,
+}
+
+impl Method {
+    /// The method's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Attention => "attention",
+            Method::Relevancy => "relevancy",
+            Method::Causal => "causal",
+        }
+    }
+}
+
+/// How heads are combined (key `m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    /// The current head only.
+    Head,
+    /// Mean over heads.
+    Mean,
+    /// Maximum over heads.
+    Max,
+}
+
+impl Agg {
+    /// The next mode.
+    pub fn next(self) -> Agg {
+        match self {
+            Agg::Head => Agg::Mean,
+            Agg::Mean => Agg::Max,
+            Agg::Max => Agg::Head,
+        }
+    }
+}
+
+/// What the method pane shows under the attention method (key `v`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnView {
+    /// All heads of the layer as small multiples, sorted by mean image attention.
+    Heads,
+    /// The share of attention each answer token gives to the image.
+    Share,
+    /// Answer → prompt-word attention.
+    Words,
+}
+
+impl AttnView {
+    /// The next view.
+    pub fn next(self) -> AttnView {
+        match self {
+            AttnView::Heads => AttnView::Share,
+            AttnView::Share => AttnView::Words,
+            AttnView::Words => AttnView::Heads,
+        }
+    }
+}
+
+/// Which relevancy map the image pane shows (key `m` under the relevancy method).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelSource {
+    /// `relevancy.combined`.
+    Combined,
+    /// `relevancy.vit`.
+    Vit,
+    /// `relevancy.llm` over the image span.
+    Llm,
+}
+
+impl RelSource {
+    /// The next source.
+    pub fn next(self) -> RelSource {
+        match self {
+            RelSource::Combined => RelSource::Vit,
+            RelSource::Vit => RelSource::Llm,
+            RelSource::Llm => RelSource::Combined,
+        }
+    }
+
+    /// The tensor's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelSource::Combined => "relevancy.combined",
+            RelSource::Vit => "relevancy.vit",
+            RelSource::Llm => "relevancy.llm",
+        }
+    }
+}
+
+/// A line for the status bar: information or an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The text.
+    pub text: String,
+    /// Whether it reports a failure.
+    pub error: bool,
+}
+
+/// The app's state.
+#[derive(Debug)]
+pub struct App {
+    /// The loaded session, if any.
+    pub session: Option<Session>,
+    /// Per-token aggregates of the loaded session.
+    pub aggregates: Option<TokenAggregates>,
+    /// Where the session came from or was last saved.
+    pub session_path: Option<PathBuf>,
+    /// Colours.
+    pub look: Look,
+    /// The focused pane.
+    pub focus: Pane,
+    /// The method shown.
+    pub method: Method,
+    /// Cursor over answer tokens.
+    pub token: usize,
+    /// Answer tokens selected with space (empty: the cursor token alone).
+    pub tokens: BTreeSet<usize>,
+    /// Cursor over prompt positions (an input position outside the image).
+    pub prompt_cursor: usize,
+    /// Prompt positions selected with space.
+    pub prompt_selected: BTreeSet<usize>,
+    /// Decoder layer.
+    pub layer: usize,
+    /// Head (used when `agg` is [`Agg::Head`]).
+    pub head: usize,
+    /// Head aggregation.
+    pub agg: Agg,
+    /// Patch mode: the image pane's cursor selects patches and answer tokens show their
+    /// attention to the selection.
+    pub patch_mode: bool,
+    /// Patch cursor (row-major grid index).
+    pub patch: usize,
+    /// Selected patches.
+    pub patches: BTreeSet<usize>,
+    /// Method-pane view under the attention method.
+    pub attn_view: AttnView,
+    /// Relevancy source.
+    pub rel_source: RelSource,
+    /// Heads × layers grid over every answer token (true) or the selection (false).
+    pub grid_all_tokens: bool,
+    /// Map opacity over the image.
+    pub opacity: f32,
+    /// The help overlay is open.
+    pub show_help: bool,
+    /// The status-bar notice.
+    pub notice: Option<Notice>,
+    /// A live run in progress or its form.
+    pub run: RunState,
+    /// The new-run form, while open.
+    pub form: Option<RunForm>,
+    /// Set when the app should exit.
+    pub quit: bool,
+    /// Numbers derived from the selection, recomputed by [`App::refresh`].
+    pub view: View,
+    /// Where the last frame put tokens, patches and grid cells (for mouse clicks).
+    pub hits: RefCell<Hits>,
+    /// The image resampled for the last image-pane size.
+    pub raster_cache: RefCell<Option<Raster>>,
+    /// The session's image as RGB.
+    pub image: Option<Raster>,
+}
+
+impl App {
+    /// An app with nothing loaded.
+    pub fn new(look: Look) -> Self {
+        Self {
+            session: None,
+            aggregates: None,
+            session_path: None,
+            look,
+            focus: Pane::Answer,
+            method: Method::Attention,
+            token: 0,
+            tokens: BTreeSet::new(),
+            prompt_cursor: 0,
+            prompt_selected: BTreeSet::new(),
+            layer: 0,
+            head: 0,
+            agg: Agg::Mean,
+            patch_mode: false,
+            patch: 0,
+            patches: BTreeSet::new(),
+            attn_view: AttnView::Heads,
+            rel_source: RelSource::Combined,
+            grid_all_tokens: true,
+            opacity: 0.6,
+            show_help: false,
+            notice: None,
+            run: RunState::default(),
+            form: None,
+            quit: false,
+            view: View::default(),
+            hits: RefCell::new(Hits::default()),
+            raster_cache: RefCell::new(None),
+            image: None,
+        }
+    }
+
+    /// An app showing `session`.
+    pub fn with_session(look: Look, session: Session, path: Option<PathBuf>) -> Self {
+        let mut app = Self::new(look);
+        app.set_session(session, path);
+        app
+    }
+
+    /// Replaces the session, resets the selection and recomputes everything.
+    pub fn set_session(&mut self, session: Session, path: Option<PathBuf>) {
+        self.aggregates = TokenAggregates::compute(&session).ok();
+        self.image = Some(denormalize(&session.pixel_values));
+        *self.raster_cache.borrow_mut() = None;
+        self.token = 0;
+        self.tokens.clear();
+        self.prompt_selected.clear();
+        self.patches.clear();
+        self.patch = 0;
+        self.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
+        self.head = 0;
+        self.prompt_cursor = prompt_positions(&session).first().copied().unwrap_or(0);
+        self.session = Some(session);
+        self.session_path = path;
+        self.refresh();
+    }
+
+    /// The answer tokens the views use: the selection, or the cursor token.
+    pub fn selected_tokens(&self) -> Vec<usize> {
+        if self.tokens.is_empty() {
+            vec![self.token]
+        } else {
+            self.tokens.iter().copied().collect()
+        }
+    }
+
+    /// Number of answer tokens (0 without a session).
+    pub fn num_tokens(&self) -> usize {
+        self.session.as_ref().map_or(0, Session::num_output)
+    }
+
+    /// Decoder layers and heads of the session (0, 0 without one).
+    pub fn layers_heads(&self) -> (usize, usize) {
+        self.session.as_ref().map_or((0, 0), |s| {
+            (s.manifest.model.text_layers, s.manifest.model.text_heads)
+        })
+    }
+
+    /// The patch grid `[rows, cols]` (`[0, 0]` without a session).
+    pub fn grid(&self) -> [usize; 2] {
+        self.session
+            .as_ref()
+            .map_or([0, 0], |s| s.manifest.model.image_grid)
+    }
+
+    /// Shows a notice in the status bar.
+    pub fn notify(&mut self, text: impl Into<String>, error: bool) {
+        self.notice = Some(Notice {
+            text: text.into(),
+            error,
+        });
+    }
+
+    /// Recomputes the derived numbers for the current selection.
+    pub fn refresh(&mut self) {
+        self.view = View::compute(self);
+    }
+}
+
+/// Input positions of the prompt that are not image features.
+pub fn prompt_positions(s: &Session) -> Vec<usize> {
+    let image = s.image_range();
+    (0..s.num_input()).filter(|p| !image.contains(p)).collect()
+}

@@ -1,0 +1,92 @@
+//! The frame: header, panes, status line, overlays; a message when the terminal is too small.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::widgets::{Block, Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::app::{App, Pane};
+use super::hits::Hits;
+use super::{grid, header, help, image, method, prompt, run_form, status, tokens};
+
+/// The smallest terminal the layout works in.
+pub const MIN_SIZE: (u16, u16) = (40, 12);
+
+/// The rectangles of the panes for a frame of `area`.
+pub fn layout(area: Rect, app: &App) -> (Rect, [(Pane, Rect); 5], Rect) {
+    let [head, body, foot] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(5),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let left_w = (body.width * 18 / 100).clamp(18, 36);
+    let image_w = (body.height * 2 + 2).min(body.width * 45 / 100).max(10);
+    let [left, mid, right] = Layout::horizontal([
+        Constraint::Length(left_w),
+        Constraint::Length(image_w),
+        Constraint::Min(10),
+    ])
+    .areas(body);
+    let [answer, prompt] =
+        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(left);
+    let (_, heads) = app.layers_heads();
+    let grid_h = ((heads as u16).div_ceil(2) + 4).min(right.height / 2);
+    let [method, grid] =
+        Layout::vertical([Constraint::Min(4), Constraint::Length(grid_h)]).areas(right);
+    (
+        head,
+        [
+            (Pane::Answer, answer),
+            (Pane::Prompt, prompt),
+            (Pane::Image, mid),
+            (Pane::Method, method),
+            (Pane::Grid, grid),
+        ],
+        foot,
+    )
+}
+
+/// Draws the whole app.
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    *app.hits.borrow_mut() = Hits::default();
+    let look = &app.look;
+    if !look.no_color() {
+        f.render_widget(
+            Block::default().style(
+                Style::default()
+                    .bg(look.color(look.theme.background))
+                    .fg(look.color(look.theme.foreground)),
+            ),
+            area,
+        );
+    }
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        let msg = format!(
+            "terminal too small ({}×{}): lvlmscope needs at least {}×{}. Enlarge it, or press q.",
+            area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
+        );
+        f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
+        return;
+    }
+    let (head, panes, foot) = layout(area, app);
+    header::draw(f, app, head);
+    for (pane, r) in panes {
+        match pane {
+            Pane::Answer => tokens::draw(f, app, r),
+            Pane::Prompt => prompt::draw(f, app, r),
+            Pane::Image => image::draw(f, app, r),
+            Pane::Method => method::draw(f, app, r),
+            Pane::Grid => grid::draw(f, app, r),
+        }
+    }
+    app.hits.borrow_mut().panes = panes.to_vec();
+    status::draw(f, app, foot);
+    if app.show_help {
+        help::draw(f, app);
+    }
+    if let Some(form) = &app.form {
+        run_form::draw_form(f, app, form);
+    }
+}

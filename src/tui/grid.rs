@@ -1,0 +1,108 @@
+//! The heads × layers pane: mean attention from the answer to the image ("Image-to-Answer") and
+//! to the question ("Question-to-Answer"), one column per layer, two heads per cell row.
+
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::Frame;
+
+use crate::explain::attention::min_max;
+use crate::session::Array;
+use crate::style::normalize;
+
+use super::app::{Agg, App, Pane};
+use super::blocks::{half_blocks, pane_block, put, Px};
+use super::hits::GridGeom;
+
+/// Draws the heads × layers pane into `area`.
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let scope = if app.grid_all_tokens {
+        "all answer tokens"
+    } else {
+        "selected tokens"
+    };
+    let block = pane_block(app, Pane::Grid, format!("Heads × layers · {scope}"));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let (Some(img), Some(q)) = (&app.view.grid_image, &app.view.grid_question) else {
+        return;
+    };
+    let look = &app.look;
+    let (layers, heads) = (img.shape[0], img.shape[1]);
+    if inner.height < 3 || inner.width < 8 || layers * heads == 0 {
+        return;
+    }
+    let fg = Style::default().fg(look.color(look.theme.foreground));
+    let dim = Style::default().fg(look.color(look.theme.dim));
+    let rows_avail = inner.height.saturating_sub(2) as usize;
+    let heads_shown = heads.min(rows_avail * 2);
+    let gap = layers.max(12) + 2;
+    let side_by_side = inner.width as usize >= gap + layers.max(15);
+    let shown_layers = if side_by_side {
+        layers
+    } else {
+        layers.min(inner.width as usize)
+    };
+    let x0 = inner.x;
+    let x1 = if side_by_side {
+        inner.x + gap as u16
+    } else {
+        u16::MAX / 2
+    };
+    let y0 = inner.y + 1;
+    {
+        let buf = f.buffer_mut();
+        put(buf, inner, x0, inner.y, "Image→Answer", dim);
+        if side_by_side {
+            put(buf, inner, x1, inner.y, "Question→Answer", dim);
+        }
+    }
+    let cursor = (app.agg == Agg::Head).then_some((app.layer, app.head));
+    let grids: Vec<(u16, &Array)> = if side_by_side {
+        vec![(x0, img), (x1, q)]
+    } else {
+        vec![(x0, img)]
+    };
+    for (x, g) in grids {
+        let range = min_max(&g.data);
+        let buf = f.buffer_mut();
+        half_blocks(
+            buf,
+            look,
+            (x, y0),
+            (shown_layers as u16, heads_shown as u16),
+            |l, h| {
+                if cursor == Some((l, h)) {
+                    return Px {
+                        rgb: look.theme.cursor,
+                        level: 1.0,
+                    };
+                }
+                let level = normalize(g.get(&[l, h]), range);
+                Px {
+                    rgb: look.map_rgb(level),
+                    level,
+                }
+            },
+        );
+    }
+    app.hits.borrow_mut().grid = Some(GridGeom {
+        x0,
+        x1,
+        y0,
+        layers: shown_layers,
+        heads: heads_shown,
+    });
+    let (l, h) = (app.layer.min(layers - 1), app.head.min(heads - 1));
+    let info = format!(
+        "layer {l} head {h}: image {:.4} · question {:.4}{}",
+        img.get(&[l, h]),
+        q.get(&[l, h]),
+        if heads_shown < heads {
+            format!(" · heads 0–{} shown", heads_shown - 1)
+        } else {
+            String::new()
+        }
+    );
+    let y = inner.bottom() - 1;
+    put(f.buffer_mut(), inner, inner.x, y, &info, fg);
+}

@@ -1,0 +1,164 @@
+//! The image pane: the preprocessed image in half blocks, the selected map blended over it, the
+//! patch cursor and selection, and a colour bar with the map's min and max.
+
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::Frame;
+
+use crate::report::overlay::resample;
+use crate::style::{normalize, Rgb};
+
+use super::app::{App, Pane};
+use super::blocks::{half_blocks, pane_block, put, Px};
+use super::hits::ImageGeom;
+
+/// The picture's size inside a `w × h` cell area for a `rows × cols` grid: square patches of a
+/// whole number of pixels when they fit, else the whole area.
+pub fn picture_size(w: u16, h: u16, rows: usize, cols: usize) -> (u16, u16) {
+    let h_px = h as usize * 2;
+    let s = (w as usize / cols.max(1)).min(h_px / rows.max(1));
+    if s >= 1 {
+        ((cols * s) as u16, (rows * s) as u16)
+    } else {
+        (w, h_px as u16)
+    }
+}
+
+/// Draws the image pane into `area`.
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let look = &app.look;
+    let title = if app.patch_mode {
+        format!("Image · patch mode · {} selected", app.patches.len())
+    } else {
+        "Image".to_string()
+    };
+    let block = pane_block(app, Pane::Image, title);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if inner.height < 3 || inner.width < 4 {
+        return;
+    }
+    let dim = Style::default().fg(look.color(look.theme.dim));
+    let warn = Style::default().fg(look.color(look.theme.warning));
+    let buf = f.buffer_mut();
+    let view = &app.view;
+    put(buf, inner, inner.x, inner.y, &view.map_title, dim);
+    let [rows, cols] = app.grid();
+    let canvas = Rect::new(inner.x, inner.y + 1, inner.width, inner.height - 2);
+    let Some(image) = &app.image else {
+        return;
+    };
+    if rows * cols == 0 || canvas.height == 0 {
+        return;
+    }
+    let (width, height_px) = picture_size(canvas.width, canvas.height, rows, cols);
+    let x0 = canvas.x + (canvas.width - width) / 2;
+    let geom = ImageGeom {
+        x0,
+        y0: canvas.y,
+        width,
+        height_px,
+        rows,
+        cols,
+    };
+    app.hits.borrow_mut().image = Some(geom);
+    let raster = {
+        let mut cache = app.raster_cache.borrow_mut();
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|r| r.width == width as usize && r.height == height_px as usize);
+        if !fresh {
+            *cache = Some(resample(image, width as usize, height_px as usize));
+        }
+        cache.clone().unwrap_or_else(|| image.clone())
+    };
+    let colors: Vec<(Rgb, f32)> = match &view.map {
+        Some(m) => m
+            .values
+            .iter()
+            .map(|&v| {
+                let x = normalize(v, view.range);
+                (look.map_rgb(x), x)
+            })
+            .collect(),
+        None => vec![(Rgb(0, 0, 0), 0.0); rows * cols],
+    };
+    let alpha = if view.map.is_some() { app.opacity } else { 0.0 };
+    let show_cursor = app.focus == Pane::Image || app.patch_mode;
+    let (w, h) = (width as usize, height_px as usize);
+    let theme = &look.theme;
+    half_blocks(buf, look, (x0, canvas.y), (width, height_px), |x, y| {
+        let (r, c) = (y * rows / h, x * cols / w);
+        let p = r * cols + c;
+        let (map_rgb, level) = colors[p];
+        let base = raster.get(x, y);
+        let mut rgb = base.blend(map_rgb, alpha);
+        let edge = is_edge(x, y, r, c, w, h, rows, cols);
+        if show_cursor && p == app.patch && edge {
+            rgb = theme.cursor;
+        } else if app.patches.contains(&p) && edge {
+            rgb = theme.foreground;
+        } else if view.marked.contains(&p) && edge {
+            rgb = theme.accent;
+        }
+        Px { rgb, level }
+    });
+    let bar_y = inner.bottom() - 1;
+    if let Some(msg) = &view.map_missing {
+        let r = Rect::new(inner.x, inner.y, inner.width, 2.min(inner.height));
+        f.render_widget(
+            Paragraph::new(msg.as_str())
+                .style(warn)
+                .wrap(Wrap { trim: true }),
+            r,
+        );
+    } else {
+        color_bar(f, app, Rect::new(inner.x, bar_y, inner.width, 1));
+    }
+}
+
+/// Whether pixel (x, y) lies on the border of its patch (every pixel when patches are small).
+#[allow(clippy::too_many_arguments)]
+fn is_edge(
+    x: usize,
+    y: usize,
+    r: usize,
+    c: usize,
+    w: usize,
+    h: usize,
+    rows: usize,
+    cols: usize,
+) -> bool {
+    let (px0, px1) = (c * w / cols, (c + 1) * w / cols);
+    let (py0, py1) = (r * h / rows, (r + 1) * h / rows);
+    if px1 - px0 < 3 || py1 - py0 < 3 {
+        return true;
+    }
+    x == px0 || x + 1 == px1 || y == py0 || y + 1 == py1
+}
+
+/// The colour bar: `min` label, a gradient, `max` label.
+fn color_bar(f: &mut Frame, app: &App, area: Rect) {
+    let look = &app.look;
+    let (lo, hi) = app.view.range;
+    let left = format!("{lo:.4} ");
+    let right = format!(" {hi:.4} {}", look.colormap.name());
+    let fg = Style::default().fg(look.color(look.theme.foreground));
+    let buf = f.buffer_mut();
+    let used = put(buf, area, area.x, area.y, &left, fg);
+    let bar_w = area
+        .width
+        .saturating_sub(used + right.chars().count() as u16)
+        .min(48);
+    for i in 0..bar_w {
+        let x = i as f32 / (bar_w.max(2) - 1) as f32;
+        let cell = &mut buf[(area.x + used + i, area.y)];
+        if look.no_color() {
+            cell.set_char(crate::style::shade(x));
+        } else {
+            cell.set_char(' ').set_bg(look.map_color(x));
+        }
+    }
+    put(buf, area, area.x + used + bar_w, area.y, &right, fg);
+}

@@ -1,0 +1,260 @@
+//! The method pane: under attention, the heads of the layer as small multiples, the image share
+//! per answer token, answer → prompt-word attention, or the per-head means for selected patches;
+//! under relevancy, relevancy over prompt words; under causal, the heads by importance and the
+//! explaining tokens.
+
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::Frame;
+
+use crate::explain::attention::{min_max, Word};
+use crate::style::normalize;
+
+use super::app::{Agg, App, AttnView, Method, Pane};
+use super::blocks::{bar, display_token, half_blocks, pane_block, put, Px};
+
+/// Draws the method pane into `area`.
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let title = match app.method {
+        Method::Attention if app.patch_mode && !app.patches.is_empty() => {
+            format!(
+                "Attention · per-head attention to the patches · layer {}",
+                app.layer
+            )
+        }
+        Method::Attention => match app.attn_view {
+            AttnView::Heads => format!(
+                "Attention · heads of layer {} by mean image attention (own scales)",
+                app.layer
+            ),
+            AttnView::Share => "Attention · share given to the image (layer │ all)".into(),
+            AttnView::Words => format!("Attention · answer → prompt words · layer {}", app.layer),
+        },
+        Method::Relevancy => format!("Relevancy · {}", app.rel_source.name()),
+        Method::Causal => "Causal (CLEANN) · heads by importance".into(),
+    };
+    let block = pane_block(app, Pane::Method, title);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if inner.width < 8 || inner.height < 2 {
+        return;
+    }
+    if app.session.is_none() {
+        return;
+    }
+    match app.method {
+        Method::Attention if app.patch_mode && !app.patches.is_empty() => {
+            let rows: Vec<(String, f32, bool)> = app
+                .view
+                .patch_heads
+                .iter()
+                .enumerate()
+                .map(|(h, v)| (format!("h{h}"), *v, app.agg == Agg::Head && h == app.head))
+                .collect();
+            bars(f, app, inner, &rows);
+        }
+        Method::Attention => match app.attn_view {
+            AttnView::Heads => small_multiples(f, app, inner),
+            AttnView::Share => share(f, app, inner),
+            AttnView::Words => words(f, app, inner, &app.view.words),
+        },
+        Method::Relevancy => relevancy(f, app, inner),
+        Method::Causal => super::causal::draw(f, app, inner),
+    }
+}
+
+/// Rows of `label ████ value`, scaled to the largest value; `true` highlights a row.
+pub fn bars(f: &mut Frame, app: &App, area: Rect, rows: &[(String, f32, bool)]) {
+    let look = &app.look;
+    let max = rows.iter().map(|r| r.1).fold(0.0f32, f32::max);
+    let label_w = rows
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(16);
+    let bar_w = (area.width as usize).saturating_sub(label_w + 10).max(1);
+    let fg = Style::default().fg(look.color(look.theme.foreground));
+    let accent = Style::default().fg(look.color(look.theme.accent));
+    let buf = f.buffer_mut();
+    let per_col = area.height as usize;
+    for (i, (label, v, hl)) in rows.iter().enumerate().take(per_col) {
+        let y = area.y + i as u16;
+        let style = if *hl {
+            fg.add_modifier(Modifier::REVERSED)
+        } else {
+            fg
+        };
+        let l: String = label.chars().take(label_w).collect();
+        put(buf, area, area.x, y, &format!("{l:<label_w$} "), style);
+        let frac = if max > 0.0 { v / max } else { 0.0 };
+        let x = area.x + label_w as u16 + 1;
+        put(buf, area, x, y, &bar(frac, bar_w), accent);
+        put(buf, area, x + bar_w as u16 + 1, y, &format!("{v:.4}"), fg);
+    }
+    if rows.len() > per_col {
+        let more = format!("+{} more", rows.len() - per_col);
+        let y = area.bottom() - 1;
+        put(
+            buf,
+            area,
+            area.right().saturating_sub(more.len() as u16),
+            y,
+            &more,
+            accent,
+        );
+    }
+}
+
+fn small_multiples(f: &mut Frame, app: &App, area: Rect) {
+    let heads = &app.view.heads;
+    let [rows, cols] = app.grid();
+    if heads.is_empty() || rows * cols == 0 {
+        return;
+    }
+    let look = &app.look;
+    // The largest tile width (in cells) that fits every head, else the smallest one.
+    let fits = |tw: usize| {
+        let per_row = (area.width as usize + 1) / (tw + 1);
+        let th = (tw * rows).div_ceil(cols).div_ceil(2) + 1;
+        per_row > 0 && heads.len().div_ceil(per_row) * th <= area.height as usize
+    };
+    let tw = (4..=24).rev().find(|&tw| fits(tw)).unwrap_or(4);
+    let th_px = (tw * rows).div_ceil(cols).max(1);
+    let th = th_px.div_ceil(2) + 1;
+    let per_row = ((area.width as usize + 1) / (tw + 1)).max(1);
+    let fg = Style::default().fg(look.color(look.theme.foreground));
+    let buf = f.buffer_mut();
+    for (i, (h, mean, g)) in heads.iter().enumerate() {
+        let (tx, ty) = (i % per_row, i / per_row);
+        let x = area.x + (tx * (tw + 1)) as u16;
+        let y = area.y + (ty * th) as u16;
+        if y + th as u16 > area.bottom() || x + tw as u16 > area.right() {
+            break;
+        }
+        // Each tile on its own scale; a tile pixel shows the largest patch it covers, so hot
+        // patches survive the shrinking.
+        let range = g.min_max();
+        let pooled = pool_max(g, tw, th_px);
+        half_blocks(buf, look, (x, y), (tw as u16, th_px as u16), |px, py| {
+            let level = normalize(pooled[py * tw + px], range);
+            Px {
+                rgb: look.map_rgb(level),
+                level,
+            }
+        });
+        let current = app.agg == Agg::Head && *h == app.head;
+        let style = if current {
+            fg.add_modifier(Modifier::REVERSED)
+        } else {
+            fg
+        };
+        let label: String = format!("h{h} {mean:.1e}").chars().take(tw).collect();
+        put(buf, area, x, y + th as u16 - 1, &label, style);
+    }
+}
+
+/// Max-pools a grid to `w × h` pixels.
+fn pool_max(g: &crate::explain::attention::Grid, w: usize, h: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(w * h);
+    for py in 0..h {
+        let (r0, r1) = (py * g.rows / h, ((py + 1) * g.rows).div_ceil(h).min(g.rows));
+        for px in 0..w {
+            let (c0, c1) = (px * g.cols / w, ((px + 1) * g.cols).div_ceil(w).min(g.cols));
+            let mut m = f32::MIN;
+            for r in r0..r1.max(r0 + 1) {
+                for c in c0..c1.max(c0 + 1) {
+                    m = m.max(g.get(r.min(g.rows - 1), c.min(g.cols - 1)));
+                }
+            }
+            out.push(m);
+        }
+    }
+    out
+}
+
+fn share(f: &mut Frame, app: &App, area: Rect) {
+    let Some(s) = &app.session else { return };
+    let look = &app.look;
+    let v = &app.view;
+    let fg = Style::default().fg(look.color(look.theme.foreground));
+    let label_w = 12usize;
+    let bar_w = ((area.width as usize).saturating_sub(label_w + 16) / 2).max(1);
+    let height = area.height as usize;
+    let scroll = app.token.saturating_sub(height.saturating_sub(1));
+    let buf = f.buffer_mut();
+    for (row, t) in (scroll..s.num_output()).take(height).enumerate() {
+        let y = area.y + row as u16;
+        let text: String = display_token(&s.manifest.tokens.output[t])
+            .chars()
+            .take(label_w - 4)
+            .collect();
+        let style = if t == app.token {
+            fg.add_modifier(Modifier::REVERSED)
+        } else {
+            fg
+        };
+        put(
+            buf,
+            area,
+            area.x,
+            y,
+            &format!("{t:>3} {text:<w$}", w = label_w - 4),
+            style,
+        );
+        let a = v.share_layer.get(t).copied().unwrap_or(0.0);
+        let b = v.share_all.get(t).copied().unwrap_or(0.0);
+        let mut x = area.x + label_w as u16;
+        for (val, color) in [(a, look.theme.accent), (b, look.theme.dim)] {
+            put(
+                buf,
+                area,
+                x,
+                y,
+                &bar(val, bar_w),
+                Style::default().fg(look.color(color)),
+            );
+            put(buf, area, x + bar_w as u16, y, &format!(" {val:.2} "), fg);
+            x += bar_w as u16 + 7;
+        }
+    }
+}
+
+fn words(f: &mut Frame, app: &App, area: Rect, words: &[(Word, f32)]) {
+    if words.is_empty() {
+        let dim = Style::default().fg(app.look.color(app.look.theme.dim));
+        put(
+            f.buffer_mut(),
+            area,
+            area.x,
+            area.y,
+            "no values for this selection",
+            dim,
+        );
+        return;
+    }
+    let vals: Vec<f32> = words.iter().map(|w| w.1).collect();
+    let (_, max) = min_max(&vals);
+    let rows: Vec<(String, f32, bool)> = words
+        .iter()
+        .map(|(w, v)| (w.text.clone(), *v, max > 0.0 && *v == max))
+        .collect();
+    bars(f, app, area, &rows);
+}
+
+fn relevancy(f: &mut Frame, app: &App, area: Rect) {
+    let Some(s) = &app.session else { return };
+    let look = &app.look;
+    let have = |a: &Option<crate::session::Array>| if a.is_some() { "yes" } else { "no" };
+    let line = format!(
+        "combined: {} · vit: {} · llm: {} · tokens with relevancy: {}",
+        have(&s.relevancy_combined),
+        have(&s.relevancy_vit),
+        have(&s.relevancy_llm),
+        s.manifest.relevancy_tokens.len()
+    );
+    let dim = Style::default().fg(look.color(look.theme.dim));
+    put(f.buffer_mut(), area, area.x, area.y, &line, dim);
+    let rest = Rect::new(area.x, area.y + 1, area.width, area.height - 1);
+    words(f, app, rest, &app.view.words);
+}

@@ -1,0 +1,322 @@
+//! The numbers behind the panes for the current selection, computed once per change.
+
+use std::collections::BTreeSet;
+
+use crate::explain::attention::{
+    self as attn, min_max, patch_positions, Grid, HeadAgg, Region, Word,
+};
+use crate::session::{Array, CausalToken, Session};
+
+use super::app::{Agg, App, AttnView, Method, RelSource};
+
+/// Derived numbers for the panes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct View {
+    /// The map the image pane blends over the image, if the method has one for the selection.
+    pub map: Option<Grid>,
+    /// What the map is.
+    pub map_title: String,
+    /// Why there is no map (a sentence for the image pane).
+    pub map_missing: Option<String>,
+    /// The map's (min, max), used for colours and the colour bar.
+    pub range: (f32, f32),
+    /// Patches to outline (the causal explanation's image tokens).
+    pub marked: BTreeSet<usize>,
+    /// A value per answer token to colour the answer pane with (reverse views).
+    pub token_values: Option<Vec<f32>>,
+    /// What `token_values` measure.
+    pub token_values_label: String,
+    /// Attention of the selected answer tokens over every position (layer, heads as chosen).
+    pub position_values: Vec<f32>,
+    /// All heads of the layer with their mean image attention, sorted (small multiples).
+    pub heads: Vec<(usize, f32, Grid)>,
+    /// Image share per answer token at the current layer (mean over heads).
+    pub share_layer: Vec<f32>,
+    /// Image share per answer token over all layers and heads.
+    pub share_all: Vec<f32>,
+    /// Answer → prompt-word attention (or relevancy, under the relevancy method).
+    pub words: Vec<(Word, f32)>,
+    /// Per head of the layer: attention to the selected patches, averaged over answer tokens.
+    pub patch_heads: Vec<f32>,
+    /// Heads × layers grid, mean attention to the image (`[L, H]`).
+    pub grid_image: Option<Array>,
+    /// Heads × layers grid, mean attention to the question (`[L, H]`).
+    pub grid_question: Option<Array>,
+    /// The causal result of the first selected token, when the session holds one.
+    pub causal: Option<CausalToken>,
+    /// An error from the attention views, if any.
+    pub error: Option<String>,
+}
+
+impl View {
+    /// Computes the view of `app`'s selection.
+    pub fn compute(app: &App) -> View {
+        let mut v = View::default();
+        let Some(s) = &app.session else {
+            v.map_missing = Some("no session loaded: press n for a new run".into());
+            return v;
+        };
+        let tokens = app.selected_tokens();
+        let agg = head_agg(app);
+        let l = app.layer;
+        match app.method {
+            Method::Attention => attention_map(&mut v, s, &tokens, l, agg),
+            Method::Relevancy => relevancy_map(&mut v, s, &tokens, app.rel_source),
+            Method::Causal => causal_map(&mut v, s, tokens[0], app.agg, app.head),
+        }
+        if let Some(m) = &v.map {
+            v.range = m.min_max();
+        }
+        let mut errors = Vec::new();
+        let mut keep = |r: Result<(), attn::AttentionError>| {
+            if let Err(e) = r {
+                errors.push(e.to_string());
+            }
+        };
+        keep(position_values(&mut v, s, &tokens, l, agg));
+        if app.patch_mode && !app.patches.is_empty() {
+            let patches: Vec<usize> = app.patches.iter().copied().collect();
+            keep(attn::patch_attention(s, &patches, l, agg).map(|x| {
+                v.token_values = Some(x);
+                v.token_values_label = format!("attention to {} patch(es)", patches.len());
+            }));
+            keep(attn::patch_head_means(s, &patches, l).map(|x| v.patch_heads = x));
+        } else if !app.prompt_selected.is_empty() {
+            let pos: Vec<usize> = app.prompt_selected.iter().copied().collect();
+            keep(attn::position_attention(s, &pos, l, agg).map(|x| {
+                v.token_values = Some(x);
+                v.token_values_label = format!("attention to {} prompt token(s)", pos.len());
+            }));
+        }
+        if app.method == Method::Attention && app.attn_view == AttnView::Heads {
+            keep(attn::heads_by_image_attention(s, &tokens, l).map(|x| v.heads = x));
+        }
+        if app.method == Method::Attention && app.attn_view == AttnView::Words {
+            keep(attn::word_attention(s, &tokens, l, agg).map(|x| v.words = x));
+        }
+        if app.method == Method::Relevancy {
+            v.words = relevancy_words(s, &tokens);
+        }
+        if let Some(a) = &app.aggregates {
+            let t_len = s.num_output();
+            v.share_layer = (0..t_len).map(|t| a.image_share(t, Some(l))).collect();
+            v.share_all = (0..t_len).map(|t| a.image_share(t, None)).collect();
+            let scope: Vec<usize> = if app.grid_all_tokens {
+                (0..t_len).collect()
+            } else {
+                tokens.clone()
+            };
+            v.grid_image = Some(a.heads_layers(&scope, Region::Image));
+            v.grid_question = Some(a.heads_layers(&scope, Region::Question));
+        }
+        v.error = errors.into_iter().next();
+        v
+    }
+}
+
+/// The head aggregation of `app` as the explain layer spells it.
+pub fn head_agg(app: &App) -> HeadAgg {
+    match app.agg {
+        Agg::Head => HeadAgg::Head(app.head),
+        Agg::Mean => HeadAgg::Mean,
+        Agg::Max => HeadAgg::Max,
+    }
+}
+
+fn agg_name(agg: HeadAgg) -> String {
+    match agg {
+        HeadAgg::Head(h) => format!("head {h}"),
+        HeadAgg::Mean => "mean of heads".into(),
+        HeadAgg::Max => "max of heads".into(),
+    }
+}
+
+fn tokens_label(tokens: &[usize]) -> String {
+    match tokens {
+        [t] => format!("token {t}"),
+        _ => format!("mean of {} tokens", tokens.len()),
+    }
+}
+
+fn attention_map(v: &mut View, s: &Session, tokens: &[usize], l: usize, agg: HeadAgg) {
+    match attn::tokens_image_map(s, tokens, l, agg) {
+        Ok(g) => {
+            v.map = Some(g);
+            v.map_title = format!(
+                "attention · layer {l} · {} · {}",
+                agg_name(agg),
+                tokens_label(tokens)
+            );
+        }
+        Err(e) => v.map_missing = Some(e.to_string()),
+    }
+}
+
+fn position_values(
+    v: &mut View,
+    s: &Session,
+    tokens: &[usize],
+    l: usize,
+    agg: HeadAgg,
+) -> Result<(), attn::AttentionError> {
+    let mut acc: Vec<f32> = Vec::new();
+    for &t in tokens {
+        let row = attn::combined_row(s, t, l, agg)?;
+        if acc.is_empty() {
+            acc = vec![0.0; row.len()];
+        }
+        for (a, x) in acc.iter_mut().zip(&row) {
+            *a += x / tokens.len() as f32;
+        }
+    }
+    v.position_values = acc;
+    Ok(())
+}
+
+fn relevancy_map(v: &mut View, s: &Session, tokens: &[usize], source: RelSource) {
+    let missing: Vec<usize> = tokens
+        .iter()
+        .copied()
+        .filter(|t| !s.manifest.relevancy_tokens.contains(t))
+        .collect();
+    let tensor = match source {
+        RelSource::Combined => &s.relevancy_combined,
+        RelSource::Vit => &s.relevancy_vit,
+        RelSource::Llm => &s.relevancy_llm,
+    };
+    let Some(a) = tensor else {
+        v.map_missing = Some(format!(
+            "no {} in this session: run `lvlmscope run --relevancy` to compute it (m: other source)",
+            source.name()
+        ));
+        return;
+    };
+    if !missing.is_empty() {
+        v.map_missing = Some(format!(
+            "no relevancy for token {} in this session (relevancy_tokens: {:?})",
+            missing[0], s.manifest.relevancy_tokens
+        ));
+        return;
+    }
+    let [rows, cols] = s.manifest.model.image_grid;
+    let span = match source {
+        RelSource::Llm => match patch_positions(s) {
+            Ok(r) => r,
+            Err(e) => {
+                v.map_missing = Some(e.to_string());
+                return;
+            }
+        },
+        _ => 0..rows * cols,
+    };
+    let width = a.shape.get(1).copied().unwrap_or(0);
+    if span.end > width {
+        v.map_missing = Some(format!(
+            "{} has {width} columns, fewer than the image needs",
+            source.name()
+        ));
+        return;
+    }
+    let mut values = vec![0.0; rows * cols];
+    for &t in tokens {
+        if t >= a.shape[0] {
+            continue;
+        }
+        for (o, x) in values.iter_mut().zip(&a.row(&[t])[span.clone()]) {
+            *o += x / tokens.len() as f32;
+        }
+    }
+    v.map = Some(Grid { rows, cols, values });
+    v.map_title = format!("{} · {}", source.name(), tokens_label(tokens));
+}
+
+fn relevancy_words(s: &Session, tokens: &[usize]) -> Vec<(Word, f32)> {
+    let Some(a) = &s.relevancy_llm else {
+        return Vec::new();
+    };
+    let rows: Vec<&[f32]> = tokens
+        .iter()
+        .filter(|&&t| t < a.shape[0] && s.manifest.relevancy_tokens.contains(&t))
+        .map(|&t| a.row(&[t]))
+        .collect();
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    attn::prompt_words(s)
+        .into_iter()
+        .map(|w| {
+            let val = rows
+                .iter()
+                .map(|r| w.positions.iter().filter_map(|&p| r.get(p)).sum::<f32>())
+                .sum::<f32>()
+                / rows.len() as f32;
+            (w, val)
+        })
+        .collect()
+}
+
+fn causal_map(v: &mut View, s: &Session, t: usize, agg: Agg, head: usize) {
+    let found = s
+        .manifest
+        .causal
+        .as_ref()
+        .and_then(|c| c.tokens.get(&t).cloned());
+    let Some(ct) = found else {
+        let last = s.manifest.model.text_layers.saturating_sub(1);
+        let hint = if s.attn_full.contains_key(&last) {
+            "press c to compute it from attn.full"
+        } else {
+            "run `lvlmscope run --causal` to compute it"
+        };
+        v.map_missing = Some(format!(
+            "no causal explanation for token {t} in this session: {hint}"
+        ));
+        return;
+    };
+    let Ok(patches) = patch_positions(s) else {
+        v.map_missing = Some("the image span does not fit the patch grid".into());
+        return;
+    };
+    let [rows, cols] = s.manifest.model.image_grid;
+    let mut values = vec![0.0f32; rows * cols];
+    let heads: Vec<_> = match agg {
+        Agg::Head => ct.heads.iter().filter(|h| h.head == head).collect(),
+        _ => ct.heads.iter().collect(),
+    };
+    for h in &heads {
+        for (&pos, &w) in &h.image_weights {
+            if patches.contains(&pos) {
+                let i = pos - patches.start;
+                values[i] = match agg {
+                    Agg::Max | Agg::Head => values[i].max(w as f32),
+                    Agg::Mean => values[i] + w as f32 / heads.len() as f32,
+                };
+            }
+        }
+        for &pos in &h.explanation {
+            if patches.contains(&pos) {
+                v.marked.insert(pos - patches.start);
+            }
+        }
+    }
+    let what = match agg {
+        Agg::Head => format!("head {head}"),
+        Agg::Mean => "mean of heads".into(),
+        Agg::Max => "max of heads".into(),
+    };
+    v.map_title = format!("causal image weights · token {t} · {what}");
+    v.map = Some(Grid { rows, cols, values });
+    v.causal = Some(ct);
+}
+
+/// The (min, max) of values at positions outside the image and past the sink at 0.
+pub fn text_range(values: &[f32], s: &Session) -> (f32, f32) {
+    let image = s.image_range();
+    let v: Vec<f32> = values
+        .iter()
+        .enumerate()
+        .filter(|(p, _)| *p > 0 && !image.contains(p))
+        .map(|(_, x)| *x)
+        .collect();
+    min_max(&v)
+}

@@ -1,0 +1,199 @@
+//! End to end in a real terminal: tmux runs the binary on a fixture session, send-keys drives it,
+//! capture-pane checks text and colours; after `q` (and after SIGTERM) the shell is usable again.
+//! Skips with a message when tmux is not installed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
+use lvlmscope::session::{save, AttentionDtype};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "e2e"];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success(), "send-keys {keys:?}");
+    }
+
+    fn capture(&self, escapes: bool) -> String {
+        let mut args = vec!["capture-pane", "-p", "-t", "e2e"];
+        if escapes {
+            args.push("-e");
+        }
+        String::from_utf8_lossy(&self.run(&args).stdout).into_owned()
+    }
+
+    /// Waits until the pane shows `needle` (bounded wait, not a speed check).
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.capture(false);
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pane never showed {needle:?}; it shows:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_gone(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.capture(false);
+            if !text.contains(needle) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "the pane still shows {needle:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn tmux_available() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn start(dir: &Path, tag: &str) -> Tmux {
+    let tmux = Tmux {
+        socket: format!("lvlmscope-e2e-{}-{tag}", std::process::id()),
+    };
+    let home = dir.display().to_string();
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "e2e",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "env",
+        "-i",
+        &format!("HOME={home}"),
+        "PATH=/usr/bin:/bin",
+        "TERM=xterm-256color",
+        "COLORTERM=truecolor",
+        "PS1=$ ",
+        "sh",
+    ]);
+    assert!(out.status.success(), "tmux new-session: {out:?}");
+    tmux.wait_for("$");
+    tmux
+}
+
+fn fixture(dir: &Path) -> String {
+    let path = dir.join("fixture.safetensors");
+    save(
+        &synthetic_session(&SyntheticSpec::tiny()),
+        &path,
+        AttentionDtype::F32,
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn keys_drive_the_app_and_quit_restores_the_shell() {
+    if !tmux_available() {
+        eprintln!("skipping the end-to-end test: tmux is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = fixture(dir.path());
+    let tmux = start(dir.path(), "keys");
+    let bin = env!("CARGO_BIN_EXE_lvlmscope");
+    tmux.send(&[&format!("{bin} tui --session {file}"), "Enter"]);
+    let text = tmux.wait_for("Answer · token 0/5");
+    assert!(text.contains("layer 1/3"), "{text}");
+    // The colour bar starts at viridis(0) = (68, 1, 84), in truecolor.
+    let colored = tmux.capture(true);
+    assert!(colored.contains("48;2;68;1;84"), "no truecolor colour bar");
+    tmux.send(&["l"]);
+    tmux.wait_for("Answer · token 1/5");
+    tmux.send(&["]"]);
+    tmux.wait_for("layer 2/3");
+    assert_ne!(tmux.capture(true), colored, "the frame did not change");
+    tmux.send(&["}"]);
+    tmux.wait_for("head 1/3");
+    tmux.send(&["?"]);
+    tmux.wait_for("Keys (any key closes)");
+    tmux.send(&["x"]);
+    tmux.wait_gone("Keys (any key closes)");
+    tmux.send(&["2"]);
+    tmux.wait_for("no relevancy.combined in this session");
+    tmux.send(&["s"]);
+    tmux.wait_for("saved session to");
+    tmux.send(&["q"]);
+    tmux.wait_gone("Answer ·");
+    tmux.send(&["echo done-$((40+2))", "Enter"]);
+    tmux.wait_for("done-42");
+}
+
+#[test]
+fn sigterm_and_bad_sessions_leave_a_usable_terminal() {
+    if !tmux_available() {
+        eprintln!("skipping the end-to-end test: tmux is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = fixture(dir.path());
+    let tmux = start(dir.path(), "term");
+    let bin = env!("CARGO_BIN_EXE_lvlmscope");
+    tmux.send(&[&format!("{bin} tui --session {file}"), "Enter"]);
+    tmux.wait_for("Answer · token 0/5");
+    let shell = String::from_utf8_lossy(
+        &tmux
+            .run(&["list-panes", "-t", "e2e", "-F", "#{pane_pid}"])
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let children = Command::new("ps")
+        .args(["-o", "pid=", "--ppid", &shell])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&children.stdout).trim().to_string();
+    assert!(
+        !pid.is_empty() && !pid.contains(char::is_whitespace),
+        "child pids: {pid:?}"
+    );
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    tmux.wait_gone("Answer ·");
+    tmux.send(&["echo after-term-$((1+1))", "Enter"]);
+    tmux.wait_for("after-term-2");
+    // A file that is not a session is a message inside the app, not an exit.
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"not a session").unwrap();
+    tmux.send(&[&format!("{bin} tui --session {}", bad.display()), "Enter"]);
+    tmux.wait_for("not a readable session file");
+    tmux.send(&["q"]);
+    tmux.wait_gone("not a readable session file");
+    tmux.send(&["echo after-bad-$((2+1))", "Enter"]);
+    tmux.wait_for("after-bad-3");
+}

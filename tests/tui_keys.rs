@@ -1,0 +1,321 @@
+//! Key replay: each key changes the drawn maps exactly as the session's numbers say. Expected
+//! colours are computed here from the raw `attn.gen` values, independently of `explain`.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
+use lvlmscope::session::Session;
+use lvlmscope::style::{normalize, ColorMap, ColorMode, Look, Theme};
+use lvlmscope::tui::app::{Agg, Pane};
+use lvlmscope::tui::{draw, update, App, Msg};
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
+use ratatui::Terminal;
+
+fn app() -> App {
+    let look = Look::new(Theme::dark(), ColorMode::TrueColor);
+    let mut app = App::with_session(look, synthetic_session(&SyntheticSpec::tiny()), None);
+    app.opacity = 1.0;
+    app
+}
+
+fn press(app: &mut App, code: KeyCode) {
+    update(app, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+fn frame(app: &App, w: u16, h: u16) -> Buffer {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| draw(f, app)).unwrap();
+    t.backend().buffer().clone()
+}
+
+fn rgb(cmap: ColorMap, x: f32) -> Color {
+    let c = cmap.sample(x);
+    Color::Rgb(c.0, c.1, c.2)
+}
+
+fn min_max(v: &[f32]) -> (f32, f32) {
+    v.iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)))
+}
+
+/// Raw value of attn.gen[t, l, h, p].
+fn raw(s: &Session, t: usize, l: usize, h: usize, p: usize) -> f32 {
+    s.attn_gen.as_ref().unwrap().get(&[t, l, h, p])
+}
+
+#[derive(Clone, Copy)]
+enum Heads {
+    One(usize),
+    Mean,
+    Max,
+}
+
+/// The expected image map (per patch), averaged over `tokens`.
+fn expected_map(s: &Session, tokens: &[usize], l: usize, heads: Heads) -> Vec<f32> {
+    let start = s.manifest.image_span[0];
+    let nh = s.manifest.model.text_heads;
+    (0..16)
+        .map(|p| {
+            let per_token = |t: usize| match heads {
+                Heads::One(h) => raw(s, t, l, h, start + p),
+                Heads::Mean => (0..nh).map(|h| raw(s, t, l, h, start + p)).sum::<f32>() / nh as f32,
+                Heads::Max => (0..nh)
+                    .map(|h| raw(s, t, l, h, start + p))
+                    .fold(f32::MIN, f32::max),
+            };
+            tokens.iter().map(|&t| per_token(t)).sum::<f32>() / tokens.len() as f32
+        })
+        .collect()
+}
+
+/// Checks every patch centre of the image pane against the colour map of `values`.
+fn assert_image(app: &App, values: &[f32]) {
+    let buf = frame(app, 120, 40);
+    let geom = app.hits.borrow().image.expect("image pane drawn");
+    let range = min_max(values);
+    for (p, v) in values.iter().enumerate() {
+        let (x, y, lower) = geom.patch_center(p);
+        let cell = &buf[(x, y)];
+        let got = if lower { cell.bg } else { cell.fg };
+        assert_eq!(
+            got,
+            rgb(ColorMap::Viridis, normalize(*v, range)),
+            "patch {p} at ({x},{y})"
+        );
+    }
+}
+
+#[test]
+fn token_layer_head_and_aggregation_keys_redraw_the_map() {
+    let mut app = app();
+    let s = app.session.clone().unwrap();
+    assert_eq!((app.token, app.layer, app.agg), (0, 1, Agg::Mean));
+    assert_image(&app, &expected_map(&s, &[0], 1, Heads::Mean));
+    press(&mut app, KeyCode::Char('l'));
+    assert_image(&app, &expected_map(&s, &[1], 1, Heads::Mean));
+    press(&mut app, KeyCode::Char(']'));
+    assert_image(&app, &expected_map(&s, &[1], 2, Heads::Mean));
+    press(&mut app, KeyCode::Char('}'));
+    assert_eq!((app.head, app.agg), (1, Agg::Head));
+    assert_image(&app, &expected_map(&s, &[1], 2, Heads::One(1)));
+    press(&mut app, KeyCode::Char('m'));
+    press(&mut app, KeyCode::Char('m'));
+    assert_eq!(app.agg, Agg::Max);
+    assert_image(&app, &expected_map(&s, &[1], 2, Heads::Max));
+    press(&mut app, KeyCode::Char('['));
+    press(&mut app, KeyCode::Char('m'));
+    press(&mut app, KeyCode::Char('m'));
+    assert_image(&app, &expected_map(&s, &[1], 1, Heads::Mean));
+}
+
+#[test]
+fn selecting_several_tokens_averages_their_maps() {
+    let mut app = app();
+    let s = app.session.clone().unwrap();
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Right);
+    press(&mut app, KeyCode::Right);
+    press(&mut app, KeyCode::Char(' '));
+    assert_eq!(app.selected_tokens(), vec![0, 2]);
+    assert_image(&app, &expected_map(&s, &[0, 2], 1, Heads::Mean));
+    press(&mut app, KeyCode::Char('x'));
+    assert_image(&app, &expected_map(&s, &[2], 1, Heads::Mean));
+}
+
+#[test]
+fn patch_selection_colours_answer_tokens_by_their_attention() {
+    let mut app = app();
+    let s = app.session.clone().unwrap();
+    press(&mut app, KeyCode::Char('p'));
+    assert_eq!(app.focus, Pane::Image);
+    press(&mut app, KeyCode::Char('l'));
+    press(&mut app, KeyCode::Char('j'));
+    assert_eq!(app.patch, 5);
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Char('h'));
+    press(&mut app, KeyCode::Char(' '));
+    assert_eq!(app.patches.iter().copied().collect::<Vec<_>>(), vec![4, 5]);
+    let start = s.manifest.image_span[0];
+    let per_token: Vec<f32> = (0..5)
+        .map(|t| {
+            [4, 5]
+                .iter()
+                .map(|p| (0..4).map(|h| raw(&s, t, 1, h, start + p)).sum::<f32>() / 4.0)
+                .sum()
+        })
+        .collect();
+    let buf = frame(&app, 120, 40);
+    let range = min_max(&per_token);
+    let hits = app.hits.borrow().answer.clone();
+    assert_eq!(hits.len(), 5);
+    for (r, t) in hits {
+        let want = rgb(ColorMap::Viridis, normalize(per_token[t], range));
+        assert_eq!(buf[(r.x, r.y)].fg, want, "answer token {t}");
+    }
+    let heads = &app.view.patch_heads;
+    for (h, v) in heads.iter().enumerate() {
+        let want: f32 = (0..5)
+            .map(|t| {
+                [4, 5]
+                    .iter()
+                    .map(|p| raw(&s, t, 1, h, start + p))
+                    .sum::<f32>()
+            })
+            .sum::<f32>()
+            / 5.0;
+        assert!((v - want).abs() < 1e-6, "head {h}: {v} vs {want}");
+    }
+}
+
+#[test]
+fn heads_by_layers_grid_shows_mean_image_attention() {
+    let mut app = app();
+    let s = app.session.clone().unwrap();
+    let buf = frame(&app, 120, 40);
+    let g = app.hits.borrow().grid.expect("grid drawn");
+    let start = s.manifest.image_span[0];
+    let mut vals = vec![0.0f32; 16];
+    for l in 0..4 {
+        for h in 0..4 {
+            vals[l * 4 + h] = (0..5)
+                .map(|t| (0..16).map(|p| raw(&s, t, l, h, start + p)).sum::<f32>() / 16.0)
+                .sum::<f32>()
+                / 5.0;
+        }
+    }
+    let range = min_max(&vals);
+    for l in 0..4 {
+        for h in 0..4 {
+            let cell = &buf[(g.x0 + l as u16, g.y0 + h as u16 / 2)];
+            let got = if h % 2 == 0 { cell.fg } else { cell.bg };
+            let want = normalize(vals[l * 4 + h], range);
+            assert_eq!(got, rgb(ColorMap::Viridis, want), "layer {l} head {h}");
+        }
+    }
+    // Moving in the grid pane selects layer and head.
+    app.focus = Pane::Grid;
+    press(&mut app, KeyCode::Right);
+    press(&mut app, KeyCode::Down);
+    assert_eq!((app.layer, app.head, app.agg), (2, 1, Agg::Head));
+}
+
+#[test]
+fn mouse_clicks_select_tokens_and_patches() {
+    let mut app = app();
+    frame(&app, 120, 40);
+    let (r, t) = app.hits.borrow().answer[3];
+    let click = |x, y| {
+        Msg::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column: x,
+            row: y,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    update(&mut app, click(r.x, r.y));
+    assert_eq!(app.token, t);
+    frame(&app, 120, 40);
+    let geom = app.hits.borrow().image.unwrap();
+    let (x, y, _) = geom.patch_center(10);
+    update(&mut app, click(x, y));
+    assert_eq!((app.patch, app.focus), (10, Pane::Image));
+}
+
+#[test]
+fn every_size_draws_and_small_terminals_get_a_message() {
+    let app = app();
+    for (w, h) in [
+        (200, 60),
+        (80, 24),
+        (40, 12),
+        (41, 13),
+        (39, 30),
+        (120, 11),
+        (20, 5),
+    ] {
+        let buf = frame(&app, w, h);
+        let text: String = buf.content.iter().map(|c| c.symbol()).collect();
+        let small = w < 40 || h < 12;
+        assert_eq!(text.contains("terminal too small"), small, "{w}x{h}");
+    }
+    // Degenerate sizes draw without panicking.
+    for (w, h) in [(1, 1), (0, 0), (3, 200), (500, 2)] {
+        frame(&app, w, h);
+    }
+}
+
+#[test]
+fn quit_and_help_keys() {
+    let mut app = app();
+    press(&mut app, KeyCode::Char('?'));
+    assert!(app.show_help);
+    let text: String = frame(&app, 120, 40)
+        .content
+        .iter()
+        .map(|c| c.symbol())
+        .collect();
+    assert!(text.contains("Keys (any key closes)"));
+    press(&mut app, KeyCode::Char('q'));
+    assert!(!app.show_help && !app.quit);
+    press(&mut app, KeyCode::Char('q'));
+    assert!(app.quit);
+}
+
+#[test]
+fn prompt_selection_colours_answer_tokens_by_attention_to_it() {
+    let mut app = app();
+    let s = app.session.clone().unwrap();
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus, Pane::Prompt);
+    press(&mut app, KeyCode::Right);
+    assert_eq!(app.prompt_cursor, 1);
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Right);
+    press(&mut app, KeyCode::Right);
+    assert_eq!(app.prompt_cursor, 19, "the cursor skips the image span");
+    press(&mut app, KeyCode::Char(' '));
+    let want: Vec<f32> = (0..5)
+        .map(|t| {
+            [1, 19]
+                .iter()
+                .map(|&p| (0..4).map(|h| raw(&s, t, 1, h, p)).sum::<f32>() / 4.0)
+                .sum()
+        })
+        .collect();
+    let got = app
+        .view
+        .token_values
+        .clone()
+        .expect("answer tokens coloured");
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn export_key_writes_the_map_over_the_image() {
+    let mut app = app();
+    let s = app.session.clone().unwrap();
+    let cmds = update(
+        &mut app,
+        Msg::Key(KeyEvent::new(KeyCode::Char('e'), KeyModifiers::NONE)),
+    );
+    let [lvlmscope::tui::Cmd::Export(name)] = cmds.as_slice() else {
+        panic!("expected one export, got {cmds:?}");
+    };
+    assert_eq!(name.to_str(), Some("lvlmscope-attention-t0-l1-mean.png"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    lvlmscope::tui::export_png(&app, &path).unwrap();
+    let img = image::open(&path).unwrap().to_rgb8();
+    assert_eq!((img.width(), img.height()), (16, 16));
+    let values = expected_map(&s, &[0], 1, Heads::Mean);
+    let range = min_max(&values);
+    // Opacity 1: every pixel is the map colour of its patch.
+    for (x, y) in [(0, 0), (5, 9), (15, 15), (12, 2)] {
+        let p = (y / 4) * 4 + x / 4;
+        let c = ColorMap::Viridis.sample(normalize(values[p], range));
+        assert_eq!(img.get_pixel(x as u32, y as u32).0, [c.0, c.1, c.2]);
+    }
+}

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::explain::causal::{self, CausalError};
+use crate::explain::relevancy::{self, RelevancyError};
 use crate::generate::{self, GenerateError, LoadedModel, Progress, RunRequest};
 use crate::session::{CausalParams, Session};
 
@@ -17,6 +18,9 @@ pub enum JobError {
     /// The causal explanation could not be computed.
     #[error("causal explanation failed: {0}")]
     Causal(#[from] CausalError),
+    /// The relevancy maps could not be computed.
+    #[error("relevancy failed: {0}")]
+    Relevancy(#[from] RelevancyError),
 }
 
 /// Loads the model named in `request`, generates, and adds the requested explanations.
@@ -38,6 +42,14 @@ pub fn run(
         .manifest
         .timings
         .insert("load_model".into(), load_seconds);
+    if request.relevancy {
+        on_progress(Progress::Stage("relevancy".into()));
+        let tokens: Vec<usize> = (0..session.num_output()).collect();
+        let total = tokens.len().max(1) as f64;
+        relevancy::ensure(&loaded.model, &mut session, &tokens, &mut |done| {
+            on_progress(Progress::Fraction(done as f64 / total))
+        })?;
+    }
     if request.causal {
         on_progress(Progress::Stage("causal explanations".into()));
         add_causal(&mut session)?;

@@ -175,3 +175,43 @@ fn causal_flag_explains_every_output_token() {
         }
     }
 }
+
+#[test]
+fn relevancy_flag_matches_the_autograd_reference() {
+    let model = "tiny-llava-gqa";
+    let (s, _) = run_fixture(model, &["--relevancy"]);
+    assert_eq!(
+        s.manifest.relevancy_tokens,
+        (0..s.num_output()).collect::<Vec<_>>()
+    );
+    let bytes =
+        std::fs::read(fixtures().join(format!("reference/{model}.relevancy.safetensors"))).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for (ours, name) in [
+        (s.relevancy_llm.as_ref(), "relevancy_llm"),
+        (s.relevancy_vit.as_ref(), "relevancy_vit"),
+    ] {
+        let ours = ours.unwrap_or_else(|| panic!("{name} stored"));
+        let view = st.tensor(name).unwrap();
+        assert_eq!(ours.shape, view.shape());
+        let reference: Vec<f64> = match view.dtype() {
+            safetensors::Dtype::F64 => view
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            _ => view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+        };
+        let worst = ours
+            .data
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= 1e-4, "{name} differs by {worst}");
+    }
+}

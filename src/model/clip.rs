@@ -14,9 +14,9 @@ use super::recorder::AttentionRecorder;
 /// LayerNorm with weight and bias (see [`ops::layer_norm`]).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
+    pub(super) eps: f64,
 }
 
 impl LayerNorm {
@@ -38,10 +38,10 @@ impl LayerNorm {
 /// Patch embedding, class token and position embeddings.
 #[derive(Debug, Clone)]
 pub struct ClipEmbeddings {
-    patch_embedding: Conv2d,
-    class_embedding: Tensor,
-    position_embedding: Tensor,
-    image_size: usize,
+    pub(super) patch_embedding: Conv2d,
+    pub(super) class_embedding: Tensor,
+    pub(super) position_embedding: Tensor,
+    pub(super) image_size: usize,
 }
 
 impl ClipEmbeddings {
@@ -95,13 +95,13 @@ impl ClipEmbeddings {
 /// Multi-head self-attention of one encoder layer.
 #[derive(Debug, Clone)]
 pub struct ClipAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    num_heads: usize,
-    head_dim: usize,
-    scale: f64,
+    pub(super) q_proj: Linear,
+    pub(super) k_proj: Linear,
+    pub(super) v_proj: Linear,
+    pub(super) out_proj: Linear,
+    pub(super) num_heads: usize,
+    pub(super) head_dim: usize,
+    pub(super) scale: f64,
 }
 
 impl ClipAttention {
@@ -151,9 +151,9 @@ impl ClipAttention {
 /// fc1 → activation → fc2.
 #[derive(Debug, Clone)]
 pub struct ClipMlp {
-    fc1: Linear,
-    fc2: Linear,
-    act: Activation,
+    pub(super) fc1: Linear,
+    pub(super) fc2: Linear,
+    pub(super) act: Activation,
 }
 
 impl ClipMlp {
@@ -175,11 +175,11 @@ impl ClipMlp {
 /// One pre-norm transformer encoder layer.
 #[derive(Debug, Clone)]
 pub struct ClipEncoderLayer {
-    layer_norm1: LayerNorm,
-    self_attn: ClipAttention,
-    layer_norm2: LayerNorm,
-    mlp: ClipMlp,
-    index: usize,
+    pub(super) layer_norm1: LayerNorm,
+    pub(super) self_attn: ClipAttention,
+    pub(super) layer_norm2: LayerNorm,
+    pub(super) mlp: ClipMlp,
+    pub(super) index: usize,
 }
 
 impl ClipEncoderLayer {
@@ -209,10 +209,10 @@ impl ClipEncoderLayer {
 /// The vision transformer, loaded up to the last layer LLaVA reads.
 #[derive(Debug, Clone)]
 pub struct ClipVisionTower {
-    embeddings: ClipEmbeddings,
-    pre_layrnorm: LayerNorm,
-    layers: Vec<ClipEncoderLayer>,
-    dtype: DType,
+    pub(super) embeddings: ClipEmbeddings,
+    pub(super) pre_layrnorm: LayerNorm,
+    pub(super) layers: Vec<ClipEncoderLayer>,
+    pub(super) dtype: DType,
 }
 
 impl ClipVisionTower {

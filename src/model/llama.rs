@@ -13,8 +13,8 @@ use super::rope::Rope;
 /// RMSNorm with a learned scale.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
+    pub(super) weight: Tensor,
+    pub(super) eps: f64,
 }
 
 impl RmsNorm {
@@ -35,15 +35,15 @@ impl RmsNorm {
 /// Grouped-query self-attention.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
-    scale: f64,
-    layer: usize,
+    pub(super) q_proj: Linear,
+    pub(super) k_proj: Linear,
+    pub(super) v_proj: Linear,
+    pub(super) o_proj: Linear,
+    pub(super) num_heads: usize,
+    pub(super) num_kv_heads: usize,
+    pub(super) head_dim: usize,
+    pub(super) scale: f64,
+    pub(super) layer: usize,
 }
 
 impl Attention {
@@ -118,10 +118,10 @@ impl Attention {
 /// SwiGLU MLP: down(act(gate(x)) · up(x)).
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-    act: Activation,
+    pub(super) gate_proj: Linear,
+    pub(super) up_proj: Linear,
+    pub(super) down_proj: Linear,
+    pub(super) act: Activation,
 }
 
 impl Mlp {
@@ -146,10 +146,10 @@ impl Mlp {
 /// One decoder layer.
 #[derive(Debug, Clone)]
 pub struct Block {
-    input_layernorm: RmsNorm,
-    self_attn: Attention,
-    post_attention_layernorm: RmsNorm,
-    mlp: Mlp,
+    pub(super) input_layernorm: RmsNorm,
+    pub(super) self_attn: Attention,
+    pub(super) post_attention_layernorm: RmsNorm,
+    pub(super) mlp: Mlp,
 }
 
 impl Block {
@@ -191,12 +191,12 @@ impl Block {
 /// The decoder with its embeddings and output head.
 #[derive(Debug, Clone)]
 pub struct Llama {
-    embed_tokens: Embedding,
-    layers: Vec<Block>,
-    norm: RmsNorm,
-    lm_head: Linear,
-    rope: Rope,
-    cfg: TextConfig,
+    pub(super) embed_tokens: Embedding,
+    pub(super) layers: Vec<Block>,
+    pub(super) norm: RmsNorm,
+    pub(super) lm_head: Linear,
+    pub(super) rope: Rope,
+    pub(super) cfg: TextConfig,
 }
 
 /// Additive causal mask `[q, offset + q]`: query i (position offset + i) sees keys ≤ offset + i.

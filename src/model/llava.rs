@@ -16,14 +16,14 @@ use super::ModelError;
 /// An instrumented LLaVA model.
 #[derive(Debug, Clone)]
 pub struct Llava {
-    cfg: LlavaConfig,
-    vision: ClipVisionTower,
-    projector: Projector,
-    llama: Llama,
-    feature_layers: Vec<usize>,
-    layout: KeyLayout,
-    device: Device,
-    dtype: DType,
+    pub(super) cfg: LlavaConfig,
+    pub(super) vision: ClipVisionTower,
+    pub(super) projector: Projector,
+    pub(super) llama: Llama,
+    pub(super) feature_layers: Vec<usize>,
+    pub(super) layout: KeyLayout,
+    pub(super) device: Device,
+    pub(super) dtype: DType,
 }
 
 impl Llava {

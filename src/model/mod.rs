@@ -41,6 +41,7 @@ pub mod ops;
 pub mod projector;
 pub mod recorder;
 pub mod rope;
+pub mod tracked;
 pub mod weights;
 
 pub use cache::KvCache;

@@ -9,8 +9,8 @@ use super::ops::Activation;
 /// Projector from vision features to decoder embeddings.
 #[derive(Debug, Clone)]
 pub struct Projector {
-    layers: Vec<Linear>,
-    act: Activation,
+    pub(super) layers: Vec<Linear>,
+    pub(super) act: Activation,
 }
 
 impl Projector {

@@ -1,1 +1,0 @@
-//! Chefer relevancy maps (decoder, vision tower, combined).

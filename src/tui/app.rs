@@ -10,9 +10,10 @@ use std::path::PathBuf;
 
 use crate::explain::attention::TokenAggregates;
 use crate::report::overlay::{denormalize, Raster};
-use crate::session::Session;
+use crate::session::{CausalParams, Session};
 use crate::style::Look;
 
+use super::causal::CausalTree;
 use super::hits::Hits;
 use super::run_form::{RunForm, RunState};
 use super::view::View;
@@ -229,6 +230,12 @@ pub struct App {
     pub raster_cache: RefCell<Option<Raster>>,
     /// The session's image as RGB.
     pub image: Option<Raster>,
+    /// CLEANN parameters for the next causal computation (keys `a A t T r R`).
+    pub causal_params: CausalParams,
+    /// The radius of the causal explanation shown (keys `- +`; clamped to the search radius).
+    pub causal_radius: usize,
+    /// The possible-d-separation tree of the shown head, recomputed on demand.
+    pub causal_tree: Option<CausalTree>,
 }
 
 impl App {
@@ -264,6 +271,9 @@ impl App {
             hits: RefCell::new(Hits::default()),
             raster_cache: RefCell::new(None),
             image: None,
+            causal_params: CausalParams::default(),
+            causal_radius: usize::MAX,
+            causal_tree: None,
         }
     }
 
@@ -287,6 +297,12 @@ impl App {
         self.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
         self.head = 0;
         self.prompt_cursor = prompt_positions(&session).first().copied().unwrap_or(0);
+        self.causal_params = match &session.manifest.causal {
+            Some(c) => c.params.clone(),
+            None => crate::report::causal::default_params(&session),
+        };
+        self.causal_radius = self.causal_params.search_radius;
+        self.causal_tree = None;
         self.session = Some(session);
         self.session_path = path;
         self.refresh();
@@ -331,6 +347,7 @@ impl App {
     /// Recomputes the derived numbers for the current selection.
     pub fn refresh(&mut self) {
         self.view = View::compute(self);
+        super::causal::refresh_tree(self);
     }
 }
 

@@ -9,7 +9,7 @@ use ratatui::Frame;
 use super::app::App;
 
 /// Every key and what it does.
-pub const KEYS: [(&str, &str); 30] = [
+pub const KEYS: [(&str, &str); 34] = [
     ("q, Ctrl-C", "quit"),
     ("?", "this help (any key closes it)"),
     ("Tab, Shift-Tab", "next / previous pane"),
@@ -45,6 +45,16 @@ pub const KEYS: [(&str, &str); 30] = [
         "c",
         "causal: compute the selected token's explanation from attn.full",
     ),
+    (
+        "- +  (< >)",
+        "causal: shown radius (explaining set, marked patches)",
+    ),
+    ("a A", "causal: halve / double α and recompute"),
+    (
+        "t T",
+        "causal: halve / double the attention threshold and recompute",
+    ),
+    ("r R", "causal: search radius −1 / +1 and recompute"),
     ("r", "relevancy: how to compute it"),
     ("n", "new live run (model, image, prompt)"),
     ("  ↑↓ Tab", "  in the form: field, complete a path"),

@@ -31,7 +31,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             AttnView::Words => format!("Attention · answer → prompt words · layer {}", app.layer),
         },
         Method::Relevancy => format!("Relevancy · {}", app.rel_source.name()),
-        Method::Causal => "Causal (CLEANN) · heads by importance".into(),
+        Method::Causal => super::causal::title(app),
     };
     let block = pane_block(app, Pane::Method, title);
     let inner = block.inner(area);

@@ -4,7 +4,7 @@
 
 pub mod app;
 mod blocks;
-mod causal;
+pub mod causal;
 pub mod draw;
 mod grid;
 mod header;
@@ -171,14 +171,13 @@ impl Runtime {
                 let r = export_png(app, &path).map(|_| path);
                 let _ = self.tx.send(Msg::Exported(r));
             }
-            Cmd::ComputeCausal(t) => {
+            Cmd::ComputeCausal(t, params) => {
                 let Some(s) = &app.session else { return };
                 let tx = self.tx.clone();
                 let s = s.clone();
                 std::thread::spawn(move || {
-                    let r =
-                        crate::report::causal::causal_for_token(&s, t).map_err(|e| e.to_string());
-                    let _ = tx.send(Msg::CausalDone(t, r));
+                    let r = causal::compute(&s, t, &params);
+                    let _ = tx.send(Msg::CausalDone(t, params, r));
                 });
             }
         }

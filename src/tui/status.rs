@@ -22,7 +22,13 @@ pub fn current_keys(app: &App) -> Vec<(&'static str, &'static str)> {
     match app.method {
         Method::Attention => keys.extend([("p", "patches"), ("v", "view")]),
         Method::Relevancy => keys.push(("m", "source")),
-        Method::Causal => keys.push(("c", "compute")),
+        Method::Causal => keys.extend([
+            ("c", "compute"),
+            ("- +", "radius"),
+            ("a A", "α"),
+            ("t T", "att_th"),
+            ("r R", "search radius"),
+        ]),
     }
     if app.run.active {
         keys.push(("Esc", "cancel run"));

@@ -7,7 +7,7 @@ use crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 
-use crate::session::{CausalResults, CausalToken, Session};
+use crate::session::{CausalParams, CausalResults, CausalToken, Session};
 
 use super::app::{prompt_positions, Agg, App, AttnView, Method, Pane};
 use super::run_form::{Field, RunForm};
@@ -30,8 +30,8 @@ pub enum Msg {
     Saved(Result<PathBuf, String>),
     /// A PNG export ended.
     Exported(Result<PathBuf, String>),
-    /// A causal computation for an answer token ended.
-    CausalDone(usize, Result<CausalToken, String>),
+    /// A causal computation for an answer token, with these parameters, ended.
+    CausalDone(usize, CausalParams, Result<CausalToken, String>),
     /// SIGINT or SIGTERM: leave cleanly.
     Interrupt,
 }
@@ -45,8 +45,8 @@ pub enum Cmd {
     Save(PathBuf),
     /// Write the current map over the image as a PNG.
     Export(PathBuf),
-    /// Compute the causal explanation of an answer token.
-    ComputeCausal(usize),
+    /// Compute the causal explanation of an answer token with these parameters.
+    ComputeCausal(usize, CausalParams),
 }
 
 /// Applies `msg` to `app`; returns the work to start.
@@ -91,9 +91,9 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
             }
             Vec::new()
         }
-        Msg::CausalDone(t, r) => {
+        Msg::CausalDone(t, params, r) => {
             match r {
-                Ok(ct) => store_causal(app, t, ct),
+                Ok(ct) => store_causal(app, t, params, ct),
                 Err(e) => app.notify(e, true),
             }
             Vec::new()
@@ -110,18 +110,27 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
     cmds
 }
 
-fn store_causal(app: &mut App, t: usize, ct: CausalToken) {
+fn store_causal(app: &mut App, t: usize, params: CausalParams, ct: CausalToken) {
+    if params != app.causal_params {
+        app.notify(
+            format!("dropped a result for token {t} computed with older parameters"),
+            false,
+        );
+        return;
+    }
     let Some(s) = &mut app.session else { return };
-    let layer = s.manifest.model.text_layers.saturating_sub(1);
-    let causal = s.manifest.causal.get_or_insert_with(|| CausalResults {
-        params: crate::session::CausalParams {
-            layer,
-            ..Default::default()
-        },
+    let fresh = || CausalResults {
+        params: params.clone(),
         tokens: Default::default(),
-    });
+    };
+    let causal = s.manifest.causal.get_or_insert_with(fresh);
+    let mut text = format!("causal explanation of token {t} computed");
+    if causal.params != params {
+        text.push_str(" (results with the older parameters were dropped)");
+        *causal = fresh();
+    }
     causal.tokens.insert(t, ct);
-    app.notify(format!("causal explanation of token {t} computed"), false);
+    app.notify(text, false);
 }
 
 fn run_event(app: &mut App, e: RunEvent) {
@@ -160,6 +169,11 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
         return Vec::new();
     }
     let (layers, heads) = app.layers_heads();
+    if app.method == Method::Causal {
+        if let Some(cmds) = super::causal::key(app, k.code) {
+            return cmds;
+        }
+    }
     match k.code {
         KeyCode::Char('q') => return update_quit(app),
         KeyCode::Char('?') => app.show_help = true,
@@ -223,7 +237,6 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
         }
         KeyCode::Char('s') => return save(app),
         KeyCode::Char('e') => return export(app),
-        KeyCode::Char('c') if app.method == Method::Causal => return causal(app),
         KeyCode::Char('r') if app.method == Method::Relevancy => app.notify(
             "relevancy needs the model's gradients: run `lvlmscope run --relevancy` and reopen",
             false,
@@ -330,29 +343,6 @@ fn export(app: &mut App) -> Vec<Cmd> {
         app.layer
     );
     vec![Cmd::Export(PathBuf::from(name))]
-}
-
-fn causal(app: &mut App) -> Vec<Cmd> {
-    let t = app.selected_tokens()[0];
-    match &app.session {
-        Some(s)
-            if s.manifest
-                .causal
-                .as_ref()
-                .is_some_and(|c| c.tokens.contains_key(&t)) =>
-        {
-            app.notify(format!("token {t} already has a causal explanation"), false);
-            Vec::new()
-        }
-        Some(_) => {
-            app.notify(
-                format!("computing the causal explanation of token {t}…"),
-                false,
-            );
-            vec![Cmd::ComputeCausal(t)]
-        }
-        None => Vec::new(),
-    }
 }
 
 fn toggle(app: &mut App) {

@@ -8,6 +8,8 @@ use crate::explain::attention::{
 use crate::session::{Array, CausalToken, Session};
 
 use super::app::{Agg, App, AttnView, Method, RelSource};
+use super::causal;
+use crate::explain::causal::total_image_weights;
 
 /// Derived numbers for the panes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -44,6 +46,12 @@ pub struct View {
     pub grid_question: Option<Array>,
     /// The causal result of the first selected token, when the session holds one.
     pub causal: Option<CausalToken>,
+    /// The head the causal pane details (the selected one, or the most important).
+    pub causal_head: Option<usize>,
+    /// The causal radius shown (1 up to the search radius).
+    pub causal_radius: usize,
+    /// The shown head's explaining positions reached within `causal_radius`, ascending.
+    pub causal_set: Vec<usize>,
     /// An error from the attention views, if any.
     pub error: Option<String>,
 }
@@ -62,7 +70,7 @@ impl View {
         match app.method {
             Method::Attention => attention_map(&mut v, s, &tokens, l, agg),
             Method::Relevancy => relevancy_map(&mut v, s, &tokens, app.rel_source),
-            Method::Causal => causal_map(&mut v, s, tokens[0], app.agg, app.head),
+            Method::Causal => causal_map(&mut v, app, s, tokens[0]),
         }
         if let Some(m) = &v.map {
             v.range = m.min_max();
@@ -255,13 +263,14 @@ fn relevancy_words(s: &Session, tokens: &[usize]) -> Vec<(Word, f32)> {
         .collect()
 }
 
-fn causal_map(v: &mut View, s: &Session, t: usize, agg: Agg, head: usize) {
-    let found = s
-        .manifest
-        .causal
-        .as_ref()
-        .and_then(|c| c.tokens.get(&t).cloned());
-    let Some(ct) = found else {
+fn causal_map(v: &mut View, app: &App, s: &Session, t: usize) {
+    let (agg, head) = (app.agg, app.head);
+    let found = s.manifest.causal.as_ref().and_then(|c| {
+        c.tokens
+            .get(&t)
+            .map(|ct| (ct.clone(), c.params.search_radius))
+    });
+    let Some((ct, max_radius)) = found else {
         let last = s.manifest.model.text_layers.saturating_sub(1);
         let hint = if s.attn_full.contains_key(&last) {
             "press c to compute it from attn.full"
@@ -277,23 +286,37 @@ fn causal_map(v: &mut View, s: &Session, t: usize, agg: Agg, head: usize) {
         v.map_missing = Some("the image span does not fit the patch grid".into());
         return;
     };
+    let radius = causal::effective_radius(app.causal_radius, max_radius);
+    v.causal_radius = radius;
+    if let Some(h) = causal::shown_head(&ct, agg, head) {
+        v.causal_head = Some(h.head);
+        v.causal_set = causal::set_up_to(h, radius);
+    }
     let [rows, cols] = s.manifest.model.image_grid;
-    let mut values = vec![0.0f32; rows * cols];
     let heads: Vec<_> = match agg {
         Agg::Head => ct.heads.iter().filter(|h| h.head == head).collect(),
         _ => ct.heads.iter().collect(),
     };
-    for h in &heads {
-        for (&pos, &w) in &h.image_weights {
-            if patches.contains(&pos) {
-                let i = pos - patches.start;
-                values[i] = match agg {
-                    Agg::Max | Agg::Head => values[i].max(w as f32),
-                    Agg::Mean => values[i] + w as f32 / heads.len() as f32,
-                };
+    let values: Vec<f32> = match agg {
+        Agg::Mean => total_image_weights(&ct, (patches.start, patches.len()))
+            .into_iter()
+            .map(|w| w as f32)
+            .collect(),
+        Agg::Max | Agg::Head => {
+            let mut values = vec![0.0f32; rows * cols];
+            for h in &heads {
+                for (&pos, &w) in &h.image_weights {
+                    if patches.contains(&pos) {
+                        let i = pos - patches.start;
+                        values[i] = values[i].max(w as f32);
+                    }
+                }
             }
+            values
         }
-        for &pos in &h.explanation {
+    };
+    for h in &heads {
+        for pos in causal::set_up_to(h, radius) {
             if patches.contains(&pos) {
                 v.marked.insert(pos - patches.start);
             }
@@ -301,10 +324,10 @@ fn causal_map(v: &mut View, s: &Session, t: usize, agg: Agg, head: usize) {
     }
     let what = match agg {
         Agg::Head => format!("head {head}"),
-        Agg::Mean => "mean of heads".into(),
+        Agg::Mean => "sum over heads".into(),
         Agg::Max => "max of heads".into(),
     };
-    v.map_title = format!("causal image weights · token {t} · {what}");
+    v.map_title = format!("causal image weights · token {t} · {what} · marked: r ≤ {radius}");
     v.map = Some(Grid { rows, cols, values });
     v.causal = Some(ct);
 }

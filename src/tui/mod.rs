@@ -130,6 +130,7 @@ pub fn run_with(opts: TuiOptions, runner: Option<Arc<dyn Runner>>) -> anyhow::Re
     ] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
+    spawn_hangup_watchdog(stop.clone());
     let mut terminal = enter()?;
     let result = event_loop(&mut terminal, &mut app, &mut runtime, &rx, &stop);
     leave();
@@ -204,6 +205,21 @@ fn enter() -> anyhow::Result<Term> {
     t.hide_cursor()?;
     t.clear()?;
     Ok(t)
+}
+
+/// After a signal, gives the event loop half a second to quit on its own, then restores the
+/// terminal and exits. When the terminal is gone (SSH dropped, tmux pane killed), crossterm's
+/// blocking read spins on end-of-file and the loop never sees the signal; this ends the process
+/// instead of leaving it burning a core.
+fn spawn_hangup_watchdog(stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        leave();
+        std::process::exit(130);
+    });
 }
 
 /// Restores the terminal: cooked mode, main screen, no mouse capture, cursor shown.

@@ -209,3 +209,44 @@ fn sigterm_and_bad_sessions_leave_a_usable_terminal() {
     tmux.send(&["echo after-bad-$((2+1))", "Enter"]);
     tmux.wait_for("after-bad-3");
 }
+
+#[test]
+fn closing_the_terminal_ends_the_app() {
+    if !tmux_available() {
+        eprintln!("skipping the end-to-end test: tmux is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = fixture(dir.path());
+    let tmux = start(dir.path(), "hangup");
+    let bin = env!("CARGO_BIN_EXE_lvlmscope");
+    tmux.send(&[&format!("{bin} tui --session {file}"), "Enter"]);
+    tmux.wait_for("Answer · token 0/5");
+    let shell = String::from_utf8_lossy(
+        &tmux
+            .run(&["list-panes", "-t", "e2e", "-F", "#{pane_pid}"])
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let children = Command::new("ps")
+        .args(["-o", "pid=", "--ppid", &shell])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&children.stdout).trim().to_string();
+    assert!(!pid.is_empty(), "the app runs under the shell");
+    // Killing the session closes the pty, as a dropped SSH connection does.
+    assert!(tmux.run(&["kill-server"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state.contains(") Z ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lvlmscope (pid {pid}) is still running after its terminal closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

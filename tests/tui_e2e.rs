@@ -119,6 +119,30 @@ fn start(dir: &Path, tag: &str) -> Tmux {
     tmux
 }
 
+/// Starts `lvlmscope tui --session file` in the pane and returns the app's process id.
+fn open_app(tmux: &Tmux, file: &str) -> String {
+    let bin = env!("CARGO_BIN_EXE_lvlmscope");
+    tmux.send(&[&format!("{bin} tui --session {file}"), "Enter"]);
+    tmux.wait_for("Answer · token 0/5");
+    let shell = String::from_utf8_lossy(
+        &tmux
+            .run(&["list-panes", "-t", "e2e", "-F", "#{pane_pid}"])
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let children = Command::new("ps")
+        .args(["-o", "pid=", "--ppid", &shell])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&children.stdout).trim().to_string();
+    assert!(
+        !pid.is_empty() && !pid.contains(char::is_whitespace),
+        "child pids: {pid:?}"
+    );
+    pid
+}
+
 fn fixture(dir: &Path) -> String {
     let path = dir.join("fixture.safetensors");
     save(
@@ -176,24 +200,7 @@ fn sigterm_and_bad_sessions_leave_a_usable_terminal() {
     let file = fixture(dir.path());
     let tmux = start(dir.path(), "term");
     let bin = env!("CARGO_BIN_EXE_lvlmscope");
-    tmux.send(&[&format!("{bin} tui --session {file}"), "Enter"]);
-    tmux.wait_for("Answer · token 0/5");
-    let shell = String::from_utf8_lossy(
-        &tmux
-            .run(&["list-panes", "-t", "e2e", "-F", "#{pane_pid}"])
-            .stdout,
-    )
-    .trim()
-    .to_string();
-    let children = Command::new("ps")
-        .args(["-o", "pid=", "--ppid", &shell])
-        .output()
-        .unwrap();
-    let pid = String::from_utf8_lossy(&children.stdout).trim().to_string();
-    assert!(
-        !pid.is_empty() && !pid.contains(char::is_whitespace),
-        "child pids: {pid:?}"
-    );
+    let pid = open_app(&tmux, &file);
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
     tmux.wait_gone("Answer ·");
@@ -219,22 +226,7 @@ fn closing_the_terminal_ends_the_app() {
     let dir = tempfile::tempdir().unwrap();
     let file = fixture(dir.path());
     let tmux = start(dir.path(), "hangup");
-    let bin = env!("CARGO_BIN_EXE_lvlmscope");
-    tmux.send(&[&format!("{bin} tui --session {file}"), "Enter"]);
-    tmux.wait_for("Answer · token 0/5");
-    let shell = String::from_utf8_lossy(
-        &tmux
-            .run(&["list-panes", "-t", "e2e", "-F", "#{pane_pid}"])
-            .stdout,
-    )
-    .trim()
-    .to_string();
-    let children = Command::new("ps")
-        .args(["-o", "pid=", "--ppid", &shell])
-        .output()
-        .unwrap();
-    let pid = String::from_utf8_lossy(&children.stdout).trim().to_string();
-    assert!(!pid.is_empty(), "the app runs under the shell");
+    let pid = open_app(&tmux, &file);
     // Killing the session closes the pty, as a dropped SSH connection does.
     assert!(tmux.run(&["kill-server"]).status.success());
     let deadline = Instant::now() + Duration::from_secs(20);

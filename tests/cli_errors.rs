@@ -208,26 +208,26 @@ fn png_header(width: u32, height: u32) -> Vec<u8> {
     png
 }
 
-#[test]
-fn zero_sized_image() {
+/// Runs the gqa fixture on an image file holding `bytes`.
+fn run_on_image_bytes(name: &str, bytes: &[u8]) -> (i32, String) {
     let tmp = tempfile::tempdir().unwrap();
-    let img = tmp.path().join("empty.png");
-    std::fs::write(&img, png_header(0, 0)).unwrap();
+    let img = tmp.path().join(name);
+    std::fs::write(&img, bytes).unwrap();
     let out = out_path(&tmp);
     let m = fixtures().join("tiny-llava-gqa").display().to_string();
     let img = img.display().to_string();
-    assert_clear_failure(lvlmscope(&run_args(&m, &img, "Hi?", &out)), "image");
+    lvlmscope(&run_args(&m, &img, "Hi?", &out))
+}
+
+#[test]
+fn zero_sized_image() {
+    assert_clear_failure(run_on_image_bytes("empty.png", &png_header(0, 0)), "image");
 }
 
 #[test]
 fn huge_image() {
-    let tmp = tempfile::tempdir().unwrap();
-    let img = tmp.path().join("huge.png");
-    std::fs::write(&img, png_header(100_000, 100_000)).unwrap();
-    let out = out_path(&tmp);
-    let m = fixtures().join("tiny-llava-gqa").display().to_string();
-    let img = img.display().to_string();
-    assert_clear_failure(lvlmscope(&run_args(&m, &img, "Hi?", &out)), "image");
+    let header = png_header(100_000, 100_000);
+    assert_clear_failure(run_on_image_bytes("huge.png", &header), "image");
 }
 
 #[test]

@@ -153,15 +153,78 @@ def forward_with_features(model, ids, att, pix, lab):
     """The model's forward pass, done by hand so that the vision features the projector reads
     are also returned (for the auxiliary patch loss). Same computation as model(input_ids=…,
     pixel_values=…)."""
-    cfg = model.config
-    vt = model.model.vision_tower(pix, output_hidden_states=True)
-    feats = vt.hidden_states[cfg.vision_feature_layer][:, 1:]
+    feats = vision_features(model, pix)
     proj = model.model.multi_modal_projector(feats)
     embeds = model.model.get_input_embeddings()(ids)
     mask = (ids == IMAGE).unsqueeze(-1).expand_as(embeds)
     embeds = embeds.masked_scatter(mask, proj.to(embeds.dtype))
     out = model(inputs_embeds=embeds, attention_mask=att, labels=lab)
     return out, feats
+
+
+def vision_features(model, pix):
+    """The vision features the projector reads (patch tokens of the configured layer)."""
+    vt = model.model.vision_tower(pix, output_hidden_states=True)
+    return vt.hidden_states[model.config.vision_feature_layer][:, 1:]
+
+
+def patch_loss(heads, feats, col, shp):
+    """Cross-entropy of the auxiliary per-patch colour and shape heads."""
+    ce = torch.nn.functional.cross_entropy
+    return ce(heads["color"](feats).flatten(0, 1), col.flatten()) + ce(
+        heads["shape"](feats).flatten(0, 1), shp.flatten()
+    )
+
+
+@torch.no_grad()
+def patch_accuracy(model, heads, images, col, shp, batch=256):
+    """Per-patch colour and shape accuracy of the auxiliary heads on object patches."""
+    model.eval()
+    hits = {"color": 0, "shape": 0}
+    total = 0
+    for i in range(0, len(images), batch):
+        feats = vision_features(model, normalise(images[i : i + batch]))
+        on = shp[i : i + batch] > 0
+        total += int(on.sum())
+        for name, lab in (("color", col), ("shape", shp)):
+            pred = heads[name](feats).argmax(-1)
+            hits[name] += int(((pred == lab[i : i + batch]) & on).sum())
+    model.train()
+    return {k: v / max(total, 1) for k, v in hits.items()}
+
+
+def pretrain_vision(model, heads, images, col, shp, test, args):
+    """Stage 1: the vision tower alone learns per-patch colour and shape (the auxiliary heads),
+    which is far cheaper per step than the whole model and is what the questions hinge on."""
+    params = list(model.model.vision_tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=args.vision_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    budget = args.vision_minutes * 60.0
+    start = time.time()
+    last_eval = start
+    step, ema = 0, None
+    gen = torch.Generator().manual_seed(args.seed)
+    while time.time() - start < budget:
+        frac = (time.time() - start) / budget
+        lr = args.vision_lr * min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, len(images), (args.vision_batch,), generator=gen)
+        loss = patch_loss(heads, vision_features(model, normalise(images[idx])), col[idx], shp[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if step % 50 == 0:
+            print(f"vision step {step} loss {ema:.4f} lr {lr:.2e} t {(time.time() - start) / 60:.1f}m", flush=True)
+        if time.time() - last_eval > args.eval_every * 60 and test is not None:
+            acc = patch_accuracy(model, heads, *test)
+            print(f"vision eval step {step}: " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
+            last_eval = time.time()
+    if test is not None:
+        acc = patch_accuracy(model, heads, *test)
+        print(f"vision done, {step} steps: " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
 
 
 def normalise(images_u8):
@@ -404,11 +467,22 @@ def main():
         help="weight of an auxiliary loss on the vision features: per-patch colour and shape "
         "of the covering object (needs make_scenes --objects); its heads are not saved",
     )
+    ap.add_argument(
+        "--vision-minutes",
+        type=float,
+        default=0.0,
+        help="minutes of stage 1 before the joint training: the vision tower alone on the "
+        "auxiliary patch loss (needs --objects scenes; the test folder's objects.jsonl, when "
+        "present, gives a held-out patch accuracy)",
+    )
+    ap.add_argument("--vision-lr", type=float, default=1e-3)
+    ap.add_argument("--vision-batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--init", help="continue from a saved demo model folder (its tokenizer too)")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between evaluations")
     args = ap.parse_args()
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
 
@@ -452,6 +526,12 @@ def main():
         heads = torch.nn.ModuleDict({"color": torch.nn.Linear(vw, 8), "shape": torch.nn.Linear(vw, 6)})
         no_decay += list(heads.parameters())
         print(f"aux patch loss x{args.aux_weight}: {(aux_col > 0).float().mean():.3f} of patches on objects", flush=True)
+        if args.vision_minutes > 0:
+            test_objects = os.path.join(args.test, "objects.jsonl")
+            held_out = None
+            if os.path.exists(test_objects):
+                held_out = (test_imgs, *patch_labels(args.test, test_idx))
+            pretrain_vision(model, heads, train_imgs, aux_col, aux_shp, held_out, args)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr,
@@ -481,11 +561,7 @@ def main():
         ids, lab, att, pix = batchify([pack(train[i], i, rng) for i in idx], train_imgs)
         if args.aux_weight > 0:
             out, feats = forward_with_features(model, ids, att, pix, lab)
-            aux = torch.nn.functional.cross_entropy(
-                heads["color"](feats).flatten(0, 1), aux_col[idx].flatten()
-            ) + torch.nn.functional.cross_entropy(
-                heads["shape"](feats).flatten(0, 1), aux_shp[idx].flatten()
-            )
+            aux = patch_loss(heads, feats, aux_col[idx], aux_shp[idx])
             loss = out.loss + args.aux_weight * aux
         else:
             loss = model(input_ids=ids, attention_mask=att, pixel_values=pix, labels=lab).loss

@@ -1,5 +1,10 @@
 //! The whole job behind `lvlmscope run` and the TUI's live runs: load the model, generate, then
-//! compute the explanations the request asks for, all into one [`Session`].
+//! compute the explanations the request asks for, all into one [`Session`]. [`service`] runs
+//! model-backed jobs (relevancy on demand) on sessions that already exist.
+
+pub mod service;
+
+pub use service::{JobOutput, JobProgress, ModelJob, ModelService, ModelSpec, ServiceError};
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;

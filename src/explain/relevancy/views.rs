@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use super::math::residual_normalize_row;
+use crate::session::Session;
 
 /// LVLM-Interpret's `SEPARATORS_LIST`: tokens that never join a word.
 pub const SEPARATORS: &[&str] = &[
@@ -24,6 +25,24 @@ pub enum Normalization {
     SelfRemoved,
     /// LVLM-Interpret's residual normalisation `(r − e_q) / Σ(r − e_q) + e_q`.
     Residual,
+}
+
+impl Normalization {
+    /// The other normalisation.
+    pub fn toggle(self) -> Normalization {
+        match self {
+            Normalization::SelfRemoved => Normalization::Residual,
+            Normalization::Residual => Normalization::SelfRemoved,
+        }
+    }
+
+    /// Its name in titles and JSON: `self-removed` or `residual`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Normalization::SelfRemoved => "self-removed",
+            Normalization::Residual => "residual",
+        }
+    }
 }
 
 /// Prepare row `q` of the relevancy matrix as `norm` says.
@@ -181,6 +200,46 @@ pub fn reliance(row: &[f32], image: Range<usize>, q: usize) -> Reliance {
         out.image += row[p];
     }
     out
+}
+
+/// The `relevancy.llm` row of output token `t` prepared as `norm` says (at its query position),
+/// when the session holds it.
+pub fn session_row(s: &Session, t: usize, norm: Normalization) -> Option<Vec<f32>> {
+    if !s.manifest.relevancy_tokens.contains(&t) {
+        return None;
+    }
+    let a = s.relevancy_llm.as_ref()?;
+    if a.shape.len() != 2 || t >= a.shape[0] {
+        return None;
+    }
+    Some(prepare_row(a.row(&[t]), s.query_position(t), norm))
+}
+
+/// [`text_relevancy`] of output token `t` of the session, when it holds the row.
+pub fn session_text_relevancy(
+    s: &Session,
+    t: usize,
+    norm: Normalization,
+    top_k: usize,
+) -> Option<TextRelevancy> {
+    let row = session_row(s, t, norm)?;
+    let q = s.query_position(t);
+    Some(text_relevancy(
+        &row,
+        &s.manifest.tokens.input,
+        s.image_range(),
+        q,
+        top_k,
+    ))
+}
+
+/// [`reliance`] of every output token of the session (`None` where it holds no row).
+pub fn answer_reliance(s: &Session, norm: Normalization) -> Vec<Option<Reliance>> {
+    (0..s.num_output())
+        .map(|t| {
+            session_row(s, t, norm).map(|row| reliance(&row, s.image_range(), s.query_position(t)))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,269 @@
+//! Model-backed jobs on an existing session, with the model loaded once and kept.
+//!
+//! The TUI's job worker and `lvlmscope report` hold one [`ModelService`]: the first job loads the
+//! model named in the session's manifest, later jobs on a session of the same model reuse it.
+//! Jobs are a [`ModelJob`] enum so that other model-backed computations can be added next to
+//! relevancy without a second cache.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::DType;
+
+use crate::explain::relevancy::{self, RelevancyError, RelevancyMaps};
+use crate::generate::{self, GenerateError, LoadedModel};
+use crate::session::Session;
+
+/// Which model to load, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Model folder or model id in the local Hugging Face cache.
+    pub path: String,
+    /// `f32`, `f16` or `bf16`.
+    pub dtype: String,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+}
+
+impl ModelSpec {
+    /// The model a session was made with. Sessions do not record the dtype and device of their
+    /// run, so these are f32 on the CPU (what `run` and the app use by default).
+    pub fn for_session(session: &Session) -> Self {
+        Self {
+            path: session.manifest.model.path.clone(),
+            dtype: "f32".into(),
+            device: "cpu".into(),
+        }
+    }
+}
+
+/// A computation that needs the model, on a session the caller holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelJob {
+    /// Chefer relevancy of these output tokens (those the session already holds are skipped).
+    Relevancy {
+        /// Output token indices.
+        tokens: Vec<usize>,
+    },
+}
+
+impl ModelJob {
+    /// A short description for progress lines: "relevancy of token 3".
+    pub fn describe(&self) -> String {
+        match self {
+            ModelJob::Relevancy { tokens } => match tokens.as_slice() {
+                [t] => format!("relevancy of token {t}"),
+                ts => format!(
+                    "relevancy of tokens {}",
+                    ts.iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        }
+    }
+}
+
+/// What a [`ModelJob`] produced, for the caller to store in its session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutput {
+    /// Rows for [`relevancy::store`] (empty when the session already held every token).
+    Relevancy(RelevancyMaps),
+}
+
+/// Progress of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobProgress {
+    /// A new stage began ("loading model", "relevancy of token 3").
+    Stage(String),
+    /// Fraction of the current stage done, in [0, 1].
+    Fraction(f64),
+}
+
+/// Why a model job failed; each variant is one clear sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The session names no model.
+    #[error("the session does not name its model, so it cannot be loaded")]
+    NoModel,
+    /// The model could not be loaded.
+    #[error("could not load the session's model {path:?}: {source}")]
+    Load {
+        /// The model folder or id.
+        path: String,
+        /// Why.
+        source: GenerateError,
+    },
+    /// The loaded model is not the one the session was made with.
+    #[error("the model at {path:?} does not fit the session: {what}")]
+    Mismatch {
+        /// The model folder or id.
+        path: String,
+        /// What differs.
+        what: String,
+    },
+    /// The relevancy computation failed.
+    #[error("relevancy failed: {0}")]
+    Relevancy(#[from] RelevancyError),
+    /// The user cancelled the job before it finished.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Holds the model of the latest job (one at a time: a second large model would not fit) and
+/// runs [`ModelJob`]s with it.
+#[derive(Default)]
+pub struct ModelService {
+    loaded: Option<(ModelSpec, LoadedModel)>,
+    loads: usize,
+}
+
+impl std::fmt::Debug for ModelService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelService")
+            .field("loaded", &self.loaded.as_ref().map(|(s, _)| s))
+            .field("loads", &self.loads)
+            .finish()
+    }
+}
+
+impl ModelService {
+    /// A service with no model loaded yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many times a model was loaded (a second job on the same model loads nothing).
+    pub fn loads(&self) -> usize {
+        self.loads
+    }
+
+    /// The model `spec` names: the one already loaded when it is the same, else loaded now
+    /// (replacing the previous one).
+    pub fn model(
+        &mut self,
+        spec: &ModelSpec,
+        progress: &mut dyn FnMut(JobProgress),
+    ) -> Result<&LoadedModel, ServiceError> {
+        if spec.path.trim().is_empty() {
+            return Err(ServiceError::NoModel);
+        }
+        let fresh = self.loaded.as_ref().is_some_and(|(s, _)| s == spec);
+        if !fresh {
+            self.loaded = None;
+            progress(JobProgress::Stage(format!("loading model {}", spec.path)));
+            let load_error = |source| ServiceError::Load {
+                path: spec.path.clone(),
+                source,
+            };
+            let device = crate::model::device_from_str(&spec.device)
+                .map_err(|e| load_error(GenerateError::from(e)))?;
+            let dtype: DType = generate::parse_dtype(&spec.dtype).map_err(load_error)?;
+            let model = LoadedModel::load(&spec.path, dtype, &device).map_err(load_error)?;
+            self.loads += 1;
+            self.loaded = Some((spec.clone(), model));
+        }
+        match &self.loaded {
+            Some((_, m)) => Ok(m),
+            None => Err(ServiceError::NoModel),
+        }
+    }
+
+    /// Runs `job` on `session` with the session's model (loaded on first use); the session is
+    /// not changed: the caller stores the output.
+    pub fn run(
+        &mut self,
+        session: &Session,
+        job: &ModelJob,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(JobProgress),
+    ) -> Result<JobOutput, ServiceError> {
+        let spec = ModelSpec::for_session(session);
+        let cancelled = || cancel.load(Ordering::SeqCst);
+        if cancelled() {
+            return Err(ServiceError::Cancelled);
+        }
+        let loaded = self.model(&spec, progress)?;
+        check_fits(&spec.path, loaded, session)?;
+        if cancelled() {
+            return Err(ServiceError::Cancelled);
+        }
+        match job {
+            ModelJob::Relevancy { tokens } => {
+                let todo = relevancy::missing_tokens(session, tokens);
+                if todo.is_empty() {
+                    return Ok(JobOutput::Relevancy(RelevancyMaps::default()));
+                }
+                progress(JobProgress::Stage(job.describe()));
+                let total = todo.len() as f64;
+                let maps = relevancy::relevancy(&loaded.model, session, &todo, &mut |done| {
+                    progress(JobProgress::Fraction(done as f64 / total))
+                })?;
+                Ok(JobOutput::Relevancy(maps))
+            }
+        }
+    }
+
+    /// Computes the relevancy of the output tokens among `tokens` that `session` lacks, with
+    /// the session's model, and stores it in the session; returns how many were computed.
+    pub fn add_relevancy(
+        &mut self,
+        session: &mut Session,
+        tokens: &[usize],
+        progress: &mut dyn FnMut(JobProgress),
+    ) -> Result<usize, ServiceError> {
+        let job = ModelJob::Relevancy {
+            tokens: tokens.to_vec(),
+        };
+        let never = AtomicBool::new(false);
+        let JobOutput::Relevancy(maps) = self.run(session, &job, &never, progress)?;
+        relevancy::store(session, &maps)?;
+        Ok(maps.tokens.len())
+    }
+}
+
+/// Whether the loaded model has the shape the session records.
+fn check_fits(path: &str, loaded: &LoadedModel, session: &Session) -> Result<(), ServiceError> {
+    let m = &session.manifest.model;
+    let model = &loaded.model;
+    let mismatch = |what: String| {
+        Err(ServiceError::Mismatch {
+            path: path.to_string(),
+            what,
+        })
+    };
+    if model.num_layers() != m.text_layers || model.num_heads() != m.text_heads {
+        return mismatch(format!(
+            "it has {} layers × {} heads, the session {} × {}",
+            model.num_layers(),
+            model.num_heads(),
+            m.text_layers,
+            m.text_heads
+        ));
+    }
+    if model.image_grid() != m.image_grid {
+        return mismatch(format!(
+            "its patch grid is {:?}, the session's {:?}",
+            model.image_grid(),
+            m.image_grid
+        ));
+    }
+    Ok(())
+}
+
+/// The parts of `session` a model job reads (manifest, ids, pixels), without the recorded
+/// attention and explanations: cheap to send to a worker thread.
+pub fn job_input(session: &Session) -> Session {
+    Session {
+        manifest: session.manifest.clone(),
+        input_ids: session.input_ids.clone(),
+        output_ids: session.output_ids.clone(),
+        pixel_values: session.pixel_values.clone(),
+        attn_gen: None,
+        attn_full: Default::default(),
+        attn_vit: None,
+        relevancy_llm: None,
+        relevancy_vit: None,
+        relevancy_combined: None,
+    }
+}

@@ -130,7 +130,7 @@ fn relevancy_and_causal_views() {
     let mut app = app_with(bare, ColorMode::TrueColor);
     keys(&mut app, "2");
     let t = text(&app, 120, 40);
-    assert!(t.contains("no relevancy.combined in this session"));
+    assert!(t.contains("no relevancy for token 0 in this session: press r"));
     let mut app = app_with(causal_session(), ColorMode::TrueColor);
     keys(&mut app, "3");
     let t = text(&app, 120, 40);

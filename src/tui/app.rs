@@ -7,8 +7,12 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use crate::explain::attention::TokenAggregates;
+use crate::explain::relevancy::views::Normalization;
+use crate::job::ModelJob;
 use crate::report::overlay::{denormalize, Raster};
 use crate::session::{CausalParams, Session};
 use crate::style::Look;
@@ -168,6 +172,21 @@ pub struct Notice {
     pub error: bool,
 }
 
+/// A model job (relevancy on demand) running on the job worker.
+#[derive(Debug, Clone)]
+pub struct PendingJob {
+    /// Its id, echoed by the worker's messages.
+    pub id: u64,
+    /// What it computes.
+    pub job: ModelJob,
+    /// The current stage ("loading model …", "relevancy of token 3").
+    pub stage: String,
+    /// Fraction of the stage done.
+    pub fraction: f64,
+    /// Set to cancel it.
+    pub cancel: Arc<AtomicBool>,
+}
+
 /// The app's state.
 #[derive(Debug)]
 pub struct App {
@@ -236,6 +255,17 @@ pub struct App {
     pub causal_radius: usize,
     /// The possible-d-separation tree of the shown head, recomputed on demand.
     pub causal_tree: Option<CausalTree>,
+    /// How relevancy rows are normalised for the text bars and the decoder map (key `N`).
+    pub rel_norm: Normalization,
+    /// The model job in progress, if any (one at a time).
+    pub job: Option<PendingJob>,
+    /// The id of the last model job asked for.
+    pub last_job_id: u64,
+    /// Counts the sessions shown; a job's result is stored only in the session it was asked
+    /// for.
+    pub epoch: u64,
+    /// The session holds results not yet saved (relevancy or causal computed in the app).
+    pub modified: bool,
 }
 
 impl App {
@@ -274,6 +304,11 @@ impl App {
             causal_params: CausalParams::default(),
             causal_radius: usize::MAX,
             causal_tree: None,
+            rel_norm: Normalization::default(),
+            job: None,
+            last_job_id: 0,
+            epoch: 0,
+            modified: false,
         }
     }
 
@@ -303,6 +338,11 @@ impl App {
         };
         self.causal_radius = self.causal_params.search_radius;
         self.causal_tree = None;
+        if let Some(job) = self.job.take() {
+            job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.epoch += 1;
+        self.modified = false;
         self.session = Some(session);
         self.session_path = path;
         self.refresh();

@@ -52,11 +52,17 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         look.colormap.name(),
         app.opacity
     );
-    let second = vec![
-        Span::styled(settings, accent),
+    let mut second = vec![Span::styled(settings, accent)];
+    if app.modified {
+        second.push(Span::styled(
+            " · unsaved results (s)",
+            Style::default().fg(look.color(look.theme.warning)),
+        ));
+    }
+    second.extend([
         Span::styled(" · prompt: ", dim),
         Span::styled(prompt.replace('\n', " "), fg),
-    ];
+    ]);
     f.render_widget(
         Paragraph::new(vec![Line::from(first), Line::from(second)]),
         area,

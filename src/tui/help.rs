@@ -9,7 +9,7 @@ use ratatui::Frame;
 use super::app::App;
 
 /// Every key and what it does.
-pub const KEYS: [(&str, &str); 34] = [
+pub const KEYS: [(&str, &str); 35] = [
     ("q, Ctrl-C", "quit"),
     ("?", "this help (any key closes it)"),
     ("Tab, Shift-Tab", "next / previous pane"),
@@ -55,11 +55,21 @@ pub const KEYS: [(&str, &str); 34] = [
         "causal: halve / double the attention threshold and recompute",
     ),
     ("r R", "causal: search radius −1 / +1 and recompute"),
-    ("r", "relevancy: how to compute it"),
+    (
+        "r",
+        "relevancy: compute the selected tokens with the session's model (worker)",
+    ),
+    (
+        "N",
+        "relevancy: normalisation, self-removed / residual (LVLM-Interpret)",
+    ),
     ("n", "new live run (model, image, prompt)"),
     ("  ↑↓ Tab", "  in the form: field, complete a path"),
     ("  Enter", "  in the form: run"),
-    ("Esc", "cancel a run, leave patch mode, close the form"),
+    (
+        "Esc",
+        "cancel a run or a relevancy job, leave patch mode, close the form",
+    ),
     ("s", "save the session"),
     ("e", "export the current map over the image as PNG"),
     ("mouse", "click tokens, prompt tokens, patches, grid cells"),
@@ -69,7 +79,7 @@ pub const KEYS: [(&str, &str); 34] = [
     ),
     (
         "Method pane",
-        "heads by mean image attention, shares, words, causal heads",
+        "heads, shares, words; relevancy words, reliance; causal heads",
     ),
     (
         "Grid pane",

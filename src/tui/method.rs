@@ -1,7 +1,7 @@
 //! The method pane: under attention, the heads of the layer as small multiples, the image share
 //! per answer token, answer → prompt-word attention, or the per-head means for selected patches;
-//! under relevancy, relevancy over prompt words; under causal, the heads by importance and the
-//! explaining tokens.
+//! under relevancy, the text bars and the answer's reliance on the image ([`super::relevancy`]);
+//! under causal, the heads by importance and the explaining tokens.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
@@ -30,7 +30,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             AttnView::Share => "Attention · share given to the image (layer │ all)".into(),
             AttnView::Words => format!("Attention · answer → prompt words · layer {}", app.layer),
         },
-        Method::Relevancy => format!("Relevancy · {}", app.rel_source.name()),
+        Method::Relevancy => super::relevancy::title(app),
         Method::Causal => super::causal::title(app),
     };
     let block = pane_block(app, Pane::Method, title);
@@ -58,7 +58,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             AttnView::Share => share(f, app, inner),
             AttnView::Words => words(f, app, inner, &app.view.words),
         },
-        Method::Relevancy => relevancy(f, app, inner),
+        Method::Relevancy => super::relevancy::draw(f, app, inner),
         Method::Causal => super::causal::draw(f, app, inner),
     }
 }
@@ -240,21 +240,4 @@ fn words(f: &mut Frame, app: &App, area: Rect, words: &[(Word, f32)]) {
         .map(|(w, v)| (w.text.clone(), *v, max > 0.0 && *v == max))
         .collect();
     bars(f, app, area, &rows);
-}
-
-fn relevancy(f: &mut Frame, app: &App, area: Rect) {
-    let Some(s) = &app.session else { return };
-    let look = &app.look;
-    let have = |a: &Option<crate::session::Array>| if a.is_some() { "yes" } else { "no" };
-    let line = format!(
-        "combined: {} · vit: {} · llm: {} · tokens with relevancy: {}",
-        have(&s.relevancy_combined),
-        have(&s.relevancy_vit),
-        have(&s.relevancy_llm),
-        s.manifest.relevancy_tokens.len()
-    );
-    let dim = Style::default().fg(look.color(look.theme.dim));
-    put(f.buffer_mut(), area, area.x, area.y, &line, dim);
-    let rest = Rect::new(area.x, area.y + 1, area.width, area.height - 1);
-    words(f, app, rest, &app.view.words);
 }

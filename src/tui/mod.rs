@@ -11,8 +11,10 @@ mod header;
 pub mod help;
 pub mod hits;
 pub mod image;
+pub mod jobs;
 mod method;
 mod prompt;
+pub mod relevancy;
 pub mod run_form;
 pub mod status;
 mod tokens;
@@ -23,7 +25,7 @@ pub mod worker;
 pub use app::App;
 pub use draw::draw;
 pub use update::{update, Cmd, Msg};
-pub use worker::{GenerateRunner, LiveRequest, RunEvent, Runner};
+pub use worker::{GenerateRunner, JobRunner, LiveRequest, RunEvent, Runner};
 
 use std::io::Stdout;
 use std::path::PathBuf;
@@ -105,6 +107,12 @@ pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
     run_with(opts, default_runner())
 }
 
+/// The job runner model jobs use: a [`crate::job::ModelService`], which keeps the model it
+/// loaded for the next job.
+pub fn default_job_runner() -> Box<dyn JobRunner> {
+    Box::new(crate::job::ModelService::new())
+}
+
 /// The runner live runs use: the model through `job::run`.
 pub fn default_runner() -> Option<Arc<dyn Runner>> {
     Some(Arc::new(worker::GenerateRunner))
@@ -112,10 +120,24 @@ pub fn default_runner() -> Option<Arc<dyn Runner>> {
 
 /// Like [`run`], with an explicit runner.
 pub fn run_with(opts: TuiOptions, runner: Option<Arc<dyn Runner>>) -> anyhow::Result<()> {
+    run_with_jobs(opts, runner, default_job_runner())
+}
+
+/// Like [`run_with`], with an explicit job runner for model jobs (relevancy on demand).
+pub fn run_with_jobs(
+    opts: TuiOptions,
+    runner: Option<Arc<dyn Runner>>,
+    jobs: Box<dyn JobRunner>,
+) -> anyhow::Result<()> {
     let look = look_for(opts.theme.as_deref())?;
     let (mut app, start) = initial_app(&opts, look);
     let (tx, rx) = channel();
-    let mut runtime = Runtime { runner, tx };
+    let mut runtime = Runtime {
+        runner,
+        job_runner: Some(jobs),
+        job_worker: None,
+        tx,
+    };
     if let Some(req) = start {
         app.run.active = true;
         app.run.stage = "starting".into();
@@ -140,6 +162,9 @@ pub fn run_with(opts: TuiOptions, runner: Option<Arc<dyn Runner>>) -> anyhow::Re
 /// Executes commands for the app: worker threads that report back on `tx`.
 struct Runtime {
     runner: Option<Arc<dyn Runner>>,
+    /// The job runner, until the job worker is started around it on the first model job.
+    job_runner: Option<Box<dyn JobRunner>>,
+    job_worker: Option<worker::JobWorker>,
     tx: Sender<Msg>,
 }
 
@@ -180,6 +205,25 @@ impl Runtime {
                     let r = causal::compute(&s, t, &params);
                     let _ = tx.send(Msg::CausalDone(t, params, r));
                 });
+            }
+            Cmd::ModelJob(id, job) => {
+                let Some(req) = worker::job_request(app, id) else {
+                    return;
+                };
+                if self.job_worker.is_none() {
+                    if let Some(r) = self.job_runner.take() {
+                        self.job_worker = Some(worker::spawn_job_worker(r, self.tx.clone()));
+                    }
+                }
+                let sent = self.job_worker.as_ref().is_some_and(|w| w.submit(req));
+                if !sent {
+                    let _ = self.tx.send(Msg::JobDone(worker::JobDone {
+                        id,
+                        epoch: app.epoch,
+                        job,
+                        result: Err("the job worker is gone".into()),
+                    }));
+                }
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The status line: the keys that apply now, or the latest notice.
+//! The status line: the progress of a model job, the latest notice, or the keys that apply now.
 
 use ratatui::layout::Rect;
 use ratatui::style::Style;
@@ -21,7 +21,9 @@ pub fn current_keys(app: &App) -> Vec<(&'static str, &'static str)> {
     keys.extend([("[ ]", "layer"), ("{ }", "head"), ("m", "heads")]);
     match app.method {
         Method::Attention => keys.extend([("p", "patches"), ("v", "view")]),
-        Method::Relevancy => keys.push(("m", "source")),
+        Method::Relevancy => {
+            keys.extend([("m", "source"), ("r", "compute"), ("N", "normalisation")])
+        }
         Method::Causal => keys.extend([
             ("c", "compute"),
             ("- +", "radius"),
@@ -32,6 +34,8 @@ pub fn current_keys(app: &App) -> Vec<(&'static str, &'static str)> {
     }
     if app.run.active {
         keys.push(("Esc", "cancel run"));
+    } else if app.job.is_some() {
+        keys.push(("Esc", "cancel"));
     }
     keys.extend([("1-3", "method"), ("?", "help"), ("q", "quit")]);
     keys
@@ -42,8 +46,12 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let look = &app.look;
     let accent = Style::default().fg(look.color(look.theme.accent));
     let dim = Style::default().fg(look.color(look.theme.dim));
-    let line = match (&app.notice, &app.view.error) {
-        (Some(n), _) => {
+    let line = match (&app.notice, &app.view.error, super::jobs::status(app)) {
+        (_, _, Some(job)) => Line::from(Span::styled(
+            job,
+            Style::default().fg(look.color(look.theme.foreground)),
+        )),
+        (Some(n), _, None) => {
             let color = if n.error {
                 look.theme.warning
             } else {
@@ -54,11 +62,11 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 Style::default().fg(look.color(color)),
             ))
         }
-        (None, Some(e)) => Line::from(Span::styled(
+        (None, Some(e), None) => Line::from(Span::styled(
             e.clone(),
             Style::default().fg(look.color(look.theme.warning)),
         )),
-        (None, None) => Line::from(
+        (None, None, None) => Line::from(
             current_keys(app)
                 .into_iter()
                 .flat_map(|(k, a)| {

@@ -11,7 +11,8 @@ use crate::session::{CausalParams, CausalResults, CausalToken, Session};
 
 use super::app::{prompt_positions, Agg, App, AttnView, Method, Pane};
 use super::run_form::{Field, RunForm};
-use super::worker::{LiveRequest, RunEvent};
+use super::worker::{JobDone, LiveRequest, RunEvent};
+use crate::job::{JobProgress, ModelJob};
 
 /// Everything that can happen to the app.
 #[derive(Debug)]
@@ -32,6 +33,10 @@ pub enum Msg {
     Exported(Result<PathBuf, String>),
     /// A causal computation for an answer token, with these parameters, ended.
     CausalDone(usize, CausalParams, Result<CausalToken, String>),
+    /// Progress of the model job with this id.
+    Job(u64, JobProgress),
+    /// A model job ended.
+    JobDone(JobDone),
     /// SIGINT or SIGTERM: leave cleanly.
     Interrupt,
 }
@@ -47,6 +52,8 @@ pub enum Cmd {
     Export(PathBuf),
     /// Compute the causal explanation of an answer token with these parameters.
     ComputeCausal(usize, CausalParams),
+    /// Run the pending model job with this id (see [`App::job`]) on the job worker.
+    ModelJob(u64, ModelJob),
 }
 
 /// Applies `msg` to `app`; returns the work to start.
@@ -79,6 +86,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
                 Ok(p) => {
                     app.notify(format!("saved session to {}", p.display()), false);
                     app.session_path = Some(p);
+                    app.modified = false;
                 }
                 Err(e) => app.notify(e, true),
             }
@@ -98,13 +106,15 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
             }
             Vec::new()
         }
-        Msg::Interrupt => {
-            if let Some(c) = &app.run.cancel {
-                c.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-            app.quit = true;
+        Msg::Job(id, p) => {
+            super::jobs::progress(app, id, p);
             Vec::new()
         }
+        Msg::JobDone(done) => {
+            super::jobs::done(app, done);
+            Vec::new()
+        }
+        Msg::Interrupt => update_quit(app),
     };
     app.refresh();
     cmds
@@ -130,6 +140,7 @@ fn store_causal(app: &mut App, t: usize, params: CausalParams, ct: CausalToken) 
         *causal = fresh();
     }
     causal.tokens.insert(t, ct);
+    app.modified = true;
     app.notify(text, false);
 }
 
@@ -174,6 +185,11 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
             return cmds;
         }
     }
+    if app.method == Method::Relevancy {
+        if let Some(cmds) = super::relevancy::key(app, k.code) {
+            return cmds;
+        }
+    }
     match k.code {
         KeyCode::Char('q') => return update_quit(app),
         KeyCode::Char('?') => app.show_help = true,
@@ -181,6 +197,8 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
             if let Some(c) = &app.run.cancel {
                 c.store(true, std::sync::atomic::Ordering::SeqCst);
                 app.notify("cancelling the run…", false);
+            } else if app.job.is_some() {
+                super::jobs::cancel(app);
             } else if app.patch_mode {
                 app.patch_mode = false;
             } else {
@@ -237,10 +255,6 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
         }
         KeyCode::Char('s') => return save(app),
         KeyCode::Char('e') => return export(app),
-        KeyCode::Char('r') if app.method == Method::Relevancy => app.notify(
-            "relevancy needs the model's gradients: run `lvlmscope run --relevancy` and reopen",
-            false,
-        ),
         KeyCode::Char(' ') | KeyCode::Enter => toggle(app),
         KeyCode::Left | KeyCode::Char('h') => arrow(app, -1, 0),
         KeyCode::Right | KeyCode::Char('l') => arrow(app, 1, 0),
@@ -256,6 +270,9 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
 fn update_quit(app: &mut App) -> Vec<Cmd> {
     if let Some(c) = &app.run.cancel {
         c.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    if let Some(job) = &app.job {
+        job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     app.quit = true;
     Vec::new()

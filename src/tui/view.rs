@@ -7,9 +7,10 @@ use crate::explain::attention::{
 };
 use crate::session::{Array, CausalToken, Session};
 
-use super::app::{Agg, App, AttnView, Method, RelSource};
+use super::app::{Agg, App, AttnView, Method};
 use super::causal;
 use crate::explain::causal::total_image_weights;
+use crate::explain::relevancy::views::TextRelevancy;
 
 /// Derived numbers for the panes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,8 +37,13 @@ pub struct View {
     pub share_layer: Vec<f32>,
     /// Image share per answer token over all layers and heads.
     pub share_all: Vec<f32>,
-    /// Answer → prompt-word attention (or relevancy, under the relevancy method).
+    /// Answer → prompt-word attention.
     pub words: Vec<(Word, f32)>,
+    /// Relevancy: the input words most relevant to the first selected token, and the image's
+    /// largest relevancy (rows prepared as the app's normalisation says).
+    pub rel_text: Option<TextRelevancy>,
+    /// Relevancy: the image share of each answer token's relevancy (`None`: not computed).
+    pub reliance: Vec<Option<f32>>,
     /// Per head of the layer: attention to the selected patches, averaged over answer tokens.
     pub patch_heads: Vec<f32>,
     /// Heads × layers grid, mean attention to the image (`[L, H]`).
@@ -69,7 +75,7 @@ impl View {
         let l = app.layer;
         match app.method {
             Method::Attention => attention_map(&mut v, s, &tokens, l, agg),
-            Method::Relevancy => relevancy_map(&mut v, s, &tokens, app.rel_source),
+            Method::Relevancy => super::relevancy::fill(&mut v, app, s, &tokens),
             Method::Causal => causal_map(&mut v, app, s, tokens[0]),
         }
         if let Some(m) = &v.map {
@@ -101,9 +107,6 @@ impl View {
         }
         if app.method == Method::Attention && app.attn_view == AttnView::Words {
             keep(attn::word_attention(s, &tokens, l, agg).map(|x| v.words = x));
-        }
-        if app.method == Method::Relevancy {
-            v.words = relevancy_words(s, &tokens);
         }
         if let Some(a) = &app.aggregates {
             let t_len = s.num_output();
@@ -179,88 +182,6 @@ fn position_values(
     }
     v.position_values = acc;
     Ok(())
-}
-
-fn relevancy_map(v: &mut View, s: &Session, tokens: &[usize], source: RelSource) {
-    let missing: Vec<usize> = tokens
-        .iter()
-        .copied()
-        .filter(|t| !s.manifest.relevancy_tokens.contains(t))
-        .collect();
-    let tensor = match source {
-        RelSource::Combined => &s.relevancy_combined,
-        RelSource::Vit => &s.relevancy_vit,
-        RelSource::Llm => &s.relevancy_llm,
-    };
-    let Some(a) = tensor else {
-        v.map_missing = Some(format!(
-            "no {} in this session: run `lvlmscope run --relevancy` to compute it (m: other source)",
-            source.name()
-        ));
-        return;
-    };
-    if !missing.is_empty() {
-        v.map_missing = Some(format!(
-            "no relevancy for token {} in this session (relevancy_tokens: {:?})",
-            missing[0], s.manifest.relevancy_tokens
-        ));
-        return;
-    }
-    let [rows, cols] = s.manifest.model.image_grid;
-    let span = match source {
-        RelSource::Llm => match patch_positions(s) {
-            Ok(r) => r,
-            Err(e) => {
-                v.map_missing = Some(e.to_string());
-                return;
-            }
-        },
-        _ => 0..rows * cols,
-    };
-    let width = a.shape.get(1).copied().unwrap_or(0);
-    if span.end > width {
-        v.map_missing = Some(format!(
-            "{} has {width} columns, fewer than the image needs",
-            source.name()
-        ));
-        return;
-    }
-    let mut values = vec![0.0; rows * cols];
-    for &t in tokens {
-        if t >= a.shape[0] {
-            continue;
-        }
-        for (o, x) in values.iter_mut().zip(&a.row(&[t])[span.clone()]) {
-            *o += x / tokens.len() as f32;
-        }
-    }
-    v.map = Some(Grid { rows, cols, values });
-    v.map_title = format!("{} · {}", source.name(), tokens_label(tokens));
-}
-
-fn relevancy_words(s: &Session, tokens: &[usize]) -> Vec<(Word, f32)> {
-    let Some(a) = &s.relevancy_llm else {
-        return Vec::new();
-    };
-    let rows: Vec<&[f32]> = tokens
-        .iter()
-        .filter(|&&t| t < a.shape[0] && s.manifest.relevancy_tokens.contains(&t))
-        .map(|&t| a.row(&[t]))
-        .collect();
-    if rows.is_empty() {
-        return Vec::new();
-    }
-    attn::prompt_words(s)
-        .into_iter()
-        .map(|w| {
-            let val = rows
-                .iter()
-                .map(|r| w.positions.iter().filter_map(|&p| r.get(p)).sum::<f32>())
-                .sum::<f32>()
-                / rows.len() as f32;
-            (w, val)
-        })
-        .collect()
 }
 
 fn causal_map(v: &mut View, app: &App, s: &Session, t: usize) {

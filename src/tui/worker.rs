@@ -1,12 +1,16 @@
-//! Live runs on a worker thread: the [`Runner`] seam the integrator plugs generation into.
+//! Work on other threads: live runs through the [`Runner`] seam, and model jobs on the open
+//! session (relevancy on demand) through the [`JobRunner`] seam, on one long-lived job worker
+//! that keeps the loaded model between jobs.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 
+use crate::job::{JobOutput, JobProgress, ModelJob, ModelService};
 use crate::session::Session;
 
+use super::app::App;
 use super::update::Msg;
 
 /// What a live run needs from the form.
@@ -97,4 +101,118 @@ impl Runner for GenerateRunner {
         })
         .map_err(|e| e.to_string())
     }
+}
+
+/// Runs model jobs on a session; [`ModelService`] runs them with the session's model (loaded
+/// on the first job and kept), tests use fakes. Called on the job worker only, one job at a
+/// time, so it may keep state between jobs.
+pub trait JobRunner: Send {
+    /// Runs `job` on `session`, reporting progress, stopping early (with an error) once
+    /// `cancel` is set where it can. The error is one sentence for the status line.
+    fn run_job(
+        &mut self,
+        session: &Session,
+        job: &ModelJob,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(JobProgress),
+    ) -> Result<JobOutput, String>;
+}
+
+impl JobRunner for ModelService {
+    fn run_job(
+        &mut self,
+        session: &Session,
+        job: &ModelJob,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(JobProgress),
+    ) -> Result<JobOutput, String> {
+        self.run(session, job, cancel, progress)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One model job sent to the job worker.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    /// Identifies the job in the messages that answer it.
+    pub id: u64,
+    /// The app's session epoch when the job was asked for (see [`App::epoch`]).
+    pub epoch: u64,
+    /// What the job reads: the session without its recorded tensors.
+    pub session: Session,
+    /// The job.
+    pub job: ModelJob,
+    /// Set to cancel the job.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// The job request for the app's pending job `id`, if that job is still pending.
+pub fn job_request(app: &App, id: u64) -> Option<JobRequest> {
+    let pending = app.job.as_ref().filter(|p| p.id == id)?;
+    let session = app.session.as_ref()?;
+    Some(JobRequest {
+        id,
+        epoch: app.epoch,
+        session: crate::job::service::job_input(session),
+        job: pending.job.clone(),
+        cancel: pending.cancel.clone(),
+    })
+}
+
+/// How a model job ended.
+#[derive(Debug)]
+pub struct JobDone {
+    /// The job's id.
+    pub id: u64,
+    /// The session epoch it was asked for in.
+    pub epoch: u64,
+    /// The job.
+    pub job: ModelJob,
+    /// Its output, or one sentence saying why there is none.
+    pub result: Result<JobOutput, String>,
+}
+
+/// The job worker: one thread that owns the [`JobRunner`] (and so the loaded model) and runs
+/// the jobs sent to it in order; progress and results come back as messages.
+#[derive(Debug)]
+pub struct JobWorker {
+    jobs: Sender<JobRequest>,
+}
+
+impl JobWorker {
+    /// Queues `req`; returns false when the worker is gone.
+    pub fn submit(&self, req: JobRequest) -> bool {
+        self.jobs.send(req).is_ok()
+    }
+}
+
+/// Starts the job worker around `runner`, answering on `tx`. The thread ends when the
+/// returned [`JobWorker`] is dropped.
+pub fn spawn_job_worker(mut runner: Box<dyn JobRunner>, tx: Sender<Msg>) -> JobWorker {
+    let (jobs, queue) = channel::<JobRequest>();
+    std::thread::spawn(move || {
+        for req in queue {
+            let id = req.id;
+            let progress_tx = tx.clone();
+            let mut report = move |p: JobProgress| {
+                let _ = progress_tx.send(Msg::Job(id, p));
+            };
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runner.run_job(&req.session, &req.job, &req.cancel, &mut report)
+            }))
+            .unwrap_or_else(|_| {
+                Err("the model job failed unexpectedly (panic in the worker)".into())
+            });
+            let done = JobDone {
+                id,
+                epoch: req.epoch,
+                job: req.job,
+                result,
+            };
+            if tx.send(Msg::JobDone(done)).is_err() {
+                break;
+            }
+        }
+    });
+    JobWorker { jobs }
 }

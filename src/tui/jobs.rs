@@ -1,0 +1,119 @@
+//! Model jobs on the open session (relevancy on demand): asking for one, its progress, Esc, and
+//! storing what comes back. The work itself runs on the job worker ([`super::worker`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::explain::relevancy;
+use crate::job::{JobOutput, JobProgress, ModelJob};
+
+use super::app::{App, PendingJob};
+use super::update::Cmd;
+use super::worker::JobDone;
+
+/// Makes `job` the pending job and returns the command that starts it; refuses (with a notice)
+/// while another job runs.
+pub fn start(app: &mut App, job: ModelJob) -> Vec<Cmd> {
+    if let Some(p) = &app.job {
+        app.notify(
+            format!(
+                "{} is still being computed (Esc cancels it)",
+                p.job.describe()
+            ),
+            true,
+        );
+        return Vec::new();
+    }
+    app.last_job_id += 1;
+    let id = app.last_job_id;
+    app.job = Some(PendingJob {
+        id,
+        job: job.clone(),
+        stage: "starting".into(),
+        fraction: 0.0,
+        cancel: Arc::new(AtomicBool::new(false)),
+    });
+    app.notice = None;
+    vec![Cmd::ModelJob(id, job)]
+}
+
+/// Esc: cancels the pending job. The worker stops at its next check; a gradient pass already
+/// under way finishes, and its rows are kept when they arrive.
+pub fn cancel(app: &mut App) {
+    if let Some(p) = app.job.take() {
+        p.cancel.store(true, Ordering::SeqCst);
+        app.notify(format!("cancelled {}", p.job.describe()), false);
+    }
+}
+
+/// Progress of job `id`.
+pub fn progress(app: &mut App, id: u64, p: JobProgress) {
+    let Some(job) = app.job.as_mut().filter(|j| j.id == id) else {
+        return;
+    };
+    match p {
+        JobProgress::Stage(s) => {
+            job.stage = s;
+            job.fraction = 0.0;
+        }
+        JobProgress::Fraction(f) => job.fraction = f,
+    }
+}
+
+/// The status line while a job runs: "computing relevancy of token 3… (loading model) ·
+/// Esc cancels".
+pub fn status(app: &App) -> Option<String> {
+    let job = app.job.as_ref()?;
+    let pct = if job.fraction > 0.0 {
+        format!(" {:.0}%", job.fraction * 100.0)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "computing {}… ({}{pct}) · Esc cancels",
+        job.job.describe(),
+        job.stage
+    ))
+}
+
+/// A job ended: store its output in the session it was asked for.
+pub fn done(app: &mut App, done: JobDone) {
+    let pending = app.job.as_ref().is_some_and(|j| j.id == done.id);
+    if pending {
+        app.job = None;
+    }
+    if done.epoch != app.epoch {
+        return;
+    }
+    let what = done.job.describe();
+    match done.result {
+        Err(e) => {
+            if pending {
+                app.notify(format!("{what} failed: {e}"), true);
+            }
+        }
+        Ok(JobOutput::Relevancy(maps)) => {
+            let Some(s) = app.session.as_mut() else {
+                return;
+            };
+            if maps.tokens.is_empty() {
+                app.notify(format!("the session already holds {what}"), false);
+                return;
+            }
+            match relevancy::store(s, &maps) {
+                Ok(()) => {
+                    app.modified = true;
+                    let late = if pending { "" } else { " (after cancel; kept)" };
+                    app.notify(
+                        format!(
+                            "{what} computed in {:.2}s{late}: s saves it in the session",
+                            maps.seconds
+                        ),
+                        false,
+                    );
+                }
+                Err(e) => app.notify(format!("{what} could not be stored: {e}"), true),
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The relevancy view of the method pane: the input words most relevant to the selected answer
+//! token against the image's largest relevancy, and the answer coloured by how much each token
+//! relies on the image versus the text; the image map (decoder, vision, combined); and the
+//! relevancy keys (`r` computes the selected tokens on the job worker, `N` normalisation).
+
+use crossterm::event::KeyCode;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::Frame;
+
+use crate::explain::attention::{patch_positions, Grid};
+use crate::explain::relevancy::{self, views};
+use crate::job::ModelJob;
+use crate::session::Session;
+
+use super::app::{App, RelSource};
+use super::blocks::{display_token, flow, put};
+use super::method::bars;
+use super::update::Cmd;
+use super::view::View;
+
+/// Most input words listed in the text bars.
+pub const TOP_WORDS: usize = 12;
+
+/// The label of the image's bar among the word bars.
+pub const IMAGE_BAR: &str = "image (max)";
+
+/// The relevancy keys (only while the relevancy method is shown); `None` when `code` is not
+/// one.
+pub fn key(app: &mut App, code: KeyCode) -> Option<Vec<Cmd>> {
+    match code {
+        KeyCode::Char('r') => Some(request(app)),
+        KeyCode::Char('N') => {
+            app.rel_norm = app.rel_norm.toggle();
+            Some(Vec::new())
+        }
+        _ => None,
+    }
+}
+
+/// Asks the job worker for the relevancy of the selected answer tokens the session lacks.
+pub fn request(app: &mut App) -> Vec<Cmd> {
+    let Some(s) = &app.session else {
+        app.notify("no session loaded", true);
+        return Vec::new();
+    };
+    let tokens = app.selected_tokens();
+    let todo = relevancy::missing_tokens(s, &tokens);
+    if todo.is_empty() {
+        let what = ModelJob::Relevancy { tokens }.describe();
+        app.notify(format!("the session already holds {what}"), false);
+        return Vec::new();
+    }
+    super::jobs::start(app, ModelJob::Relevancy { tokens: todo })
+}
+
+/// The method pane's title under the relevancy method.
+pub fn title(app: &App) -> String {
+    format!(
+        "Relevancy · {} · {} (N)",
+        app.rel_source.name(),
+        app.rel_norm.name()
+    )
+}
+
+/// Fills the relevancy numbers of `v`: the image map of `source`, the text relevancy of the
+/// first selected token, the reliance of every answer token.
+pub fn fill(v: &mut View, app: &App, s: &Session, tokens: &[usize]) {
+    map(v, app, s, tokens);
+    v.rel_text = views::session_text_relevancy(s, tokens[0], app.rel_norm, TOP_WORDS);
+    v.reliance = views::answer_reliance(s, app.rel_norm)
+        .into_iter()
+        .map(|r| r.map(|r| r.image_share()))
+        .collect();
+}
+
+fn missing_hint(s: &Session, t: usize) -> String {
+    format!(
+        "no relevancy for token {t} in this session: press r to compute it with the model {}",
+        s.manifest.model.path
+    )
+}
+
+fn map(v: &mut View, app: &App, s: &Session, tokens: &[usize]) {
+    let source = app.rel_source;
+    if let Some(&t) = tokens
+        .iter()
+        .find(|t| !s.manifest.relevancy_tokens.contains(t))
+    {
+        v.map_missing = Some(missing_hint(s, t));
+        return;
+    }
+    let tensor = match source {
+        RelSource::Combined => &s.relevancy_combined,
+        RelSource::Vit => &s.relevancy_vit,
+        RelSource::Llm => &s.relevancy_llm,
+    };
+    let Some(a) = tensor else {
+        v.map_missing = Some(format!(
+            "no {} in this session (m: other source)",
+            source.name()
+        ));
+        return;
+    };
+    let [rows, cols] = s.manifest.model.image_grid;
+    let span = match source {
+        RelSource::Llm => match patch_positions(s) {
+            Ok(r) => r,
+            Err(e) => {
+                v.map_missing = Some(e.to_string());
+                return;
+            }
+        },
+        _ => 0..rows * cols,
+    };
+    let width = a.shape.get(1).copied().unwrap_or(0);
+    if span.end > width {
+        v.map_missing = Some(format!(
+            "{} has {width} columns, fewer than the image needs",
+            source.name()
+        ));
+        return;
+    }
+    let mut values = vec![0.0; rows * cols];
+    for &t in tokens {
+        if t >= a.shape[0] {
+            continue;
+        }
+        let row = match source {
+            RelSource::Llm => views::prepare_row(a.row(&[t]), s.query_position(t), app.rel_norm),
+            _ => a.row(&[t]).to_vec(),
+        };
+        for (o, x) in values.iter_mut().zip(&row[span.clone()]) {
+            *o += x / tokens.len() as f32;
+        }
+    }
+    v.map = Some(Grid { rows, cols, values });
+    let norm = match source {
+        RelSource::Llm => format!(" · {}", app.rel_norm.name()),
+        _ => String::new(),
+    };
+    v.map_title = format!("{}{norm} · {}", source.name(), tokens_label(tokens));
+}
+
+fn tokens_label(tokens: &[usize]) -> String {
+    match tokens {
+        [t] => format!("token {t}"),
+        _ => format!("mean of {} tokens", tokens.len()),
+    }
+}
+
+/// Draws the relevancy view into `area` (inside the method pane).
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let Some(s) = &app.session else { return };
+    let look = &app.look;
+    let fg = Style::default().fg(look.color(look.theme.foreground));
+    let dim = Style::default().fg(look.color(look.theme.dim));
+    let warn = Style::default().fg(look.color(look.theme.warning));
+    let accent = Style::default().fg(look.color(look.theme.accent));
+    let t = app.selected_tokens()[0];
+    let have = s.manifest.relevancy_tokens.len();
+    let total = s.num_output();
+    let (header, style) = match (&app.view.rel_text, &app.job) {
+        (Some(_), _) => {
+            let share = app.view.reliance.get(t).copied().flatten().unwrap_or(0.0);
+            (
+                format!(
+                    "token {t} {:?} · image share {share:.2} · {have}/{total} computed",
+                    display_token(&s.manifest.tokens.output[t])
+                ),
+                accent,
+            )
+        }
+        (None, Some(job)) => (
+            format!("computing {}… ({})", job.job.describe(), job.stage),
+            fg,
+        ),
+        (None, None) => (missing_hint(s, t), warn),
+    };
+    put(f.buffer_mut(), area, area.x, area.y, &header, style);
+    let body_h = area.height.saturating_sub(1);
+    let reliance_h = reliance_height(app, s, area.width).min(body_h / 2);
+    let bars_h = body_h - reliance_h;
+    match &app.view.rel_text {
+        _ if bars_h == 0 => {}
+        Some(tr) => {
+            let mut rows = vec![(IMAGE_BAR.to_string(), tr.image_max, true)];
+            rows.extend(tr.words.iter().map(|w| (w.text.clone(), w.value, false)));
+            bars(
+                f,
+                app,
+                Rect::new(area.x, area.y + 1, area.width, bars_h),
+                &rows,
+            );
+        }
+        None if have > 0 => {
+            let msg = "(other tokens have relevancy: move to one, or press r)";
+            put(f.buffer_mut(), area, area.x, area.y + 1, msg, dim);
+        }
+        None => {}
+    }
+    if reliance_h >= 2 {
+        let r = Rect::new(area.x, area.bottom() - reliance_h, area.width, reliance_h);
+        draw_reliance(f, app, s, r);
+    }
+}
+
+fn chips(s: &Session) -> Vec<String> {
+    s.manifest
+        .tokens
+        .output
+        .iter()
+        .map(|t| display_token(t))
+        .collect()
+}
+
+/// Lines the reliance block needs: a label, the flowed answer, the legend.
+fn reliance_height(app: &App, s: &Session, width: u16) -> u16 {
+    if app.view.reliance.iter().all(Option::is_none) {
+        return 0;
+    }
+    let widths: Vec<usize> = chips(s).iter().map(|c| c.chars().count() + 1).collect();
+    let lines = flow(&widths, width as usize)
+        .last()
+        .map_or(0, |&(_, line)| line + 1);
+    lines as u16 + 2
+}
+
+/// The answer, each token coloured by the image share of its relevancy (0 text … 1 image),
+/// with a legend; tokens without relevancy dimmed.
+fn draw_reliance(f: &mut Frame, app: &App, s: &Session, area: Rect) {
+    let look = &app.look;
+    let dim = Style::default().fg(look.color(look.theme.dim));
+    let fg = Style::default().fg(look.color(look.theme.foreground));
+    let buf = f.buffer_mut();
+    put(
+        buf,
+        area,
+        area.x,
+        area.y,
+        "reliance on the image (share of relevancy)",
+        dim,
+    );
+    let texts = chips(s);
+    let cells: Vec<String> = texts
+        .iter()
+        .zip(&app.view.reliance)
+        .map(|(t, r)| match r {
+            Some(x) if look.no_color() => format!("{}{t}", crate::style::shade(*x)),
+            _ => t.clone(),
+        })
+        .collect();
+    let widths: Vec<usize> = cells.iter().map(|c| c.chars().count()).collect();
+    let places = flow(&widths, area.width as usize);
+    let lines = area.height.saturating_sub(2) as usize;
+    let cursor = app.selected_tokens()[0];
+    for (t, (text, &(x, line))) in cells.iter().zip(&places).enumerate() {
+        if line >= lines {
+            break;
+        }
+        let mut style = match app.view.reliance.get(t).copied().flatten() {
+            Some(share) => Style::default()
+                .fg(look.map_color(share))
+                .add_modifier(Modifier::BOLD),
+            None => dim,
+        };
+        if t == cursor {
+            style = style.add_modifier(Modifier::REVERSED);
+        }
+        put(
+            buf,
+            area,
+            area.x + x as u16,
+            area.y + 1 + line as u16,
+            text,
+            style,
+        );
+    }
+    let y = area.bottom() - 1;
+    let used = put(buf, area, area.x, y, "text 0 ", fg);
+    let bar_w = 16u16.min(area.width.saturating_sub(used + 40));
+    for i in 0..bar_w {
+        let x = i as f32 / (bar_w.max(2) - 1) as f32;
+        let cell = &mut buf[(area.x + used + i, y)];
+        if look.no_color() {
+            cell.set_char(crate::style::shade(x));
+        } else {
+            cell.set_char(' ').set_bg(look.map_color(x));
+        }
+    }
+    put(
+        buf,
+        area,
+        area.x + used + bar_w,
+        y,
+        " 1 image · dim: not computed (r)",
+        fg,
+    );
+}

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use crate::explain::attention::{self as attn, Grid, HeadAgg};
+use crate::explain::relevancy::views::{self, Normalization, Reliance, TextRelevancy};
+use crate::job::ModelService;
 use crate::session::{CausalToken, Session};
 use crate::style::{ColorMode, Look, Theme};
 
@@ -57,6 +59,16 @@ pub enum ReportError {
     /// No relevancy for the token.
     #[error("the session holds no relevancy for token {0} (run `lvlmscope run --relevancy`)")]
     NoRelevancy(usize),
+    /// No relevancy for the token, and the session's model could not compute it.
+    #[error(
+        "the session holds no relevancy for token {token}, and it could not be computed: {reason}"
+    )]
+    RelevancyUnavailable {
+        /// The output token.
+        token: usize,
+        /// Why the model could not compute it.
+        reason: String,
+    },
     /// An unknown `--method`.
     #[error("unknown method {0:?} (choose attention, relevancy or causal)")]
     Method(String),
@@ -86,6 +98,63 @@ pub struct ReportMap {
     pub causal: Option<CausalToken>,
     /// Share of attention on the image (attention only, this layer, mean over heads).
     pub image_share: Option<f32>,
+    /// The relevancy views (relevancy only).
+    pub relevancy: Option<RelevancyReport>,
+}
+
+/// The relevancy views of a report: the input words against the image, and how much the
+/// token (and every answer token with relevancy) relies on the image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelevancyReport {
+    /// How the rows were prepared.
+    pub normalization: Normalization,
+    /// The most relevant input words and the image's largest relevancy.
+    pub text: TextRelevancy,
+    /// The token's relevancy on the image versus the text.
+    pub reliance: Reliance,
+    /// Every answer token's reliance (`None`: no relevancy stored).
+    pub answer: Vec<Option<Reliance>>,
+}
+
+/// Input words listed by the relevancy report.
+pub const REPORT_WORDS: usize = 10;
+
+/// The relevancy views of token `t`, rows prepared as `norm` says.
+pub fn relevancy_report(s: &Session, t: usize, norm: Normalization) -> Option<RelevancyReport> {
+    let row = views::session_row(s, t, norm)?;
+    let q = s.query_position(t);
+    Some(RelevancyReport {
+        normalization: norm,
+        text: views::text_relevancy(
+            &row,
+            &s.manifest.tokens.input,
+            s.image_range(),
+            q,
+            REPORT_WORDS,
+        ),
+        reliance: views::reliance(&row, s.image_range(), q),
+        answer: views::answer_reliance(s, norm),
+    })
+}
+
+/// For `--method relevancy`: when the session lacks token `t`'s relevancy, computes it with the
+/// session's model (loaded by `service`) into `s` (the file is not changed). Returns whether it
+/// computed anything.
+pub fn ensure_relevancy(
+    s: &mut Session,
+    t: usize,
+    service: &mut ModelService,
+) -> Result<bool, ReportError> {
+    if t >= s.num_output() || s.manifest.relevancy_tokens.contains(&t) {
+        return Ok(false);
+    }
+    service
+        .add_relevancy(s, &[t], &mut |_| {})
+        .map(|n| n > 0)
+        .map_err(|e| ReportError::RelevancyUnavailable {
+            token: t,
+            reason: e.to_string(),
+        })
 }
 
 fn text_values(s: &Session, row: &[f32], upto: usize) -> BTreeMap<usize, f32> {
@@ -127,6 +196,7 @@ pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportErr
                 text: text_values(s, &row, q + 1),
                 causal: None,
                 image_share: Some(share),
+                relevancy: None,
             })
         }
         "relevancy" => {
@@ -162,6 +232,7 @@ pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportErr
                 text,
                 causal: None,
                 image_share: None,
+                relevancy: relevancy_report(s, t, Normalization::SelfRemoved),
             })
         }
         "causal" => {
@@ -207,6 +278,7 @@ pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportErr
                 text,
                 causal: Some(ct),
                 image_share: None,
+                relevancy: None,
             })
         }
         other => Err(ReportError::Method(other.to_string())),
@@ -247,6 +319,23 @@ pub fn to_json(s: &Session, r: &ReportMap) -> Value {
     if let Some(c) = &r.causal {
         out["causal"] = serde_json::to_value(c).unwrap_or(Value::Null);
     }
+    if let Some(rel) = &r.relevancy {
+        let reliance = |x: &Reliance| json!({"image": x.image, "text": x.text, "image_share": x.image_share()});
+        out["normalization"] = json!(rel.normalization.name());
+        out["words"] = rel
+            .text
+            .words
+            .iter()
+            .map(|w| json!({"text": w.text, "positions": w.positions, "value": w.value}))
+            .collect();
+        out["image_max"] = json!(rel.text.image_max);
+        out["reliance"] = reliance(&rel.reliance);
+        out["answer_reliance"] = rel
+            .answer
+            .iter()
+            .map(|x| x.as_ref().map_or(Value::Null, |x| json!(x.image_share())))
+            .collect();
+    }
     out
 }
 
@@ -257,7 +346,18 @@ pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
         None => Theme::dark(),
     };
     let look = Look::new(theme, ColorMode::detect());
-    let s = crate::session::load(&opts.file).map_err(ReportError::from)?;
+    let mut s = crate::session::load(&opts.file).map_err(ReportError::from)?;
+    if opts.method.as_deref() == Some("relevancy") {
+        let t = opts.token.unwrap_or(0);
+        let missing = t < s.num_output() && !s.manifest.relevancy_tokens.contains(&t);
+        if missing {
+            eprintln!(
+                "lvlmscope: computing the relevancy of token {t} with the model {} (not saved)",
+                s.manifest.model.path
+            );
+            ensure_relevancy(&mut s, t, &mut ModelService::new())?;
+        }
+    }
     let r = compute(&s, &opts)?;
     if let Some(png) = &opts.png {
         let img = overlay::denormalize(&s.pixel_values);

@@ -7,7 +7,7 @@ use crate::session::Session;
 use crate::style::{rgb_to_ansi256, shade, ColorMode, Look, Rgb};
 
 use super::overlay::{denormalize, overlay, resample, Raster};
-use super::ReportMap;
+use super::{RelevancyReport, ReportMap};
 
 fn display(t: &str) -> String {
     t.replace('▁', " ").replace("<0x0A>", "↵")
@@ -120,6 +120,16 @@ pub fn print(out: &mut dyn Write, s: &Session, r: &ReportMap, look: &Look) -> st
     if let Some(share) = r.image_share {
         writeln!(out, "share of attention on the image: {share:.3}")?;
     }
+    if let Some(rel) = &r.relevancy {
+        relevancy(out, s, r.token, rel, look)?;
+    } else {
+        top_text(out, s, r)?;
+    }
+    image_view(out, r, s, look)
+}
+
+/// The top text positions of the report's `text` values on one line.
+fn top_text(out: &mut dyn Write, s: &Session, r: &ReportMap) -> std::io::Result<()> {
     let mut top: Vec<(usize, f32)> = r
         .text
         .iter()
@@ -135,6 +145,80 @@ pub fn print(out: &mut dyn Write, s: &Session, r: &ReportMap, look: &Look) -> st
     if !words.is_empty() {
         writeln!(out, "text    {}", words.join("  "))?;
     }
+    Ok(())
+}
+
+/// Text relevancy bars (the image's largest relevancy first) and the answer coloured by each
+/// token's reliance on the image, with the shares as numbers.
+fn relevancy(
+    out: &mut dyn Write,
+    s: &Session,
+    token: usize,
+    rel: &RelevancyReport,
+    look: &Look,
+) -> std::io::Result<()> {
+    let mode = look.mode;
+    let reset = if mode == ColorMode::NoColor {
+        ""
+    } else {
+        "\x1b[0m"
+    };
+    writeln!(
+        out,
+        "text relevancy ({}): input words against the image",
+        rel.normalization.name()
+    )?;
+    let mut rows = vec![("image (max)".to_string(), rel.text.image_max)];
+    rows.extend(rel.text.words.iter().map(|w| (w.text.clone(), w.value)));
+    let max = rows.iter().map(|r| r.1).fold(0.0f32, f32::max);
+    let label_w = rows
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(16);
+    for (label, v) in &rows {
+        let frac = if max > 0.0 { v / max } else { 0.0 };
+        let label: String = label.chars().take(label_w).collect();
+        writeln!(out, "  {label:<label_w$} {} {v:.4}", bar(frac, 24))?;
+    }
+    writeln!(
+        out,
+        "reliance on the image: {:.3} of token {token}'s relevancy (image {:.4}, text {:.4})",
+        rel.reliance.image_share(),
+        rel.reliance.image,
+        rel.reliance.text
+    )?;
+    let mut line = String::new();
+    for (t, x) in s.manifest.tokens.output.iter().zip(&rel.answer) {
+        let text = display(t);
+        let text = text.trim();
+        match x {
+            Some(x) => {
+                let share = x.image_share();
+                let c = look.colormap.sample(share);
+                line.push_str(&format!("{}{text}{reset}·{share:.2} ", fg(mode, c)));
+            }
+            None => line.push_str(&format!("{text}·– ")),
+        }
+    }
+    writeln!(out, "answer  {}", line.trim_end())?;
+    writeln!(
+        out,
+        "        (share of each token's relevancy on the image: 0 text … 1 image; –: not computed)"
+    )
+}
+
+/// A bar of `width` cells filled to `frac`.
+fn bar(frac: f32, width: usize) -> String {
+    let n = (frac.clamp(0.0, 1.0) * width as f32).round() as usize;
+    format!("{}{}", "█".repeat(n), "·".repeat(width - n))
+}
+
+/// The image with the map blended over it.
+fn image_view(out: &mut dyn Write, r: &ReportMap, s: &Session, look: &Look) -> std::io::Result<()> {
+    let mode = look.mode;
+    let (lo, hi) = r.map.min_max();
     let img = denormalize(&s.pixel_values);
     let blended = overlay(&img, &r.map, (lo, hi), look.colormap, 0.6);
     if mode != ColorMode::NoColor && graphics_terminal() {

@@ -185,7 +185,11 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         _ if bars_h == 0 => {}
         Some(tr) => {
             let mut rows = vec![(IMAGE_BAR.to_string(), tr.image_max, true)];
-            rows.extend(tr.words.iter().map(|w| (w.text.clone(), w.value, false)));
+            rows.extend(
+                tr.words
+                    .iter()
+                    .map(|w| (display_token(&w.text), w.value, false)),
+            );
             bars(
                 f,
                 app,

@@ -1,6 +1,7 @@
 //! End to end in a real terminal: tmux runs the binary on a fixture session, send-keys drives it,
-//! capture-pane checks text and colours; after `q` (and after SIGTERM) the shell is usable again.
-//! Skips with a message when tmux is not installed.
+//! capture-pane checks text and colours; after `q` (and after SIGTERM) the shell is usable again;
+//! `r` computes relevancy with the fixture model on the job worker and `s` saves it. Skips with a
+//! message when tmux is not installed.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -181,7 +182,7 @@ fn keys_drive_the_app_and_quit_restores_the_shell() {
     tmux.send(&["x"]);
     tmux.wait_gone("Keys (any key closes)");
     tmux.send(&["2"]);
-    tmux.wait_for("no relevancy.combined in this session");
+    tmux.wait_for("no relevancy for token 1");
     tmux.send(&["s"]);
     tmux.wait_for("saved session to");
     tmux.send(&["q"]);
@@ -241,4 +242,63 @@ fn closing_the_terminal_ends_the_app() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn r_computes_relevancy_with_the_model_and_s_saves_it() {
+    if !tmux_available() {
+        eprintln!("skipping the end-to-end test: tmux is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let file = dir.path().join("model.session");
+    let bin = env!("CARGO_BIN_EXE_lvlmscope");
+    let out = Command::new(bin)
+        .args(["run", "--model"])
+        .arg(fixtures.join("tiny-llava-gqa"))
+        .arg("--image")
+        .arg(fixtures.join("image.png"))
+        .args([
+            "--prompt",
+            "What is in the picture?",
+            "--max-new-tokens",
+            "8",
+        ])
+        .arg("--save")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tmux = start(dir.path(), "relevancy");
+    tmux.send(&[&format!("{bin} tui --session {}", file.display()), "Enter"]);
+    tmux.wait_for("Answer · token 0/8");
+    tmux.send(&["2"]);
+    tmux.wait_for("no relevancy for token 0");
+    tmux.send(&["l", "r"]);
+    let text = tmux.wait_for("relevancy of token 1 computed in");
+    let text = if text.contains("image (max)") {
+        text
+    } else {
+        tmux.wait_for("image (max)")
+    };
+    assert!(text.contains("unsaved results"), "{text}");
+    tmux.send(&["s"]);
+    tmux.wait_for("saved session to");
+    let saved = lvlmscope::session::load(&file).unwrap();
+    assert_eq!(saved.manifest.relevancy_tokens, vec![1]);
+    assert!(saved
+        .relevancy_llm
+        .unwrap()
+        .row(&[1])
+        .iter()
+        .any(|&v| v > 0.0));
+    tmux.send(&["q"]);
+    tmux.wait_gone("Answer ·");
+    tmux.send(&["echo rel-$((3+4))", "Enter"]);
+    tmux.wait_for("rel-7");
 }

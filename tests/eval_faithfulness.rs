@@ -257,6 +257,15 @@ fn bad_requests_are_errors() {
         Err(FaithfulnessError::TooMany { k: 17, .. })
     ));
     assert!(matches!(
+        Deletion::new(&model, &s, 0)
+            .unwrap()
+            .probabilities(&[vec![2, 16]]),
+        Err(FaithfulnessError::Patch {
+            patch: 16,
+            patches: 16
+        })
+    ));
+    assert!(matches!(
         probability_drop(&model, &s, 0, &map, 1.5),
         Err(FaithfulnessError::Fraction(_))
     ));

@@ -57,6 +57,14 @@ pub enum FaithfulnessError {
         /// Patches in the grid.
         patches: usize,
     },
+    /// A patch index past the grid.
+    #[error("patch {patch} does not exist (the image grid has {patches} patches)")]
+    Patch {
+        /// The patch index.
+        patch: usize,
+        /// Patches in the grid.
+        patches: usize,
+    },
     /// A fraction outside [0, 1].
     #[error("the fraction of patches to remove must be in [0, 1], got {0}")]
     Fraction(f32),
@@ -282,8 +290,8 @@ impl<'a> Deletion<'a> {
             })
             .collect();
         if let Some(&p) = keys.iter().flatten().find(|&&p| p >= self.patches()) {
-            return Err(FaithfulnessError::TooMany {
-                k: p + 1,
+            return Err(FaithfulnessError::Patch {
+                patch: p,
                 patches: self.patches(),
             });
         }

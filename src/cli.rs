@@ -22,6 +22,8 @@ pub enum Command {
     Run(RunArgs),
     /// Print a session's answer and the map of one token without the TUI.
     Report(ReportArgs),
+    /// Measure the explanation methods on synthetic scenes with known object masks.
+    Eval(EvalArgs),
 }
 
 /// Flags of `lvlmscope tui`.
@@ -120,4 +122,33 @@ pub struct ReportArgs {
     /// Theme name or TOML file.
     #[arg(long)]
     pub theme: Option<String>,
+}
+
+/// Flags of `lvlmscope eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model folder or model id (default: the embedded demo model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Number of synthetic scenes.
+    #[arg(long, default_value_t = 50)]
+    pub scenes: usize,
+    /// Dataset seed (2: the demo model's held-out scenes).
+    #[arg(long, default_value_t = lvlmscope::eval::HELD_OUT_SEED)]
+    pub seed: u64,
+    /// Write the per-method and per-scene numbers to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Most tokens generated per answer.
+    #[arg(long, default_value_t = 8)]
+    pub max_new_tokens: usize,
+    /// Steps of the deletion curves (fraction removed 0, 1/steps, ..., 1).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Weights and activations dtype: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }

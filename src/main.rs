@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Report(args)) => report(args),
         Some(Command::Tui(args)) => tui(args),
+        Some(Command::Eval(args)) => eval(args),
         None => tui(cli::TuiArgs::default()),
     };
     match result {
@@ -168,4 +169,60 @@ fn with_demo(args: cli::TuiArgs) -> anyhow::Result<cli::TuiArgs> {
         prompt: Some(scene.question),
         ..args
     })
+}
+
+fn eval(args: cli::EvalArgs) -> anyhow::Result<()> {
+    use lvlmscope::eval::EvalOptions;
+    use std::io::IsTerminal;
+
+    lvlmscope::eval::check_scenes(args.scenes)?;
+    // Created first, so that an unwritable path fails before the run rather than after it.
+    let json_file = match &args.json {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .with_context(|| format!("could not write {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let (name, label) = match args.model {
+        Some(m) => (m.clone(), m),
+        None => {
+            let dir =
+                lvlmscope::demo::demo_model_dir().context("could not unpack the demo model")?;
+            (dir.display().to_string(), "embedded demo model".to_string())
+        }
+    };
+    let device = lvlmscope::model::device_from_str(&args.device)?;
+    let dtype = lvlmscope::generate::parse_dtype(&args.dtype)?;
+    let loaded = lvlmscope::generate::LoadedModel::load(&name, dtype, &device)?;
+    let options = EvalOptions {
+        model_label: label,
+        scenes: args.scenes,
+        seed: args.seed,
+        max_new_tokens: args.max_new_tokens,
+        steps: args.steps,
+        ..EvalOptions::default()
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(args.scenes as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} scenes {elapsed:>4} (eta {eta})")
+            .expect("static template is valid"),
+    );
+    let cancel = AtomicBool::new(false);
+    let report = lvlmscope::eval::evaluate(&loaded, &options, &cancel, &mut |done, _| {
+        bar.set_position(done as u64)
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    print!("{}", report.table());
+    eprintln!("{}", report.timing_line());
+    if let (Some(mut file), Some(path)) = (json_file, args.json) {
+        let json = serde_json::to_string_pretty(&report)?;
+        writeln!(file, "{json}").with_context(|| format!("could not write {}", path.display()))?;
+    }
+    Ok(())
 }

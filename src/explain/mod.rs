@@ -3,4 +3,5 @@
 
 pub mod attention;
 pub mod causal;
+pub mod faithfulness;
 pub mod relevancy;

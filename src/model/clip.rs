@@ -71,9 +71,9 @@ impl ClipEmbeddings {
         })
     }
 
-    /// `pixel_values` `[1, C, h, w]` in the model dtype → `[1, P + 1, hidden]`.
+    /// `pixel_values` `[B, C, h, w]` in the model dtype → `[B, P + 1, hidden]`.
     pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = pixel_values.dims4()?;
+        let (b, _, h, w) = pixel_values.dims4()?;
         if h != self.image_size || w != self.image_size {
             candle_core::bail!(
                 "the image is {h}x{w} pixels but the vision tower takes {0}x{0}",
@@ -86,7 +86,11 @@ impl ClipEmbeddings {
             .flatten_from(2)?
             .transpose(1, 2)?;
         let hidden = self.class_embedding.dim(0)?;
-        let class = self.class_embedding.reshape((1, 1, hidden))?;
+        let class = self
+            .class_embedding
+            .reshape((1, 1, hidden))?
+            .broadcast_as((b, 1, hidden))?
+            .contiguous()?;
         let xs = Tensor::cat(&[&class, &patches], 1)?;
         xs.broadcast_add(&self.position_embedding.unsqueeze(0)?)
     }

@@ -263,6 +263,8 @@ impl Llama {
 
     /// Run the decoder over `embeds` `[1, n, hidden]` at positions `offset..offset + n`;
     /// returns f32 logits `[1, n, vocab]` (`all_logits`) or `[1, 1, vocab]` (last position).
+    /// With a recorder that captures nothing, `embeds` may hold a batch `[B, n, hidden]` of
+    /// sequences of the same length (the logits are then `[B, ·, vocab]`).
     pub fn forward(
         &self,
         embeds: &Tensor,
@@ -272,9 +274,12 @@ impl Llama {
         all_logits: bool,
     ) -> Result<Tensor> {
         let (b, n, hidden) = embeds.dims3()?;
-        if b != 1 || hidden != self.cfg.hidden_size || n == 0 {
+        // A batch of several sequences runs only when nothing is recorded.
+        let batch_ok = b == 1 || (b > 1 && rec.mode().is_off());
+        if !batch_ok || hidden != self.cfg.hidden_size || n == 0 {
             candle_core::bail!(
-                "the decoder takes embeddings [1, n > 0, {}], got {:?}",
+                "the decoder takes embeddings [1, n > 0, {}] ([B, n, {0}] with attention \
+                 capture off), got {:?}",
                 self.cfg.hidden_size,
                 embeds.dims()
             );

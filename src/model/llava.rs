@@ -173,9 +173,31 @@ impl Llava {
             );
         }
         let pixel_values = pixel_values.to_device(&self.device)?;
+        self.features(&pixel_values, rec)?.squeeze(0)
+    }
+
+    /// Image features `[B, F, hidden]` of a batch of images `pixel_values` `[B, 3, h, w]` (f32,
+    /// any device), as [`Llava::image_features`] computes them one by one; nothing is recorded.
+    pub fn batch_image_features(&self, pixel_values: &Tensor) -> candle_core::Result<Tensor> {
+        if pixel_values.rank() != 4 {
+            candle_core::bail!(
+                "a batch of pixel values must be [B, 3, h, w], got {:?}",
+                pixel_values.dims()
+            );
+        }
+        let pixel_values = pixel_values.to_device(&self.device)?;
+        self.features(&pixel_values, &mut AttentionRecorder::off())
+    }
+
+    /// `[B, F, hidden]` features of `[B, 3, h, w]` pixel values already on the model's device.
+    fn features(
+        &self,
+        pixel_values: &Tensor,
+        rec: &mut AttentionRecorder,
+    ) -> candle_core::Result<Tensor> {
         let states = self
             .vision
-            .forward(&pixel_values, &self.feature_layers, rec)?;
+            .forward(pixel_values, &self.feature_layers, rec)?;
         let states = if states.len() == 1 {
             states[0].clone()
         } else {
@@ -185,7 +207,7 @@ impl Llava {
             SelectStrategy::Default => states.narrow(1, 1, states.dim(1)? - 1)?,
             SelectStrategy::Full => states,
         };
-        self.projector.forward(&selected)?.squeeze(0)
+        self.projector.forward(&selected)
     }
 
     /// Token embeddings `[1, n, hidden]` of `input_ids`, the positions whose id is

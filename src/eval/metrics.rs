@@ -1,0 +1,100 @@
+//! Pure localisation metrics of a per-patch map against an object mask: the pointing game and
+//! the mass inside the mask. No model, no terminal.
+//!
+//! Both work at the level of the vision tower's patch grid. A mask is brought to that grid as
+//! its *coverage*: for each patch, the fraction of the patch's pixels that belong to the object
+//! ([`patch_coverage`]).
+//!
+//! - **Pointing game** ([`pointing_hit`]): the map's highest patch must lie on the object. A
+//!   patch counts as on the object when at least half of its pixels are the object's
+//!   (coverage ≥ 0.5), and, so that a small object that covers no patch by half still has a
+//!   target, the patch(es) of the object's largest coverage count too ([`target_patches`]).
+//!   The map's highest patch is its first maximum in patch order; a map with no positive finite
+//!   value points nowhere and misses.
+//! - **Mass in mask** ([`mass_in_mask`]): the share of the map's non-negative mass that falls on
+//!   the object, each patch's mass weighted by its coverage: `Σ max(m,0)·cov / Σ max(m,0)`. It
+//!   is 1 when all the mass lies on patches the object covers entirely, and at most the largest
+//!   coverage of any patch in general; a map with no positive mass scores 0.
+
+use crate::demo::Mask;
+
+/// Coverage of each cell of a `rows × cols` grid (row-major) by `mask`: the fraction of the
+/// cell's pixels that are in the mask, in [0, 1]. Cells split the image as evenly as integer
+/// pixel bounds allow (`r·h/rows .. (r+1)·h/rows`); a cell without pixels has coverage 0.
+pub fn patch_coverage(mask: &Mask, rows: usize, cols: usize) -> Vec<f32> {
+    let (w, h) = (mask.width() as usize, mask.height() as usize);
+    let mut cover = vec![0f32; rows * cols];
+    for r in 0..rows {
+        let (y0, y1) = (r * h / rows, (r + 1) * h / rows);
+        for c in 0..cols {
+            let (x0, x1) = (c * w / cols, (c + 1) * w / cols);
+            let area = (y1 - y0) * (x1 - x0);
+            if area == 0 {
+                continue;
+            }
+            let inside = (y0..y1)
+                .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+                .filter(|&(x, y)| mask.get(x as u32, y as u32))
+                .count();
+            cover[r * cols + c] = inside as f32 / area as f32;
+        }
+    }
+    cover
+}
+
+/// The patches that count as on the object for the pointing game: coverage ≥ 0.5, plus every
+/// patch of the largest (non-zero) coverage. Empty when the coverage is zero everywhere.
+pub fn target_patches(coverage: &[f32]) -> Vec<usize> {
+    let best = coverage.iter().copied().fold(0f32, f32::max);
+    if best <= 0.0 {
+        return Vec::new();
+    }
+    coverage
+        .iter()
+        .enumerate()
+        .filter(|&(_, &c)| c >= 0.5 || c == best)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The map's highest patch: its first maximum in patch order, or `None` when no value is
+/// positive and finite.
+pub fn map_argmax(map: &[f32]) -> Option<usize> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in map.iter().enumerate() {
+        if v.is_finite() && v > 0.0 && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// Pointing game: whether the map's highest patch is one of the object's [`target_patches`]
+/// (`coverage` from [`patch_coverage`], same length as `map`).
+pub fn pointing_hit(map: &[f32], coverage: &[f32]) -> bool {
+    match map_argmax(map) {
+        Some(top) => target_patches(coverage).contains(&top),
+        None => false,
+    }
+}
+
+/// Share of the map's non-negative mass on the object, each patch weighted by its coverage, in
+/// [0, 1]; 0 when the map has no positive finite mass. Non-finite values count as 0.
+pub fn mass_in_mask(map: &[f32], coverage: &[f32]) -> f32 {
+    let mut total = 0f64;
+    let mut inside = 0f64;
+    for (&m, &c) in map.iter().zip(coverage) {
+        let m = if m.is_finite() {
+            m.max(0.0) as f64
+        } else {
+            0.0
+        };
+        total += m;
+        inside += m * c.clamp(0.0, 1.0) as f64;
+    }
+    if total > 0.0 {
+        (inside / total).clamp(0.0, 1.0) as f32
+    } else {
+        0.0
+    }
+}

@@ -1,0 +1,216 @@
+//! The results of a benchmark run: per-scene values, per-method aggregates, the JSON written by
+//! `--json` and the table printed on stdout.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::explain::faithfulness::curve_area;
+
+/// Settings of a run, recorded in the JSON so that numbers can be reproduced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Parameters {
+    /// The model as named on the command line (or the embedded demo).
+    pub model: String,
+    /// Scenes generated.
+    pub scenes: usize,
+    /// Dataset seed: scene i is `demo::generate(scene_seed(seed, i))`.
+    pub seed: u64,
+    /// Most tokens generated per answer.
+    pub max_new_tokens: usize,
+    /// `[rows, cols]` of the image patch grid.
+    pub image_grid: [usize; 2],
+    /// Patch counts of the deletion curves (k = 0 first).
+    pub ks: Vec<usize>,
+    /// The fraction of patches removed for `drop`.
+    pub drop_fraction: f32,
+}
+
+/// One method's numbers on one scene.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MethodScene {
+    /// Method key (`attention.last.mean`, ...).
+    pub method: String,
+    /// The map's highest patch lies on the target object (pointing game).
+    pub pointing: bool,
+    /// Share of the map's mass on the object.
+    pub mass_in_mask: f32,
+    /// Probability of the first answer token with the map's top-k patches removed, per k.
+    pub deletion: Vec<f32>,
+    /// Normalised area under `deletion` (lower is more faithful).
+    pub deletion_area: f32,
+    /// p(original) − p(top `drop_fraction` removed).
+    pub drop: f32,
+}
+
+/// Everything measured on one scene.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SceneResult {
+    /// Index of the scene in the run.
+    pub index: usize,
+    /// The question asked.
+    pub question: String,
+    /// Its kind (`color`, `shape`, `exists`, `where`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The true answer.
+    pub answer: String,
+    /// What the model answered (special tokens left out, trimmed).
+    pub output: String,
+    /// Whether `output` equals `answer` (case and a final full stop ignored).
+    pub correct: bool,
+    /// Index of the target object in the scene.
+    pub object: usize,
+    /// Fraction of the image the target object covers.
+    pub object_area: f32,
+    /// Per-method numbers, in the order of [`super::Method::ALL`].
+    pub methods: Vec<MethodScene>,
+}
+
+/// One method's numbers over all scenes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MethodSummary {
+    /// Method key.
+    pub method: String,
+    /// Share of scenes where the pointing game hits.
+    pub pointing: f32,
+    /// Mean mass in mask.
+    pub mass_in_mask: f32,
+    /// Mean deletion curve (per k of the parameters).
+    pub deletion: Vec<f32>,
+    /// Normalised area under the mean deletion curve (lower is more faithful).
+    pub deletion_area: f32,
+    /// Mean probability drop at the parameters' `drop_fraction`.
+    pub drop: f32,
+}
+
+/// Wall-clock seconds spent in each stage, over all scenes (not part of the JSON, so that two
+/// runs with one seed write the same file).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Timings {
+    /// Generating the answers (with full attention capture).
+    pub generate: f64,
+    /// Relevancy of the first answer token.
+    pub relevancy: f64,
+    /// Causal explanation of the first answer token.
+    pub causal: f64,
+    /// Deletion curves (model re-reads of modified images).
+    pub deletion: f64,
+    /// The whole run.
+    pub total: f64,
+    /// Modified images the model read for the deletion curves.
+    pub deletion_images: usize,
+}
+
+/// The results of `lvlmscope eval`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// The settings.
+    pub parameters: Parameters,
+    /// Share of scenes whose answer was right.
+    pub answer_accuracy: f32,
+    /// Per-method aggregates, in the order of [`super::Method::ALL`].
+    pub methods: Vec<MethodSummary>,
+    /// Per-scene values.
+    pub scenes: Vec<SceneResult>,
+    /// Where the time went.
+    #[serde(skip)]
+    pub timings: Timings,
+}
+
+fn mean(values: impl Iterator<Item = f32>) -> f32 {
+    let (sum, n) = values.fold((0f64, 0usize), |(s, n), v| (s + v as f64, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        (sum / n as f64) as f32
+    }
+}
+
+fn scenes(n: usize) -> String {
+    format!("{n} scene{}", if n == 1 { "" } else { "s" })
+}
+
+impl EvalReport {
+    /// Builds the report from per-scene results, computing the aggregates.
+    pub fn new(
+        parameters: Parameters,
+        methods: &[&str],
+        scenes: Vec<SceneResult>,
+        timings: Timings,
+    ) -> Self {
+        let patches = parameters.image_grid[0] * parameters.image_grid[1];
+        let summaries = methods
+            .iter()
+            .enumerate()
+            .map(|(m, name)| {
+                let of = || scenes.iter().filter_map(|s| s.methods.get(m));
+                let deletion: Vec<f32> = (0..parameters.ks.len())
+                    .map(|k| mean(of().filter_map(|r| r.deletion.get(k).copied())))
+                    .collect();
+                MethodSummary {
+                    method: name.to_string(),
+                    pointing: mean(of().map(|r| if r.pointing { 1.0 } else { 0.0 })),
+                    mass_in_mask: mean(of().map(|r| r.mass_in_mask)),
+                    deletion_area: curve_area(&parameters.ks, &deletion, patches),
+                    deletion,
+                    drop: mean(of().map(|r| r.drop)),
+                }
+            })
+            .collect();
+        Self {
+            answer_accuracy: mean(scenes.iter().map(|s| if s.correct { 1.0 } else { 0.0 })),
+            parameters,
+            methods: summaries,
+            scenes,
+            timings,
+        }
+    }
+
+    /// The table printed on stdout: one row per method.
+    pub fn table(&self) -> String {
+        let p = &self.parameters;
+        let correct = self.scenes.iter().filter(|s| s.correct).count();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} (seed {}), answer accuracy {:.2} ({correct}/{})",
+            scenes(self.scenes.len()),
+            p.seed,
+            self.answer_accuracy,
+            self.scenes.len()
+        );
+        let drop = format!("drop@{:.0}% ↑", p.drop_fraction * 100.0);
+        let _ = writeln!(
+            out,
+            "{:<22} {:>10} {:>14} {:>14} {:>11}",
+            "method", "pointing ↑", "mass in mask ↑", "deletion AUC ↓", drop
+        );
+        for m in &self.methods {
+            let _ = writeln!(
+                out,
+                "{:<22} {:>10.3} {:>14.3} {:>14.3} {:>11.3}",
+                m.method, m.pointing, m.mass_in_mask, m.deletion_area, m.drop
+            );
+        }
+        out
+    }
+
+    /// The one-line timing summary printed on stderr.
+    pub fn timing_line(&self) -> String {
+        let t = &self.timings;
+        let n = self.scenes.len().max(1) as f64;
+        format!(
+            "{} in {:.1}s ({:.2}s per scene: generation {:.2}s, relevancy {:.2}s, \
+             causal {:.2}s, deletion {:.2}s for {:.0} images)",
+            scenes(self.scenes.len()),
+            t.total,
+            t.total / n,
+            t.generate / n,
+            t.relevancy / n,
+            t.causal / n,
+            t.deletion / n,
+            t.deletion_images as f64 / n
+        )
+    }
+}

@@ -1,0 +1,417 @@
+//! Faithfulness of a per-patch map: does removing what the map points at change the answer?
+//!
+//! **Deletion curve** of output token t under a map over the image patch grid: for each patch
+//! count k, the pixels of the map's k highest patches (ties broken by patch index, lowest
+//! first) are replaced by the image's mean colour (the per-channel mean of the normalised pixel
+//! values, which is the mean colour in pixel space carried through the same affine
+//! normalisation), the model re-reads `input_ids + output_ids[..t]` with that image, and the
+//! curve records the softmax probability of `output_ids[t]` at position N − 1 + t. A faithful
+//! map makes the probability fall fast: the normalised area under the curve ([`curve_area`])
+//! is small.
+//!
+//! **Probability drop** ([`probability_drop`]): p(original image) − p(the map's top fraction of
+//! patches removed), the one number a view shows next to a map; higher means more faithful.
+//!
+//! The modified images are run through the model in batches (one vision-tower pass and one
+//! decoder pass per batch). A [`Deletion`] keeps the probability of every set of removed
+//! patches it has computed, so curves of several maps of the same token share their common
+//! points (k = 0 and k = P always, often more).
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+use crate::model::{AttentionRecorder, Llava};
+use crate::session::{Array, Session};
+
+/// The fraction of patches [`probability_drop`] removes when a view has no other setting.
+pub const DEFAULT_DROP_FRACTION: f32 = 0.2;
+
+/// Images run through the model in one batch, by default.
+pub const DEFAULT_BATCH: usize = 8;
+
+/// Why a deletion curve could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum FaithfulnessError {
+    /// The output token does not exist.
+    #[error("output token {token} does not exist (the session has {count})")]
+    Token {
+        /// The requested index.
+        token: usize,
+        /// Number of output tokens.
+        count: usize,
+    },
+    /// The map does not have one value per patch.
+    #[error("the map has {got} values but the image grid has {expected} patches")]
+    MapLength {
+        /// Values in the map.
+        got: usize,
+        /// Patches in the grid.
+        expected: usize,
+    },
+    /// A patch count past the grid.
+    #[error("cannot remove {k} patches: the image grid has {patches}")]
+    TooMany {
+        /// The requested count.
+        k: usize,
+        /// Patches in the grid.
+        patches: usize,
+    },
+    /// A patch index past the grid.
+    #[error("patch {patch} does not exist (the image grid has {patches} patches)")]
+    Patch {
+        /// The patch index.
+        patch: usize,
+        /// Patches in the grid.
+        patches: usize,
+    },
+    /// A fraction outside [0, 1].
+    #[error("the fraction of patches to remove must be in [0, 1], got {0}")]
+    Fraction(f32),
+    /// The session's pixel values are not `[3, h, w]` or do not fit the grid.
+    #[error("the session's pixel values have shape {shape:?}, which does not fit a {rows}x{cols} patch grid")]
+    Pixels {
+        /// Shape of `pixel_values`.
+        shape: Vec<usize>,
+        /// Grid rows.
+        rows: usize,
+        /// Grid columns.
+        cols: usize,
+    },
+    /// A token id in the session is negative or too large.
+    #[error("the session holds token id {0}, which no model vocabulary can have")]
+    BadId(i64),
+    /// The model failed.
+    #[error("the model failed while re-reading a modified image: {0}")]
+    Model(#[from] candle_core::Error),
+}
+
+/// Patches ordered by map value, highest first; ties by patch index (lowest first); NaN values
+/// rank last.
+pub fn patch_order(map: &[f32]) -> Vec<usize> {
+    let key = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
+    let mut order: Vec<usize> = (0..map.len()).collect();
+    order.sort_by(|&a, &b| key(map[b]).total_cmp(&key(map[a])).then(a.cmp(&b)));
+    order
+}
+
+/// Patch counts of a curve in `steps` equal steps of the fraction removed:
+/// `round(i · patches / steps)` for i = 0..=steps, duplicates dropped (0 first, `patches` last).
+pub fn fraction_ks(patches: usize, steps: usize) -> Vec<usize> {
+    let steps = steps.max(1);
+    let mut ks: Vec<usize> = (0..=steps)
+        .map(|i| ((i * patches) as f64 / steps as f64).round() as usize)
+        .collect();
+    ks.dedup();
+    ks
+}
+
+/// Normalised area under a deletion curve: the trapezoid integral of probability over the
+/// fraction removed (`k / patches`), divided by the span of fractions the curve covers, so a
+/// curve of probabilities in [0, 1] has an area in [0, 1]. A curve of one point (or a zero
+/// span) gives that point's mean probability; an empty curve gives 0. Pairs are taken in the
+/// given order; `ks` should increase.
+pub fn curve_area(ks: &[usize], probs: &[f32], patches: usize) -> f32 {
+    let n = ks.len().min(probs.len());
+    if n == 0 {
+        return 0.0;
+    }
+    let p = patches.max(1) as f64;
+    let x = |i: usize| ks[i] as f64 / p;
+    let span = x(n - 1) - x(0);
+    if n == 1 || span <= 0.0 {
+        return (probs[..n].iter().map(|&v| v as f64).sum::<f64>() / n as f64) as f32;
+    }
+    let area: f64 = (1..n)
+        .map(|i| (x(i) - x(i - 1)) * (probs[i] as f64 + probs[i - 1] as f64) / 2.0)
+        .sum();
+    (area / span) as f32
+}
+
+/// Per-channel mean of `[3, h, w]` pixel values.
+pub fn mean_colour(pixels: &Array) -> [f32; 3] {
+    let plane = pixels.data.len() / 3;
+    let mut out = [0f32; 3];
+    if plane == 0 {
+        return out;
+    }
+    for (c, o) in out.iter_mut().enumerate() {
+        let sum: f64 = pixels.data[c * plane..(c + 1) * plane]
+            .iter()
+            .map(|&v| v as f64)
+            .sum();
+        *o = (sum / plane as f64) as f32;
+    }
+    out
+}
+
+/// Pixel rows (or columns) of grid row (column) `i` of `n` over `len` pixels.
+fn cell_range(i: usize, n: usize, len: usize) -> std::ops::Range<usize> {
+    i * len / n..(i + 1) * len / n
+}
+
+/// A copy of `pixels` `[3, h, w]` with the pixels of `patches` (row-major indices into a
+/// `grid` `[rows, cols]` that splits the image evenly) set to `colour`.
+pub fn fill_patches(
+    pixels: &Array,
+    grid: [usize; 2],
+    patches: &[usize],
+    colour: [f32; 3],
+) -> Array {
+    let mut out = pixels.clone();
+    let (h, w) = (pixels.shape[1], pixels.shape[2]);
+    let [rows, cols] = grid;
+    for &p in patches {
+        let xs = cell_range(p % cols, cols, w);
+        for (ch, &value) in colour.iter().enumerate() {
+            for y in cell_range(p / cols, rows, h) {
+                let row = (ch * h + y) * w;
+                out.data[row + xs.start..row + xs.end].fill(value);
+            }
+        }
+    }
+    out
+}
+
+/// Deletion experiments on one output token of one session, with a cache of every set of
+/// removed patches already evaluated.
+pub struct Deletion<'a> {
+    model: &'a Llava,
+    ids: Vec<u32>,
+    target: u32,
+    pixels: Array,
+    grid: [usize; 2],
+    colour: [f32; 3],
+    batch: usize,
+    known: HashMap<Vec<usize>, f32>,
+    passes: usize,
+}
+
+impl<'a> Deletion<'a> {
+    /// Prepares deletion experiments on output token `token` of `session`.
+    pub fn new(
+        model: &'a Llava,
+        session: &Session,
+        token: usize,
+    ) -> Result<Self, FaithfulnessError> {
+        let count = session.num_output();
+        if token >= count {
+            return Err(FaithfulnessError::Token { token, count });
+        }
+        let to_u32 = |&i: &i64| u32::try_from(i).map_err(|_| FaithfulnessError::BadId(i));
+        let mut ids: Vec<u32> = session
+            .input_ids
+            .iter()
+            .map(to_u32)
+            .collect::<Result<_, _>>()?;
+        for id in &session.output_ids[..token] {
+            ids.push(to_u32(id)?);
+        }
+        let target = to_u32(&session.output_ids[token])?;
+        let grid = session.manifest.model.image_grid;
+        let px = &session.pixel_values;
+        let fits = px.shape.len() == 3
+            && px.shape[0] == 3
+            && grid[0] > 0
+            && grid[1] > 0
+            && px.shape[1] >= grid[0]
+            && px.shape[2] >= grid[1];
+        if !fits {
+            return Err(FaithfulnessError::Pixels {
+                shape: px.shape.clone(),
+                rows: grid[0],
+                cols: grid[1],
+            });
+        }
+        Ok(Self {
+            model,
+            ids,
+            target,
+            colour: mean_colour(px),
+            pixels: px.clone(),
+            grid,
+            batch: DEFAULT_BATCH,
+            known: HashMap::new(),
+            passes: 0,
+        })
+    }
+
+    /// Sets how many images go through the model at once (at least 1).
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// Number of patches P of the image grid.
+    pub fn patches(&self) -> usize {
+        self.grid[0] * self.grid[1]
+    }
+
+    /// Number of modified images the model has read so far.
+    pub fn images_run(&self) -> usize {
+        self.passes
+    }
+
+    /// The image's mean colour in normalised pixel values.
+    pub fn colour(&self) -> [f32; 3] {
+        self.colour
+    }
+
+    fn check_map(&self, map: &[f32]) -> Result<(), FaithfulnessError> {
+        if map.len() != self.patches() {
+            return Err(FaithfulnessError::MapLength {
+                got: map.len(),
+                expected: self.patches(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_k(&self, k: usize) -> Result<(), FaithfulnessError> {
+        if k > self.patches() {
+            return Err(FaithfulnessError::TooMany {
+                k,
+                patches: self.patches(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Probabilities of the target token with each set of patches removed (a set is any
+    /// collection of patch indices; order and repeats do not matter).
+    pub fn probabilities(&mut self, sets: &[Vec<usize>]) -> Result<Vec<f32>, FaithfulnessError> {
+        let keys: Vec<Vec<usize>> = sets
+            .iter()
+            .map(|s| {
+                let mut k = s.clone();
+                k.sort_unstable();
+                k.dedup();
+                k
+            })
+            .collect();
+        if let Some(&p) = keys.iter().flatten().find(|&&p| p >= self.patches()) {
+            return Err(FaithfulnessError::Patch {
+                patch: p,
+                patches: self.patches(),
+            });
+        }
+        let mut todo: Vec<Vec<usize>> = Vec::new();
+        for k in &keys {
+            if !self.known.contains_key(k) && !todo.contains(k) {
+                todo.push(k.clone());
+            }
+        }
+        for chunk in todo.chunks(self.batch) {
+            let probs = self.run(chunk)?;
+            for (k, p) in chunk.iter().zip(probs) {
+                self.known.insert(k.clone(), p);
+            }
+        }
+        Ok(keys.iter().map(|k| self.known[k]).collect())
+    }
+
+    /// The probability with the original image (k = 0).
+    pub fn original(&mut self) -> Result<f32, FaithfulnessError> {
+        Ok(self.probabilities(&[Vec::new()])?[0])
+    }
+
+    /// The deletion curve of `map`: one probability per entry of `ks` (patch counts).
+    pub fn curve(&mut self, map: &[f32], ks: &[usize]) -> Result<Vec<f32>, FaithfulnessError> {
+        Ok(self.curves(&[map.to_vec()], ks)?.remove(0))
+    }
+
+    /// Deletion curves of several maps, their images batched together.
+    pub fn curves(
+        &mut self,
+        maps: &[Vec<f32>],
+        ks: &[usize],
+    ) -> Result<Vec<Vec<f32>>, FaithfulnessError> {
+        for &k in ks {
+            self.check_k(k)?;
+        }
+        let mut sets = Vec::with_capacity(maps.len() * ks.len());
+        for map in maps {
+            self.check_map(map)?;
+            let order = patch_order(map);
+            sets.extend(ks.iter().map(|&k| order[..k].to_vec()));
+        }
+        let probs = self.probabilities(&sets)?;
+        Ok(probs.chunks(ks.len().max(1)).map(<[f32]>::to_vec).collect())
+    }
+
+    /// p(original) − p(the map's top `fraction` of patches removed, rounded to a whole count).
+    pub fn probability_drop(
+        &mut self,
+        map: &[f32],
+        fraction: f32,
+    ) -> Result<f32, FaithfulnessError> {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(FaithfulnessError::Fraction(fraction));
+        }
+        let k = (fraction as f64 * self.patches() as f64).round() as usize;
+        let curve = self.curve(map, &[0, k])?;
+        Ok(curve[0] - curve[1])
+    }
+
+    /// Runs the model on the images with the given patch sets removed, all in one batch.
+    fn run(&mut self, sets: &[Vec<usize>]) -> Result<Vec<f32>, FaithfulnessError> {
+        let model = self.model;
+        let (h, w) = (self.pixels.shape[1], self.pixels.shape[2]);
+        let mut data = Vec::with_capacity(sets.len() * self.pixels.data.len());
+        for set in sets {
+            data.extend(fill_patches(&self.pixels, self.grid, set, self.colour).data);
+        }
+        let images = Tensor::from_vec(data, (sets.len(), 3, h, w), model.device())?;
+        let features = model.batch_image_features(&images)?;
+        let embeds = (0..sets.len())
+            .map(|b| model.embed(&self.ids, Some(&features.get(b)?)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let embeds = Tensor::cat(&embeds, 0)?;
+        let mut cache = model.new_cache();
+        let mut rec = AttentionRecorder::off();
+        let logits = model.forward(&embeds, 0, &mut cache, &mut rec, false)?;
+        let rows: Vec<Vec<f32>> = logits.squeeze(1)?.to_vec2()?;
+        self.passes += sets.len();
+        Ok(rows
+            .iter()
+            .map(|row| softmax_at(row, self.target as usize))
+            .collect())
+    }
+}
+
+/// Softmax probability of entry `i` of a row of logits (0 when `i` is out of range).
+pub fn softmax_at(logits: &[f32], i: usize) -> f32 {
+    let Some(&li) = logits.get(i) else {
+        return 0.0;
+    };
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let total: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    ((li as f64 - max).exp() / total) as f32
+}
+
+/// The deletion curve of `map` (one value per patch, grid order) for output token `token`:
+/// the probability of `output_ids[token]` with the map's top-k patches replaced by the mean
+/// colour, for each k of `ks` (in that order; k = 0 is the original image).
+pub fn deletion_curve(
+    model: &Llava,
+    session: &Session,
+    token: usize,
+    map: &[f32],
+    ks: &[usize],
+) -> Result<Vec<f32>, FaithfulnessError> {
+    Deletion::new(model, session, token)?.curve(map, ks)
+}
+
+/// Faithfulness of `map` for output token `token`: p(original image) − p(the map's top
+/// `fraction` of patches replaced by the mean colour), in [−1, 1]; higher is more faithful.
+/// `fraction` must lie in [0, 1] ([`DEFAULT_DROP_FRACTION`] is the usual choice); the number of
+/// patches removed is `round(fraction · P)`.
+pub fn probability_drop(
+    model: &Llava,
+    session: &Session,
+    token: usize,
+    map: &[f32],
+    fraction: f32,
+) -> Result<f32, FaithfulnessError> {
+    Deletion::new(model, session, token)?.probability_drop(map, fraction)
+}

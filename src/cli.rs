@@ -119,6 +119,9 @@ pub struct ReportArgs {
     /// Print the numbers as one JSON object instead of drawing.
     #[arg(long)]
     pub json: bool,
+    /// Relevancy: LVLM-Interpret's residual normalisation of the text bars.
+    #[arg(long)]
+    pub residual: bool,
     /// Theme name or TOML file.
     #[arg(long)]
     pub theme: Option<String>,

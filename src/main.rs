@@ -133,6 +133,7 @@ fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
         png: args.png,
         json: args.json,
         theme: args.theme,
+        residual: args.residual,
     })
 }
 

@@ -124,3 +124,36 @@ fn the_text_view_shows_the_bars_and_the_answer_shares() {
     assert!(answer.contains(&format!("·{share:.2}")), "{answer}");
     assert!(answer.contains("·–"), "tokens without relevancy: {answer}");
 }
+
+#[test]
+fn residual_option_normalises_the_words_as_lvlm_interpret_does() {
+    use lvlmscope::explain::relevancy::views::{prepare_row, Normalization};
+    let mut s = session();
+    let t = 1;
+    // Real rows' off-diagonal mass is not 1 (the synthetic one's is): scale it so that the
+    // residual normalisation has something to undo.
+    let q = s.query_position(t);
+    for (p, v) in s.relevancy_llm.as_mut().unwrap().row_mut(&[t]).iter_mut().enumerate() {
+        if p != q {
+            *v *= 3.0;
+        }
+    }
+    let mut o = opts(t);
+    o.residual = true;
+    let j = to_json(&s, &compute(&s, &o).unwrap());
+    assert_eq!(j["normalization"], "residual");
+    let raw = s.relevancy_llm.as_ref().unwrap().row(&[t]).to_vec();
+    let prepared = prepare_row(&raw, q, Normalization::Residual);
+    let plain = to_json(&s, &compute(&s, &opts(t)).unwrap());
+    assert_ne!(j["words"], plain["words"], "the option changes the bars");
+    for w in j["words"].as_array().unwrap() {
+        let pos: Vec<usize> = w["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap() as usize)
+            .collect();
+        let mean = pos.iter().map(|&p| prepared[p]).sum::<f32>() / pos.len() as f32;
+        assert!((w["value"].as_f64().unwrap() as f32 - mean).abs() < 1e-6, "{w}");
+    }
+}

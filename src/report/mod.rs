@@ -36,6 +36,9 @@ pub struct ReportOptions {
     pub json: bool,
     /// Built-in theme name or TOML file.
     pub theme: Option<String>,
+    /// Relevancy text bars with LVLM-Interpret's residual normalisation instead of the
+    /// self-removed row.
+    pub residual: bool,
 }
 
 /// Why a report cannot be made.
@@ -232,7 +235,15 @@ pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportErr
                 text,
                 causal: None,
                 image_share: None,
-                relevancy: relevancy_report(s, t, Normalization::SelfRemoved),
+                relevancy: relevancy_report(
+                    s,
+                    t,
+                    if opts.residual {
+                        Normalization::Residual
+                    } else {
+                        Normalization::SelfRemoved
+                    },
+                ),
             })
         }
         "causal" => {

@@ -241,6 +241,7 @@ fn f_measures_every_map_of_the_token_and_shows_the_drops() {
     assert!(screen.contains("Image · Δp +0.125"), "{screen}");
     assert!(row(&screen, "relevancy.combined").contains("+0.412 best"));
     assert!(!row(&screen, "random").contains("best"));
+    assert!(row(&screen, "attention.last.max").contains("+0.010"));
     let fv = app.view.faith.as_ref().unwrap();
     assert_eq!(
         fv.rows
@@ -391,4 +392,42 @@ fn esc_cancels_until_f_and_nothing_without_a_session() {
     assert!(text(&app).contains("f faithfulness"));
     press(&mut app, KeyCode::Char('?'));
     assert!(text(&app).contains("faithfulness: Δp of each map"));
+}
+
+/// Answers with drops that all read +0.000.
+struct Flat;
+
+impl JobRunner for Flat {
+    fn run_job(
+        &mut self,
+        _session: &Session,
+        job: &ModelJob,
+        _cancel: &AtomicBool,
+        _progress: &mut dyn FnMut(JobProgress),
+    ) -> Result<JobOutput, String> {
+        let ModelJob::Faithfulness { token, maps, .. } = job else {
+            return Err(format!("unexpected job {job:?}"));
+        };
+        Ok(JobOutput::Faithfulness {
+            token: *token,
+            original: 1.0,
+            drops: maps
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| (n.clone(), 1e-4 * i as f32 - 2e-4))
+                .collect(),
+            images: 2,
+            seconds: 0.01,
+        })
+    }
+}
+
+#[test]
+fn no_map_is_best_when_none_changes_the_answer() {
+    let mut app = App::with_session(look(), session(), None);
+    let cmds = press(&mut app, KeyCode::Char('f'));
+    assert!(run_jobs(&mut app, cmds, Box::new(Flat)).is_empty());
+    let fv = app.view.faith.as_ref().unwrap();
+    assert!(fv.rows.iter().all(|r| r.drop.is_some() && !r.best));
+    assert!(!text(&app).contains(" best"));
 }

@@ -30,6 +30,10 @@ use super::view::{head_agg, View};
 /// The name of the baseline map, which is never the "best" one.
 const BASELINE: &str = "random";
 
+/// How much the best map's drop must exceed the baseline's (and zero) to be called best: the
+/// block's precision, so that a row of drops that all read +0.000 names no best map.
+pub const BEST_MARGIN: f32 = 0.0005;
+
 /// What the app keeps of faithfulness for the open session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaithState {
@@ -80,7 +84,8 @@ pub struct FaithRow {
     pub drop: Option<f32>,
     /// It is the map the image pane shows.
     pub current: bool,
-    /// It has the largest drop among the measured maps other than the random baseline.
+    /// It has the largest drop among the measured maps other than the random baseline, and
+    /// that drop beats the baseline's (and zero) by at least [`BEST_MARGIN`].
     pub best: bool,
 }
 
@@ -177,6 +182,13 @@ pub fn compute(app: &App, s: &Session, v: &View) -> Option<FaithView> {
             best: false,
         });
     }
+    let baseline = out
+        .rows
+        .iter()
+        .find(|r| r.name == BASELINE)
+        .and_then(|r| r.drop)
+        .unwrap_or(0.0)
+        .max(0.0);
     let best = out
         .rows
         .iter()
@@ -184,8 +196,8 @@ pub fn compute(app: &App, s: &Session, v: &View) -> Option<FaithView> {
         .filter(|(_, r)| r.name != BASELINE)
         .filter_map(|(i, r)| r.drop.map(|d| (i, d)))
         .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
-    if let Some((i, _)) = best {
-        out.rows[i].best = true;
+    if let Some((i, d)) = best {
+        out.rows[i].best = d >= baseline + BEST_MARGIN;
     }
     Some(out)
 }

@@ -1,6 +1,6 @@
 //! The whole job behind `lvlmscope run` and the TUI's live runs: load the model, generate, then
 //! compute the explanations the request asks for, all into one [`Session`]. [`service`] runs
-//! model-backed jobs (relevancy on demand) on sessions that already exist.
+//! model-backed jobs (relevancy on demand, faithfulness of maps) on sessions that already exist.
 
 pub mod service;
 

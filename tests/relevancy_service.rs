@@ -85,7 +85,9 @@ fn the_service_loads_once_and_matches_the_autograd_reference() {
     let out = service
         .run(&s, &job, &AtomicBool::new(false), &mut |p| stages.push(p))
         .unwrap();
-    let JobOutput::Relevancy(maps) = out;
+    let JobOutput::Relevancy(maps) = out else {
+        panic!("expected relevancy rows, got {out:?}")
+    };
     assert_eq!(maps.tokens, vec![3]);
     for (got, key) in [
         (&maps.llm[0], "relevancy_llm"),

@@ -80,7 +80,9 @@ impl JobRunner for FakeRows {
         self.seen.lock().unwrap().push(job.clone());
         progress(JobProgress::Stage("loading model".into()));
         progress(JobProgress::Fraction(0.5));
-        let ModelJob::Relevancy { tokens } = job;
+        let ModelJob::Relevancy { tokens } = job else {
+            return Err(format!("unexpected job {job:?}"));
+        };
         let row = |a: &Option<lvlmscope::session::Array>, t: usize| {
             a.as_ref().unwrap().row(&[t]).to_vec()
         };

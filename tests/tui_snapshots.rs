@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use lvlmscope::job::{JobOutput, ModelJob};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
 use lvlmscope::session::{CausalHead, CausalParams, CausalResults, CausalToken, Session};
 use lvlmscope::style::{ColorMode, Look, Theme};
-use lvlmscope::tui::{draw, update, App, Msg};
+use lvlmscope::tui::worker::JobDone;
+use lvlmscope::tui::{draw, update, App, Cmd, Msg};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
@@ -150,4 +152,40 @@ fn overlays_and_small_sizes() {
     let mut empty = App::new(Look::new(Theme::dark(), ColorMode::TrueColor));
     keys(&mut empty, "n");
     check("new_run_form", &text(&empty, 100, 30));
+}
+
+#[test]
+fn faithfulness_block() {
+    let mut app = app_with(session(), ColorMode::TrueColor);
+    keys(&mut app, "l");
+    let cmds = update(
+        &mut app,
+        Msg::Key(KeyEvent::new(KeyCode::Char('f'), KeyModifiers::NONE)),
+    );
+    check("faithfulness_computing", &text(&app, 120, 40));
+    let [Cmd::ModelJob(id, job)] = cmds.as_slice() else {
+        panic!("expected one model job, got {cmds:?}")
+    };
+    let ModelJob::Faithfulness { token, maps, .. } = job else {
+        panic!("expected a faithfulness job, got {job:?}")
+    };
+    let drops = maps
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (n.clone(), 0.3 - 0.05 * i as f32))
+        .collect();
+    let done = JobDone {
+        id: *id,
+        epoch: app.epoch,
+        job: job.clone(),
+        result: Ok(JobOutput::Faithfulness {
+            token: *token,
+            original: 0.75,
+            drops,
+            images: maps.len() + 1,
+            seconds: 0.5,
+        }),
+    };
+    update(&mut app, Msg::JobDone(done));
+    check("faithfulness", &text(&app, 120, 40));
 }

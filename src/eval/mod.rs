@@ -12,7 +12,6 @@
 //! the scene has a question of, one question of it drawn with a generator seeded by the scene.
 //! Everything is deterministic for a seed.
 
-pub mod maps;
 pub mod metrics;
 pub mod report;
 
@@ -30,7 +29,7 @@ use crate::explain::relevancy::{self, RelevancyError};
 use crate::generate::{self, Capture, GenerateError, LoadedModel, RunRequest};
 use crate::session::CausalParams;
 
-pub use maps::{method_map, MapError, Method};
+pub use crate::explain::maps::{method_map, MapError, Method};
 pub use report::{EvalReport, MethodScene, MethodSummary, Parameters, SceneResult, Timings};
 
 /// The most scenes one run accepts.

@@ -345,12 +345,21 @@ impl<'a> Deletion<'a> {
         map: &[f32],
         fraction: f32,
     ) -> Result<f32, FaithfulnessError> {
-        if !(0.0..=1.0).contains(&fraction) {
-            return Err(FaithfulnessError::Fraction(fraction));
-        }
-        let k = (fraction as f64 * self.patches() as f64).round() as usize;
-        let curve = self.curve(map, &[0, k])?;
-        Ok(curve[0] - curve[1])
+        Ok(self.probability_drops(&[map.to_vec()], fraction)?[0])
+    }
+
+    /// [`Deletion::probability_drop`] of several maps, their images batched together.
+    pub fn probability_drops(
+        &mut self,
+        maps: &[Vec<f32>],
+        fraction: f32,
+    ) -> Result<Vec<f32>, FaithfulnessError> {
+        let k = drop_count(self.patches(), fraction)?;
+        Ok(self
+            .curves(maps, &[0, k])?
+            .iter()
+            .map(|curve| curve[0] - curve[1])
+            .collect())
     }
 
     /// Runs the model on the images with the given patch sets removed, all in one batch.
@@ -377,6 +386,15 @@ impl<'a> Deletion<'a> {
             .map(|row| softmax_at(row, self.target as usize))
             .collect())
     }
+}
+
+/// The number of patches a probability drop removes: `round(fraction · patches)`; `fraction`
+/// must lie in [0, 1].
+pub fn drop_count(patches: usize, fraction: f32) -> Result<usize, FaithfulnessError> {
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(FaithfulnessError::Fraction(fraction));
+    }
+    Ok((fraction as f64 * patches as f64).round() as usize)
 }
 
 /// Softmax probability of entry `i` of a row of logits (0 when `i` is out of range).

@@ -4,4 +4,5 @@
 pub mod attention;
 pub mod causal;
 pub mod faithfulness;
+pub mod maps;
 pub mod relevancy;

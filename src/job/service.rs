@@ -2,13 +2,15 @@
 //!
 //! The TUI's job worker and `lvlmscope report` hold one [`ModelService`]: the first job loads the
 //! model named in the session's manifest, later jobs on a session of the same model reuse it.
-//! Jobs are a [`ModelJob`] enum so that other model-backed computations can be added next to
-//! relevancy without a second cache.
+//! Jobs are a [`ModelJob`] enum: relevancy on demand, and the faithfulness of a token's maps
+//! (the probability drop when each map's top patches are removed), both with the kept model.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use candle_core::DType;
 
+use crate::explain::faithfulness::{Deletion, FaithfulnessError, DEFAULT_BATCH};
 use crate::explain::relevancy::{self, RelevancyError, RelevancyMaps};
 use crate::generate::{self, GenerateError, LoadedModel};
 use crate::session::Session;
@@ -37,12 +39,23 @@ impl ModelSpec {
 }
 
 /// A computation that needs the model, on a session the caller holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ModelJob {
     /// Chefer relevancy of these output tokens (those the session already holds are skipped).
     Relevancy {
         /// Output token indices.
         tokens: Vec<usize>,
+    },
+    /// Faithfulness of maps of one output token: for each map, p(original image) − p(the map's
+    /// top `fraction` of patches replaced by the mean colour), as
+    /// [`crate::explain::faithfulness::probability_drop`] defines it.
+    Faithfulness {
+        /// Output token index.
+        token: usize,
+        /// The maps, named, one value per patch of the image grid.
+        maps: Vec<(String, Vec<f32>)>,
+        /// Fraction of patches removed, in [0, 1].
+        fraction: f32,
     },
 }
 
@@ -60,15 +73,29 @@ impl ModelJob {
                         .join(", ")
                 ),
             },
+            ModelJob::Faithfulness { token, .. } => format!("faithfulness of token {token}"),
         }
     }
 }
 
-/// What a [`ModelJob`] produced, for the caller to store in its session.
+/// What a [`ModelJob`] produced, for the caller to store (in its session, or next to it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutput {
     /// Rows for [`relevancy::store`] (empty when the session already held every token).
     Relevancy(RelevancyMaps),
+    /// The probability drops of [`ModelJob::Faithfulness`].
+    Faithfulness {
+        /// Output token index.
+        token: usize,
+        /// Probability of the token with the original image.
+        original: f32,
+        /// Each map's name and probability drop, in the order of the job's maps.
+        drops: Vec<(String, f32)>,
+        /// Modified images the model read (original included; repeated patch sets once).
+        images: usize,
+        /// Seconds the deletions took (model loading excluded).
+        seconds: f64,
+    },
 }
 
 /// Progress of a job.
@@ -105,6 +132,9 @@ pub enum ServiceError {
     /// The relevancy computation failed.
     #[error("relevancy failed: {0}")]
     Relevancy(#[from] RelevancyError),
+    /// The deletion experiments failed.
+    #[error("{0}")]
+    Faithfulness(#[from] FaithfulnessError),
     /// The user cancelled the job before it finished.
     #[error("cancelled")]
     Cancelled,
@@ -169,6 +199,18 @@ impl ModelService {
         }
     }
 
+    /// The model `session` was made with, loaded (or kept) and checked against the session.
+    fn model_for(
+        &mut self,
+        session: &Session,
+        progress: &mut dyn FnMut(JobProgress),
+    ) -> Result<&LoadedModel, ServiceError> {
+        let spec = ModelSpec::for_session(session);
+        let loaded = self.model(&spec, progress)?;
+        check_fits(&spec.path, loaded, session)?;
+        Ok(loaded)
+    }
+
     /// Runs `job` on `session` with the session's model (loaded on first use); the session is
     /// not changed: the caller stores the output.
     pub fn run(
@@ -178,29 +220,24 @@ impl ModelService {
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(JobProgress),
     ) -> Result<JobOutput, ServiceError> {
-        let spec = ModelSpec::for_session(session);
         let cancelled = || cancel.load(Ordering::SeqCst);
         if cancelled() {
             return Err(ServiceError::Cancelled);
         }
-        let loaded = self.model(&spec, progress)?;
-        check_fits(&spec.path, loaded, session)?;
+        let loaded = self.model_for(session, progress)?;
         if cancelled() {
             return Err(ServiceError::Cancelled);
         }
+        progress(JobProgress::Stage(job.describe()));
         match job {
-            ModelJob::Relevancy { tokens } => {
-                let todo = relevancy::missing_tokens(session, tokens);
-                if todo.is_empty() {
-                    return Ok(JobOutput::Relevancy(RelevancyMaps::default()));
-                }
-                progress(JobProgress::Stage(job.describe()));
-                let total = todo.len() as f64;
-                let maps = relevancy::relevancy(&loaded.model, session, &todo, &mut |done| {
-                    progress(JobProgress::Fraction(done as f64 / total))
-                })?;
-                Ok(JobOutput::Relevancy(maps))
-            }
+            ModelJob::Relevancy { tokens } => Ok(JobOutput::Relevancy(relevancy_rows(
+                loaded, session, tokens, progress,
+            )?)),
+            ModelJob::Faithfulness {
+                token,
+                maps,
+                fraction,
+            } => faithfulness(loaded, session, *token, maps, *fraction, cancel, progress),
         }
     }
 
@@ -215,11 +252,73 @@ impl ModelService {
         let job = ModelJob::Relevancy {
             tokens: tokens.to_vec(),
         };
-        let never = AtomicBool::new(false);
-        let JobOutput::Relevancy(maps) = self.run(session, &job, &never, progress)?;
+        let loaded = self.model_for(session, progress)?;
+        progress(JobProgress::Stage(job.describe()));
+        let maps = relevancy_rows(loaded, session, tokens, progress)?;
         relevancy::store(session, &maps)?;
         Ok(maps.tokens.len())
     }
+}
+
+/// The relevancy rows of the tokens among `tokens` that `session` lacks.
+fn relevancy_rows(
+    loaded: &LoadedModel,
+    session: &Session,
+    tokens: &[usize],
+    progress: &mut dyn FnMut(JobProgress),
+) -> Result<RelevancyMaps, ServiceError> {
+    let todo = relevancy::missing_tokens(session, tokens);
+    if todo.is_empty() {
+        return Ok(RelevancyMaps::default());
+    }
+    let total = todo.len() as f64;
+    Ok(relevancy::relevancy(
+        &loaded.model,
+        session,
+        &todo,
+        &mut |done| progress(JobProgress::Fraction(done as f64 / total)),
+    )?)
+}
+
+/// The probability drop of each map of `token`, with one [`Deletion`] (so the original image
+/// runs once); the images go through the model in batches, `cancel` is checked between them.
+fn faithfulness(
+    loaded: &LoadedModel,
+    session: &Session,
+    token: usize,
+    maps: &[(String, Vec<f32>)],
+    fraction: f32,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(JobProgress),
+) -> Result<JobOutput, ServiceError> {
+    let started = Instant::now();
+    let mut deletion = Deletion::new(&loaded.model, session, token)?;
+    let mut drops = Vec::with_capacity(maps.len());
+    while drops.len() < maps.len() {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(ServiceError::Cancelled);
+        }
+        // The first batch also holds the original image.
+        let size = if drops.is_empty() {
+            DEFAULT_BATCH - 1
+        } else {
+            DEFAULT_BATCH
+        };
+        let part = &maps[drops.len()..(drops.len() + size).min(maps.len())];
+        let values: Vec<Vec<f32>> = part.iter().map(|(_, m)| m.clone()).collect();
+        let d = deletion.probability_drops(&values, fraction)?;
+        drops.extend(part.iter().map(|(name, _)| name.clone()).zip(d));
+        progress(JobProgress::Fraction(
+            drops.len() as f64 / maps.len() as f64,
+        ));
+    }
+    Ok(JobOutput::Faithfulness {
+        token,
+        original: deletion.original()?,
+        drops,
+        images: deletion.images_run(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Whether the loaded model has the shape the session records.

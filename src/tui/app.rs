@@ -18,6 +18,7 @@ use crate::session::{CausalParams, Session};
 use crate::style::Look;
 
 use super::causal::CausalTree;
+use super::faithfulness::FaithState;
 use super::hits::Hits;
 use super::run_form::{RunForm, RunState};
 use super::view::View;
@@ -172,14 +173,14 @@ pub struct Notice {
     pub error: bool,
 }
 
-/// A model job (relevancy on demand) running on the job worker.
+/// A model job (relevancy, faithfulness) running on the job worker.
 #[derive(Debug, Clone)]
 pub struct PendingJob {
     /// Its id, echoed by the worker's messages.
     pub id: u64,
     /// What it computes.
     pub job: ModelJob,
-    /// The current stage ("loading model …", "relevancy of token 3").
+    /// The current stage ("loading model …", "relevancy of token 3", "faithfulness of token 3").
     pub stage: String,
     /// Fraction of the stage done.
     pub fraction: f64,
@@ -266,6 +267,8 @@ pub struct App {
     pub epoch: u64,
     /// The session holds results not yet saved (relevancy or causal computed in the app).
     pub modified: bool,
+    /// Faithfulness of the maps (key `f`), measured for this session.
+    pub faith: FaithState,
 }
 
 impl App {
@@ -309,6 +312,7 @@ impl App {
             last_job_id: 0,
             epoch: 0,
             modified: false,
+            faith: FaithState::default(),
         }
     }
 
@@ -343,6 +347,7 @@ impl App {
         }
         self.epoch += 1;
         self.modified = false;
+        self.faith = self.faith.for_new_session();
         self.session = Some(session);
         self.session_path = path;
         self.refresh();

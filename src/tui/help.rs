@@ -9,7 +9,7 @@ use ratatui::Frame;
 use super::app::App;
 
 /// Every key and what it does.
-pub const KEYS: [(&str, &str); 35] = [
+pub const KEYS: [(&str, &str); 36] = [
     ("q, Ctrl-C", "quit"),
     ("?", "this help (any key closes it)"),
     ("Tab, Shift-Tab", "next / previous pane"),
@@ -63,12 +63,16 @@ pub const KEYS: [(&str, &str); 35] = [
         "N",
         "relevancy: normalisation, self-removed / residual (LVLM-Interpret)",
     ),
+    (
+        "f",
+        "faithfulness: Δp of each map of the token, top 20% patches removed (worker)",
+    ),
     ("n", "new live run (model, image, prompt)"),
     ("  ↑↓ Tab", "  in the form: field, complete a path"),
     ("  Enter", "  in the form: run"),
     (
         "Esc",
-        "cancel a run or a relevancy job, leave patch mode, close the form",
+        "cancel a run or a model job, leave patch mode, close the form",
     ),
     ("s", "save the session"),
     ("e", "export the current map over the image as PNG"),

@@ -28,11 +28,14 @@ pub fn picture_size(w: u16, h: u16, rows: usize, cols: usize) -> (u16, u16) {
 /// Draws the image pane into `area`.
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let look = &app.look;
-    let title = if app.patch_mode {
+    let mut title = if app.patch_mode {
         format!("Image · patch mode · {} selected", app.patches.len())
     } else {
         "Image".to_string()
     };
+    if let Some(d) = app.view.faith.as_ref().and_then(|fv| fv.current_drop()) {
+        title.push_str(&format!(" · Δp {d:+.3}"));
+    }
     let block = pane_block(app, Pane::Image, title);
     let inner = block.inner(area);
     f.render_widget(block, area);

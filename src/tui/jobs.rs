@@ -1,5 +1,6 @@
-//! Model jobs on the open session (relevancy on demand): asking for one, its progress, Esc, and
-//! storing what comes back. The work itself runs on the job worker ([`super::worker`]).
+//! Model jobs on the open session (relevancy on demand, faithfulness of the maps): asking for
+//! one, its progress, Esc, and storing what comes back. The work itself runs on the job worker
+//! ([`super::worker`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,6 +25,13 @@ pub fn start(app: &mut App, job: ModelJob) -> Vec<Cmd> {
         );
         return Vec::new();
     }
+    app.notice = None;
+    begin(app, job)
+}
+
+/// Makes `job` the pending job and returns the command that starts it, without touching the
+/// notice (for jobs the app starts by itself); the caller checks that no job is pending.
+pub fn begin(app: &mut App, job: ModelJob) -> Vec<Cmd> {
     app.last_job_id += 1;
     let id = app.last_job_id;
     app.job = Some(PendingJob {
@@ -33,15 +41,18 @@ pub fn start(app: &mut App, job: ModelJob) -> Vec<Cmd> {
         fraction: 0.0,
         cancel: Arc::new(AtomicBool::new(false)),
     });
-    app.notice = None;
     vec![Cmd::ModelJob(id, job)]
 }
 
 /// Esc: cancels the pending job. The worker stops at its next check; a gradient pass already
-/// under way finishes, and its rows are kept when they arrive.
+/// under way finishes, and its rows are kept when they arrive. A cancelled faithfulness job
+/// stops the block's automatic computing until `f`.
 pub fn cancel(app: &mut App) {
     if let Some(p) = app.job.take() {
         p.cancel.store(true, Ordering::SeqCst);
+        if matches!(p.job, ModelJob::Faithfulness { .. }) {
+            app.faith.halted = Some("cancelled".into());
+        }
         app.notify(format!("cancelled {}", p.job.describe()), false);
     }
 }
@@ -90,6 +101,20 @@ pub fn done(app: &mut App, done: JobDone) {
         Err(e) => {
             if pending {
                 app.notify(format!("{what} failed: {e}"), true);
+                if matches!(done.job, ModelJob::Faithfulness { .. }) {
+                    app.faith.halted = Some(e);
+                }
+            }
+        }
+        Ok(JobOutput::Faithfulness {
+            token,
+            original,
+            drops,
+            seconds,
+            ..
+        }) => {
+            if let ModelJob::Faithfulness { maps, .. } = &done.job {
+                super::faithfulness::store(app, token, maps, original, &drops, seconds);
             }
         }
         Ok(JobOutput::Relevancy(maps)) => {

@@ -1,7 +1,8 @@
 //! The method pane: under attention, the heads of the layer as small multiples, the image share
 //! per answer token, answer → prompt-word attention, or the per-head means for selected patches;
 //! under relevancy, the text bars and the answer's reliance on the image ([`super::relevancy`]);
-//! under causal, the heads by importance and the explaining tokens.
+//! under causal, the heads by importance and the explaining tokens. Under every method, the
+//! faithfulness block ([`super::faithfulness`], key `f`) takes the bottom of the pane.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
@@ -42,6 +43,15 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     if app.session.is_none() {
         return;
     }
+    let faith_h = super::faithfulness::height(app).min(inner.height.saturating_sub(3));
+    let inner = if faith_h >= 2 {
+        let top = inner.height - faith_h;
+        let block = Rect::new(inner.x, inner.y + top, inner.width, faith_h);
+        super::faithfulness::draw(f, app, block);
+        Rect::new(inner.x, inner.y, inner.width, top)
+    } else {
+        inner
+    };
     match app.method {
         Method::Attention if app.patch_mode && !app.patches.is_empty() => {
             let rows: Vec<(String, f32, bool)> = app

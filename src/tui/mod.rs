@@ -1,11 +1,13 @@
 //! The ratatui app, in the Elm manner: one [`App`] model, a [`Msg`] for everything that can
 //! happen, [`update`], and [`draw`]. One pane per file. Long work (live runs, saving, causal
-//! explanations) runs on worker threads and reports back as messages; the draw loop never waits.
+//! explanations, model jobs such as relevancy and faithfulness) runs on worker threads and
+//! reports back as messages; the draw loop never waits.
 
 pub mod app;
 mod blocks;
 pub mod causal;
 pub mod draw;
+pub mod faithfulness;
 mod grid;
 mod header;
 pub mod help;
@@ -123,7 +125,7 @@ pub fn run_with(opts: TuiOptions, runner: Option<Arc<dyn Runner>>) -> anyhow::Re
     run_with_jobs(opts, runner, default_job_runner())
 }
 
-/// Like [`run_with`], with an explicit job runner for model jobs (relevancy on demand).
+/// Like [`run_with`], with an explicit job runner for model jobs (relevancy, faithfulness).
 pub fn run_with_jobs(
     opts: TuiOptions,
     runner: Option<Arc<dyn Runner>>,

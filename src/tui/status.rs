@@ -32,6 +32,7 @@ pub fn current_keys(app: &App) -> Vec<(&'static str, &'static str)> {
             ("r R", "search radius"),
         ]),
     }
+    keys.push(("f", "faithfulness"));
     if app.run.active {
         keys.push(("Esc", "cancel run"));
     } else if app.job.is_some() {

@@ -117,6 +117,11 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
         Msg::Interrupt => update_quit(app),
     };
     app.refresh();
+    if app.quit {
+        return cmds;
+    }
+    let mut cmds = cmds;
+    cmds.extend(super::faithfulness::request_missing(app));
     cmds
 }
 
@@ -253,6 +258,7 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
                 s.map(|s| s.manifest.prompt.clone()).unwrap_or_default(),
             ));
         }
+        KeyCode::Char('f') => return super::faithfulness::toggle(app),
         KeyCode::Char('s') => return save(app),
         KeyCode::Char('e') => return export(app),
         KeyCode::Char(' ') | KeyCode::Enter => toggle(app),

@@ -58,6 +58,8 @@ pub struct View {
     pub causal_radius: usize,
     /// The shown head's explaining positions reached within `causal_radius`, ascending.
     pub causal_set: Vec<usize>,
+    /// Faithfulness of the maps of the first selected token (shown with `f`, or measured).
+    pub faith: Option<super::faithfulness::FaithView>,
     /// An error from the attention views, if any.
     pub error: Option<String>,
 }
@@ -121,6 +123,7 @@ impl View {
             v.grid_question = Some(a.heads_layers(&scope, Region::Question));
         }
         v.error = errors.into_iter().next();
+        v.faith = super::faithfulness::compute(app, s, &v);
         v
     }
 }

@@ -1,6 +1,6 @@
 //! Work on other threads: live runs through the [`Runner`] seam, and model jobs on the open
-//! session (relevancy on demand) through the [`JobRunner`] seam, on one long-lived job worker
-//! that keeps the loaded model between jobs.
+//! session (relevancy on demand, faithfulness) through the [`JobRunner`] seam, on one
+//! long-lived job worker that keeps the loaded model between jobs.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

@@ -1,6 +1,7 @@
-//! The per-patch maps the benchmark compares, each read from a session that holds the recorded
-//! attention (`attn.gen`, `attn.full` of the last layer), the relevancy rows and the causal
-//! results of the explained token.
+//! Per-patch maps of one output token, named, for comparing explanation methods: what
+//! `lvlmscope eval` scores on synthetic scenes and what the app's faithfulness block measures.
+//! Each is read from a session that holds the recorded attention (`attn.gen`), the relevancy
+//! rows and the causal results of the explained token.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -9,7 +10,7 @@ use crate::explain::attention::{self, AttentionError, HeadAgg};
 use crate::explain::causal;
 use crate::session::{CausalToken, Session};
 
-/// An explanation method as the benchmark names it.
+/// An explanation method with a fixed definition (what the benchmark and the app compare).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     /// Raw attention of the last decoder layer, mean over heads.
@@ -32,7 +33,7 @@ pub enum Method {
 }
 
 impl Method {
-    /// Every method, in the order of reports.
+    /// Every method, in the order of reports and views.
     pub const ALL: [Method; 8] = [
         Method::AttentionLastMean,
         Method::AttentionLayersMean,
@@ -44,7 +45,7 @@ impl Method {
         Method::Random,
     ];
 
-    /// The method's key in JSON and in the table.
+    /// The method's key in JSON, in the table and in the app's faithfulness block.
     pub fn key(self) -> &'static str {
         match self {
             Method::AttentionLastMean => "attention.last.mean",
@@ -57,6 +58,71 @@ impl Method {
             Method::Random => "random",
         }
     }
+}
+
+impl Method {
+    /// Whether `s` holds what the method needs for output token `t`: the recorded attention,
+    /// the token's relevancy rows, its causal result; the random map always.
+    pub fn available(self, s: &Session, t: usize) -> bool {
+        let relevancy = |table: &Option<crate::session::Array>| {
+            table.is_some() && s.manifest.relevancy_tokens.contains(&t)
+        };
+        match self {
+            Method::AttentionLastMean | Method::AttentionLayersMean | Method::AttentionLastMax => {
+                s.attn_gen.is_some()
+            }
+            Method::RelevancyDecoder => relevancy(&s.relevancy_llm),
+            Method::RelevancyVision => relevancy(&s.relevancy_vit),
+            Method::RelevancyCombined => relevancy(&s.relevancy_combined),
+            Method::Causal => causal_token(s, t).is_some(),
+            Method::Random => true,
+        }
+    }
+}
+
+/// The session's causal result for output token `t`, if it holds one.
+pub fn causal_token(s: &Session, t: usize) -> Option<&CausalToken> {
+    s.manifest.causal.as_ref()?.tokens.get(&t)
+}
+
+/// The name of the raw-attention map of decoder layer `layer` under `agg`: the [`Method`] key
+/// when it is one (`attention.last.mean`, `attention.last.max`), else `attention.l{layer}.mean`,
+/// `attention.l{layer}.max` or `attention.l{layer}.h{head}`.
+pub fn attention_key(s: &Session, layer: usize, agg: HeadAgg) -> String {
+    let last = s.manifest.model.text_layers.saturating_sub(1);
+    match agg {
+        HeadAgg::Mean if layer == last => Method::AttentionLastMean.key().to_string(),
+        HeadAgg::Max if layer == last => Method::AttentionLastMax.key().to_string(),
+        HeadAgg::Mean => format!("attention.l{layer}.mean"),
+        HeadAgg::Max => format!("attention.l{layer}.max"),
+        HeadAgg::Head(h) => format!("attention.l{layer}.h{h}"),
+    }
+}
+
+/// The maps of output token `t` a view compares, named: first the raw attention of the layer
+/// and head aggregation in `shown` (the map a view shows) when it is not one of the methods,
+/// then every [`Method`] of [`Method::ALL`] the session can give for the token, under its key;
+/// the random map (seeded with `rng_seed`) is always there, as the baseline.
+pub fn token_maps(
+    s: &Session,
+    t: usize,
+    shown: Option<(usize, HeadAgg)>,
+    rng_seed: u64,
+) -> Result<Vec<(String, Vec<f32>)>, MapError> {
+    let mut out = Vec::new();
+    if let Some((layer, agg)) = shown.filter(|_| s.attn_gen.is_some()) {
+        let key = attention_key(s, layer, agg);
+        if !Method::ALL.iter().any(|m| m.key() == key) {
+            out.push((key, attention::image_map(s, t, layer, agg)?.values));
+        }
+    }
+    for method in Method::ALL {
+        if method.available(s, t) {
+            let map = method_map(s, t, method, causal_token(s, t), rng_seed)?;
+            out.push((method.key().to_string(), map));
+        }
+    }
+    Ok(out)
 }
 
 /// Why a map could not be read from a session.

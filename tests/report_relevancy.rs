@@ -133,7 +133,14 @@ fn residual_option_normalises_the_words_as_lvlm_interpret_does() {
     // Real rows' off-diagonal mass is not 1 (the synthetic one's is): scale it so that the
     // residual normalisation has something to undo.
     let q = s.query_position(t);
-    for (p, v) in s.relevancy_llm.as_mut().unwrap().row_mut(&[t]).iter_mut().enumerate() {
+    for (p, v) in s
+        .relevancy_llm
+        .as_mut()
+        .unwrap()
+        .row_mut(&[t])
+        .iter_mut()
+        .enumerate()
+    {
         if p != q {
             *v *= 3.0;
         }
@@ -154,6 +161,9 @@ fn residual_option_normalises_the_words_as_lvlm_interpret_does() {
             .map(|p| p.as_u64().unwrap() as usize)
             .collect();
         let mean = pos.iter().map(|&p| prepared[p]).sum::<f32>() / pos.len() as f32;
-        assert!((w["value"].as_f64().unwrap() as f32 - mean).abs() < 1e-6, "{w}");
+        assert!(
+            (w["value"].as_f64().unwrap() as f32 - mean).abs() < 1e-6,
+            "{w}"
+        );
     }
 }

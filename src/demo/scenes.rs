@@ -39,8 +39,8 @@ impl Default for SceneConfig {
             size: 64,
             min_objects: 1,
             max_objects: 4,
-            min_radius: 7.0,
-            max_radius: 11.0,
+            min_radius: 8.0,
+            max_radius: 12.0,
             gap: 2.0,
             where_min_offset: 8.0,
         }

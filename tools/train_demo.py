@@ -227,6 +227,34 @@ def pretrain_vision(model, heads, images, col, shp, test, args):
         print(f"vision done, {step} steps: " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
 
 
+def forward_single_turn(model, ids, att, pix, row_image, lab):
+    """Single-turn rows that share images: the vision tower and projector run once per distinct
+    image (`pix`), row r reads image `row_image[r]`. Same computation as model(input_ids=…,
+    pixel_values=pix[row_image])."""
+    feats = vision_features(model, pix)
+    proj = model.model.multi_modal_projector(feats)[row_image]
+    embeds = model.model.get_input_embeddings()(ids)
+    mask = (ids == IMAGE).unsqueeze(-1).expand_as(embeds)
+    embeds = embeds.masked_scatter(mask, proj.to(embeds.dtype))
+    out = model(inputs_embeds=embeds, attention_mask=att, labels=lab)
+    return out, feats
+
+
+def single_turn_batch(scenes, idx, images, repeats):
+    """Every question of the scenes `idx` as its own single-turn row (the inference prompt),
+    the distinct images once; a question whose first prompt token after the image is in
+    `repeats` (token id → count) appears that many times."""
+    items, row_image = [], []
+    for k, i in enumerate(idx):
+        for first, _, ans in scenes[i]:
+            word = first[first.index(IMAGE) + NUM_PATCHES + 2]
+            for _ in range(repeats.get(word, 1)):
+                items.append((first + ans, [-100] * len(first) + ans, i))
+                row_image.append(k)
+    ids, lab, att, _ = batchify(items, images)
+    return ids, lab, att, normalise(images[list(idx)]), torch.tensor(row_image)
+
+
 def normalise(images_u8):
     x = images_u8.float() / 255.0
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
@@ -477,6 +505,28 @@ def main():
     )
     ap.add_argument("--vision-lr", type=float, default=1e-3)
     ap.add_argument("--vision-batch", type=int, default=64)
+    ap.add_argument(
+        "--single-turn",
+        action="store_true",
+        help="every question its own single-turn row (the scene's image encoded once) instead of "
+        "one packed conversation per scene, where later turns can read answers off earlier ones",
+    )
+    ap.add_argument(
+        "--repeat",
+        action="append",
+        default=[],
+        metavar="WORD:N",
+        help="with --single-turn, show questions whose second word is WORD (color, shape, is, "
+        "how, where … lower-cased question words) N times per step, e.g. color:3",
+    )
+    ap.add_argument(
+        "--word-weight",
+        type=float,
+        default=0.0,
+        help="with --single-turn and --aux-weight: weight of a loss that makes the decoder's "
+        "output at each image position on an object the word of that object's colour, so that a "
+        "position the answer attends to carries its colour word",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--init", help="continue from a saved demo model folder (its tokenizer too)")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between evaluations")
@@ -537,6 +587,14 @@ def main():
         lr=args.lr,
         betas=(0.9, 0.98),
     )
+    # Per aux colour label (0 = background), the token id of the colour's word.
+    colour_words = torch.tensor(
+        [-100] + [tok.token_to_id("▁" + c) for c in ["red", "green", "blue", "yellow", "purple", "orange", "white"]]
+    )
+    repeats = {}
+    for spec in args.repeat:
+        word, n = spec.split(":")
+        repeats[tok.token_to_id("▁" + word)] = int(n)
     budget = args.minutes * 60.0
     warmup = 200
     aux = torch.zeros(())
@@ -558,12 +616,26 @@ def main():
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, lab, att, pix = batchify([pack(train[i], i, rng) for i in idx], train_imgs)
-        if args.aux_weight > 0:
+        if args.single_turn:
+            ids, lab, att, pix, row_image = single_turn_batch(train, idx, train_imgs, repeats)
+            out, feats = forward_single_turn(model, ids, att, pix, row_image, lab)
+            loss = out.loss
+            if args.word_weight > 0:
+                first_image = int((ids[0] == IMAGE).nonzero()[0])
+                words = colour_words[aux_col[idx][row_image]]
+                loss = loss + args.word_weight * torch.nn.functional.cross_entropy(
+                    out.logits[:, first_image : first_image + NUM_PATCHES].flatten(0, 1), words.flatten()
+                )
+            if args.aux_weight > 0:
+                aux = patch_loss(heads, feats, aux_col[idx], aux_shp[idx])
+                loss = loss + args.aux_weight * aux
+        elif args.aux_weight > 0:
+            ids, lab, att, pix = batchify([pack(train[i], i, rng) for i in idx], train_imgs)
             out, feats = forward_with_features(model, ids, att, pix, lab)
             aux = patch_loss(heads, feats, aux_col[idx], aux_shp[idx])
             loss = out.loss + args.aux_weight * aux
         else:
+            ids, lab, att, pix = batchify([pack(train[i], i, rng) for i in idx], train_imgs)
             loss = model(input_ids=ids, attention_mask=att, pixel_values=pix, labels=lab).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -2,7 +2,9 @@
 //! worker and model service, on the embedded demo model and on `tests/fixtures/tiny-llava-full`:
 //! the first token (the model is loaded) and the next ones (the model is kept).
 //!
-//! `cargo run --release --example relevancy_latency [-- TOKENS]` (default 3 tokens per model).
+//! `cargo run --release --example relevancy_latency [-- TOKENS [MODEL IMAGE PROMPT]]` (default 3
+//! tokens per model); with MODEL, IMAGE and PROMPT that model is timed as well (e.g. the "mini"
+//! LLaVA of `tools/bench_vs_transformers.py`).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::channel;
@@ -84,6 +86,20 @@ fn main() -> Result<(), String> {
         },
         tokens,
     )?;
+    let extra: Vec<String> = std::env::args().skip(2).collect();
+    if let [model, image, prompt] = extra.as_slice() {
+        measure(
+            model,
+            RunRequest {
+                model: model.clone(),
+                image: image.into(),
+                prompt: prompt.clone(),
+                max_new_tokens: 8,
+                ..RunRequest::default()
+            },
+            tokens,
+        )?;
+    }
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     measure(
         "tiny-llava-full",

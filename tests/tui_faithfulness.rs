@@ -6,19 +6,21 @@
 //! token measures it, a changed map is measured again; errors and Esc stop the automatic
 //! computing until `f`.
 
+mod common;
+
+use common::{look, press, NoModel};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use crossterm::event::KeyCode;
 use lvlmscope::explain::attention::HeadAgg;
 use lvlmscope::explain::maps::token_maps;
 use lvlmscope::job::{JobOutput, JobProgress, ModelJob};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
 use lvlmscope::session::{CausalHead, CausalParams, CausalResults, CausalToken, Session};
-use lvlmscope::style::{ColorMode, Look, Theme};
 use lvlmscope::tui::worker::{job_request, spawn_job_worker};
 use lvlmscope::tui::{draw, update, App, Cmd, JobRunner, Msg};
 use ratatui::backend::TestBackend;
@@ -98,29 +100,6 @@ impl JobRunner for FakeDrops {
             seconds: 0.25,
         })
     }
-}
-
-/// Fails as a session opened without its model folder does.
-struct NoModel;
-
-impl JobRunner for NoModel {
-    fn run_job(
-        &mut self,
-        _session: &Session,
-        _job: &ModelJob,
-        _cancel: &AtomicBool,
-        _progress: &mut dyn FnMut(JobProgress),
-    ) -> Result<JobOutput, String> {
-        Err("could not load the session's model \"synthetic\": no such folder".into())
-    }
-}
-
-fn look() -> Look {
-    Look::new(Theme::dark(), ColorMode::TrueColor)
-}
-
-fn press(app: &mut App, code: KeyCode) -> Vec<Cmd> {
-    update(app, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
 }
 
 fn text(app: &App) -> String {

@@ -3,18 +3,20 @@
 //! relevancy pane draws the text bars and the answer's reliance; errors are notices, Esc
 //! cancels, `N` switches the normalisation exactly as `views::prepare_row` says.
 
+mod common;
+
+use common::{look, press, NoModel};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use crossterm::event::KeyCode;
 use lvlmscope::explain::relevancy::views::{self, Normalization};
 use lvlmscope::explain::relevancy::RelevancyMaps;
 use lvlmscope::job::{JobOutput, JobProgress, ModelJob};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
 use lvlmscope::session::Session;
-use lvlmscope::style::{ColorMode, Look, Theme};
 use lvlmscope::tui::app::RelSource;
 use lvlmscope::tui::worker::{job_request, spawn_job_worker, JobDone};
 use lvlmscope::tui::{draw, update, App, Cmd, JobRunner, Msg};
@@ -103,29 +105,6 @@ impl JobRunner for FakeRows {
             seconds: 0.25,
         }))
     }
-}
-
-/// Fails as a session opened without its model folder does.
-struct NoModel;
-
-impl JobRunner for NoModel {
-    fn run_job(
-        &mut self,
-        _session: &Session,
-        _job: &ModelJob,
-        _cancel: &AtomicBool,
-        _progress: &mut dyn FnMut(JobProgress),
-    ) -> Result<JobOutput, String> {
-        Err("could not load the session's model \"synthetic\": no such folder".into())
-    }
-}
-
-fn look() -> Look {
-    Look::new(Theme::dark(), ColorMode::TrueColor)
-}
-
-fn press(app: &mut App, code: KeyCode) -> Vec<Cmd> {
-    update(app, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
 }
 
 fn frame(app: &App, w: u16, h: u16) -> Buffer {

@@ -169,11 +169,12 @@ fn relevancy(
         rel.normalization.name()
     )?;
     let mut rows = vec![("image (max)".to_string(), rel.text.image_max)];
-    rows.extend(rel.text.words.iter().map(|w| {
-        let text = display(&w.text).trim().to_string();
-        let text = if text.is_empty() { "␣".into() } else { text };
-        (text, w.value)
-    }));
+    rows.extend(
+        rel.text
+            .words
+            .iter()
+            .map(|w| (crate::style::display_token(&w.text), w.value)),
+    );
     let max = rows.iter().map(|r| r.1).fold(0.0f32, f32::max);
     let label_w = rows
         .iter()

@@ -127,6 +127,20 @@ impl Default for Look {
     }
 }
 
+/// A token string as shown: the `▁` word marker as a space, control tokens made visible.
+pub fn display_token(t: &str) -> String {
+    let s = t
+        .replace('▁', " ")
+        .replace("<0x0A>", "↵")
+        .replace('\n', "↵");
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        "␣".into()
+    } else {
+        trimmed.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

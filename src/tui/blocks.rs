@@ -1,5 +1,6 @@
 //! Drawing helpers shared by the panes: half-block pixels, bars, pane frames, token chips.
 
+pub use crate::style::display_token;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
@@ -89,20 +90,6 @@ pub fn pane_block<'a>(app: &App, pane: Pane, title: String) -> Block<'a> {
         .borders(Borders::ALL)
         .border_style(style)
         .title(format!(" {title} "))
-}
-
-/// A token string as shown: the `▁` word marker as a space, control tokens made visible.
-pub fn display_token(t: &str) -> String {
-    let s = t
-        .replace('▁', " ")
-        .replace("<0x0A>", "↵")
-        .replace('\n', "↵");
-    let trimmed = s.trim();
-    if trimmed.is_empty() {
-        "␣".into()
-    } else {
-        trimmed.to_string()
-    }
 }
 
 /// Lays chips (their widths) out in lines of `width` cells with one space between them:

@@ -12,6 +12,11 @@ Run by hand (never by the build or CI):
     python3 tools/train_demo.py --train /tmp/scenes/train --test /tmp/scenes/test --out /tmp/m2 \
         --init /tmp/m1 --single-turn --repeat color:3 --repeat is:2 --word-weight 0.3 --batch 8 \
         --minutes 40 --lr 1e-3 --aux-weight 0.5 --threads 2
+    # the echo loss: the answer position must name the question's shape and colour words, which
+    # breaks the saddle where colour questions were answered with any colour in the scene
+    python3 tools/train_demo.py --train /tmp/scenes/train --test /tmp/scenes/test --out /tmp/m3 \
+        --init /tmp/m2 --single-turn --repeat color:3 --repeat is:2 --word-weight 0.3 \
+        --echo-weight 1 --batch 8 --minutes 25 --lr 1e-3 --aux-weight 0.5 --threads 2
 
 (each run was stopped early at a saved evaluation; `assets/demo-model.train.json` lists the stages
 as they ran and the held-out accuracy of the shipped model).
@@ -48,6 +53,8 @@ PATCH = 8
 NUM_PATCHES = (IMAGE_SIZE // PATCH) ** 2
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 UNK, BOS, EOS, PAD, IMAGE = range(5)
+COLOUR_NAMES = ["red", "green", "blue", "yellow", "purple", "orange", "white"]
+SHAPE_NAMES = ["circle", "square", "triangle", "star", "cross"]
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 # Works in Jinja2 and in minijinja (no Python string methods, no `generation` tag).
@@ -130,8 +137,7 @@ def patch_labels(folder, image_index):
     """Per scene and vision patch, the colour and the shape (1-based; 0 = background) of the
     object that covers most of the patch, from make_scenes' objects.jsonl (--objects).
     A patch counts as an object's when that object covers at least a quarter of it."""
-    colours = ["red", "green", "blue", "yellow", "purple", "orange", "white"]
-    shapes = ["circle", "square", "triangle", "star", "cross"]
+    colours, shapes = COLOUR_NAMES, SHAPE_NAMES
     side = IMAGE_SIZE // PATCH
     col = torch.zeros((len(image_index), NUM_PATCHES), dtype=torch.long)
     shp = torch.zeros((len(image_index), NUM_PATCHES), dtype=torch.long)
@@ -242,8 +248,23 @@ def forward_single_turn(model, ids, att, pix, row_image, lab):
     embeds = model.model.get_input_embeddings()(ids)
     mask = (ids == IMAGE).unsqueeze(-1).expand_as(embeds)
     embeds = embeds.masked_scatter(mask, proj.to(embeds.dtype))
-    out = model(inputs_embeds=embeds, attention_mask=att, labels=lab)
+    out = model(inputs_embeds=embeds, attention_mask=att, labels=lab, output_hidden_states=True)
     return out, feats
+
+
+def echo_loss(heads, out, ids, lab, words, layer):
+    """Cross-entropy of linear heads that read, from the decoder's hidden state after `layer`
+    layers at the last prompt position (where the answer is produced), the shape and the
+    colour the question names (-100 when it names none). It makes the decoder carry the
+    question's key words to where the answer is read off the image."""
+    last = (lab != -100).int().argmax(-1) - 1
+    hidden = out.hidden_states[layer][torch.arange(len(ids)), last]
+    loss = torch.zeros(())
+    for name, table in words.items():
+        named = table[ids].max(-1).values
+        if (named >= 0).any():
+            loss = loss + torch.nn.functional.cross_entropy(heads[name](hidden), named, ignore_index=-100)
+    return loss
 
 
 def single_turn_batch(scenes, idx, images, repeats):
@@ -533,6 +554,14 @@ def main():
         "output at each image position on an object the word of that object's colour, so that a "
         "position the answer attends to carries its colour word",
     )
+    ap.add_argument(
+        "--echo-weight",
+        type=float,
+        default=0.0,
+        help="with --single-turn: weight of a loss that makes the decoder's state at the last "
+        "prompt position (after --echo-layer layers) name the question's shape and colour words",
+    )
+    ap.add_argument("--echo-layer", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--init", help="continue from a saved demo model folder (its tokenizer too)")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between evaluations")
@@ -595,8 +624,20 @@ def main():
     )
     # Per aux colour label (0 = background), the token id of the colour's word.
     colour_words = torch.tensor(
-        [-100] + [tok.token_to_id("▁" + c) for c in ["red", "green", "blue", "yellow", "purple", "orange", "white"]]
+        [-100] + [tok.token_to_id("▁" + c) for c in COLOUR_NAMES]
     )
+    # Per token id, the index of the shape / colour it names (-100 for other tokens).
+    echo_words = {}
+    for name, names in (("shape", SHAPE_NAMES), ("color", COLOUR_NAMES)):
+        table = torch.full((tok.get_vocab_size(),), -100, dtype=torch.long)
+        for k, w in enumerate(names):
+            table[tok.token_to_id("▁" + w)] = k
+        echo_words[name] = table
+    echo_heads = torch.nn.ModuleDict(
+        {n: torch.nn.Linear(model.config.text_config.hidden_size, len(t)) for n, t in (("shape", SHAPE_NAMES), ("color", COLOUR_NAMES))}
+    )
+    if args.echo_weight > 0:
+        opt.add_param_group({"params": list(echo_heads.parameters()), "weight_decay": 0.0})
     repeats = {}
     for spec in args.repeat:
         word, n = spec.split(":")
@@ -604,6 +645,7 @@ def main():
     budget = args.minutes * 60.0
     warmup = 200
     aux = torch.zeros(())
+    echo = torch.zeros(())
     start = time.time()
     last_eval = start
     step, seen, ema = 0, 0, None
@@ -635,6 +677,9 @@ def main():
             if args.aux_weight > 0:
                 aux = patch_loss(heads, feats, aux_col[idx], aux_shp[idx])
                 loss = loss + args.aux_weight * aux
+            if args.echo_weight > 0:
+                echo = echo_loss(echo_heads, out, ids, lab, echo_words, args.echo_layer)
+                loss = loss + args.echo_weight * echo
         elif args.aux_weight > 0:
             ids, lab, att, pix = batchify([pack(train[i], i, rng) for i in idx], train_imgs)
             out, feats = forward_with_features(model, ids, att, pix, lab)
@@ -651,7 +696,7 @@ def main():
         seen += sum(len(train[i]) for i in idx)
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step % 100 == 0:
-            print(f"step {step} seen {seen} loss {ema:.4f} aux {aux.item():.3f} lr {lr:.2e} t {elapsed / 60:.1f}m", flush=True)
+            print(f"step {step} seen {seen} loss {ema:.4f} aux {aux.item():.3f} echo {echo.item():.3f} lr {lr:.2e} t {elapsed / 60:.1f}m", flush=True)
         if time.time() - last_eval > args.eval_every * 60:
             acc, _ = evaluate(model, [test[i] for i in probe], [test_rows[i] for i in probe], test_imgs)
             print(f"eval step {step}: " + " ".join(f"{t} {a:.3f}" for t, a in acc.items()), flush=True)

@@ -27,18 +27,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_demo as td  # noqa: E402
 
 
-def patch_mask(obj, side=8, patch=8):
-    """The object's patches: those it covers at least a quarter of, from its row-major RLE mask."""
-    h, w = obj["mask"]["size"]
-    bits = np.zeros(h * w, dtype=bool)
-    pos, val = 0, False
-    for c in obj["mask"]["counts"]:
-        bits[pos : pos + c] = val
-        pos, val = pos + c, not val
-    cover = bits.reshape(side, patch, side, patch).transpose(0, 2, 1, 3).reshape(side * side, -1)
-    return torch.from_numpy(cover.mean(1) > 0.25)
-
-
 @torch.no_grad()
 def collect(model, tok, folder, limit, batch=64):
     """Last-position hidden states per layer, labels and attention shares for colour questions."""
@@ -60,7 +48,7 @@ def collect(model, tok, folder, limit, batch=64):
         hidden.append(torch.stack([h[:, -1] for h in out.hidden_states], 1))
         first = chunk[0][0].index(td.IMAGE)
         for b, r in enumerate(chunk_rows):
-            mask = patch_mask(objects[r["image"]]["objects"][r["object"]])
+            mask = torch.from_numpy(td.patch_cover(objects[r["image"]]["objects"][r["object"]]) >= td.PATCH * td.PATCH // 4)
             att = torch.stack([a[b, :, -1, first : first + td.NUM_PATCHES] for a in out.attentions])
             image_share.append(att.sum(-1))
             target_share.append(att[..., mask].sum(-1) / att.sum(-1).clamp_min(1e-9))

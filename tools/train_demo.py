@@ -133,12 +133,24 @@ def load_images(folder, names):
     return torch.from_numpy(arr), index
 
 
+def patch_cover(obj):
+    """Per vision patch (row-major), how many of its pixels the object covers, from the object's
+    row-major run-length mask (make_scenes' objects.jsonl)."""
+    h, w = obj["mask"]["size"]
+    bits = np.zeros(h * w, dtype=bool)
+    pos, val = 0, False
+    for c in obj["mask"]["counts"]:
+        bits[pos : pos + c] = val
+        pos, val = pos + c, not val
+    side = IMAGE_SIZE // PATCH
+    return bits.reshape(side, PATCH, side, PATCH).sum(axis=(1, 3)).reshape(-1)
+
+
 def patch_labels(folder, image_index):
     """Per scene and vision patch, the colour and the shape (1-based; 0 = background) of the
     object that covers most of the patch, from make_scenes' objects.jsonl (--objects).
     A patch counts as an object's when that object covers at least a quarter of it."""
     colours, shapes = COLOUR_NAMES, SHAPE_NAMES
-    side = IMAGE_SIZE // PATCH
     col = torch.zeros((len(image_index), NUM_PATCHES), dtype=torch.long)
     shp = torch.zeros((len(image_index), NUM_PATCHES), dtype=torch.long)
     for row in read_jsonl(os.path.join(folder, "objects.jsonl")):
@@ -147,13 +159,7 @@ def patch_labels(folder, image_index):
             continue
         best = np.zeros(NUM_PATCHES)
         for o in row["objects"]:
-            h, w = o["mask"]["size"]
-            bits = np.zeros(h * w, dtype=bool)
-            pos, val = 0, False
-            for c in o["mask"]["counts"]:
-                bits[pos : pos + c] = val
-                pos, val = pos + c, not val
-            cover = bits.reshape(side, PATCH, side, PATCH).sum(axis=(1, 3)).reshape(-1)
+            cover = patch_cover(o)
             take = (cover >= PATCH * PATCH // 4) & (cover > best)
             best = np.where(take, cover, best)
             col[i, torch.from_numpy(take)] = colours.index(o["color"]) + 1

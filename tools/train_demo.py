@@ -20,6 +20,10 @@ answer position name the question's shape and colour words. Without the echo los
 questions stall at chance given the number of objects: the question's shape word never reaches the
 position that looks the object up in the image. `assets/demo-model.train.json` records the run.
 
+The minutes are wall-clock budgets, so a slower or busier machine trains fewer steps; there,
+`--vision-steps 3392 --steps 4899` in place of the minutes runs as many steps as the shipped
+model had (the learning rate then follows the step count instead of the clock).
+
 The scenes and questions come from the Rust generator (`src/demo/scenes.rs`); this script does
 not reimplement it. It builds a word-level tokenizer (Metaspace `▁` pre-tokenizer) over the
 question/answer vocabulary, a LlavaForConditionalGeneration (CLIP ViT + mlp2x_gelu projector +
@@ -210,18 +214,34 @@ def patch_accuracy(model, heads, images, col, shp, batch=256):
     return {k: v / max(total, 1) for k, v in hits.items()}
 
 
+class Budget:
+    """A stage's length: wall-clock minutes, or a fixed number of steps when `steps` > 0 (the
+    same schedule on any machine). `frac` is how far the stage is, for the learning-rate curve."""
+
+    def __init__(self, minutes, steps):
+        self.seconds, self.steps, self.start = minutes * 60.0, steps, time.time()
+
+    def elapsed(self):
+        return time.time() - self.start
+
+    def frac(self, step):
+        return step / self.steps if self.steps > 0 else self.elapsed() / self.seconds
+
+    def done(self, step):
+        return self.frac(step) >= 1.0
+
+
 def pretrain_vision(model, heads, images, col, shp, test, args):
     """Stage 1: the vision tower alone learns per-patch colour and shape (the auxiliary heads),
     which is far cheaper per step than the whole model and is what the questions hinge on."""
     params = list(model.model.vision_tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=args.vision_lr, weight_decay=0.01, betas=(0.9, 0.98))
-    budget = args.vision_minutes * 60.0
-    start = time.time()
-    last_eval = start
+    budget = Budget(args.vision_minutes, args.vision_steps)
+    last_eval = budget.start
     step, ema = 0, None
     gen = torch.Generator().manual_seed(args.seed)
-    while time.time() - start < budget:
-        frac = (time.time() - start) / budget
+    while not budget.done(step):
+        frac = budget.frac(step)
         lr = args.vision_lr * min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -234,7 +254,7 @@ def pretrain_vision(model, heads, images, col, shp, test, args):
         step += 1
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step % 50 == 0:
-            print(f"vision step {step} loss {ema:.4f} lr {lr:.2e} t {(time.time() - start) / 60:.1f}m", flush=True)
+            print(f"vision step {step} loss {ema:.4f} lr {lr:.2e} t {budget.elapsed() / 60:.1f}m", flush=True)
         if time.time() - last_eval > args.eval_every * 60 and test is not None:
             acc = patch_accuracy(model, heads, *test)
             print(f"vision eval step {step}: " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
@@ -511,6 +531,12 @@ def main():
     ap.add_argument("--test", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="train this many joint steps instead of --minutes (the same run on any machine)",
+    )
     ap.add_argument("--batch", type=int, default=16, help="scenes (conversations) per step")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -534,6 +560,9 @@ def main():
         help="minutes of stage 1 before the joint training: the vision tower alone on the "
         "auxiliary patch loss (needs --objects scenes; the test folder's objects.jsonl, when "
         "present, gives a held-out patch accuracy)",
+    )
+    ap.add_argument(
+        "--vision-steps", type=int, default=0, help="this many vision steps instead of --vision-minutes"
     )
     ap.add_argument("--vision-lr", type=float, default=1e-3)
     ap.add_argument("--vision-batch", type=int, default=64)
@@ -616,7 +645,7 @@ def main():
         heads = torch.nn.ModuleDict({"color": torch.nn.Linear(vw, 8), "shape": torch.nn.Linear(vw, 6)})
         no_decay += list(heads.parameters())
         print(f"aux patch loss x{args.aux_weight}: {(aux_col > 0).float().mean():.3f} of patches on objects", flush=True)
-        if args.vision_minutes > 0:
+        if args.vision_minutes > 0 or args.vision_steps > 0:
             test_objects = os.path.join(args.test, "objects.jsonl")
             held_out = None
             if os.path.exists(test_objects):
@@ -647,25 +676,22 @@ def main():
     for spec in args.repeat:
         word, n = spec.split(":")
         repeats[tok.token_to_id("▁" + word)] = int(n)
-    budget = args.minutes * 60.0
+    budget = Budget(args.minutes, args.steps)
     warmup = 200
     aux = torch.zeros(())
     echo = torch.zeros(())
-    start = time.time()
-    last_eval = start
+    last_eval = budget.start
     step, seen, ema = 0, 0, None
     order = []
     scene_ids = sorted(train)
     rng = random.Random(args.seed)
-    while True:
-        elapsed = time.time() - start
-        if elapsed >= budget:
-            break
+    while not budget.done(step):
+        elapsed = budget.elapsed()
         if not order:
             order = list(scene_ids)
             rng.shuffle(order)
         idx, order = order[: args.batch], order[args.batch :]
-        frac = elapsed / budget
+        frac = budget.frac(step)
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -707,7 +733,7 @@ def main():
             print(f"eval step {step}: " + " ".join(f"{t} {a:.3f}" for t, a in acc.items()), flush=True)
             save_folder(model, tok, args.out)
             last_eval = time.time()
-    train_time = time.time() - start
+    train_time = budget.elapsed()
     print(f"trained {step} steps, {seen} questions, {train_time / 60:.1f} min", flush=True)
 
     acc, totals = evaluate(model, test, test_rows, test_imgs)

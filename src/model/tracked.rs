@@ -1,26 +1,27 @@
-//! The gradient pass behind Chefer relevancy: one forward over the whole sequence that keeps
-//! every activation the backward needs, then a hand-written backward batched over several
-//! output tokens (one seed per token).
+//! The gradient pass behind Chefer relevancy: the model's own forward over the whole sequence,
+//! with a tape that keeps every activation the backward needs, then a hand-written backward
+//! batched over several output tokens (one seed per token).
 //!
 //! Why by hand: candle 0.9's fused ops (softmax, RMSNorm, RoPE) have no backward, and its
 //! autograd also computes (and holds) the gradient of every weight it meets, which the
-//! relevancy does not need. Here the forward uses the same fast ops as plain generation, and
-//! the backward produces exactly the gradients of the attention probabilities, layer by layer
-//! from the last one down, which is also the order in which the relevancy row
-//! `e_qᵀ (I + Ā_L) ⋯ (I + Ā_1)` is accumulated, so no `Ā_l` is ever stored.
-//!
-//! The forward mirrors the model's own numerics (softmax and norms in f32, the rest in the
-//! model dtype); `tests/relevancy_*.rs` check its logits against the model's.
+//! relevancy does not need. Here the backward produces exactly the gradients of the attention
+//! probabilities, layer by layer from the last one down, which is also the order in which the
+//! relevancy row `e_qᵀ (I + Ā_L) ⋯ (I + Ā_1)` is accumulated, so no `Ā_l` is ever stored. The
+//! backward rule of each block lives next to its forward (`Attention::backward`,
+//! `RmsNorm::backward`, ...); this module puts them together.
 
 mod decoder;
-mod grad;
+mod saved;
 mod vision;
 
 use candle_core::{DType, Result, Tensor};
 
 use self::decoder::DecoderPass;
+use self::saved::SavingTape;
 use self::vision::VisionPass;
+use super::cache::KvCache;
 use super::llava::Llava;
+use super::tape::{NormSlot, Site};
 
 /// Relevancy rows of one output token.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +51,8 @@ pub struct TrackedPass<'a> {
 
 impl<'a> TrackedPass<'a> {
     /// Run the forward over `input_ids + output_ids[..T−1]` with the image `pixel_values`
-    /// (`[1, 3, h, w]` or `[3, h, w]`).
+    /// (`[1, 3, h, w]` or `[3, h, w]`). Image tokens are those of `input_ids`; an image-token id
+    /// among the output tokens is an ordinary token, as in generation.
     pub fn forward(
         model: &'a Llava,
         input_ids: &[u32],
@@ -62,26 +64,41 @@ impl<'a> TrackedPass<'a> {
         }
         let mut seq = input_ids.to_vec();
         seq.extend_from_slice(&output_ids[..output_ids.len() - 1]);
-        let image_id = model.config().image_token_index;
-        let image_pos: Vec<usize> = seq
-            .iter()
-            .enumerate()
-            .filter(|(_, &id)| id == image_id)
-            .map(|(i, _)| i)
-            .collect();
-        let vision = if image_pos.is_empty() {
+        let image_pos = model.image_positions(input_ids);
+        let mut tape = SavingTape::default();
+        let features = if image_pos.is_empty() {
             None
         } else {
             let px = match pixel_values.rank() {
                 3 => pixel_values.unsqueeze(0)?,
                 _ => pixel_values.clone(),
             };
-            Some(VisionPass::forward(model, &px)?)
+            let px = px.to_device(model.device())?;
+            Some(model.features(&px, &mut tape)?.squeeze(0)?)
         };
-        let embeds = model
-            .embed(&seq, vision.as_ref().map(|v| &v.features))?
-            .squeeze(0)?;
-        let decoder = DecoderPass::forward(&model.llama, &embeds)?;
+        let embeds = model.embed_sequence(&seq, input_ids.len(), features.as_ref())?;
+        let decoder = model.decoder();
+        let mut cache = KvCache::new(decoder.layers().len());
+        let last = decoder.hidden_states(&embeds, 0, &mut cache, &mut tape)?;
+        let site = Site::text(decoder.layers().len());
+        decoder
+            .final_norm()
+            .forward_taped(&last, &mut tape, site, NormSlot::Final)?;
+        drop(cache);
+        let vision = match features {
+            Some(_) => Some(VisionPass::new(
+                model,
+                tape.take_vision()?,
+                tape.take_projector(),
+            )),
+            None => None,
+        };
+        let decoder = DecoderPass::new(
+            decoder,
+            tape.take_text()?,
+            tape.take_final_norm()?,
+            last.squeeze(0)?,
+        )?;
         Ok(Self {
             n_input: input_ids.len(),
             output_ids: output_ids.to_vec(),
@@ -141,8 +158,9 @@ impl<'a> TrackedPass<'a> {
         let pos: Vec<u32> = self.image_pos.iter().map(|&p| p as u32).collect();
         let pos = Tensor::new(pos.as_slice(), device)?;
         let d_features = demb.index_select(&pos, 1)?;
+        let model = v.model();
         let tok: Vec<u32> = (0..self.image_pos.len())
-            .map(|j| v.token_of_feature(j) as u32)
+            .map(|j| model.token_of_feature(j) as u32)
             .collect();
         let tok = Tensor::new(tok.as_slice(), device)?;
         let u = Tensor::zeros((b, n), DType::F32, device)?.index_add(

@@ -85,7 +85,7 @@ pub enum RelevancyError {
 
 impl From<candle_core::Error> for RelevancyError {
     fn from(e: candle_core::Error) -> Self {
-        Self::Model(e.to_string())
+        Self::Model(crate::model::error_message(&e))
     }
 }
 

@@ -169,9 +169,11 @@ impl VisionConfig {
         }
         let image_size = square(raw.image_size, d.4, "image_size")?;
         let patch_size = square(raw.patch_size, d.5, "patch_size")?;
-        if patch_size == 0 || !image_size.is_multiple_of(patch_size) {
+        // The patch convolution has stride patch_size and no padding: a side that is not a
+        // multiple (SigLIP so400m: 384 / 14) leaves its last pixels out, as in transformers.
+        if patch_size == 0 || image_size < patch_size {
             return Err(unsupported(format!(
-                "vision image_size {image_size} is not a multiple of patch_size {patch_size}"
+                "vision image_size {image_size} is smaller than patch_size {patch_size}"
             )));
         }
         let projection_dim = match family {
@@ -194,7 +196,7 @@ impl VisionConfig {
         })
     }
 
-    /// Patches per side.
+    /// Patches per side: image_size / patch_size, rounded down.
     pub fn grid_side(&self) -> usize {
         self.image_size / self.patch_size
     }

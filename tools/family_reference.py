@@ -168,6 +168,7 @@ def make_reference(name, spec, model, processor, raw_tok, image: Image.Image, sp
         "input_tokens": tok.convert_ids_to_tokens(input_ids.tolist()),
         "output_tokens": tok.convert_ids_to_tokens(output_ids.tolist()),
         "output_text": tok.decode(output_ids.tolist(), skip_special_tokens=False),
+        "output_text_skip_special": tok.decode(output_ids.tolist(), skip_special_tokens=True),
         "special_ids": {s: raw_tok.token_to_id(s) for s in special},
         "bos_prepended": bool(tok.bos_token) and int(input_ids[0]) == tok.convert_tokens_to_ids(tok.bos_token),
         "image_token_index": image_id,

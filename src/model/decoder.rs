@@ -22,11 +22,10 @@ pub struct DecoderSpec {
     pub o_bias: bool,
     /// RMSNorm scale stored as w with 1 + w applied (Gemma).
     pub norm_offset_one: bool,
-    /// Every input embedding (image features included) is multiplied by this, cast to the
-    /// model dtype first (Gemma: √hidden).
+    /// Token embeddings are multiplied by this, cast to the model dtype first (Gemma:
+    /// √hidden). As in transformers 5, which scales inside the embedding module, the merged
+    /// image features are not scaled (transformers 4.x scaled them too).
     pub embed_scale: Option<f64>,
-    /// Query i sees key j only when i − j < window (Mistral's sliding window).
-    pub sliding_window: Option<usize>,
 }
 
 /// One decoder layer.
@@ -37,6 +36,7 @@ pub struct DecoderLayer {
     post_attention_layernorm: RmsNorm,
     mlp: GatedMlp,
     site: Site,
+    window: Option<usize>,
 }
 
 impl DecoderLayer {
@@ -74,6 +74,7 @@ impl DecoderLayer {
                 cfg.hidden_act,
             )?,
             site,
+            window: cfg.layer_window(layer),
         })
     }
 
@@ -213,7 +214,7 @@ impl Decoder {
         self.embed_tokens.forward(&ids)?.unsqueeze(0)
     }
 
-    /// Input embeddings as the decoder takes them: multiplied by the family's embedding scale
+    /// Token embeddings as the decoder takes them: multiplied by the family's embedding scale
     /// (in the model dtype), if any.
     pub fn scale_embeds(&self, embeds: &Tensor) -> Result<Tensor> {
         match self.spec.embed_scale {
@@ -304,14 +305,25 @@ impl Decoder {
         let dtype = self.embed_tokens.embeddings().dtype();
         let device = embeds.device();
         let (cos, sin) = self.rope.cos_sin(offset, n, dtype, device)?;
-        let mask = attention_mask(n, offset, self.spec.sliding_window, dtype, device)?;
-        let inputs = AttnInputs {
-            rope: Some((&cos, &sin)),
-            mask: mask.as_ref(),
-            offset,
-        };
+        // One mask per distinct window (full causal, or a family's sliding window).
+        let mut masks: Vec<(Option<usize>, Option<Tensor>)> = Vec::new();
+        for layer in &self.layers {
+            if !masks.iter().any(|(w, _)| *w == layer.window) {
+                let mask = attention_mask(n, offset, layer.window, dtype, device)?;
+                masks.push((layer.window, mask));
+            }
+        }
         let mut xs = embeds.to_dtype(dtype)?;
         for layer in &self.layers {
+            let mask = masks
+                .iter()
+                .find(|(w, _)| *w == layer.window)
+                .and_then(|(_, m)| m.as_ref());
+            let inputs = AttnInputs {
+                rope: Some((&cos, &sin)),
+                mask,
+                offset,
+            };
             xs = layer.forward(&xs, &inputs, cache, tape)?;
         }
         tape.end_forward()?;

@@ -250,8 +250,9 @@ impl Llava {
     }
 
     /// Token embeddings `[1, n, hidden]` of `input_ids`, the positions whose id is
-    /// `image_token_index` replaced, in order, by the rows of `image_features` `[F, hidden]`,
-    /// then scaled as the decoder's family wants (see [`Decoder::scale_embeds`]).
+    /// `image_token_index` replaced, in order, by the rows of `image_features` `[F, hidden]`.
+    /// Token rows are scaled as the decoder's family wants (see [`Decoder::scale_embeds`]),
+    /// image features are not (transformers 5 scales inside Gemma's embedding module).
     pub fn embed(
         &self,
         input_ids: &[u32],
@@ -302,9 +303,11 @@ impl Llava {
         for &p in image_pos {
             ids[p] = 0;
         }
-        let text = self.decoder.embed_tokens(&ids)?;
+        let text = self
+            .decoder
+            .scale_embeds(&self.decoder.embed_tokens(&ids)?)?;
         let features = match (image_features, image_pos.is_empty()) {
-            (_, true) => return self.decoder.scale_embeds(&text),
+            (_, true) => return Ok(text),
             (None, false) => candle_core::bail!(
                 "input_ids hold {} image tokens but no image features were given",
                 image_pos.len()
@@ -326,8 +329,7 @@ impl Llava {
             index[p] = (n + k) as u32;
         }
         let index = Tensor::new(index.as_slice(), &self.device)?;
-        let merged = table.index_select(&index, 0)?.reshape((1, n, hidden))?;
-        self.decoder.scale_embeds(&merged)
+        table.index_select(&index, 0)?.reshape((1, n, hidden))
     }
 
     /// Run the decoder over `embeds` `[1, n, hidden]` at positions `offset..offset + n`

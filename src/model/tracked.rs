@@ -30,11 +30,33 @@ pub struct TokenRows {
     pub token: usize,
     /// Row N−1+t of the decoder relevancy matrix, `[S]`.
     pub llm: Vec<f32>,
-    /// CLS row of the vision relevancy matrix, `[P + 1]` (column 0 is the CLS token).
+    /// Vision relevancy row over the vision tokens, `[Pv]`: with a class token (CLIP) the CLS
+    /// row of R_v, `[P + 1]` with column 0 the CLS token; without one (SigLIP) the mean of the
+    /// P patch rows of R_v, `1/P · 1ᵀ R_v`, `[P]` (every patch query weighs the same, as no
+    /// single query summarises the image).
     pub vit: Vec<f32>,
     /// `u R_v` with `u` the decoder row over the image features placed at their vision
-    /// tokens, `[P + 1]` (see `explain::relevancy` for the definition).
+    /// tokens, `[Pv]` (see `explain::relevancy` for the definition).
     pub combined: Vec<f32>,
+    /// Whether column 0 of `vit` and `combined` is a class token.
+    pub class_token: bool,
+}
+
+impl TokenRows {
+    /// The patch part of `vit`, `[P]`.
+    pub fn vit_patches(&self) -> &[f32] {
+        self.patches(&self.vit)
+    }
+
+    /// The patch part of `combined`, `[P]`.
+    pub fn combined_patches(&self) -> &[f32] {
+        self.patches(&self.combined)
+    }
+
+    fn patches<'r>(&self, row: &'r [f32]) -> &'r [f32] {
+        let skip = usize::from(self.class_token).min(row.len());
+        &row[skip..]
+    }
 }
 
 /// One row per seed.
@@ -128,6 +150,7 @@ impl<'a> TrackedPass<'a> {
         if let Some(&bad) = tokens.iter().find(|&&t| t >= t_len) {
             candle_core::bail!("output token {bad} does not exist (there are {t_len})");
         }
+        let class_token = self.vision.as_ref().is_some_and(|v| v.class_token());
         let mut out = Vec::with_capacity(tokens.len());
         for group in tokens.chunks(chunk.max(1)) {
             let positions: Vec<usize> = group.iter().map(|&t| self.n_input - 1 + t).collect();
@@ -144,6 +167,7 @@ impl<'a> TrackedPass<'a> {
                     llm,
                     vit,
                     combined,
+                    class_token,
                 });
                 on_token(group[i]);
             }
@@ -157,8 +181,10 @@ impl<'a> TrackedPass<'a> {
         let n = v.tokens;
         let pos: Vec<u32> = self.image_pos.iter().map(|&p| p as u32).collect();
         let pos = Tensor::new(pos.as_slice(), device)?;
-        let d_features = demb.index_select(&pos, 1)?;
         let model = v.model();
+        // The image features enter the decoder unscaled (only token rows carry a family's
+        // embedding scale), so their gradient is the embeddings' gradient at their positions.
+        let d_features = demb.index_select(&pos, 1)?;
         let tok: Vec<u32> = (0..self.image_pos.len())
             .map(|j| model.token_of_feature(j) as u32)
             .collect();
@@ -168,11 +194,16 @@ impl<'a> TrackedPass<'a> {
             &r.index_select(&pos, 1)?.contiguous()?,
             1,
         )?;
-        let mut e0 = vec![0f32; b * n];
-        for i in 0..b {
-            e0[i * n] = 1.0;
-        }
-        let e0 = Tensor::from_vec(e0, (b, n), device)?;
+        // The vit row's start: e_CLS with a class token, else the mean over the patch queries.
+        let e0 = if v.class_token() {
+            let mut e0 = vec![0f32; b * n];
+            for i in 0..b {
+                e0[i * n] = 1.0;
+            }
+            Tensor::from_vec(e0, (b, n), device)?
+        } else {
+            Tensor::full(1.0 / n as f32, (b, n), device)?
+        };
         let rows = Tensor::stack(&[&e0, &u], 1)?;
         let rows = v.backward(&d_features, &rows)?.to_vec3::<f32>()?;
         let mut vit = Vec::with_capacity(b);

@@ -31,6 +31,11 @@ impl<'a> VisionPass<'a> {
         }
     }
 
+    /// Whether the tower has a class token (vision token 0).
+    pub(super) fn class_token(&self) -> bool {
+        self.model.vision().spec().class_token
+    }
+
     /// The model.
     pub(super) fn model(&self) -> &'a Llava {
         self.model

@@ -46,11 +46,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes as one line.
+/// The error and its causes as one line. A candle error's backtrace (present whenever
+/// `RUST_BACKTRACE` is set) is dropped, and any cause that still spans lines keeps its first.
 fn sentence(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let text = cause.to_string();
+        let text = match cause.downcast_ref::<candle_core::Error>() {
+            Some(c) => lvlmscope::model::error_message(c),
+            None => cause.to_string(),
+        };
+        let text = text.lines().next().unwrap_or_default().trim().to_string();
+        if text.is_empty() {
+            continue;
+        }
         if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }

@@ -1,6 +1,6 @@
 //! Multi-head self-attention shared by every tower: grouped-query heads, optional RoPE, an
 //! optional additive mask, an optional KV cache, optional biases; its backward rules are in
-//! [`backward`].
+//! the `backward` submodule.
 
 mod backward;
 

@@ -387,15 +387,18 @@ NOTES = [
     "vision_attentions [Lv,Hv,P,P]: all vision blocks, in processor patch order; full attention over the "
     "image's P patches (window blocks: zero outside each window).",
     "vision_last_hidden: the last block's output before the merger, [P, Dv], processor patch order.",
-    "tall_*: the same prompt with tests/fixtures/image_tall.png (input ids, pixels, grid, greedy ids, positions).",
+    "tall_*: the same prompt with tests/fixtures/image_tall.png (input ids, pixels, grid, greedy ids, positions). "
+    "Its grid (12x6 patches = 168x84 px = 14112 px) is above max_pixels (12544): smart_resize scales a small "
+    "image up to min_pixels with ceil and does not check max_pixels again.",
     "pixel_backend: the image processor class AutoImageProcessor gives here (PIL backend, no torchvision).",
 ]
 
 WINDOW_NOTES = [
     "qwen2.5-vl window attention: the tower permutes the patches into window order (vision_patch_permutation: "
     "internal position i holds processor patch perm[i]); blocks not in fullatt_block_indexes attend within "
-    "windows of window_size/patch/merge = 2x2 merged tokens (8x8... patches, cut at the grid edge); the "
-    "merger output is permuted back. vision_chunk_sizes_per_block: the chunk sizes (in patches) of each block.",
+    "windows of window_size / patch_size / merge = 2x2 merged tokens (4x4 patches, fewer at the grid's "
+    "bottom/right edge); the merger output is permuted back. vision_chunk_sizes_per_block: the windows' "
+    "sizes in patches, per block, in window order.",
 ]
 
 

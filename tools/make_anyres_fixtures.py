@@ -19,6 +19,10 @@ Deterministic (fixed seeds). It writes:
                                         rule scaled down so that the bilinear pooling runs at this size),
                                         layer -1, strategy full, ChatML template
   tests/fixtures/reference/<name>.json + <name>.safetensors
+
+Both are written in the LEGACY key layout of the published llava-hf checkpoints
+(language_model.model.*, language_model.lm_head, vision_tower.vision_model.*, multi_modal_projector.*,
+image_newline), one model.safetensors each.
 """
 
 from __future__ import annotations
@@ -344,6 +348,11 @@ OV_NOTES = ["onevision: SigLIP without CLS (Pv = Pf = 16), layer -1; anyres_max_
             "to int(h // r) x int(w // r), r = sqrt(h * w / (1 * 16)); newline rows after the pooled rows."]
 
 
+def to_legacy(key: str) -> str:
+    """transformers-5 key -> the legacy layout the llava-hf NeXT / OneVision checkpoints are published in."""
+    return "image_newline" if key == "model.image_newline" else mf.to_legacy(key)
+
+
 def make_model(name: str, spec: dict, images: dict) -> None:
     from transformers import AutoConfig
 
@@ -371,6 +380,7 @@ def make_model(name: str, spec: dict, images: dict) -> None:
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     if spec["tied"]:
         sd.pop("lm_head.weight", None)
+    sd = {to_legacy(k): v for k, v in sd.items()}
     save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
     written = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model = model_class(spec).from_pretrained(str(out), attn_implementation="eager", dtype=torch.float32).eval()

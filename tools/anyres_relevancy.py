@@ -27,6 +27,7 @@ projector. Stored keys (float64 computation, stored F32):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -147,6 +148,10 @@ def main() -> int:
         print(f"{name}: " + ", ".join(f"{k} {list(v.shape)} max {v.max().item():.4g}" for k, v in sorted(tensors.items())))
         print("  f32 vs f64 max abs diff: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(diffs.items()))
               + f"; forward vs reference logits {err:.3g}; first-token prefill row vs ours {d_first:.3g}")
+        meta_path = FIX / "reference" / f"{name}.json"
+        meta = json.loads(meta_path.read_text())
+        meta["relevancy_f32_vs_f64_max_abs_diff"] = {k: float(f"{v:.3g}") for k, v in sorted(diffs.items())}
+        meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return 0
 
 

@@ -59,7 +59,7 @@ SPECS = {
         vision_feature_layer=-2, strategy="default", pinpoints=NEXT_PINPOINTS,
     ),
     "tiny-llava-onevision": dict(
-        seed=46, arch="LlavaOnevisionForConditionalGeneration", model_type="llava_onevision", family="qwen2",
+        seed=44, arch="LlavaOnevisionForConditionalGeneration", model_type="llava_onevision", family="qwen2",
         processor="LlavaOnevisionProcessor", improc="LlavaOnevisionImageProcessor", tied=True,
         scales=dict(embed=6.0, vo=8.0), vision_qk=0.4,
         vision=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -71,10 +71,25 @@ SPECS = {
     ),
 }
 
+OV_SPECIAL = ft.QWEN_SPECIAL + ["<video>"]
+
+
+def onevision_tokenizer():
+    """tiny-llava-qwen2-siglip's byte-level BPE with OneVision's <video> token added (id 4)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.train_from_iterator(ft._corpus("qwen2"), trainer=ft._trainer(OV_SPECIAL, pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
 FAMILY = {
     "llama": dict(tokenizer=mf.make_tokenizer, special=mf.SPECIAL, template=mf.CHAT_TEMPLATE,
                   bos="<s>", eos="</s>", pad="<pad>", unk="<unk>"),
-    "qwen2": dict(tokenizer=ft.qwen_tokenizer, special=ft.QWEN_SPECIAL, template=ft.QWEN_TEMPLATE,
+    "qwen2": dict(tokenizer=onevision_tokenizer, special=OV_SPECIAL, template=ft.QWEN_TEMPLATE,
                   bos=None, eos="<|im_end|>", pad="<|endoftext|>", unk=None),
 }
 
@@ -95,7 +110,7 @@ def config_json(spec: dict, vocab: int, ids: dict, fam: dict) -> dict:
     }
     if is_ov(spec):
         cfg["vision_aspect_ratio"] = spec["vision_aspect_ratio"]
-        cfg["video_token_index"] = ids["<image>"] + 1000
+        cfg["video_token_index"] = ids["<video>"]
     return cfg
 
 

@@ -78,13 +78,20 @@ fn assert_refused(config: &str, found: &str, supported: &[&str]) {
     for name in supported {
         assert!(line.contains(name), "{name} missing: {line}");
     }
-    assert!(!line.contains("image token"), "refused for the tokenizer: {line}");
+    assert!(
+        !line.contains("image token"),
+        "refused for the tokenizer: {line}"
+    );
     assert!(!line.contains("weights"), "refused for the weights: {line}");
 }
 
 #[test]
 fn qwen2_vl_is_refused_for_its_model_type_not_its_tokenizer() {
-    assert_refused(QWEN2_VL, "'qwen2_vl'", &["llava", "qwen2", "siglip_vision_model"]);
+    assert_refused(
+        QWEN2_VL,
+        "'qwen2_vl'",
+        &["llava", "qwen2", "siglip_vision_model"],
+    );
 }
 
 #[test]

@@ -44,7 +44,10 @@ fn gemma_2b_shaped_like_intel_llava_gemma() {
     // hidden_activation wins over the historical "gelu" in hidden_act.
     assert_eq!(t.hidden_act, Activation::GeluTanh);
     assert!(t.tie_word_embeddings && cfg.tie_word_embeddings);
-    assert_eq!((t.bos_token_id, t.eos_token_ids.clone()), (Some(2), vec![1]));
+    assert_eq!(
+        (t.bos_token_id, t.eos_token_ids.clone()),
+        (Some(2), vec![1])
+    );
     assert_eq!(t.pad_token_id, Some(0));
     assert!(!t.qkv_bias && !t.o_bias && !t.mlp_bias);
     assert_eq!(t.sliding_window, None);
@@ -72,7 +75,10 @@ fn mistral_shaped_like_bakllava() {
     .unwrap();
     let t = &cfg.text_config;
     assert_eq!(t.family, TextFamily::Mistral);
-    assert_eq!((t.hidden_size, t.num_hidden_layers, t.head_dim), (4096, 32, 128));
+    assert_eq!(
+        (t.hidden_size, t.num_hidden_layers, t.head_dim),
+        (4096, 32, 128)
+    );
     assert_eq!((t.num_attention_heads, t.num_key_value_heads), (32, 8));
     assert_eq!(t.sliding_window, Some(4096));
     assert!(t.layer_types.iter().all(|l| *l == AttentionType::Sliding));
@@ -104,7 +110,10 @@ fn qwen2_siglip_shaped_like_llava_interleave() {
     .unwrap();
     let t = &cfg.text_config;
     assert_eq!(t.family, TextFamily::Qwen2);
-    assert_eq!((t.hidden_size, t.head_dim, t.num_key_value_heads), (1024, 64, 16));
+    assert_eq!(
+        (t.hidden_size, t.head_dim, t.num_key_value_heads),
+        (1024, 64, 16)
+    );
     assert_eq!(t.rope_theta, 1_000_000.0);
     assert_eq!(t.sliding_window, None, "use_sliding_window is false");
     assert_eq!(t.layer_window(23), None);
@@ -130,17 +139,26 @@ fn class_defaults_per_family() {
     assert_eq!(m.max_position_embeddings, 131072);
     assert_eq!(m.sliding_window, Some(4096));
     let g = text(r#"{"model_type":"gemma"}"#);
-    assert_eq!((g.vocab_size, g.hidden_size, g.head_dim), (256000, 3072, 256));
+    assert_eq!(
+        (g.vocab_size, g.hidden_size, g.head_dim),
+        (256000, 3072, 256)
+    );
     assert_eq!((g.num_attention_heads, g.num_key_value_heads), (16, 16));
     assert_eq!(g.hidden_act, Activation::GeluTanh);
     assert!(g.tie_word_embeddings);
     let q = text(r#"{"model_type":"qwen2"}"#);
-    assert_eq!((q.vocab_size, q.intermediate_size, q.max_position_embeddings), (151936, 22016, 32768));
+    assert_eq!(
+        (q.vocab_size, q.intermediate_size, q.max_position_embeddings),
+        (151936, 22016, 32768)
+    );
     assert_eq!(q.num_key_value_heads, 32);
     assert_eq!((q.bos_token_id, q.eos_token_ids.len()), (None, 0));
     let l = text("{}");
     assert_eq!(l.family, TextFamily::Llama);
-    assert_eq!((l.bos_token_id, l.eos_token_ids.clone()), (Some(1), vec![2]));
+    assert_eq!(
+        (l.bos_token_id, l.eos_token_ids.clone()),
+        (Some(1), vec![2])
+    );
     // Gemma without hidden_activation uses hidden_act.
     let g = text(r#"{"model_type":"gemma","hidden_act":"gelu"}"#);
     assert_eq!(g.hidden_act, Activation::Gelu);
@@ -206,7 +224,11 @@ fn unsupported_model_types_name_what_was_found() {
     for (json, found, supported) in [
         (r#"{"model_type":"qwen2_vl"}"#, "'qwen2_vl'", &both[..]),
         (r#"{"model_type":"llava_next"}"#, "'llava_next'", &both[..]),
-        (r#"{"model_type":"llava_onevision"}"#, "'llava_onevision'", &both[..]),
+        (
+            r#"{"model_type":"llava_onevision"}"#,
+            "'llava_onevision'",
+            &both[..],
+        ),
         (r#"{"model_type":"qwen2_5_vl"}"#, "'qwen2_5_vl'", &both[..]),
         (r#"{"model_type":"blip-2"}"#, "'blip-2'", &both[..]),
         (

@@ -37,11 +37,14 @@ fn fixtures() -> PathBuf {
 fn processor_with(template: &str, processor: bool) -> (tempfile::TempDir, PromptProcessor) {
     let dir = tempfile::tempdir().unwrap();
     let src = fixtures().join("tiny-llava-gqa");
-    std::fs::copy(src.join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
-    let mut config: Value = serde_json::from_str(
-        &std::fs::read_to_string(src.join("tokenizer_config.json")).unwrap(),
+    std::fs::copy(
+        src.join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
     )
     .unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer_config.json")).unwrap())
+            .unwrap();
     let obj = config.as_object_mut().unwrap();
     if processor {
         obj.remove("chat_template");
@@ -50,11 +53,7 @@ fn processor_with(template: &str, processor: bool) -> (tempfile::TempDir, Prompt
     } else {
         obj.insert("chat_template".into(), Value::from(template));
     }
-    std::fs::write(
-        dir.path().join("tokenizer_config.json"),
-        config.to_string(),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
     let p = PromptProcessor::from_dir(dir.path()).unwrap();
     (dir, p)
 }
@@ -94,7 +93,10 @@ fn text_only_templates_take_the_image_token_in_a_string() {
     let enc = p.encode("What is this?", 5).unwrap();
     assert_eq!(enc.image_span[1], 5);
     assert_eq!(
-        enc.ids.iter().filter(|&&id| id == p.image_token_id()).count(),
+        enc.ids
+            .iter()
+            .filter(|&&id| id == p.image_token_id())
+            .count(),
         5
     );
 }
@@ -110,5 +112,8 @@ fn gemma_template_raises_like_jinja2() {
         .unwrap()
         .render_text("hi", "<bos>", "")
         .unwrap_err();
-    assert!(err.to_string().contains("System role not supported"), "{err}");
+    assert!(
+        err.to_string().contains("System role not supported"),
+        "{err}"
+    );
 }

@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
-"""Time `lvlmscope run` against transformers `generate` on a random-weight "mini" LLaVA.
+"""Time `lvlmscope run` against transformers `generate` on random-weight "mini" LLaVA models.
 
 Run by hand (needs torch, transformers, tokenizers, safetensors, pillow, numpy; nothing in the
 build or CI runs it):
 
     cargo build --release
     python tools/bench_vs_transformers.py --workdir /tmp/lvlmscope-bench [--reps 3]
-    python tools/bench_vs_transformers.py --workdir /tmp/lvlmscope-bench --python-only
+    python tools/bench_vs_transformers.py --workdir /tmp/lvlmscope-bench --family gemma --family qwen2-siglip
+    python tools/bench_vs_transformers.py --workdir /tmp/lvlmscope-bench --family all --json /tmp/bench.json
+    python tools/bench_vs_transformers.py --workdir /tmp/lvlmscope-bench --family all --python-only
 
-The mini model (made once into WORKDIR/mini-llava, about 270 MB, never committed): CLIP 336/14
-(576 image tokens), 12 vision layers of width 256 (8 heads), vision_feature_layer -2, strategy
-default, mlp2x_gelu projector; LLaMA decoder of 8 layers, width 512, 8 heads, vocab 32000. The
-tokenizer is the fixtures' tiny BPE tokenizer with its vocabulary padded to 32000 entries. The
-lm_head row of EOS is zero, so EOS (logit exactly 0) practically never wins and both sides make
-all 32 tokens (the table reports the counts to check).
+--family picks the mini model(s) (repeatable; default llama; `all` = the three). Each is made
+once into WORKDIR (never committed; delete the folder to rebuild), deterministic:
+
+  llama (WORKDIR/mini-llava, about 270 MB): CLIP 336/14 (576 image tokens), 12 vision layers of
+    width 256 (8 heads), vision_feature_layer -2, strategy default, mlp2x_gelu projector; LLaMA
+    decoder of 8 layers, width 512, 8 heads, vocab 32000. The tokenizer is the fixtures' tiny BPE
+    tokenizer with its vocabulary padded to 32000 entries.
+  gemma (WORKDIR/mini-gemma) and qwen2-siglip (WORKDIR/mini-qwen2-siglip): image 224/14 (256
+    image tokens), see tools/bench_families.py: CLIP + Gemma (width 512, 6 layers, one KV head,
+    head_dim 128, tied), SigLIP (no CLS, layer -1, full) + Qwen2 (width 512, 6 layers, q/k/v
+    biases, tied), with the family fixtures' tokenizers and templates padded to vocab 32000.
+The lm_head rows of EOS are zero, so EOS (logit exactly 0) practically never wins and both sides
+make all 32 tokens (the table reports the counts to check).
 
 Each repetition times whole processes, loading included:
   A. lvlmscope run --model M --image I --prompt P --save OUT --max-new-tokens 32 --dtype f32 --device cpu
@@ -22,8 +31,11 @@ Each repetition times whole processes, loading included:
   C. python (this file, --worker) : load processor and model, transformers
      generate(output_attentions=True, return_dict_in_generate=True, max_new_tokens=32,
      min_new_tokens=32), greedy, eager attention, float32
-It prints the medians and three ratios: A/C time, A/B time, and the bytes of A's session file
-over the bytes of all attention tensors that C's generate returned.
+It prints, per family, the medians and three ratios: A/C time, A/B time, and the bytes of A's
+session file over the bytes of all attention tensors that C's generate returned; with several
+families a summary table follows. A family that lvlmscope cannot run yet is reported as FAILED
+with the last line of its error, and the others still run. The C column includes Python's
+start-up and imports; its JSON (`--json`) has `import_s`, `load_s` and `generate_s` to subtract.
 """
 
 from __future__ import annotations
@@ -40,7 +52,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL_VERSION = "mini-llava/1"
+MODEL_VERSION = "mini-llava/1"  # the llama mini model; see bench_families.py for the others
 MAX_NEW = 32
 PROMPT = "What is in the picture?"
 
@@ -49,6 +61,7 @@ MINI_VISION = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=12
 MINI_TEXT = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
                  max_position_embeddings=2048, rms_norm_eps=1e-05, rope_theta=10000.0)
 MINI_VOCAB = 32000
+FAMILIES = ["llama", "gemma", "qwen2-siglip"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -121,35 +134,50 @@ def build_mini(model_dir: Path) -> None:
 # the transformers side (runs in its own process)
 
 
+def make_processor(model_dir: str):
+    """LlavaProcessor as the folder describes it: CLIP or SigLIP image processor (PIL backend),
+    `processor_config.json`'s token settings, the chat template wherever the folder keeps it."""
+    from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast, SiglipImageProcessorPil
+
+    d = Path(model_dir)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    pre = json.loads((d / "preprocessor_config.json").read_text())
+    siglip = pre.get("image_processor_type", "").startswith("Siglip")
+    improc = (SiglipImageProcessorPil if siglip else CLIPImageProcessorPil).from_pretrained(model_dir)
+    cfg = json.loads((d / "config.json").read_text())
+    pcfg_path = d / "processor_config.json"
+    pcfg = json.loads(pcfg_path.read_text()) if pcfg_path.exists() else {}
+    template = tokenizer.chat_template
+    if (d / "chat_template.jinja").exists():
+        template = (d / "chat_template.jinja").read_text()
+    elif (d / "chat_template.json").exists():
+        template = json.loads((d / "chat_template.json").read_text())["chat_template"]
+    return LlavaProcessor(
+        image_processor=improc, tokenizer=tokenizer, patch_size=cfg["vision_config"]["patch_size"],
+        vision_feature_select_strategy=cfg["vision_feature_select_strategy"], chat_template=template,
+        num_additional_image_tokens=pcfg.get("num_additional_image_tokens", 1))
+
+
 def worker(model_dir: str, image_path: str, result_path: str, threads: int | None) -> int:
     """Load and generate with transformers; write a JSON result. Timed from outside as a whole."""
     t0 = time.perf_counter()
     import torch
     from PIL import Image
-    from transformers import (
-        CLIPImageProcessorPil,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import LlavaForConditionalGeneration
 
     if threads:
         torch.set_num_threads(threads)
     t_import = time.perf_counter()
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
-    improc = CLIPImageProcessorPil.from_pretrained(model_dir)
-    cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    processor = LlavaProcessor(
-        image_processor=improc, tokenizer=tokenizer, patch_size=cfg["vision_config"]["patch_size"],
-        vision_feature_select_strategy=cfg["vision_feature_select_strategy"],
-        chat_template=tokenizer.chat_template, num_additional_image_tokens=1)
+    processor = make_processor(model_dir)
     model = LlavaForConditionalGeneration.from_pretrained(
         model_dir, attn_implementation="eager", dtype=torch.float32).eval()
     t_load = time.perf_counter()
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    bos = processor.tokenizer.bos_token
+    add_special = not (bos is not None and text.startswith(bos))  # as apply_chat_template(tokenize=True)
     image = Image.open(image_path).convert("RGB")
-    enc = processor(images=image, text=text, return_tensors="pt")
+    enc = processor(images=image, text=text, return_tensors="pt", add_special_tokens=add_special)
     with torch.no_grad():
         out = model.generate(
             **enc, do_sample=False, max_new_tokens=MAX_NEW, min_new_tokens=MAX_NEW,
@@ -205,41 +233,26 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description="Time lvlmscope run against transformers generate.")
-    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "lvlmscope-bench"),
-                    help="cache folder for the mini model and outputs (default: %(default)s)")
-    ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "lvlmscope"),
-                    help="path of the lvlmscope binary (default: %(default)s)")
-    ap.add_argument("--image", default=str(ROOT / "tests" / "fixtures" / "image.png"))
-    ap.add_argument("--reps", type=int, default=3, help="repetitions per command (median reported)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads for both sides (sets RAYON_NUM_THREADS, OMP_NUM_THREADS, torch threads)")
-    ap.add_argument("--python-only", action="store_true", help="time only the transformers side")
-    ap.add_argument("--json", default=None, help="also write the results as JSON to this file")
-    ap.add_argument("--worker", nargs=2, metavar=("MODEL_DIR", "RESULT_JSON"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
+def model_dirs(work: Path, families: list[str]) -> dict[str, Path]:
+    """Build (once) and return the mini model folder of each family."""
+    import bench_families
 
-    if args.worker:
-        return worker(args.worker[0], args.image, args.worker[1], args.threads)
+    out = {}
+    for fam in families:
+        if fam == "llama":
+            out[fam] = work / "mini-llava"
+            build_mini(out[fam])
+        else:
+            out[fam] = work / f"mini-{fam}"
+            bench_families.build(fam, out[fam])
+    return out
 
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    model_dir = work / "mini-llava"
-    build_mini(model_dir)
 
-    env = dict(os.environ)
-    if args.threads:
-        env["RAYON_NUM_THREADS"] = str(args.threads)
-        env["OMP_NUM_THREADS"] = str(args.threads)
-    if not args.python_only and not Path(args.bin).is_file():
-        print(f"error: lvlmscope binary not found at {args.bin} (build it, pass --bin, or use --python-only)",
-              file=sys.stderr)
-        return 2
-
-    session = work / "session.safetensors"
-    session_off = work / "session-off.safetensors"
-    hf_result = work / "hf-result.json"
+def bench_family(fam: str, model_dir: Path, work: Path, args, env: dict) -> tuple[dict, list[tuple[str, str, str]]]:
+    """Time the commands on one mini model; returns (results, table rows)."""
+    session = work / f"session-{fam}.safetensors"
+    session_off = work / f"session-{fam}-off.safetensors"
+    hf_result = work / f"hf-result-{fam}.json"
     base = [args.bin, "run", "--model", str(model_dir), "--image", args.image, "--prompt", PROMPT,
             "--max-new-tokens", str(MAX_NEW), "--dtype", "f32", "--device", "cpu"]
     cmds = {
@@ -252,20 +265,32 @@ def main() -> int:
         cmds["lvlmscope-capture-off"] = base + ["--save", str(session_off), "--capture", "off"]
 
     times: dict[str, list[float]] = {k: [] for k in cmds}
+    failed: dict[str, str] = {}
     for rep in range(args.reps):
         for name, cmd in cmds.items():  # interleaved, so drifts hit every side alike
-            dt = timed(cmd, env)
+            if name in failed:
+                continue
+            try:
+                dt = timed(cmd, env)
+            except RuntimeError as e:  # e.g. a family lvlmscope does not support yet: report, go on
+                failed[name] = str(e).strip().splitlines()[-1][:160]
+                print(f"{fam}: {name} failed: {e}", file=sys.stderr)
+                continue
             times[name].append(dt)
-            print(f"rep {rep + 1}/{args.reps} {name:24s} {dt:8.2f} s", file=sys.stderr)
+            print(f"{fam} rep {rep + 1}/{args.reps} {name:24s} {dt:8.2f} s", file=sys.stderr)
+    if "transformers" in failed:
+        return {"failed": failed}, [("transformers generate", "FAILED", failed["transformers"])]
 
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items() if v}
     hf = json.loads(hf_result.read_text())
-    res: dict = {"medians_s": med, "all_s": times, "transformers": hf, "reps": args.reps}
+    res: dict = {"medians_s": med, "all_s": times, "transformers": hf, "reps": args.reps, "failed": failed}
     rows = [("transformers generate (whole process)", f"{med['transformers']:.2f} s",
              f"{hf['output_len']} tokens, N={hf['input_len']}; load {hf['load_s']:.2f} s, "
              f"generate {hf['generate_s']:.2f} s")]
     rows.append(("transformers attention bytes", fmt_bytes(hf["attention_bytes"]), str(hf["attention_bytes"])))
-    if not args.python_only:
+    for name in failed:
+        rows.append((name, "FAILED", failed[name]))
+    if not args.python_only and not failed:
         sbytes = session.stat().st_size
         ids_on, ids_off = session_output_ids(session), session_output_ids(session_off)
         same = "same ids as transformers" if ids_on == hf["output_ids"] else "ids DIFFER from transformers"
@@ -288,13 +313,67 @@ def main() -> int:
             ("ratio rows / capture-off time", f"{res['ratio_rows_over_capture_off']:.3f}", ""),
             ("ratio session / attention bytes", f"{res['ratio_session_over_attention_bytes']:.4f}", ""),
         ]
-    w = max(len(r[0]) for r in rows)
-    print(f"median of {args.reps} run(s), whole processes, loading included, f32, cpu, "
-          f"{MAX_NEW} new tokens")
-    for name, val, note in rows:
-        print(f"  {name:<{w}}  {val:>12}  {note}")
+    return res, rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Time lvlmscope run against transformers generate.")
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "lvlmscope-bench"),
+                    help="cache folder for the mini models and outputs (default: %(default)s)")
+    ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "lvlmscope"),
+                    help="path of the lvlmscope binary (default: %(default)s)")
+    ap.add_argument("--image", default=str(ROOT / "tests" / "fixtures" / "image.png"))
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per command (median reported)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for both sides (sets RAYON_NUM_THREADS, OMP_NUM_THREADS, torch threads)")
+    ap.add_argument("--family", action="append", choices=FAMILIES + ["all"],
+                    help="mini model(s) to time, repeatable (default: llama; all = every family)")
+    ap.add_argument("--python-only", action="store_true", help="time only the transformers side")
+    ap.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    ap.add_argument("--worker", nargs=2, metavar=("MODEL_DIR", "RESULT_JSON"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.worker:
+        return worker(args.worker[0], args.image, args.worker[1], args.threads)
+
+    families = args.family or ["llama"]
+    families = FAMILIES if "all" in families else list(dict.fromkeys(families))
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    dirs = model_dirs(work, families)
+
+    env = dict(os.environ)
+    if args.threads:
+        env["RAYON_NUM_THREADS"] = str(args.threads)
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    if not args.python_only and not Path(args.bin).is_file():
+        print(f"error: lvlmscope binary not found at {args.bin} (build it, pass --bin, or use --python-only)",
+              file=sys.stderr)
+        return 2
+
+    results, summary = {}, []
+    for fam in families:
+        res, rows = bench_family(fam, dirs[fam], work, args, env)
+        results[fam] = res
+        w = max(len(r[0]) for r in rows)
+        print(f"[{fam}] median of {args.reps} run(s), whole processes, loading included, f32, cpu, "
+              f"{MAX_NEW} new tokens ({dirs[fam]})")
+        for name, val, note in rows:
+            print(f"  {name:<{w}}  {val:>12}  {note}")
+        med = res.get("medians_s", {})
+        summary.append((fam, med.get("transformers"), med.get("lvlmscope"), med.get("lvlmscope-capture-off"),
+                        res.get("ratio_lvlmscope_over_transformers"), res.get("ratio_rows_over_capture_off"),
+                        res.get("lvlmscope_ids_match_transformers")))
+    if len(families) > 1:
+        def f(x, spec):
+            return format(x, spec) if x is not None else "-".rjust(int(spec.split(".")[0]))
+        print("\nfamily         transformers s  lvlmscope s  capture-off s  lvlmscope/hf  rows/off  same ids")
+        for fam, hf_s, on_s, off_s, r1, r2, same in summary:
+            print(f"{fam:<14} {f(hf_s, '14.2f')} {f(on_s, '12.2f')} {f(off_s, '14.2f')} {f(r1, '13.3f')} "
+                  f"{f(r2, '9.3f')}  {'-' if same is None else same}")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        out = results if len(families) > 1 else results[families[0]]
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 

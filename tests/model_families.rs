@@ -159,8 +159,13 @@ fn class_defaults_per_family() {
         (l.bos_token_id, l.eos_token_ids.clone()),
         (Some(1), vec![2])
     );
-    // Gemma without hidden_activation uses hidden_act.
+    // Gemma without hidden_activation uses hidden_act, whose legacy "gelu" transformers runs
+    // as the tanh approximation; hidden_activation, when given, wins.
     let g = text(r#"{"model_type":"gemma","hidden_act":"gelu"}"#);
+    assert_eq!(g.hidden_act, Activation::GeluTanh);
+    let g = text(r#"{"model_type":"gemma","hidden_act":"silu"}"#);
+    assert_eq!(g.hidden_act, Activation::Silu);
+    let g = text(r#"{"model_type":"gemma","hidden_act":"silu","hidden_activation":"gelu"}"#);
     assert_eq!(g.hidden_act, Activation::Gelu);
     // An empty SigLIP config takes SiglipVisionConfig's own defaults.
     let v = parse(r#"{"vision_config":{"model_type":"siglip_vision_model"}}"#)

@@ -68,28 +68,42 @@ fn header_shows_the_family() {
 #[test]
 fn run_records_the_family() {
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let tmp = tempfile::tempdir().unwrap();
-    let save = tmp.path().join("s.session");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
-        .args(["run", "--model"])
-        .arg(fixtures.join("tiny-llava-gqa"))
-        .arg("--image")
-        .arg(fixtures.join("image.png"))
-        .args(["--prompt", "What is it?", "--max-new-tokens", "2", "--save"])
-        .arg(&save)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = lvlmscope::session::load(&save).unwrap();
-    assert_eq!(
-        s.manifest.model.family,
-        Some(ModelFamily {
-            decoder: "llama".into(),
-            vision: "clip".into(),
-        })
-    );
+    for (model, decoder, vision) in [
+        ("tiny-llava-gqa", "llama", "clip"),
+        ("tiny-llava-gemma", "gemma", "clip"),
+        ("tiny-llava-mistral", "mistral", "clip"),
+        ("tiny-llava-qwen2-siglip", "qwen2", "siglip"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let save = tmp.path().join("s.session");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
+            .args(["run", "--model"])
+            .arg(fixtures.join(model))
+            .arg("--image")
+            .arg(fixtures.join("image.png"))
+            .args([
+                "--prompt",
+                "What is in the picture?",
+                "--max-new-tokens",
+                "2",
+            ])
+            .arg("--save")
+            .arg(&save)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = lvlmscope::session::load(&save).unwrap();
+        assert_eq!(
+            s.manifest.model.family,
+            Some(ModelFamily {
+                decoder: decoder.into(),
+                vision: vision.into(),
+            }),
+            "{model}"
+        );
+    }
 }

@@ -128,8 +128,12 @@ fn qwen2_siglip_shaped_like_llava_interleave() {
     assert_eq!((v.grid_side(), v.num_positions()), (27, 729));
     assert_eq!(cfg.vision_feature_select_strategy, SelectStrategy::Full);
     assert_eq!(cfg.feature_layers().unwrap(), vec![26]);
-    // No CLS token: `full` keeps the 729 patches.
+    // No CLS token: `full` keeps the 729 patches; `default` drops the first position whatever
+    // it holds, as transformers does.
     assert_eq!(cfg.num_image_features(), 729);
+    let mut dropped = cfg.clone();
+    dropped.vision_feature_select_strategy = SelectStrategy::Default;
+    assert_eq!(dropped.num_image_features(), 728);
 }
 
 #[test]

@@ -35,11 +35,10 @@ pub fn run(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Session, JobError> {
     generate::validate(request)?;
-    let device = crate::model::device_from_str(&request.device).map_err(GenerateError::from)?;
-    let dtype = generate::parse_dtype(&request.dtype)?;
+    let device = request.device.open().map_err(GenerateError::from)?;
     on_progress(Progress::Stage("loading model".into()));
     let started = Instant::now();
-    let loaded = LoadedModel::load(&request.model, dtype, &device)?;
+    let loaded = LoadedModel::load(&request.model, request.dtype, &device)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let image = crate::processing::load_image(&request.image).map_err(GenerateError::from)?;
     let mut session = generate::generate(&loaded, &image, request, cancel, on_progress)?;

@@ -13,8 +13,10 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cli::{Cli, Command, RunArgs};
-use lvlmscope::generate::{Progress, RunRequest};
+use lvlmscope::generate::{parse_dtype, Progress, RunRequest};
 use lvlmscope::job;
+use lvlmscope::model::DeviceName;
+use lvlmscope::processing::ImageMode;
 use lvlmscope::session::{self, AttentionDtype};
 
 fn main() -> ExitCode {
@@ -44,11 +46,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes as one line.
+/// The error and its causes as one line. A candle error's backtrace (present whenever
+/// `RUST_BACKTRACE` is set) is dropped, and any cause that still spans lines keeps its first.
 fn sentence(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let text = cause.to_string();
+        let text = match cause.downcast_ref::<candle_core::Error>() {
+            Some(c) => lvlmscope::model::error_message(c),
+            None => cause.to_string(),
+        };
+        let text = text.lines().next().unwrap_or_default().trim().to_string();
+        if text.is_empty() {
+            continue;
+        }
         if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
@@ -57,18 +67,22 @@ fn sentence(e: &anyhow::Error) -> String {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Every setting is parsed here, once; the library takes types.
     let capture = args.capture.parse().map_err(anyhow::Error::msg)?;
+    let image_mode: ImageMode = args.image_mode.parse()?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let device: DeviceName = args.device.parse()?;
     let request = RunRequest {
         model: args.model,
         image: args.image,
         prompt: args.prompt,
-        image_mode: args.image_mode,
+        image_mode,
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
         top_p: args.top_p,
         seed: args.seed,
-        dtype: args.dtype,
-        device: args.device,
+        dtype,
+        device,
         capture,
         relevancy: args.relevancy,
         causal: args.causal,
@@ -193,8 +207,8 @@ fn eval(args: cli::EvalArgs) -> anyhow::Result<()> {
             (dir.display().to_string(), "embedded demo model".to_string())
         }
     };
-    let device = lvlmscope::model::device_from_str(&args.device)?;
-    let dtype = lvlmscope::generate::parse_dtype(&args.dtype)?;
+    let device = args.device.parse::<DeviceName>()?.open()?;
+    let dtype = parse_dtype(&args.dtype)?;
     let loaded = lvlmscope::generate::LoadedModel::load(&name, dtype, &device)?;
     let options = EvalOptions {
         model_label: label,

@@ -82,7 +82,7 @@ pub enum FaithfulnessError {
     #[error("the session holds token id {0}, which no model vocabulary can have")]
     BadId(i64),
     /// The model failed.
-    #[error("the model failed while re-reading a modified image: {0}")]
+    #[error("the model failed while re-reading a modified image: {}", crate::model::error_message(.0))]
     Model(#[from] candle_core::Error),
 }
 
@@ -178,6 +178,7 @@ pub fn fill_patches(
 pub struct Deletion<'a> {
     model: &'a Llava,
     ids: Vec<u32>,
+    n_input: usize,
     target: u32,
     pixels: Array,
     grid: [usize; 2],
@@ -225,6 +226,7 @@ impl<'a> Deletion<'a> {
         }
         Ok(Self {
             model,
+            n_input: session.input_ids.len(),
             ids,
             target,
             colour: mean_colour(px),
@@ -373,7 +375,7 @@ impl<'a> Deletion<'a> {
         let images = Tensor::from_vec(data, (sets.len(), 3, h, w), model.device())?;
         let features = model.batch_image_features(&images)?;
         let embeds = (0..sets.len())
-            .map(|b| model.embed(&self.ids, Some(&features.get(b)?)))
+            .map(|b| model.embed_sequence(&self.ids, self.n_input, Some(&features.get(b)?)))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let embeds = Tensor::cat(&embeds, 0)?;
         let mut cache = model.new_cache();

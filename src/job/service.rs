@@ -12,7 +12,8 @@ use candle_core::DType;
 
 use crate::explain::faithfulness::{Deletion, FaithfulnessError, DEFAULT_BATCH};
 use crate::explain::relevancy::{self, RelevancyError, RelevancyMaps};
-use crate::generate::{self, GenerateError, LoadedModel};
+use crate::generate::{GenerateError, LoadedModel};
+use crate::model::DeviceName;
 use crate::session::Session;
 
 /// Which model to load, and how.
@@ -20,10 +21,10 @@ use crate::session::Session;
 pub struct ModelSpec {
     /// Model folder or model id in the local Hugging Face cache.
     pub path: String,
-    /// `f32`, `f16` or `bf16`.
-    pub dtype: String,
-    /// `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    /// Weights and activations dtype.
+    pub dtype: DType,
+    /// Where the model runs.
+    pub device: DeviceName,
 }
 
 impl ModelSpec {
@@ -32,8 +33,8 @@ impl ModelSpec {
     pub fn for_session(session: &Session) -> Self {
         Self {
             path: session.manifest.model.path.clone(),
-            dtype: "f32".into(),
-            device: "cpu".into(),
+            dtype: DType::F32,
+            device: DeviceName::Cpu,
         }
     }
 }
@@ -186,10 +187,11 @@ impl ModelService {
                 path: spec.path.clone(),
                 source,
             };
-            let device = crate::model::device_from_str(&spec.device)
+            let device = spec
+                .device
+                .open()
                 .map_err(|e| load_error(GenerateError::from(e)))?;
-            let dtype: DType = generate::parse_dtype(&spec.dtype).map_err(load_error)?;
-            let model = LoadedModel::load(&spec.path, dtype, &device).map_err(load_error)?;
+            let model = LoadedModel::load(&spec.path, spec.dtype, &device).map_err(load_error)?;
             self.loads += 1;
             self.loaded = Some((spec.clone(), model));
         }

@@ -1,11 +1,18 @@
 //! `config.json` of a LLaVA checkpoint, read with the defaults transformers applies.
 //!
-//! transformers fills a missing `text_config` with `LlamaConfig()` defaults and a missing
-//! `vision_config` with `CLIPVisionConfig(hidden_size=1024, intermediate_size=4096,
-//! patch_size=14, image_size=336, num_hidden_layers=24, num_attention_heads=16,
-//! projection_dim=768)`. A `vision_config` that is present but omits a field gets the plain
-//! `CLIPVisionConfig` default for it (768 hidden, 12 layers, image 224, patch 32, ...), exactly
-//! as transformers does.
+//! The decoder family comes from `text_config.model_type` ([`TextFamily`]), the vision tower
+//! from `vision_config.model_type` ([`VisionFamily`]); each sub-config takes a missing field from
+//! its own transformers class. transformers fills a missing `text_config` with `LlamaConfig()`
+//! defaults and a missing `vision_config` with `CLIPVisionConfig(hidden_size=1024,
+//! intermediate_size=4096, patch_size=14, image_size=336, num_hidden_layers=24,
+//! num_attention_heads=16, projection_dim=768)`. A `vision_config` that is present but omits a
+//! field gets the plain class default for it (CLIP: 768 hidden, 12 layers, image 224, patch 32,
+//! ...), exactly as transformers does. Both layouts are read: the older one the hub ships
+//! (`rope_theta` / `rope_scaling` in `text_config`) and the one transformers 5 writes
+//! (`rope_parameters`, `layer_types`).
+
+mod text;
+mod vision;
 
 use std::path::Path;
 
@@ -14,103 +21,11 @@ use serde::Deserialize;
 use super::ops::Activation;
 use super::ModelError;
 
-/// Rotary embedding frequency scaling (`rope_scaling` / `rope_parameters` in config.json).
-#[derive(Debug, Clone, PartialEq)]
-pub enum RopeScaling {
-    /// Plain RoPE.
-    None,
-    /// Position interpolation: frequencies divided by `factor`.
-    Linear {
-        /// Scale factor.
-        factor: f64,
-    },
-    /// Dynamic NTK: the base grows once the sequence exceeds `max_position_embeddings`.
-    Dynamic {
-        /// Scale factor.
-        factor: f64,
-    },
-    /// LLaMA 3 frequency-dependent scaling.
-    Llama3 {
-        /// Scale factor (8 for LLaMA 3.1).
-        factor: f64,
-        /// Low-frequency factor.
-        low_freq_factor: f64,
-        /// High-frequency factor.
-        high_freq_factor: f64,
-        /// Context length of pre-training.
-        original_max_position_embeddings: usize,
-    },
-}
+pub use text::{AttentionType, RopeScaling, TextConfig, TextFamily};
+pub use vision::{VisionConfig, VisionFamily};
 
-/// The LLaMA decoder configuration (`text_config`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TextConfig {
-    /// `model_type` (only `llama` is supported).
-    pub model_type: String,
-    /// Vocabulary size.
-    pub vocab_size: usize,
-    /// Hidden size.
-    pub hidden_size: usize,
-    /// MLP inner size.
-    pub intermediate_size: usize,
-    /// Number of decoder layers.
-    pub num_hidden_layers: usize,
-    /// Number of query heads.
-    pub num_attention_heads: usize,
-    /// Number of key/value heads (grouped-query attention).
-    pub num_key_value_heads: usize,
-    /// Size of one head.
-    pub head_dim: usize,
-    /// MLP activation.
-    pub hidden_act: Activation,
-    /// Context length (used by dynamic RoPE and as llama3's original length by default).
-    pub max_position_embeddings: usize,
-    /// RMSNorm epsilon.
-    pub rms_norm_eps: f64,
-    /// RoPE base.
-    pub rope_theta: f64,
-    /// RoPE scaling.
-    pub rope_scaling: RopeScaling,
-    /// Biases on q/k/v/o projections.
-    pub attention_bias: bool,
-    /// Biases on the MLP projections.
-    pub mlp_bias: bool,
-    /// Whether lm_head shares the embedding matrix.
-    pub tie_word_embeddings: bool,
-    /// Beginning-of-sequence id.
-    pub bos_token_id: Option<u32>,
-    /// End-of-sequence ids.
-    pub eos_token_ids: Vec<u32>,
-    /// Padding id.
-    pub pad_token_id: Option<u32>,
-}
-
-/// The CLIP vision tower configuration (`vision_config`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct VisionConfig {
-    /// `model_type` (only `clip_vision_model` is supported).
-    pub model_type: String,
-    /// Hidden size.
-    pub hidden_size: usize,
-    /// MLP inner size.
-    pub intermediate_size: usize,
-    /// Number of encoder layers.
-    pub num_hidden_layers: usize,
-    /// Number of heads.
-    pub num_attention_heads: usize,
-    /// Input channels.
-    pub num_channels: usize,
-    /// Input image side in pixels.
-    pub image_size: usize,
-    /// Patch side in pixels.
-    pub patch_size: usize,
-    /// Projection size (unused by LLaVA, kept for completeness).
-    pub projection_dim: usize,
-    /// MLP activation.
-    pub hidden_act: Activation,
-    /// LayerNorm epsilon.
-    pub layer_norm_eps: f64,
-}
+use text::RawText;
+use vision::RawVision;
 
 /// Which layer(s) of the vision tower feed the projector.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -126,9 +41,9 @@ pub enum FeatureLayer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SelectStrategy {
-    /// Drop the CLS feature (P features).
+    /// Drop the first position (CLIP's CLS feature: P features).
     Default,
-    /// Keep the CLS feature first (P + 1 features).
+    /// Keep every position (CLIP: CLS first, P + 1 features; SigLIP: P features).
     Full,
 }
 
@@ -159,17 +74,6 @@ pub struct LlavaConfig {
     pub architecture: String,
 }
 
-#[derive(Deserialize, Default)]
-struct RawRope {
-    #[serde(alias = "type")]
-    rope_type: Option<String>,
-    rope_theta: Option<f64>,
-    factor: Option<f64>,
-    low_freq_factor: Option<f64>,
-    high_freq_factor: Option<f64>,
-    original_max_position_embeddings: Option<usize>,
-}
-
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {
@@ -177,55 +81,8 @@ enum OneOrMany {
     Many(Vec<u32>),
 }
 
-#[derive(Deserialize, Default)]
-struct RawText {
-    model_type: Option<String>,
-    vocab_size: Option<usize>,
-    hidden_size: Option<usize>,
-    intermediate_size: Option<usize>,
-    num_hidden_layers: Option<usize>,
-    num_attention_heads: Option<usize>,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    hidden_act: Option<Activation>,
-    max_position_embeddings: Option<usize>,
-    rms_norm_eps: Option<f64>,
-    rope_theta: Option<f64>,
-    rope_scaling: Option<RawRope>,
-    rope_parameters: Option<RawRope>,
-    attention_bias: Option<bool>,
-    mlp_bias: Option<bool>,
-    tie_word_embeddings: Option<bool>,
-    bos_token_id: Option<u32>,
-    eos_token_id: Option<OneOrMany>,
-    pad_token_id: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ImageSize {
-    One(usize),
-    Two(Vec<usize>),
-}
-
-#[derive(Deserialize, Default)]
-struct RawVision {
-    model_type: Option<String>,
-    hidden_size: Option<usize>,
-    intermediate_size: Option<usize>,
-    num_hidden_layers: Option<usize>,
-    num_attention_heads: Option<usize>,
-    num_channels: Option<usize>,
-    image_size: Option<ImageSize>,
-    patch_size: Option<ImageSize>,
-    projection_dim: Option<usize>,
-    hidden_act: Option<Activation>,
-    layer_norm_eps: Option<f64>,
-}
-
 #[derive(Deserialize)]
 struct RawLlava {
-    model_type: Option<String>,
     text_config: Option<RawText>,
     vision_config: Option<RawVision>,
     image_token_index: Option<u32>,
@@ -244,188 +101,72 @@ fn unsupported(msg: impl Into<String>) -> ModelError {
     ModelError::UnsupportedConfig(msg.into())
 }
 
-fn square(size: Option<ImageSize>, default: usize, what: &str) -> Result<usize, ModelError> {
-    match size {
-        None => Ok(default),
-        Some(ImageSize::One(n)) => Ok(n),
-        Some(ImageSize::Two(v)) if v.len() == 2 && v[0] == v[1] => Ok(v[0]),
-        Some(ImageSize::Two(v)) => Err(unsupported(format!(
-            "vision_config.{what} {v:?} is not square; only square images are supported"
-        ))),
+/// Top-level `model_type`s of checkpoints that later issues will support.
+const PLANNED: [&str; 5] = [
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "llava_next",
+    "llava_next_video",
+    "llava_onevision",
+];
+
+/// Refuse a top-level `model_type` other than `llava`, in one sentence naming what is supported.
+fn check_model_type(mt: &str) -> Result<(), ModelError> {
+    if mt == "llava" {
+        return Ok(());
     }
+    let when = if PLANNED.contains(&mt) {
+        "not supported yet"
+    } else {
+        "not supported"
+    };
+    Err(unsupported(format!(
+        "model_type '{mt}' is {when}; lvlmscope runs model_type 'llava' with a {} decoder and a {} vision tower",
+        text::supported_text_types().replace(", ", "/"),
+        vision::supported_vision_types().replace(", ", "/"),
+    )))
 }
 
-impl RopeScaling {
-    fn from_raw(raw: &RawRope, max_pos: usize) -> Result<Self, ModelError> {
-        let kind = raw.rope_type.as_deref().unwrap_or("default");
-        let factor = |name: &str| {
-            raw.factor
-                .ok_or_else(|| unsupported(format!("rope scaling '{name}' has no 'factor'")))
-        };
-        match kind {
-            "default" => Ok(Self::None),
-            "linear" => Ok(Self::Linear {
-                factor: factor(kind)?,
-            }),
-            "dynamic" => Ok(Self::Dynamic {
-                factor: factor(kind)?,
-            }),
-            "llama3" => Ok(Self::Llama3 {
-                factor: factor(kind)?,
-                low_freq_factor: raw
-                    .low_freq_factor
-                    .ok_or_else(|| unsupported("rope scaling 'llama3' has no 'low_freq_factor'"))?,
-                high_freq_factor: raw.high_freq_factor.ok_or_else(|| {
-                    unsupported("rope scaling 'llama3' has no 'high_freq_factor'")
-                })?,
-                original_max_position_embeddings: raw
-                    .original_max_position_embeddings
-                    .unwrap_or(max_pos),
-            }),
-            other => Err(unsupported(format!(
-                "rope scaling type '{other}' (supported: default, linear, dynamic, llama3)"
-            ))),
-        }
+/// Check every `model_type` (top level, text, vision) before the fields are read, so that an
+/// unsupported checkpoint is named as such rather than for a field it spells differently.
+fn check_model_types(root: &serde_json::Value) -> Result<(), ModelError> {
+    let model_type = |v: Option<&serde_json::Value>| {
+        v.and_then(|c| c.get("model_type"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
+    if let Some(mt) = model_type(Some(root)) {
+        check_model_type(&mt)?;
     }
-}
-
-impl TextConfig {
-    fn from_raw(raw: RawText) -> Result<Self, ModelError> {
-        let model_type = raw.model_type.unwrap_or_else(|| "llama".to_string());
-        if model_type != "llama" {
+    if let Some(mt) = model_type(root.get("text_config")) {
+        if TextFamily::from_model_type(&mt).is_none() {
             return Err(unsupported(format!(
-                "text_config.model_type '{model_type}' (only llama is supported)"
+                "text_config.model_type '{mt}' is not supported (supported: {})",
+                text::supported_text_types()
             )));
         }
-        let hidden_size = raw.hidden_size.unwrap_or(4096);
-        let num_attention_heads = raw.num_attention_heads.unwrap_or(32);
-        if num_attention_heads == 0 || !hidden_size.is_multiple_of(num_attention_heads) {
+    }
+    if let Some(mt) = model_type(root.get("vision_config")) {
+        if VisionFamily::from_model_type(&mt).is_none() {
             return Err(unsupported(format!(
-                "text hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}"
+                "vision_config.model_type '{mt}' is not supported (supported: {})",
+                vision::supported_vision_types()
             )));
         }
-        let num_key_value_heads = raw.num_key_value_heads.unwrap_or(num_attention_heads);
-        if num_key_value_heads == 0 || !num_attention_heads.is_multiple_of(num_key_value_heads) {
-            return Err(unsupported(format!(
-                "num_attention_heads {num_attention_heads} is not a multiple of num_key_value_heads {num_key_value_heads}"
-            )));
-        }
-        let head_dim = raw.head_dim.unwrap_or(hidden_size / num_attention_heads);
-        if !head_dim.is_multiple_of(2) {
-            return Err(unsupported(format!("head_dim {head_dim} is odd")));
-        }
-        let max_position_embeddings = raw.max_position_embeddings.unwrap_or(2048);
-        // transformers: values inside rope_parameters win over a top-level rope_theta; the old
-        // `rope_scaling` key replaces `rope_parameters` when both are given.
-        let rope = raw.rope_scaling.or(raw.rope_parameters).unwrap_or_default();
-        let rope_theta = rope.rope_theta.or(raw.rope_theta).unwrap_or(10000.0);
-        let rope_scaling = RopeScaling::from_raw(&rope, max_position_embeddings)?;
-        let eos_token_ids = match raw.eos_token_id {
-            None => vec![2],
-            Some(OneOrMany::One(id)) => vec![id],
-            Some(OneOrMany::Many(ids)) => ids,
-        };
-        Ok(Self {
-            model_type,
-            vocab_size: raw.vocab_size.unwrap_or(32000),
-            hidden_size,
-            intermediate_size: raw.intermediate_size.unwrap_or(11008),
-            num_hidden_layers: raw.num_hidden_layers.unwrap_or(32),
-            num_attention_heads,
-            num_key_value_heads,
-            head_dim,
-            hidden_act: raw.hidden_act.unwrap_or(Activation::Silu),
-            max_position_embeddings,
-            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta,
-            rope_scaling,
-            attention_bias: raw.attention_bias.unwrap_or(false),
-            mlp_bias: raw.mlp_bias.unwrap_or(false),
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-            bos_token_id: raw.bos_token_id.or(Some(1)),
-            eos_token_ids,
-            pad_token_id: raw.pad_token_id,
-        })
     }
-}
-
-impl VisionConfig {
-    /// `present`: whether config.json had a `vision_config` (the defaults differ, see module doc).
-    fn from_raw(raw: RawVision, present: bool) -> Result<Self, ModelError> {
-        // (hidden, intermediate, layers, heads, image, patch, projection)
-        let d = if present {
-            (768, 3072, 12, 12, 224, 32, 512)
-        } else {
-            (1024, 4096, 24, 16, 336, 14, 768)
-        };
-        let model_type = raw
-            .model_type
-            .unwrap_or_else(|| "clip_vision_model".to_string());
-        if model_type != "clip_vision_model" {
-            return Err(unsupported(format!(
-                "vision_config.model_type '{model_type}' (only clip_vision_model is supported)"
-            )));
-        }
-        let hidden_size = raw.hidden_size.unwrap_or(d.0);
-        let num_attention_heads = raw.num_attention_heads.unwrap_or(d.3);
-        if num_attention_heads == 0 || !hidden_size.is_multiple_of(num_attention_heads) {
-            return Err(unsupported(format!(
-                "vision hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}"
-            )));
-        }
-        let image_size = square(raw.image_size, d.4, "image_size")?;
-        let patch_size = square(raw.patch_size, d.5, "patch_size")?;
-        if patch_size == 0 || !image_size.is_multiple_of(patch_size) {
-            return Err(unsupported(format!(
-                "vision image_size {image_size} is not a multiple of patch_size {patch_size}"
-            )));
-        }
-        Ok(Self {
-            model_type,
-            hidden_size,
-            intermediate_size: raw.intermediate_size.unwrap_or(d.1),
-            num_hidden_layers: raw.num_hidden_layers.unwrap_or(d.2),
-            num_attention_heads,
-            num_channels: raw.num_channels.unwrap_or(3),
-            image_size,
-            patch_size,
-            projection_dim: raw.projection_dim.unwrap_or(d.6),
-            hidden_act: raw.hidden_act.unwrap_or(Activation::QuickGelu),
-            layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-5),
-        })
-    }
-
-    /// Patches per side.
-    pub fn grid_side(&self) -> usize {
-        self.image_size / self.patch_size
-    }
-
-    /// Number of patches P.
-    pub fn num_patches(&self) -> usize {
-        self.grid_side() * self.grid_side()
-    }
-
-    /// Size of one head.
-    pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
-    }
+    Ok(())
 }
 
 impl LlavaConfig {
     /// Parse the text of a config.json; `path` is only used in error messages.
     pub fn from_json(text: &str, path: &Path) -> Result<Self, ModelError> {
-        let raw: RawLlava =
-            serde_json::from_str(text).map_err(|e| ModelError::MalformedConfig {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        if let Some(mt) = raw.model_type.as_deref() {
-            if mt != "llava" {
-                return Err(unsupported(format!(
-                    "model_type '{mt}' (only llava is supported)"
-                )));
-            }
-        }
+        let malformed = |e: serde_json::Error| ModelError::MalformedConfig {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let root: serde_json::Value = serde_json::from_str(text).map_err(malformed)?;
+        check_model_types(&root)?;
+        let raw: RawLlava = serde_json::from_value(root).map_err(malformed)?;
         let text_config = TextConfig::from_raw(raw.text_config.unwrap_or_default())?;
         let present = raw.vision_config.is_some();
         let vision_config = VisionConfig::from_raw(raw.vision_config.unwrap_or_default(), present)?;
@@ -470,8 +211,8 @@ impl LlavaConfig {
         Self::from_json(&text, path)
     }
 
-    /// The vision hidden-state indices (0 = embeddings after the pre-layernorm, k = after
-    /// layer k) that feed the projector, negative indices resolved.
+    /// The vision hidden-state indices (0 = embeddings, after the pre-layernorm for CLIP, which
+    /// SigLIP has not; k = after layer k, never with SigLIP's post-layernorm) that feed the projector, negative indices resolved.
     pub fn feature_layers(&self) -> Result<Vec<usize>, ModelError> {
         let n = self.vision_config.num_hidden_layers as i64 + 1;
         let raw = match &self.vision_feature_layer {
@@ -494,12 +235,14 @@ impl LlavaConfig {
             .collect()
     }
 
-    /// Number of image features F: P, or P + 1 with strategy `full`.
+    /// Number of image features F: the tower's positions, less the first with strategy
+    /// `default` (CLIP: P + 1 or P; SigLIP, which has no CLS token: P, or P - 1 with `default`,
+    /// as transformers drops the first position whatever it holds).
     pub fn num_image_features(&self) -> usize {
-        let p = self.vision_config.num_patches();
+        let n = self.vision_config.num_positions();
         match self.vision_feature_select_strategy {
-            SelectStrategy::Default => p,
-            SelectStrategy::Full => p + 1,
+            SelectStrategy::Default => n - 1,
+            SelectStrategy::Full => n,
         }
     }
 }

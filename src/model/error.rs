@@ -134,6 +134,45 @@ pub enum ModelError {
         device: String,
     },
     /// Any other tensor error while building the model.
-    #[error("building the model failed: {0}")]
+    #[error("building the model failed: {}", message(.0))]
     Candle(#[from] candle_core::Error),
+}
+
+/// A candle error as one line: candle wraps its errors in a backtrace when `RUST_BACKTRACE` is
+/// set, and adds context and paths on lines of their own; this keeps the messages and drops
+/// the backtrace.
+pub fn message(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => message(inner),
+        E::Context { inner, context } => format!("{context}: {}", message(inner)),
+        E::WithPath { inner, path } => format!("{} ({})", message(inner), path.display()),
+        other => other
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backtraces_and_context_stay_one_line() {
+        let inner = candle_core::Error::Msg("shape mismatch".into());
+        let e = candle_core::Error::WithBacktrace {
+            inner: Box::new(inner.context("in the decoder")),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert_eq!(message(&e), "in the decoder: shape mismatch");
+        let wrapped = ModelError::Candle(e).to_string();
+        assert_eq!(
+            wrapped,
+            "building the model failed: in the decoder: shape mismatch"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::ModelError;
+use super::{LlavaConfig, ModelError};
 
 /// The files of one model folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +125,10 @@ impl ModelDir {
         best.map(|(_, p)| p).ok_or_else(no_snapshot)
     }
 
-    /// List the files of a model folder.
+    /// List the files of a model folder. `config.json` is read first and must describe a
+    /// supported model: an unsupported architecture is named as such before the weights or
+    /// the tokenizer are looked at (a Qwen2-VL folder is refused for its `model_type`, not for
+    /// the image token its tokenizer lacks).
     pub fn from_folder(root: &Path) -> Result<Self, ModelError> {
         if !root.is_dir() {
             return Err(ModelError::FolderNotFound(root.to_path_buf()));
@@ -134,6 +137,7 @@ impl ModelDir {
         if !config.is_file() {
             return Err(ModelError::MissingConfig(root.to_path_buf()));
         }
+        LlavaConfig::from_file(&config)?;
         let weights = Self::weight_files(root)?;
         let tokenizer =
             optional(root, "tokenizer.json").ok_or_else(|| ModelError::MissingFile {

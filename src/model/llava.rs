@@ -1,29 +1,30 @@
-//! LLaVA: CLIP vision tower → projector → LLaMA decoder, with the image features merged into
-//! the token embeddings at the image-token positions.
+//! LLaVA: vision tower → projector → decoder, with the image features merged into the token
+//! embeddings at the image-token positions.
 
 use candle_core::{DType, Device, Tensor};
 
 use super::cache::KvCache;
-use super::clip::ClipVisionTower;
 use super::config::{LlavaConfig, SelectStrategy};
+use super::decoder::Decoder;
+use super::families;
 use super::files::ModelDir;
-use super::llama::Llama;
 use super::projector::Projector;
-use super::recorder::AttentionRecorder;
+use super::tape::{NoTape, Tape};
+use super::vision::VisionTower;
 use super::weights::{KeyLayout, Weights};
 use super::ModelError;
 
 /// An instrumented LLaVA model.
 #[derive(Debug, Clone)]
 pub struct Llava {
-    pub(super) cfg: LlavaConfig,
-    pub(super) vision: ClipVisionTower,
-    pub(super) projector: Projector,
-    pub(super) llama: Llama,
-    pub(super) feature_layers: Vec<usize>,
-    pub(super) layout: KeyLayout,
-    pub(super) device: Device,
-    pub(super) dtype: DType,
+    cfg: LlavaConfig,
+    vision: VisionTower,
+    projector: Projector,
+    decoder: Decoder,
+    feature_layers: Vec<usize>,
+    layout: KeyLayout,
+    device: Device,
+    dtype: DType,
 }
 
 impl Llava {
@@ -50,8 +51,13 @@ impl Llava {
         let layout = w.layout;
         let feature_layers = cfg.feature_layers()?;
         let needed = feature_layers.iter().copied().max().unwrap_or(0);
-        let vision = ClipVisionTower::load(w.vb.pp(w.vision_prefix), &cfg.vision_config, needed)
-            .map_err(|e| w.explain(e))?;
+        let vision = VisionTower::load(
+            w.vb.pp(w.vision_prefix),
+            &cfg.vision_config,
+            families::vision_spec(&cfg.vision_config),
+            needed,
+        )
+        .map_err(|e| w.explain(e))?;
         // The projector's depth is read from the weights: linear_1, linear_2, ...
         let proj_prefix = layout.projector();
         let depth = (1..)
@@ -75,13 +81,18 @@ impl Llava {
         .map_err(|e| w.explain(e))?;
         let tied = cfg.tie_word_embeddings || !w.contains(&format!("{}.weight", layout.lm_head()));
         let lm_head = (!tied).then(|| w.vb.pp(layout.lm_head()));
-        let llama = Llama::load(w.vb.pp(layout.text()), lm_head, &cfg.text_config)
-            .map_err(|e| w.explain(e))?;
+        let decoder = Decoder::load(
+            w.vb.pp(layout.text()),
+            lm_head,
+            &cfg.text_config,
+            families::decoder_spec(&cfg.text_config),
+        )
+        .map_err(|e| w.explain(e))?;
         Ok(Self {
             cfg,
             vision,
             projector,
-            llama,
+            decoder,
             feature_layers,
             layout,
             device: device.clone(),
@@ -147,7 +158,27 @@ impl Llava {
 
     /// The decoder's input embedding matrix `[vocab, hidden]`.
     pub fn embeddings(&self) -> &Tensor {
-        self.llama.embeddings()
+        self.decoder.embeddings()
+    }
+
+    /// The decoder.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// The vision tower.
+    pub fn vision(&self) -> &VisionTower {
+        &self.vision
+    }
+
+    /// The projector.
+    pub fn projector(&self) -> &Projector {
+        &self.projector
+    }
+
+    /// The vision hidden-state indices that feed the projector.
+    pub fn feature_layers(&self) -> &[usize] {
+        &self.feature_layers
     }
 
     /// Image features `[F, hidden]` of `pixel_values` (`[1, 3, h, w]` or `[3, h, w]`, f32, on
@@ -156,7 +187,7 @@ impl Llava {
     pub fn image_features(
         &self,
         pixel_values: &Tensor,
-        rec: &mut AttentionRecorder,
+        tape: &mut dyn Tape,
     ) -> candle_core::Result<Tensor> {
         let pixel_values = match pixel_values.rank() {
             3 => pixel_values.unsqueeze(0)?,
@@ -173,7 +204,7 @@ impl Llava {
             );
         }
         let pixel_values = pixel_values.to_device(&self.device)?;
-        self.features(&pixel_values, rec)?.squeeze(0)
+        self.features(&pixel_values, tape)?.squeeze(0)
     }
 
     /// Image features `[B, F, hidden]` of a batch of images `pixel_values` `[B, 3, h, w]` (f32,
@@ -186,18 +217,18 @@ impl Llava {
             );
         }
         let pixel_values = pixel_values.to_device(&self.device)?;
-        self.features(&pixel_values, &mut AttentionRecorder::off())
+        self.features(&pixel_values, &mut NoTape)
     }
 
     /// `[B, F, hidden]` features of `[B, 3, h, w]` pixel values already on the model's device.
-    fn features(
+    pub(crate) fn features(
         &self,
         pixel_values: &Tensor,
-        rec: &mut AttentionRecorder,
+        tape: &mut dyn Tape,
     ) -> candle_core::Result<Tensor> {
         let states = self
             .vision
-            .forward(pixel_values, &self.feature_layers, rec)?;
+            .forward(pixel_values, &self.feature_layers, tape)?;
         let states = if states.len() == 1 {
             states[0].clone()
         } else {
@@ -207,30 +238,74 @@ impl Llava {
             SelectStrategy::Default => states.narrow(1, 1, states.dim(1)? - 1)?,
             SelectStrategy::Full => states,
         };
-        self.projector.forward(&selected)
+        self.projector.forward(&selected, tape)
+    }
+
+    /// The vision token that image feature `j` comes from.
+    pub fn token_of_feature(&self, j: usize) -> usize {
+        match self.cfg.vision_feature_select_strategy {
+            SelectStrategy::Default => j + 1,
+            SelectStrategy::Full => j,
+        }
     }
 
     /// Token embeddings `[1, n, hidden]` of `input_ids`, the positions whose id is
     /// `image_token_index` replaced, in order, by the rows of `image_features` `[F, hidden]`.
+    /// Token rows are scaled as the decoder's family wants (see [`Decoder::scale_embeds`]),
+    /// image features are not (transformers 5 scales inside Gemma's embedding module).
     pub fn embed(
         &self,
         input_ids: &[u32],
         image_features: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
+        let image_pos = self.image_positions(input_ids);
+        self.embed_at(input_ids, &image_pos, image_features)
+    }
+
+    /// Embeddings `[1, n, hidden]` of a prompt `ids[..n_input]` followed by generated tokens:
+    /// image tokens are those of the prompt; a generated image-token id is an ordinary token.
+    pub fn embed_sequence(
+        &self,
+        ids: &[u32],
+        n_input: usize,
+        image_features: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let image_pos = self.image_positions(&ids[..n_input.min(ids.len())]);
+        self.embed_at(ids, &image_pos, image_features)
+    }
+
+    /// Embeddings `[1, n, hidden]` of ids that are all ordinary tokens, the image-token id
+    /// included (as transformers embeds a generated image-token id while decoding).
+    pub fn embed_text(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        self.embed_at(ids, &[], None)
+    }
+
+    /// Positions of `ids` that hold the image-token id.
+    pub fn image_positions(&self, ids: &[u32]) -> Vec<usize> {
         let image_id = self.cfg.image_token_index;
-        let image_pos: Vec<usize> = input_ids
-            .iter()
+        ids.iter()
             .enumerate()
             .filter(|(_, &id)| id == image_id)
             .map(|(i, _)| i)
-            .collect();
+            .collect()
+    }
+
+    /// Embeddings of `ids` with `image_pos` (increasing) replaced by the image features.
+    fn embed_at(
+        &self,
+        input_ids: &[u32],
+        image_pos: &[usize],
+        image_features: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
         // Image positions are replaced below, so look them up as id 0 (the image id may lie
         // outside the vocabulary).
-        let ids: Vec<u32> = input_ids
-            .iter()
-            .map(|&id| if id == image_id { 0 } else { id })
-            .collect();
-        let text = self.llama.embed_tokens(&ids)?;
+        let mut ids = input_ids.to_vec();
+        for &p in image_pos {
+            ids[p] = 0;
+        }
+        let text = self
+            .decoder
+            .scale_embeds(&self.decoder.embed_tokens(&ids)?)?;
         let features = match (image_features, image_pos.is_empty()) {
             (_, true) => return Ok(text),
             (None, false) => candle_core::bail!(
@@ -265,9 +340,10 @@ impl Llava {
         embeds: &Tensor,
         offset: usize,
         cache: &mut KvCache,
-        rec: &mut AttentionRecorder,
+        tape: &mut dyn Tape,
         all_logits: bool,
     ) -> candle_core::Result<Tensor> {
-        self.llama.forward(embeds, offset, cache, rec, all_logits)
+        self.decoder
+            .forward(embeds, offset, cache, tape, all_logits)
     }
 }

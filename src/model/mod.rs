@@ -1,8 +1,12 @@
-//! Instrumented LLaVA on candle: CLIP vision tower, projector, LLaMA decoder.
+//! Instrumented LLaVA on candle: vision tower, projector, decoder.
 //!
 //! The model is built from a Hugging Face model folder ([`ModelDir`]) whose `config.json` is
-//! read as transformers reads it ([`LlavaConfig`]). Every attention probability of the decoder
-//! (and, opt-in, of the vision tower) passes through one [`AttentionRecorder`].
+//! read as transformers reads it ([`LlavaConfig`]). Each block (norm, attention, MLP, decoder
+//! layer, vision layer, projector) has one forward, which calls a [`Tape`]: [`NoTape`] for
+//! plain runs, the [`AttentionRecorder`] that keeps the attention a session stores, or the
+//! tracked pass's tape that keeps what the relevancy backward needs ([`tracked`]). The
+//! families ([`families`]) are specs of the shared decoder ([`decoder`]) and vision tower
+//! ([`vision`]).
 //!
 //! Numerics: attention scores are computed in the model dtype, then the softmax runs in f32 and
 //! the probabilities are cast back to the model dtype for the product with the values (as
@@ -24,57 +28,44 @@
 //! let mut logits = model.forward(&embeds, 0, &mut cache, &mut rec, false)?; // [1, 1, vocab]
 //! for t in 1..max_new {
 //!     let next = pick(&logits);
-//!     let e = model.embed(&[next], None)?;
+//!     let e = model.embed_text(&[next])?;
 //!     logits = model.forward(&e, input_ids.len() + t - 1, &mut cache, &mut rec, false)?;
 //! }
 //! let (shape, rows) = rec.generated_rows(model.num_layers(), model.num_heads(), s).unwrap();
 //! ```
 
+pub mod attention;
 pub mod cache;
-pub mod clip;
 pub mod config;
+pub mod decoder;
+pub mod device;
 mod error;
+pub mod families;
 pub mod files;
-pub mod llama;
 pub mod llava;
+pub mod mlp;
+pub mod norm;
 pub mod ops;
 pub mod projector;
 pub mod recorder;
 pub mod rope;
+pub mod tape;
 pub mod tracked;
+pub mod vision;
 pub mod weights;
 
 pub use cache::KvCache;
 pub use config::{LlavaConfig, TextConfig, VisionConfig};
-pub use error::ModelError;
+pub use device::DeviceName;
+pub use error::{message as error_message, ModelError};
 pub use files::ModelDir;
 pub use llava::Llava;
 pub use recorder::{AttentionRecorder, CaptureMode};
+pub use tape::{NoTape, Tape};
 
 use candle_core::Device;
 
-/// Parse a device name: `cpu`, `cuda` (GPU 0) or `cuda:N`.
+/// Parse a device name (`cpu`, `cuda` (GPU 0) or `cuda:N`) and open the device.
 pub fn device_from_str(name: &str) -> Result<Device, ModelError> {
-    let name = name.trim();
-    if name.eq_ignore_ascii_case("cpu") {
-        return Ok(Device::Cpu);
-    }
-    let ordinal = if name.eq_ignore_ascii_case("cuda") {
-        0
-    } else if let Some(n) = name
-        .strip_prefix("cuda:")
-        .or_else(|| name.strip_prefix("CUDA:"))
-    {
-        n.parse::<usize>()
-            .map_err(|_| ModelError::BadDevice(name.to_string()))?
-    } else {
-        return Err(ModelError::BadDevice(name.to_string()));
-    };
-    if !cfg!(feature = "cuda") {
-        return Err(ModelError::CudaNotBuilt(name.to_string()));
-    }
-    Device::new_cuda(ordinal).map_err(|e| ModelError::DeviceUnavailable {
-        name: name.to_string(),
-        message: e.to_string(),
-    })
+    name.parse::<DeviceName>()?.open()
 }

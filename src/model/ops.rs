@@ -83,4 +83,52 @@ impl Activation {
             Self::Relu => xs.relu(),
         }
     }
+
+    /// The derivative at `x` (elementwise, computed in f32, returned in the dtype of `x`).
+    pub fn derivative(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let sigmoid = |t: &Tensor| -> Result<Tensor> { (t.neg()?.exp()? + 1.0)?.recip() };
+        let d = match self {
+            Self::Silu => {
+                let s = sigmoid(&x)?;
+                // s (1 + x (1 − s))
+                (&s * ((&x * (1.0 - &s)?)? + 1.0)?)?
+            }
+            Self::QuickGelu => {
+                let s = sigmoid(&(&x * 1.702)?)?;
+                // s + 1.702 x s (1 − s)
+                (&s + ((&x * 1.702)? * (&s * (1.0 - &s)?)?)?)?
+            }
+            Self::Gelu => {
+                // Φ(x) + x φ(x)
+                let cdf = ((x.affine(std::f64::consts::FRAC_1_SQRT_2, 0.0)?.erf()? + 1.0)? * 0.5)?;
+                let pdf = (x.sqr()? * -0.5)?
+                    .exp()?
+                    .affine(1.0 / (2.0 * std::f64::consts::PI).sqrt(), 0.0)?;
+                (cdf + (&x * pdf)?)?
+            }
+            Self::GeluTanh => {
+                let k = (2.0 / std::f64::consts::PI).sqrt();
+                let inner = ((&x + (x.powf(3.0)? * 0.044715)?)? * k)?;
+                let t = inner.tanh()?;
+                let dinner = ((x.sqr()? * (3.0 * 0.044715))? + 1.0)?.affine(k, 0.0)?;
+                let left = ((&t + 1.0)? * 0.5)?;
+                let right = ((&x * 0.5)? * ((1.0 - t.sqr()?)? * dinner)?)?;
+                (left + right)?
+            }
+            Self::Relu => x.gt(0.0)?.to_dtype(DType::F32)?,
+        };
+        d.to_dtype(dtype)
+    }
+}
+
+/// `dy W` for a gradient `dy` `[.., out]` and a linear weight `W` `[out, in]`: the gradient of
+/// the linear layer's input, `[.., in]`.
+pub fn linear_backward(dy: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let mut dims = dy.dims().to_vec();
+    let out = dims.pop().unwrap_or(1);
+    let rows = dims.iter().product::<usize>();
+    dims.push(weight.dim(1)?);
+    dy.reshape((rows, out))?.matmul(weight)?.reshape(dims)
 }

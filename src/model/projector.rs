@@ -4,13 +4,14 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::ops::Activation;
+use super::ops::{linear_backward, Activation};
+use super::tape::Tape;
 
 /// Projector from vision features to decoder embeddings.
 #[derive(Debug, Clone)]
 pub struct Projector {
-    pub(super) layers: Vec<Linear>,
-    pub(super) act: Activation,
+    layers: Vec<Linear>,
+    act: Activation,
 }
 
 impl Projector {
@@ -41,12 +42,36 @@ impl Projector {
         self.layers.len()
     }
 
-    /// Apply the projector.
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// Apply the projector; a tape that keeps activations gets act'(pre-activation) before
+    /// every layer but the first.
+    pub fn forward(&self, xs: &Tensor, tape: &mut dyn Tape) -> Result<Tensor> {
         let mut xs = self.layers[0].forward(xs)?;
-        for layer in &self.layers[1..] {
+        for (i, layer) in self.layers.iter().enumerate().skip(1) {
+            if tape.keeps_activations() {
+                tape.save_projector(i, self.act.derivative(&xs)?)?;
+            }
             xs = layer.forward(&self.act.forward(&xs)?)?;
         }
         Ok(xs)
+    }
+
+    /// Backward: `dy` `[.., out_dim]` → gradient of the input; `dact[i - 1]` is what
+    /// [`Tape::save_projector`] got for layer i.
+    pub(crate) fn backward(&self, dact: &[Tensor], dy: &Tensor) -> Result<Tensor> {
+        if dact.len() + 1 != self.layers.len() {
+            candle_core::bail!(
+                "the projector backward needs {} activation derivatives, got {}",
+                self.layers.len() - 1,
+                dact.len()
+            );
+        }
+        let mut d = dy.clone();
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            d = linear_backward(&d, layer.weight())?;
+            if i > 0 {
+                d = d.broadcast_mul(&dact[i - 1])?;
+            }
+        }
+        Ok(d)
     }
 }

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Result, Tensor};
 
+use super::tape::{Site, Tape, Tower};
+
 /// What the recorder keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureMode {
@@ -174,7 +176,7 @@ impl AttentionRecorder {
 
     /// Called once at the end of each decoder forward call: moves the pending last rows of all
     /// layers off the device in one transfer.
-    pub(crate) fn end_forward(&mut self) -> Result<()> {
+    pub(crate) fn flush_rows(&mut self) -> Result<()> {
         if self.pending_rows.is_empty() {
             return Ok(());
         }
@@ -295,6 +297,27 @@ impl AttentionRecorder {
     }
 }
 
+impl Tape for AttentionRecorder {
+    fn allows_batch(&self) -> bool {
+        self.mode.is_off()
+    }
+
+    fn probs(&mut self, site: Site, probs: Tensor, q_offset: usize) -> Result<Tensor> {
+        match site.tower {
+            Tower::Text if self.wants_text(site.layer) => {
+                self.record_text(site.layer, &probs, q_offset)?
+            }
+            Tower::Vision if self.wants_vision() => self.record_vision(site.layer, &probs)?,
+            _ => {}
+        }
+        Ok(probs)
+    }
+
+    fn end_forward(&mut self) -> Result<()> {
+        self.flush_rows()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,11 +335,11 @@ mod tests {
         // prefill of 3 positions, two layers, two heads
         rec.record_text(0, &probs(2, 3, 3, 0.0), 0).unwrap();
         rec.record_text(1, &probs(2, 3, 3, 100.0), 0).unwrap();
-        rec.end_forward().unwrap();
+        rec.flush_rows().unwrap();
         // one decode step at position 3
         rec.record_text(0, &probs(2, 1, 4, 1000.0), 3).unwrap();
         rec.record_text(1, &probs(2, 1, 4, 2000.0), 3).unwrap();
-        rec.end_forward().unwrap();
+        rec.flush_rows().unwrap();
         let (shape, rows) = rec.generated_rows(2, 2, 4).unwrap();
         assert_eq!(shape, vec![2, 2, 2, 4]);
         // t=0, layer 0, head 0: last row of the 3x3 block = [6, 7, 8], padded
@@ -338,7 +361,7 @@ mod tests {
         let mut rec = AttentionRecorder::off();
         assert!(!rec.wants_text(0));
         rec.record_text(0, &probs(1, 2, 2, 0.0), 0).unwrap();
-        rec.end_forward().unwrap();
+        rec.flush_rows().unwrap();
         rec.record_vision(0, &probs(1, 2, 2, 0.0)).unwrap();
         assert!(rec.generated_rows(1, 1, 2).is_none());
         assert!(rec.vision().is_none());

@@ -1,26 +1,27 @@
-//! The gradient pass behind Chefer relevancy: one forward over the whole sequence that keeps
-//! every activation the backward needs, then a hand-written backward batched over several
-//! output tokens (one seed per token).
+//! The gradient pass behind Chefer relevancy: the model's own forward over the whole sequence,
+//! with a tape that keeps every activation the backward needs, then a hand-written backward
+//! batched over several output tokens (one seed per token).
 //!
 //! Why by hand: candle 0.9's fused ops (softmax, RMSNorm, RoPE) have no backward, and its
 //! autograd also computes (and holds) the gradient of every weight it meets, which the
-//! relevancy does not need. Here the forward uses the same fast ops as plain generation, and
-//! the backward produces exactly the gradients of the attention probabilities, layer by layer
-//! from the last one down, which is also the order in which the relevancy row
-//! `e_qᵀ (I + Ā_L) ⋯ (I + Ā_1)` is accumulated, so no `Ā_l` is ever stored.
-//!
-//! The forward mirrors the model's own numerics (softmax and norms in f32, the rest in the
-//! model dtype); `tests/relevancy_*.rs` check its logits against the model's.
+//! relevancy does not need. Here the backward produces exactly the gradients of the attention
+//! probabilities, layer by layer from the last one down, which is also the order in which the
+//! relevancy row `e_qᵀ (I + Ā_L) ⋯ (I + Ā_1)` is accumulated, so no `Ā_l` is ever stored. The
+//! backward rule of each block lives next to its forward (`Attention::backward`,
+//! `RmsNorm::backward`, ...); this module puts them together.
 
 mod decoder;
-mod grad;
+mod saved;
 mod vision;
 
 use candle_core::{DType, Result, Tensor};
 
 use self::decoder::DecoderPass;
+use self::saved::SavingTape;
 use self::vision::VisionPass;
+use super::cache::KvCache;
 use super::llava::Llava;
+use super::tape::{NormSlot, Site};
 
 /// Relevancy rows of one output token.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,11 +30,33 @@ pub struct TokenRows {
     pub token: usize,
     /// Row N−1+t of the decoder relevancy matrix, `[S]`.
     pub llm: Vec<f32>,
-    /// CLS row of the vision relevancy matrix, `[P + 1]` (column 0 is the CLS token).
+    /// Vision relevancy row over the vision tokens, `[Pv]`: with a class token (CLIP) the CLS
+    /// row of R_v, `[P + 1]` with column 0 the CLS token; without one (SigLIP) the mean of the
+    /// P patch rows of R_v, `1/P · 1ᵀ R_v`, `[P]` (every patch query weighs the same, as no
+    /// single query summarises the image).
     pub vit: Vec<f32>,
     /// `u R_v` with `u` the decoder row over the image features placed at their vision
-    /// tokens, `[P + 1]` (see `explain::relevancy` for the definition).
+    /// tokens, `[Pv]` (see `explain::relevancy` for the definition).
     pub combined: Vec<f32>,
+    /// Whether column 0 of `vit` and `combined` is a class token.
+    pub class_token: bool,
+}
+
+impl TokenRows {
+    /// The patch part of `vit`, `[P]`.
+    pub fn vit_patches(&self) -> &[f32] {
+        self.patches(&self.vit)
+    }
+
+    /// The patch part of `combined`, `[P]`.
+    pub fn combined_patches(&self) -> &[f32] {
+        self.patches(&self.combined)
+    }
+
+    fn patches<'r>(&self, row: &'r [f32]) -> &'r [f32] {
+        let skip = usize::from(self.class_token).min(row.len());
+        &row[skip..]
+    }
 }
 
 /// One row per seed.
@@ -50,7 +73,8 @@ pub struct TrackedPass<'a> {
 
 impl<'a> TrackedPass<'a> {
     /// Run the forward over `input_ids + output_ids[..T−1]` with the image `pixel_values`
-    /// (`[1, 3, h, w]` or `[3, h, w]`).
+    /// (`[1, 3, h, w]` or `[3, h, w]`). Image tokens are those of `input_ids`; an image-token id
+    /// among the output tokens is an ordinary token, as in generation.
     pub fn forward(
         model: &'a Llava,
         input_ids: &[u32],
@@ -62,26 +86,41 @@ impl<'a> TrackedPass<'a> {
         }
         let mut seq = input_ids.to_vec();
         seq.extend_from_slice(&output_ids[..output_ids.len() - 1]);
-        let image_id = model.config().image_token_index;
-        let image_pos: Vec<usize> = seq
-            .iter()
-            .enumerate()
-            .filter(|(_, &id)| id == image_id)
-            .map(|(i, _)| i)
-            .collect();
-        let vision = if image_pos.is_empty() {
+        let image_pos = model.image_positions(input_ids);
+        let mut tape = SavingTape::default();
+        let features = if image_pos.is_empty() {
             None
         } else {
             let px = match pixel_values.rank() {
                 3 => pixel_values.unsqueeze(0)?,
                 _ => pixel_values.clone(),
             };
-            Some(VisionPass::forward(model, &px)?)
+            let px = px.to_device(model.device())?;
+            Some(model.features(&px, &mut tape)?.squeeze(0)?)
         };
-        let embeds = model
-            .embed(&seq, vision.as_ref().map(|v| &v.features))?
-            .squeeze(0)?;
-        let decoder = DecoderPass::forward(&model.llama, &embeds)?;
+        let embeds = model.embed_sequence(&seq, input_ids.len(), features.as_ref())?;
+        let decoder = model.decoder();
+        let mut cache = KvCache::new(decoder.layers().len());
+        let last = decoder.hidden_states(&embeds, 0, &mut cache, &mut tape)?;
+        let site = Site::text(decoder.layers().len());
+        decoder
+            .final_norm()
+            .forward_taped(&last, &mut tape, site, NormSlot::Final)?;
+        drop(cache);
+        let vision = match features {
+            Some(_) => Some(VisionPass::new(
+                model,
+                tape.take_vision()?,
+                tape.take_projector(),
+            )),
+            None => None,
+        };
+        let decoder = DecoderPass::new(
+            decoder,
+            tape.take_text()?,
+            tape.take_final_norm()?,
+            last.squeeze(0)?,
+        )?;
         Ok(Self {
             n_input: input_ids.len(),
             output_ids: output_ids.to_vec(),
@@ -111,6 +150,7 @@ impl<'a> TrackedPass<'a> {
         if let Some(&bad) = tokens.iter().find(|&&t| t >= t_len) {
             candle_core::bail!("output token {bad} does not exist (there are {t_len})");
         }
+        let class_token = self.vision.as_ref().is_some_and(|v| v.class_token());
         let mut out = Vec::with_capacity(tokens.len());
         for group in tokens.chunks(chunk.max(1)) {
             let positions: Vec<usize> = group.iter().map(|&t| self.n_input - 1 + t).collect();
@@ -127,6 +167,7 @@ impl<'a> TrackedPass<'a> {
                     llm,
                     vit,
                     combined,
+                    class_token,
                 });
                 on_token(group[i]);
             }
@@ -140,9 +181,12 @@ impl<'a> TrackedPass<'a> {
         let n = v.tokens;
         let pos: Vec<u32> = self.image_pos.iter().map(|&p| p as u32).collect();
         let pos = Tensor::new(pos.as_slice(), device)?;
+        let model = v.model();
+        // The image features enter the decoder unscaled (only token rows carry a family's
+        // embedding scale), so their gradient is the embeddings' gradient at their positions.
         let d_features = demb.index_select(&pos, 1)?;
         let tok: Vec<u32> = (0..self.image_pos.len())
-            .map(|j| v.token_of_feature(j) as u32)
+            .map(|j| model.token_of_feature(j) as u32)
             .collect();
         let tok = Tensor::new(tok.as_slice(), device)?;
         let u = Tensor::zeros((b, n), DType::F32, device)?.index_add(
@@ -150,11 +194,16 @@ impl<'a> TrackedPass<'a> {
             &r.index_select(&pos, 1)?.contiguous()?,
             1,
         )?;
-        let mut e0 = vec![0f32; b * n];
-        for i in 0..b {
-            e0[i * n] = 1.0;
-        }
-        let e0 = Tensor::from_vec(e0, (b, n), device)?;
+        // The vit row's start: e_CLS with a class token, else the mean over the patch queries.
+        let e0 = if v.class_token() {
+            let mut e0 = vec![0f32; b * n];
+            for i in 0..b {
+                e0[i * n] = 1.0;
+            }
+            Tensor::from_vec(e0, (b, n), device)?
+        } else {
+            Tensor::full(1.0 / n as f32, (b, n), device)?
+        };
         let rows = Tensor::stack(&[&e0, &u], 1)?;
         let rows = v.backward(&d_features, &rows)?.to_vec3::<f32>()?;
         let mut vit = Vec::with_capacity(b);

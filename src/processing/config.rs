@@ -1,4 +1,10 @@
-//! `preprocessor_config.json` (CLIPImageProcessor fields), with transformers' defaults.
+//! `preprocessor_config.json`, with the defaults of the transformers image processor it names.
+//!
+//! Two processors are known, both built on the same steps (convert to RGB, resize with a
+//! Pillow filter, optional centre crop, rescale, normalise): `CLIPImageProcessor` (shortest
+//! edge 224, centre crop 224, OpenAI CLIP mean/std) and `SiglipImageProcessor` (resize to
+//! exactly `size {height, width}`, default 224×224, no crop, mean and std 0.5). A file naming
+//! no type, or another one, takes CLIP's defaults.
 
 use serde_json::Value;
 
@@ -10,7 +16,50 @@ pub const CLIP_MEAN: [f64; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP's per-channel standard deviation, transformers' default `image_std`.
 pub const CLIP_STD: [f64; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
+/// The standard mean and std SigLIP normalises with (transformers' IMAGENET_STANDARD_*).
+pub const SIGLIP_MEAN_STD: [f64; 3] = [0.5, 0.5, 0.5];
+
 const WHAT: &str = "preprocessor_config.json";
+
+/// Which transformers image processor `image_processor_type` names; it decides the defaults
+/// of every field the file leaves out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessorKind {
+    /// `CLIPImageProcessor` (also used when the file names no type or another one).
+    #[default]
+    Clip,
+    /// `SiglipImageProcessor` (and its `Fast` / `Pil` variants).
+    Siglip,
+}
+
+impl ProcessorKind {
+    /// The kind named by an `image_processor_type` value.
+    pub fn from_type_name(name: &str) -> Self {
+        if name.starts_with("SiglipImageProcessor") {
+            ProcessorKind::Siglip
+        } else {
+            ProcessorKind::Clip
+        }
+    }
+
+    /// The processor's defaults, as its transformers class sets them.
+    pub fn defaults(self) -> PreprocessorConfig {
+        match self {
+            ProcessorKind::Clip => PreprocessorConfig::default(),
+            ProcessorKind::Siglip => PreprocessorConfig {
+                kind: ProcessorKind::Siglip,
+                size: ResizeTarget::Exact {
+                    height: 224,
+                    width: 224,
+                },
+                do_center_crop: false,
+                image_mean: SIGLIP_MEAN_STD,
+                image_std: SIGLIP_MEAN_STD,
+                ..PreprocessorConfig::default()
+            },
+        }
+    }
+}
 
 /// How `size` asks the image to be resized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +81,12 @@ pub enum ResizeTarget {
     },
 }
 
-/// The CLIP image processor settings, every missing field defaulted as transformers'
-/// `CLIPImageProcessor` defaults it.
+/// The image processor settings, every missing field defaulted as the transformers class
+/// named by `image_processor_type` defaults it (the field docs give CLIP's defaults).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreprocessorConfig {
+    /// The processor the file names (`image_processor_type`).
+    pub kind: ProcessorKind,
     /// Resize at all (`do_resize`, default true).
     pub do_resize: bool,
     /// Resize target (`size`, default shortest edge 224).
@@ -63,6 +114,7 @@ pub struct PreprocessorConfig {
 impl Default for PreprocessorConfig {
     fn default() -> Self {
         PreprocessorConfig {
+            kind: ProcessorKind::Clip,
             do_resize: true,
             size: ResizeTarget::ShortestEdge {
                 shortest: 224,
@@ -199,8 +251,17 @@ impl PreprocessorConfig {
         let obj = root
             .as_object()
             .ok_or_else(|| ProcessingError::config(WHAT, "the file is not a JSON object"))?;
-        let d = PreprocessorConfig::default();
         let present = |k: &str| obj.get(k).filter(|v| !v.is_null());
+        let kind = match present("image_processor_type") {
+            None => ProcessorKind::Clip,
+            Some(v) => ProcessorKind::from_type_name(v.as_str().ok_or_else(|| {
+                ProcessingError::config(
+                    WHAT,
+                    format!("`image_processor_type` must be a string, found {v}"),
+                )
+            })?),
+        };
+        let d = kind.defaults();
         let resample = match present("resample") {
             None => d.resample,
             Some(v) => v.as_i64().and_then(Filter::from_pil).ok_or_else(|| {
@@ -220,6 +281,7 @@ impl PreprocessorConfig {
             })?,
         };
         Ok(PreprocessorConfig {
+            kind,
             do_resize: flag(obj, "do_resize", d.do_resize)?,
             size: present("size")
                 .map(parse_size)

@@ -1,8 +1,8 @@
-//! CLIP preprocessing, chat template, tokenizer, image-token expansion.
+//! Image preprocessing (CLIP and SigLIP), chat template, tokenizer, image-token expansion.
 //!
 //! Image side: [`load_image`] / [`load_image_bytes`] decode with limits and clear errors;
 //! [`ImageProcessor`] turns the image into the vision tower's `[3, h, w]` [`PixelValues`] as
-//! transformers' CLIP image processor does (Pillow-exact resampling), in one of four
+//! transformers' CLIP or SigLIP image processor does (Pillow-exact resampling), in one of four
 //! [`ImageMode`]s. Prompt side: [`PromptProcessor`] applies the model's chat template,
 //! tokenizes, and expands the image token into one id per image feature ([`EncodedPrompt`]).
 
@@ -15,7 +15,7 @@ pub mod prompt;
 pub mod resample;
 pub mod template;
 
-pub use self::config::{PreprocessorConfig, ResizeTarget};
+pub use self::config::{PreprocessorConfig, ProcessorKind, ResizeTarget};
 pub use self::error::ProcessingError;
 pub use self::image::{load_image, load_image_bytes, ImageMode, ImageProcessor, PixelValues};
 pub use self::prompt::{EncodedPrompt, PromptProcessor};

@@ -216,18 +216,33 @@ impl PromptProcessor {
 
     /// Applies the chat template to one user turn (the image, then `prompt`), with the
     /// generation prompt; without a template, LLaVA-1.5's `USER: <image>\n{prompt} ASSISTANT:`.
+    ///
+    /// The turn is first given as content parts (image, text), as a processor's template
+    /// (`chat_template.json`, LLaVA-1.5's, llava-interleave's) expects. When that fails or
+    /// places no image token (a text-only tokenizer template, such as Gemma's or Qwen's, which
+    /// Intel/llava-gemma-2b ships), it is given as the string `"<image>\n{prompt}"`, as those
+    /// models' own instructions build it.
     pub fn render(&self, prompt: &str) -> Result<String, ProcessingError> {
         let prompt = prompt.trim();
         if prompt.is_empty() {
             return Err(ProcessingError::EmptyPrompt);
         }
-        match &self.template {
-            Some(t) => t.render(
-                prompt,
-                self.bos_token.as_deref().unwrap_or(""),
-                self.eos_token.as_deref().unwrap_or(""),
-            ),
-            None => Ok(LLAVA_15_FORMAT.replace("{prompt}", prompt)),
+        let Some(t) = &self.template else {
+            return Ok(LLAVA_15_FORMAT.replace("{prompt}", prompt));
+        };
+        let bos = self.bos_token.as_deref().unwrap_or("");
+        let eos = self.eos_token.as_deref().unwrap_or("");
+        let parts = t.render(prompt, bos, eos);
+        if parts
+            .as_ref()
+            .is_ok_and(|text| text.contains(&self.image_token))
+        {
+            return parts;
+        }
+        let text = format!("{}\n{prompt}", self.image_token);
+        match t.render_text(&text, bos, eos) {
+            Ok(out) if out.contains(&self.image_token) => Ok(out),
+            _ => parts,
         }
     }
 

@@ -165,20 +165,40 @@ impl ChatTemplate {
         Ok(ChatTemplate { env })
     }
 
-    /// Renders one user turn holding the image then `prompt`, with the generation prompt.
+    /// Renders one user turn holding the image then `prompt` as content parts
+    /// (`[{"type": "image"}, {"type": "text", "text": prompt}]`, what a processor's template
+    /// expects), with the generation prompt.
     pub fn render(
         &self,
         prompt: &str,
         bos_token: &str,
         eos_token: &str,
     ) -> Result<String, ProcessingError> {
-        let messages = vec![context! {
-            role => "user",
-            content => vec![
-                context! { type => "image" },
-                context! { type => "text", text => prompt },
-            ],
-        }];
+        let content = JValue::from(vec![
+            context! { type => "image" },
+            context! { type => "text", text => prompt },
+        ]);
+        self.render_content(content, bos_token, eos_token)
+    }
+
+    /// Renders one user turn whose content is the plain string `text` (what a text-only
+    /// tokenizer template, such as Gemma's or Qwen's, expects), with the generation prompt.
+    pub fn render_text(
+        &self,
+        text: &str,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, ProcessingError> {
+        self.render_content(JValue::from(text), bos_token, eos_token)
+    }
+
+    fn render_content(
+        &self,
+        content: JValue,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, ProcessingError> {
+        let messages = vec![context! { role => "user", content => content }];
         let template = self
             .env
             .get_template(TEMPLATE_NAME)

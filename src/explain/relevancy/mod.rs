@@ -85,7 +85,7 @@ pub enum RelevancyError {
 
 impl From<candle_core::Error> for RelevancyError {
     fn from(e: candle_core::Error) -> Self {
-        Self::Model(e.to_string())
+        Self::Model(crate::model::error_message(&e))
     }
 }
 
@@ -201,10 +201,9 @@ pub fn relevancy_with(
     let mut maps = RelevancyMaps::default();
     for row in rows {
         maps.tokens.push(row.token);
+        maps.vit.push(row.vit_patches().to_vec());
+        maps.combined.push(row.combined_patches().to_vec());
         maps.llm.push(row.llm);
-        maps.vit.push(row.vit.get(1..).unwrap_or(&[]).to_vec());
-        maps.combined
-            .push(row.combined.get(1..).unwrap_or(&[]).to_vec());
     }
     maps.seconds = start.elapsed().as_secs_f64();
     Ok(maps)

@@ -50,6 +50,7 @@ fn session_from(inputs: &Path, model: &Llava) -> anyhow::Result<Session> {
                 vision_layers: model.vision_layers_run(),
                 vision_heads: cfg.vision_config.num_attention_heads,
                 image_grid: model.image_grid(),
+                family: None,
             },
             prompt: String::new(),
             image: ImageInfo {

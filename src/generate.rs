@@ -23,7 +23,8 @@ use crate::processing::{
     EncodedPrompt, ImageMode, ImageProcessor, PixelValues, ProcessingError, PromptProcessor,
 };
 use crate::session::{
-    Array, GenerationInfo, ImageInfo, Manifest, ModelInfo, Session, TokenStrings, SCHEMA,
+    Array, GenerationInfo, ImageInfo, Manifest, ModelFamily, ModelInfo, Session, TokenStrings,
+    SCHEMA,
 };
 
 /// Everything one run needs, as the CLI and the TUI describe it.
@@ -384,6 +385,10 @@ impl<'m> Decoding<'m> {
                 vision_layers: cfg.vision_config.num_hidden_layers,
                 vision_heads: cfg.vision_config.num_attention_heads,
                 image_grid: model.image_grid(),
+                family: Some(ModelFamily {
+                    decoder: cfg.text_config.family.as_str().into(),
+                    vision: cfg.vision_config.family.as_str().into(),
+                }),
             },
             prompt: request.prompt.clone(),
             image: ImageInfo {

@@ -46,6 +46,7 @@ fn session_with(layer: usize) -> Session {
             vision_layers: 1,
             vision_heads: 1,
             image_grid: [3, 4],
+            family: None,
         },
         prompt: "what?".into(),
         image: ImageInfo {

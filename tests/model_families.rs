@@ -128,8 +128,12 @@ fn qwen2_siglip_shaped_like_llava_interleave() {
     assert_eq!((v.grid_side(), v.num_positions()), (27, 729));
     assert_eq!(cfg.vision_feature_select_strategy, SelectStrategy::Full);
     assert_eq!(cfg.feature_layers().unwrap(), vec![26]);
-    // No CLS token: `full` keeps the 729 patches.
+    // No CLS token: `full` keeps the 729 patches; `default` drops the first position whatever
+    // it holds, as transformers does.
     assert_eq!(cfg.num_image_features(), 729);
+    let mut dropped = cfg.clone();
+    dropped.vision_feature_select_strategy = SelectStrategy::Default;
+    assert_eq!(dropped.num_image_features(), 728);
 }
 
 #[test]
@@ -159,8 +163,13 @@ fn class_defaults_per_family() {
         (l.bos_token_id, l.eos_token_ids.clone()),
         (Some(1), vec![2])
     );
-    // Gemma without hidden_activation uses hidden_act.
+    // Gemma without hidden_activation uses hidden_act, whose legacy "gelu" transformers runs
+    // as the tanh approximation; hidden_activation, when given, wins.
     let g = text(r#"{"model_type":"gemma","hidden_act":"gelu"}"#);
+    assert_eq!(g.hidden_act, Activation::GeluTanh);
+    let g = text(r#"{"model_type":"gemma","hidden_act":"silu"}"#);
+    assert_eq!(g.hidden_act, Activation::Silu);
+    let g = text(r#"{"model_type":"gemma","hidden_act":"silu","hidden_activation":"gelu"}"#);
     assert_eq!(g.hidden_act, Activation::Gelu);
     // An empty SigLIP config takes SiglipVisionConfig's own defaults.
     let v = parse(r#"{"vision_config":{"model_type":"siglip_vision_model"}}"#)

@@ -56,6 +56,7 @@ fn session(name: &str, model: &Llava) -> Session {
             vision_layers: model.vision_layers_run(),
             vision_heads: cfg.vision_config.num_attention_heads,
             image_grid: model.image_grid(),
+            family: None,
         },
         prompt: json["prompt"].as_str().unwrap().to_string(),
         image: ImageInfo {

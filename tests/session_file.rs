@@ -38,6 +38,7 @@ fn small_session() -> Session {
                 vision_layers: 1,
                 vision_heads: 1,
                 image_grid: [2, 2],
+                family: None,
             },
             prompt: "What is it?".into(),
             image: ImageInfo {

@@ -57,9 +57,42 @@ impl DeviceName {
         if !cfg!(feature = "cuda") {
             return Err(ModelError::CudaNotBuilt(self.to_string()));
         }
+        let count = cuda_device_count().map_err(|message| ModelError::NoCudaDriver {
+            name: self.to_string(),
+            message,
+        })?;
+        if count == 0 {
+            return Err(ModelError::NoCudaDriver {
+                name: self.to_string(),
+                message: "no GPU".to_string(),
+            });
+        }
+        if ordinal >= count {
+            return Err(ModelError::NoSuchGpu {
+                name: self.to_string(),
+                count,
+            });
+        }
         Device::new_cuda(ordinal).map_err(|e| ModelError::DeviceUnavailable {
             name: self.to_string(),
             message: super::error::message(&e),
         })
     }
+}
+
+/// Number of CUDA GPUs the driver sees, or the driver's own words when it cannot be asked
+/// (no driver, no GPU, a driver older than the CUDA the binary was built for).
+#[cfg(feature = "cuda")]
+fn cuda_device_count() -> Result<usize, String> {
+    use candle_core::cuda_backend::cudarc::driver::{result, CudaContext};
+    result::init().map_err(|e| e.to_string())?;
+    CudaContext::device_count()
+        .map(|n| n.max(0) as usize)
+        .map_err(|e| e.to_string())
+}
+
+/// Without the `cuda` feature no GPU is ever usable ([`DeviceName::open`] says so first).
+#[cfg(not(feature = "cuda"))]
+fn cuda_device_count() -> Result<usize, String> {
+    Ok(0)
 }

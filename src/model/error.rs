@@ -117,6 +117,22 @@ pub enum ModelError {
     /// CUDA was asked for but the binary was built without it.
     #[error("device '{0}' needs CUDA, but lvlmscope was built without the `cuda` feature")]
     CudaNotBuilt(String),
+    /// The CUDA driver cannot be used at all (none installed, no GPU, too old).
+    #[error("device '{name}' cannot be used: the CUDA driver reports {message}; is there an NVIDIA GPU and driver on this machine?")]
+    NoCudaDriver {
+        /// The device name.
+        name: String,
+        /// The driver's error.
+        message: String,
+    },
+    /// `cuda:N` past the GPUs the driver sees.
+    #[error("device '{name}' does not exist: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{last}", last = count.saturating_sub(1))]
+    NoSuchGpu {
+        /// The device name.
+        name: String,
+        /// GPUs the driver sees.
+        count: usize,
+    },
     /// The CUDA device could not be opened.
     #[error("cannot open device '{name}': {message}")]
     DeviceUnavailable {

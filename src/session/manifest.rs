@@ -52,6 +52,25 @@ pub struct ModelInfo {
     pub vision_heads: usize,
     /// `[rows, cols]` of the image patch grid.
     pub image_grid: [usize; 2],
+    /// The decoder and vision-tower families; absent in files written before there were
+    /// several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<ModelFamily>,
+}
+
+/// The families a model is composed of, as `config.json`'s model_types name them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelFamily {
+    /// Decoder family: `llama`, `mistral`, `gemma` or `qwen2`.
+    pub decoder: String,
+    /// Vision tower family: `clip` or `siglip`.
+    pub vision: String,
+}
+
+impl std::fmt::Display for ModelFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} + {}", self.decoder, self.vision)
+    }
 }
 
 /// Where the image came from and how it was fitted to the vision tower.

@@ -12,7 +12,7 @@ pub use array::Array;
 pub use file::{load, save, AttentionDtype, SessionError};
 pub use manifest::{
     CausalHead, CausalParams, CausalResults, CausalToken, GenerationInfo, ImageInfo, Manifest,
-    ModelInfo, TokenStrings, SCHEMA,
+    ModelFamily, ModelInfo, TokenStrings, SCHEMA,
 };
 
 use std::collections::BTreeMap;

@@ -337,6 +337,7 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
             vision_layers: 2,
             vision_heads: 2,
             image_grid: spec.grid,
+            family: None,
         },
         prompt: "What colour is the round object and the square? Describe".into(),
         image: ImageInfo {

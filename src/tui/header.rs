@@ -26,9 +26,14 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let (model, prompt) = match &app.session {
         Some(s) => {
             let m = &s.manifest.model;
+            let family = m
+                .family
+                .as_ref()
+                .map(|f| format!(", {f}"))
+                .unwrap_or_default();
             (
                 format!(
-                    "{} ({}, {}×{}, grid {}×{}) · image {}",
+                    "{} ({}{family}, {}×{}, grid {}×{}) · image {}",
                     m.path,
                     m.architecture,
                     layers,

@@ -19,7 +19,7 @@
 //! at the least, one token per backward), on top of the weights (13.5 GiB).
 //! (`tests/relevancy_memory.rs` pins these numbers.)
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 
 use crate::model::LlavaConfig;
 
@@ -95,6 +95,23 @@ pub fn estimate_tracked_bytes(cfg: &LlavaConfig, seq_len: usize, dtype: DType) -
 pub fn available_cpu_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     parse_mem_available(&text)
+}
+
+/// Free memory of `device` in bytes: `MemAvailable` on the CPU, the driver's free device memory
+/// on a CUDA GPU (`cuMemGetInfo` in the device's context); `None` when it cannot be read.
+pub fn available_bytes(device: &Device) -> Option<u64> {
+    match device {
+        Device::Cpu => available_cpu_bytes(),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(gpu) => gpu
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _total)| free as u64),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
 }
 
 fn parse_mem_available(text: &str) -> Option<u64> {

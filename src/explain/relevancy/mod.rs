@@ -176,21 +176,20 @@ pub fn relevancy_with(
     let pixel_values = Tensor::from_vec(px.data.clone(), px.shape.as_slice(), &Device::Cpu)?;
     let positions = session.num_positions();
     let plan = memory::plan(model.config(), positions, model.dtype());
-    let chunk = match (model.device(), opts.memory_budget) {
-        (_, Some(_)) | (Device::Cpu, None) => {
-            let available = opts
-                .memory_budget
-                .or_else(memory::available_cpu_bytes)
-                .unwrap_or(u64::MAX);
-            plan.chunk_for(available, opts.max_chunk).ok_or_else(|| {
-                RelevancyError::OutOfMemory {
-                    needed: memory::human_bytes(plan.peak(1)),
-                    available: memory::human_bytes(available),
-                    positions,
-                }
-            })?
-        }
-        _ => plan.chunk_for(4 << 30, opts.max_chunk).unwrap_or(1),
+    // The budget: what the caller gives, else the device's free memory (system memory on the
+    // CPU, the driver's free memory on a GPU), checked before anything is allocated.
+    let available = opts
+        .memory_budget
+        .or_else(|| memory::available_bytes(model.device()));
+    let chunk = match available {
+        Some(available) => plan.chunk_for(available, opts.max_chunk).ok_or_else(|| {
+            RelevancyError::OutOfMemory {
+                needed: memory::human_bytes(plan.peak(1)),
+                available: memory::human_bytes(available),
+                positions,
+            }
+        })?,
+        None => plan.chunk_for(4 << 30, opts.max_chunk).unwrap_or(1),
     };
     let pass = TrackedPass::forward(model, &input, &output, &pixel_values)?;
     let mut done = 0;

@@ -112,7 +112,8 @@ pub struct TextConfig {
     pub num_key_value_heads: usize,
     /// Size of one head: `head_dim` when config.json gives it, else hidden / heads (Gemma: 256).
     pub head_dim: usize,
-    /// MLP activation. Gemma: `hidden_activation`, falling back to `hidden_act`.
+    /// MLP activation. Gemma: `hidden_activation`, falling back to `hidden_act` (whose legacy
+    /// `gelu` means the tanh approximation, as transformers reads it).
     pub hidden_act: Activation,
     /// Context length (used by dynamic RoPE and as llama3's original length by default).
     pub max_position_embeddings: usize,
@@ -382,8 +383,14 @@ impl TextConfig {
             Some(Some(OneOrMany::One(id))) => vec![id],
             Some(Some(OneOrMany::Many(ids))) => ids,
         };
+        // Gemma: `hidden_activation` when given (transformers 4.x); otherwise `hidden_act`,
+        // whose legacy "gelu" both transformers 4.x and 5 run as the tanh approximation.
+        let legacy_gelu = |a: Activation| match a {
+            Activation::Gelu => Activation::GeluTanh,
+            other => other,
+        };
         let hidden_act = match family {
-            Family::Gemma => raw.hidden_activation.or(raw.hidden_act),
+            Family::Gemma => raw.hidden_activation.or(raw.hidden_act.map(legacy_gelu)),
             _ => raw.hidden_act,
         }
         .unwrap_or(d.act);

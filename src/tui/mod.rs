@@ -14,6 +14,7 @@ pub mod help;
 pub mod hits;
 pub mod image;
 pub mod jobs;
+pub mod keymap;
 mod method;
 mod prompt;
 pub mod relevancy;
@@ -44,8 +45,8 @@ use crossterm::terminal::{
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
-use crate::report::overlay::{denormalize, overlay, write_png};
 use crate::session::{self, AttentionDtype};
+use crate::style::overlay::{denormalize, overlay, write_png};
 use crate::style::{ColorMode, Look, Theme};
 
 /// What `lvlmscope tui` was asked to open.
@@ -204,7 +205,8 @@ impl Runtime {
                 let tx = self.tx.clone();
                 let s = s.clone();
                 std::thread::spawn(move || {
-                    let r = causal::compute(&s, t, &params);
+                    let r = crate::explain::causal::compute_token(&s, t, &params)
+                        .map_err(|e| e.to_string());
                     let _ = tx.send(Msg::CausalDone(t, params, r));
                 });
             }

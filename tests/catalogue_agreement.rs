@@ -56,7 +56,7 @@ fn app_report_and_eval_give_the_same_numbers() {
     for t in [0usize, 2] {
         // the app's map for token t
         app.token = t;
-        let eval = lvlmscope::eval::scene_maps(&s, t as u64);
+        let eval = lvlmscope::eval::scene_maps(&s, t as u64).unwrap();
         for name in IDS {
             let id: MapId = name.parse().unwrap();
             assert!(app.show(id), "{name}");

@@ -175,7 +175,8 @@ pub fn ensure_relevancy(
 /// attention of `--layer` (default: the last) and `--head` (default: mean of heads);
 /// `relevancy` is `relevancy.combined` when the session has that table and `relevancy.decoder`
 /// when it has only the decoder's (under `--residual`, its residual normalisation); `causal`
-/// is `causal.h{head}` with `--head`, else `causal.max`.
+/// is the catalogue's `causal` (image weights summed over heads), or `causal.h{head}` with
+/// `--head`.
 pub fn map_id(s: &Session, opts: &ReportOptions) -> Result<MapId, ReportError> {
     let method = opts.method.as_deref().unwrap_or("attention");
     let norm = if opts.residual {
@@ -198,7 +199,7 @@ pub fn map_id(s: &Session, opts: &ReportOptions) -> Result<MapId, ReportError> {
             };
             MapId::relevancy(source, norm)
         }
-        "causal" => MapId::Causal(opts.head.map_or(CausalHeads::Max, CausalHeads::Head)),
+        "causal" => MapId::Causal(opts.head.map_or(CausalHeads::Sum, CausalHeads::Head)),
         other => other
             .parse()
             .map_err(|_| ReportError::Method(other.to_string()))?,

@@ -82,6 +82,12 @@ pub fn max_radius(app: &App) -> usize {
         .max(1)
 }
 
+/// The causal explanation of answer token `t` with `params`, as the app's worker thread asks
+/// for it ([`crate::explain::causal::compute_token`], the error as its sentence).
+pub fn compute(s: &Session, t: usize, params: &CausalParams) -> Result<CausalToken, String> {
+    crate::explain::causal::compute_token(s, t, params).map_err(|e| e.to_string())
+}
+
 /// Keys `- +`: the shown radius one less or one more, within 1 and the search radius.
 pub fn step_radius(app: &mut App, action: Action) {
     let max = max_radius(app);

@@ -205,8 +205,7 @@ impl Runtime {
                 let tx = self.tx.clone();
                 let s = s.clone();
                 std::thread::spawn(move || {
-                    let r = crate::explain::causal::compute_token(&s, t, &params)
-                        .map_err(|e| e.to_string());
+                    let r = causal::compute(&s, t, &params);
                     let _ = tx.send(Msg::CausalDone(t, params, r));
                 });
             }

@@ -7,7 +7,7 @@ use ratatui::style::Style;
 use ratatui::Frame;
 
 use crate::explain::attention::patch_positions;
-use crate::explain::causal::{explain_head_with_tree, tree_rows, ParamStep};
+use crate::explain::causal::ParamStep;
 use crate::session::{CausalHead, CausalParams, CausalToken, Session};
 
 use super::app::{Agg, App};
@@ -181,16 +181,7 @@ pub fn refresh_tree(app: &mut App) {
     {
         return;
     }
-    let tree = s.attn_full.get(&params.layer).and_then(|full| {
-        let [_, n, n2] = full.shape.as_slice() else {
-            return None;
-        };
-        let (n, n2) = (*n, *n2);
-        let a = full.data.get(head * n * n2..(head + 1) * n * n2)?;
-        let [start, len] = s.manifest.image_span;
-        let (_, tree) = explain_head_with_tree(a, n, (start, len), target, head, &params);
-        Some(tree_rows(&tree))
-    });
+    let tree = crate::explain::causal::head_tree(s, target, head, &params);
     app.causal_tree = tree.map(|rows| CausalTree {
         target,
         head,

@@ -30,8 +30,8 @@ use std::collections::BTreeMap;
 use crate::session::{Array, CausalHead, CausalResults, CausalToken, Session};
 
 pub use params::{
-    causal_for_token, compute_token, default_params, explain_checked, stored_token, CausalParams,
-    CausalUnavailable, ParamStep, MAX_ALPHA, MAX_SEARCH_RADIUS,
+    causal_for_token, compute_token, default_params, explain_checked, head_tree, stored_token,
+    CausalParams, CausalUnavailable, ParamStep, MAX_ALPHA, MAX_SEARCH_RADIUS,
 };
 pub use pds_tree::PdsTree;
 

@@ -173,3 +173,23 @@ pub fn causal_for_token(s: &Session, t: usize) -> Result<CausalToken, CausalUnav
     }
     compute_token(s, t, &CausalParams::of_session(s))
 }
+
+/// The possible-d-separation tree of one head for `target`, as `(depth, position)` rows in
+/// depth-first order (root first), from the session's `attn.full.{params.layer}`; `None` when
+/// the session lacks that attention or the head.
+pub fn head_tree(
+    s: &Session,
+    target: usize,
+    head: usize,
+    params: &CausalParams,
+) -> Option<Vec<(usize, usize)>> {
+    let full = s.attn_full.get(&params.layer)?;
+    let [_, n, n2] = full.shape.as_slice() else {
+        return None;
+    };
+    let (n, n2) = (*n, *n2);
+    let a = full.data.get(head * n * n2..(head + 1) * n * n2)?;
+    let [start, len] = s.manifest.image_span;
+    let (_, tree) = super::explain_head_with_tree(a, n, (start, len), target, head, params);
+    Some(super::tree_rows(&tree))
+}

@@ -23,7 +23,10 @@ fn press(app: &mut App, c: char) -> Vec<Cmd> {
 
 #[test]
 fn the_demo_computes_relevancy_and_causal_on_switching() {
-    let demo = format!("/cache/lvlmscope/demo-{}", lvlmscope::demo::demo_model_hash());
+    let demo = format!(
+        "/cache/lvlmscope/demo-{}",
+        lvlmscope::demo::demo_model_hash()
+    );
     let mut app = open(&demo);
     let cmds = press(&mut app, '3');
     let params = CausalParams::for_session(app.session.as_ref().unwrap());

@@ -1,6 +1,6 @@
 //! Non-interactive report of a session: the answer and the map of one token, drawn with viuer
 //! where the terminal shows graphics, else as a half-block grid; `--png` writes the overlay,
-//! `--json` prints the numbers instead (docs/design.md, "report --json"). The map comes from
+//! `--json` prints the numbers instead (docs/design.md, "Command line"). The map comes from
 //! the explanation catalogue ([`crate::explain::catalogue`]); nothing here computes one.
 
 pub mod causal;
@@ -258,7 +258,8 @@ pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportErr
     })
 }
 
-/// The `--json` object: `{"token", "method", "map", "text", ...}` (DESIGN.md).
+/// The `--json` object: `{"token", "method", "map_id", "map", "text", ...}` (docs/design.md,
+/// "Command line").
 pub fn to_json(s: &Session, r: &ReportMap) -> Value {
     let map: Vec<Vec<f32>> = r
         .map

@@ -13,8 +13,7 @@ use crate::job::ModelJob;
 use crate::session::Session;
 
 use super::app::App;
-use super::blocks::{display_token, flow, put};
-use super::method::bars;
+use super::blocks::{bars, display_token, flow, put};
 use super::update::Cmd;
 use super::view::View;
 

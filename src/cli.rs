@@ -24,6 +24,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Measure the explanation methods on synthetic scenes with known object masks.
     Eval(EvalArgs),
+    /// Run every line of a JSONL file of questions with one model load; a session per line
+    /// and a summary.
+    Batch(crate::batch_cli::BatchArgs),
 }
 
 /// Flags of `lvlmscope tui`.

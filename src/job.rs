@@ -40,12 +40,24 @@ pub fn run(
     let started = Instant::now();
     let loaded = LoadedModel::load(&request.model, request.dtype, &device)?;
     let load_seconds = started.elapsed().as_secs_f64();
-    let image = crate::processing::load_image(&request.image).map_err(GenerateError::from)?;
-    let mut session = generate::generate(&loaded, &image, request, cancel, on_progress)?;
+    let mut session = run_loaded(&loaded, request, cancel, on_progress)?;
     session
         .manifest
         .timings
         .insert("load_model".into(), load_seconds);
+    Ok(session)
+}
+
+/// The part of [`run`] after loading: reads the image, generates with `loaded`, and adds the
+/// requested explanations. `lvlmscope batch` calls it once per line with one loaded model.
+pub fn run_loaded(
+    loaded: &LoadedModel,
+    request: &RunRequest,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Session, JobError> {
+    let image = crate::processing::load_image(&request.image).map_err(GenerateError::from)?;
+    let mut session = generate::generate(loaded, &image, request, cancel, on_progress)?;
     if request.relevancy {
         on_progress(Progress::Stage("relevancy".into()));
         let tokens: Vec<usize> = (0..session.num_output()).collect();

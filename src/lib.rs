@@ -4,6 +4,7 @@
 //! `processing` → `model` → `generate` → `session` → `explain` → `tui` / `report`; `eval`
 //! measures the explanations on synthetic scenes with known object masks.
 
+pub mod batch;
 pub mod demo;
 pub mod eval;
 pub mod explain;

@@ -1,6 +1,7 @@
 //! The `lvlmscope` binary: parses the command line and hands over to the library.
 //! Errors end here as one sentence on stderr and a non-zero exit code.
 
+mod batch_cli;
 mod cli;
 
 use std::io::Write;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Some(Command::Report(args)) => report(args),
         Some(Command::Tui(args)) => tui(args),
         Some(Command::Eval(args)) => eval(args),
+        Some(Command::Batch(args)) => batch_cli::run(args),
         None => tui(cli::TuiArgs::default()),
     };
     match result {

@@ -194,9 +194,9 @@ fn shards_split_the_lines_and_resume_skips_saved_sessions() {
 }
 
 #[test]
-fn a_family_fixture_with_relevancy() {
+fn a_family_fixture_with_relevancy_and_causal() {
     let dir = questions(&[GOOD]);
-    let out = batch(dir.path(), "tiny-llava-gemma", &["--relevancy"]);
+    let out = batch(dir.path(), "tiny-llava-gemma", &["--relevancy", "--causal"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r = rows(&dir.path().join("out/summary.jsonl"));
     assert_eq!(r[0]["status"], "ok");
@@ -206,6 +206,9 @@ fn a_family_fixture_with_relevancy() {
     assert!((0.0..=1.0).contains(&relevancy));
     let s = session::load(&dir.path().join("out/q_1.session")).unwrap();
     assert_eq!(s.manifest.relevancy_tokens.len(), s.num_output());
+    let causal = s.manifest.causal.as_ref().expect("causal results");
+    assert_eq!(causal.tokens.len(), s.num_output());
+    assert!(r[0]["timings"]["causal"].as_f64().is_some());
 }
 
 #[test]

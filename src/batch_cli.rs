@@ -31,6 +31,10 @@ pub struct BatchArgs {
     /// Compute causal (CLEANN) explanations for every output token.
     #[arg(long)]
     pub causal: bool,
+    /// Measure each map's faithfulness: the first answer token's probability drop (Δp) when
+    /// the map's top 20% of patches are painted out, in the summary as dp:MAP columns.
+    #[arg(long)]
+    pub faithfulness: bool,
     /// Take every N-th line starting at line I, counted from 0 (e.g.
     /// $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); the summary is then
     /// summary.I-of-N.{jsonl,csv}.
@@ -92,6 +96,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         } else {
             AttentionDtype::F16
         },
+        faithfulness: args.faithfulness,
     };
     let bar = ProgressBar::new(0);
     bar.set_style(

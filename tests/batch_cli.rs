@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use candle_core::{DType, Device};
+use lvlmscope::explain::catalogue::{self, MapId};
+use lvlmscope::explain::faithfulness;
+use lvlmscope::generate::LoadedModel;
 use lvlmscope::session;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lvlmscope");
@@ -194,9 +198,10 @@ fn shards_split_the_lines_and_resume_skips_saved_sessions() {
 }
 
 #[test]
-fn a_family_fixture_with_relevancy_and_causal() {
+fn a_family_fixture_with_relevancy_causal_and_faithfulness() {
     let dir = questions(&[GOOD]);
-    let out = batch(dir.path(), "tiny-llava-gemma", &["--relevancy", "--causal"]);
+    let flags = ["--relevancy", "--causal", "--faithfulness"];
+    let out = batch(dir.path(), "tiny-llava-gemma", &flags);
     assert!(out.status.success(), "{}", stderr(&out));
     let r = rows(&dir.path().join("out/summary.jsonl"));
     assert_eq!(r[0]["status"], "ok");
@@ -209,6 +214,32 @@ fn a_family_fixture_with_relevancy_and_causal() {
     let causal = s.manifest.causal.as_ref().expect("causal results");
     assert_eq!(causal.tokens.len(), s.num_output());
     assert!(r[0]["timings"]["causal"].as_f64().is_some());
+
+    // Δp of every standard map, the same as a deletion on the saved session gives
+    let dp = r[0]["faithfulness"]
+        .as_object()
+        .expect("faithfulness drops");
+    for id in [
+        "attention.last.mean",
+        "relevancy.decoder",
+        "causal",
+        "random",
+    ] {
+        assert!(dp.contains_key(id), "{id} missing from {dp:?}");
+    }
+    let model = fixtures().join("tiny-llava-gemma").display().to_string();
+    let loaded = LoadedModel::load(&model, DType::F32, &Device::Cpu).unwrap();
+    let id: MapId = "relevancy.decoder".parse().unwrap();
+    let map = catalogue::explain(&s, &[0], &id).unwrap().grid.values;
+    let expected = faithfulness::probability_drop(&loaded.model, &s, 0, &map, 0.2).unwrap();
+    let got = dp["relevancy.decoder"].as_f64().unwrap();
+    assert!((got - expected as f64).abs() < 1e-5, "{got} vs {expected}");
+    let csv = std::fs::read_to_string(dir.path().join("out/summary.csv")).unwrap();
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .contains(",dp:relevancy.decoder,"));
 }
 
 #[test]

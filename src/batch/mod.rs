@@ -10,11 +10,13 @@ pub mod summary;
 pub use input::{sanitize_id, Entry, Job, Shard};
 pub use summary::{Row, Status};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use crate::explain::catalogue;
+use crate::explain::faithfulness::{Deletion, DEFAULT_DROP_FRACTION};
 use crate::generate::{LoadedModel, Progress, RunRequest};
 use crate::session::{self, AttentionDtype};
 
@@ -62,6 +64,8 @@ pub struct BatchOptions {
     pub request: RunRequest,
     /// How the sessions store attention.
     pub attention: AttentionDtype,
+    /// Measure the faithfulness (Δp) of the session's maps of the first answer token.
+    pub faithfulness: bool,
 }
 
 impl BatchOptions {
@@ -229,13 +233,11 @@ fn resumed_row(
     // A session saved without its row (the batch was stopped in between): rebuild the row.
     let session = session::load(&path).ok()?;
     let answer = answer_text(loaded, &session);
-    Some(Row::of_session(
-        &entry.id,
-        entry.index + 1,
-        &session,
-        answer,
-        0.0,
-    ))
+    let mut row = Row::of_session(&entry.id, entry.index + 1, &session, answer, 0.0);
+    if options.faithfulness {
+        row.faithfulness = drops(loaded, &session).ok()?;
+    }
+    Some(row)
 }
 
 /// Runs one good line and saves its session; any failure becomes the row's error.
@@ -263,13 +265,40 @@ fn run_line(
         Ok(s) => s,
         Err(e) => return Row::failed(id, line, e.to_string(), started.elapsed().as_secs_f64()),
     };
+    let faithfulness = if options.faithfulness {
+        match drops(loaded, &session) {
+            Ok(d) => d,
+            Err(e) => return Row::failed(id, line, e, started.elapsed().as_secs_f64()),
+        }
+    } else {
+        BTreeMap::new()
+    };
     let path = options.session_path(id);
     if let Err(e) = session::save(&session, &path, options.attention) {
         let error = format!("could not save the session to {}: {e}", path.display());
         return Row::failed(id, line, error, started.elapsed().as_secs_f64());
     }
     let answer = answer_text(loaded, &session);
-    Row::of_session(id, line, &session, answer, started.elapsed().as_secs_f64())
+    let mut row = Row::of_session(id, line, &session, answer, started.elapsed().as_secs_f64());
+    row.faithfulness = faithfulness;
+    row
+}
+
+/// The probability drop of the first answer token under each map the session can give (the
+/// catalogue's standard maps: attention always, relevancy and causal when computed, the random
+/// baseline seeded with 0), at [`DEFAULT_DROP_FRACTION`] of the patches.
+fn drops(loaded: &LoadedModel, s: &session::Session) -> Result<BTreeMap<String, f32>, String> {
+    if s.num_output() == 0 {
+        return Ok(BTreeMap::new());
+    }
+    let failed = |e: String| format!("faithfulness failed: {e}");
+    let maps = catalogue::compared_maps(s, 0, &[], 0).map_err(|e| failed(e.to_string()))?;
+    let mut deletion = Deletion::new(&loaded.model, s, 0).map_err(|e| failed(e.to_string()))?;
+    let values: Vec<Vec<f32>> = maps.iter().map(|(_, m)| m.clone()).collect();
+    let d = deletion
+        .probability_drops(&values, DEFAULT_DROP_FRACTION)
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(maps.iter().map(|(id, _)| id.to_string()).zip(d).collect())
 }
 
 /// The session's answer as readable text (special tokens left out).

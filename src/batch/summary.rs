@@ -59,6 +59,10 @@ pub struct Row {
     pub seconds: f64,
     /// The session's stage timings, in seconds.
     pub timings: BTreeMap<String, f64>,
+    /// With `--faithfulness`: the probability drop Δp of the first answer token when each
+    /// map's top 20 % of patches are painted out, by catalogue map id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub faithfulness: BTreeMap<String, f32>,
 }
 
 impl Row {
@@ -75,6 +79,7 @@ impl Row {
             image_relevancy: None,
             seconds,
             timings: BTreeMap::new(),
+            faithfulness: BTreeMap::new(),
         }
     }
 
@@ -103,6 +108,7 @@ impl Row {
                 .filter(|(k, _)| TIMINGS.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
+            faithfulness: BTreeMap::new(),
         }
     }
 }
@@ -151,8 +157,13 @@ pub fn to_jsonl(rows: &[Row]) -> String {
 }
 
 /// The rows as CSV with a header: id, line, status, error, answer, tokens, image_attention,
-/// image_relevancy, seconds, then the [`TIMINGS`] (empty cells where a value is absent).
+/// image_relevancy, seconds, the [`TIMINGS`], then `dp:<map id>` for every map any row has a
+/// faithfulness drop of (empty cells where a value is absent).
 pub fn to_csv(rows: &[Row]) -> String {
+    let maps: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .flat_map(|r| r.faithfulness.keys().map(String::as_str))
+        .collect();
     let mut header = vec![
         "id",
         "line",
@@ -165,6 +176,8 @@ pub fn to_csv(rows: &[Row]) -> String {
         "seconds",
     ];
     header.extend(TIMINGS);
+    let dp_names: Vec<String> = maps.iter().map(|m| format!("dp:{m}")).collect();
+    header.extend(dp_names.iter().map(String::as_str));
     let mut out = header.join(",");
     out.push('\n');
     let number = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_default();
@@ -181,6 +194,10 @@ pub fn to_csv(rows: &[Row]) -> String {
             format!("{:.3}", r.seconds),
         ];
         cells.extend(TIMINGS.iter().map(|k| number(r.timings.get(*k).copied())));
+        cells.extend(
+            maps.iter()
+                .map(|m| number(r.faithfulness.get(*m).map(|&v| f64::from(v)))),
+        );
         out.push_str(&cells.join(","));
         out.push('\n');
     }
@@ -241,12 +258,17 @@ mod tests {
         ok.status = Status::Ok;
         ok.image_attention = Some(0.25);
         ok.timings.insert("decode".into(), 1.5);
+        ok.faithfulness.insert("random".into(), 0.125);
         let rows = vec![row("x", "no image"), ok];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("summary.jsonl");
         write_atomic(&path, &to_jsonl(&rows)).unwrap();
         assert_eq!(read_jsonl(&path), rows);
         assert!(read_jsonl(&dir.path().join("none.jsonl")).is_empty());
+        let csv = to_csv(&rows);
+        assert!(csv.lines().next().unwrap().ends_with(",causal,dp:random"));
+        assert!(csv.lines().nth(1).unwrap().ends_with(",,"));
+        assert!(csv.lines().nth(2).unwrap().ends_with(",0.125000"));
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temporary file left behind");
     }

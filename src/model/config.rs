@@ -11,6 +11,7 @@
 //! (`rope_theta` / `rope_scaling` in `text_config`) and the one transformers 5 writes
 //! (`rope_parameters`, `layer_types`).
 
+mod qwen_vl;
 mod text;
 mod vision;
 
@@ -21,6 +22,7 @@ use serde::Deserialize;
 use super::ops::Activation;
 use super::ModelError;
 
+pub use qwen_vl::{QwenVisionConfig, QwenVlConfig, QwenVlVariant};
 pub use text::{AttentionType, RopeScaling, TextConfig, TextFamily};
 pub use vision::{VisionConfig, VisionFamily};
 

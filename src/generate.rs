@@ -5,6 +5,7 @@
 //! each token to a callback), and assemble the `Session` from the recorded attention.
 //! [`crate::job::run`] puts loading, generation and explanations together.
 
+pub mod qwen;
 mod sample;
 
 pub use sample::{argmax, Sampler};
@@ -56,6 +57,10 @@ pub struct RunRequest {
     pub relevancy: bool,
     /// Compute causal explanations for every output token after generation.
     pub causal: bool,
+    /// Qwen VL: largest number of image pixels after resizing (overrides the folder's).
+    pub max_pixels: Option<usize>,
+    /// Qwen VL: smallest number of image pixels after resizing (overrides the folder's).
+    pub min_pixels: Option<usize>,
 }
 
 impl Default for RunRequest {
@@ -74,6 +79,8 @@ impl Default for RunRequest {
             capture: Capture::Rows,
             relevancy: false,
             causal: false,
+            max_pixels: None,
+            min_pixels: None,
         }
     }
 }

@@ -239,7 +239,7 @@ impl QwenImageConfig {
     }
 
     /// Rescaled, normalised value of channel `c` of an 8-bit pixel, in transformers' precision.
-    fn value(&self, v: u8, c: usize) -> f32 {
+    pub fn value(&self, v: u8, c: usize) -> f32 {
         let mut x = if self.do_rescale {
             (f64::from(v) * self.rescale_factor) as f32
         } else {

@@ -218,6 +218,17 @@ impl QwenVl {
         self.decoder.embed_tokens(ids)
     }
 
+    /// Decoder RoPE tables `cos`, `sin` `[n, d/2]` of sequence indices `offset..offset + n`.
+    pub fn rope_tables(
+        &self,
+        pos: &MropePositions,
+        offset: usize,
+        n: usize,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        self.mrope
+            .cos_sin(&pos.range(offset, n), self.dtype, &self.device)
+    }
+
     /// Run the decoder over `embeds` `[1, n, hidden]` at sequence indices `offset..offset + n`
     /// with the M-RoPE positions `pos`; f32 logits `[1, n, vocab]` (`all_logits`) or
     /// `[1, 1, vocab]`.
@@ -231,9 +242,7 @@ impl QwenVl {
         all_logits: bool,
     ) -> candle_core::Result<Tensor> {
         let n = embeds.dim(1)?;
-        let (cos, sin) = self
-            .mrope
-            .cos_sin(&pos.range(offset, n), self.dtype, &self.device)?;
+        let (cos, sin) = self.rope_tables(pos, offset, n)?;
         let mut xs =
             self.decoder
                 .hidden_states_with_rope(embeds, offset, (&cos, &sin), cache, tape)?;

@@ -15,8 +15,8 @@ use crate::model::attention::{Attention, AttnInputs, AttnShape};
 use crate::model::config::{QwenVisionConfig, QwenVlVariant};
 use crate::model::mlp::{GatedMlp, PlainMlp};
 use crate::model::norm::{LayerNorm, RmsNorm};
-use crate::model::ops::Activation;
-use crate::model::tape::{NormSlot, Site, Tape};
+use crate::model::ops::{linear_backward, Activation};
+use crate::model::tape::{AttnSaved, MlpSaved, NormSaved, NormSlot, Site, Tape};
 use crate::processing::qwen_vl::patch_positions;
 
 const EPS: f64 = 1e-6;
@@ -56,6 +56,35 @@ impl Norm {
             Self::Rms(n) => n.forward_taped(xs, tape, site, slot),
         }
     }
+
+    fn backward(&self, saved: &NormSaved, dy: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Layer(n) => n.backward(saved, dy),
+            Self::Rms(n) => n.backward(saved, dy),
+        }
+    }
+
+    /// The normalisation's statistics on `xs` (what a saving tape would keep).
+    fn stats(&self, xs: &Tensor) -> Result<NormSaved> {
+        let mut grab = GrabNorm(None);
+        self.forward_taped(xs, &mut grab, Site::vision(0), NormSlot::Final)?;
+        grab.0
+            .ok_or_else(|| candle_core::Error::Msg("the norm kept no statistics".into()))
+    }
+}
+
+/// A tape that keeps the statistics of the one normalisation it sees.
+struct GrabNorm(Option<NormSaved>);
+
+impl Tape for GrabNorm {
+    fn keeps_activations(&self) -> bool {
+        true
+    }
+
+    fn save_norm(&mut self, _site: Site, _slot: NormSlot, saved: NormSaved) -> Result<()> {
+        self.0 = Some(saved);
+        Ok(())
+    }
 }
 
 /// Plain fc1/fc2 MLP (Qwen2-VL) or gated SwiGLU with biases (Qwen2.5-VL).
@@ -72,6 +101,25 @@ impl Mlp {
             Self::Gated(m) => m.forward(xs, tape, site),
         }
     }
+
+    fn backward(&self, saved: &MlpSaved, dy: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Plain(m) => m.backward(saved, dy),
+            Self::Gated(m) => m.backward(saved, dy),
+        }
+    }
+}
+
+/// What one vision block kept in the forward, for [`QwenVision::block_backward`].
+pub(crate) struct BlockSaved<'s> {
+    /// Before the attention.
+    pub norm1: &'s NormSaved,
+    /// The attention.
+    pub attn: &'s AttnSaved,
+    /// Before the MLP.
+    pub norm2: &'s NormSaved,
+    /// The MLP.
+    pub mlp: &'s MlpSaved,
 }
 
 /// One vision block.
@@ -162,6 +210,23 @@ impl Merger {
         })
     }
 
+    /// Gradient `[B, P, embed]` of the merger's input `xs` `[P, embed]` from that of its output
+    /// `d_out` `[B, P / group, out]` (the statistics and pre-activations are recomputed).
+    fn backward(&self, xs: &Tensor, d_out: &Tensor) -> Result<Tensor> {
+        let (p, e) = xs.dims2()?;
+        let b = d_out.dim(0)?;
+        let stats = self.ln_q.stats(xs)?;
+        let h = self
+            .ln_q
+            .forward(xs)?
+            .reshape((p / self.group, e * self.group))?;
+        let pre = self.fc1.forward(&h)?;
+        let dact = Activation::Gelu.derivative(&pre)?;
+        let d = linear_backward(d_out, self.fc2.weight())?.broadcast_mul(&dact)?;
+        let d = linear_backward(&d, self.fc1.weight())?.reshape((b, p, e))?;
+        self.ln_q.backward(&stats, &d)
+    }
+
     /// `[P, embed]` → `[P / group, out]`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (p, e) = xs.dims2()?;
@@ -224,8 +289,42 @@ impl QwenVision {
         self.blocks.len()
     }
 
+    /// Gradient `[B, P, embed]` of the last block's output `last_hidden` `[P, embed]` from that
+    /// of the features `d_features` `[B, F, out]`.
+    pub(crate) fn merger_backward(
+        &self,
+        last_hidden: &Tensor,
+        d_features: &Tensor,
+    ) -> Result<Tensor> {
+        self.merger.backward(last_hidden, d_features)
+    }
+
+    /// Backward of block `i` for the gradient `dx` `[B, P, embed]` of its output, with
+    /// `rope` = (cos, −sin) of the patches: (Ā `[P, B, P]`, gradient of its input unless
+    /// `need_input` is false).
+    pub(crate) fn block_backward(
+        &self,
+        i: usize,
+        saved: &BlockSaved,
+        dx: &Tensor,
+        rope: (&Tensor, &Tensor),
+        need_input: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let block = &self.blocks[i];
+        let dh2 = block.mlp.backward(saved.mlp, dx)?;
+        let dxm = (dx + block.norm2.backward(saved.norm2, &dh2)?)?;
+        let g = block
+            .attn
+            .backward(saved.attn, &dxm, Some(rope), need_input)?;
+        let dx = match g.dx {
+            Some(dh1) => Some((dxm + block.norm1.backward(saved.norm1, &dh1)?)?),
+            None => None,
+        };
+        Ok((g.abar, dx))
+    }
+
     /// Rotary tables `[P, head_dim / 2]` of the patches: angles (row·f, col·f) per frequency f.
-    fn rope_tables(
+    pub(crate) fn rope_tables(
         &self,
         grid_h: usize,
         grid_w: usize,

@@ -66,7 +66,7 @@ pub fn run(
     Ok(session)
 }
 
-/// [`run`] for a Qwen2-VL / Qwen2.5-VL folder (no relevancy yet).
+/// [`run`] for a Qwen2-VL / Qwen2.5-VL folder.
 fn run_qwen(
     request: &RunRequest,
     dir: ModelDir,
@@ -74,12 +74,6 @@ fn run_qwen(
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Session, JobError> {
-    if request.relevancy {
-        return Err(GenerateError::Setting(
-            "--relevancy is not available for Qwen2-VL / Qwen2.5-VL models yet".into(),
-        )
-        .into());
-    }
     let started = Instant::now();
     let loaded = qwen::QwenLoaded::load(&request.model, dir, request.dtype, device)?;
     let load_seconds = started.elapsed().as_secs_f64();
@@ -93,6 +87,17 @@ fn run_qwen(
         .manifest
         .timings
         .insert("load_model".into(), load_seconds);
+    if request.relevancy {
+        on_progress(Progress::Stage("relevancy".into()));
+        let tokens: Vec<usize> = (0..session.num_output()).collect();
+        let total = tokens.len().max(1) as f64;
+        let mut done = 0usize;
+        let maps = qwen::relevancy_maps(&loaded, &session, &tokens, &mut |_| {
+            done += 1;
+            on_progress(Progress::Fraction(done as f64 / total));
+        })?;
+        relevancy::store(&mut session, &maps)?;
+    }
     if request.causal {
         on_progress(Progress::Stage("causal explanations".into()));
         add_causal(&mut session)?;

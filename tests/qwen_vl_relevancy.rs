@@ -65,6 +65,7 @@ fn relevancy_equals_autograd() {
         let llm = rel["relevancy_llm"].to_vec2::<f32>().unwrap();
         let combined = rel["relevancy_combined"].to_vec2::<f32>().unwrap();
         let matrix = rel["relevancy_vit_matrix"].to_vec3::<f32>().unwrap();
+        let mut most = [0f32; 3];
         for row in &rows {
             let t = row.token;
             let d = worst(&row.llm, &llm[t]);
@@ -77,7 +78,14 @@ fn relevancy_equals_autograd() {
                 .collect();
             let d = worst(&row.vit, &mean);
             assert!(d < 1e-4, "{name} token {t}: vit differs by {d}");
+            most[0] = most[0].max(worst(&row.llm, &llm[t]));
+            most[1] = most[1].max(worst(&row.combined, &combined[t]));
+            most[2] = most[2].max(d);
         }
+        eprintln!(
+            "{name}: max |diff| llm {:.1e}, combined {:.1e}, vit {:.1e}",
+            most[0], most[1], most[2]
+        );
         for t in [0, output.len() - 1] {
             let got = pass.vision_matrix(t).unwrap().to_vec2::<f32>().unwrap();
             let d = got

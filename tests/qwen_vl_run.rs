@@ -138,3 +138,56 @@ fn max_pixels_bounds_the_image_tokens() {
     assert!(rows * cols <= 4 && rows > cols, "grid {rows}x{cols}");
     assert_eq!(s.manifest.image_span[1], rows * cols);
 }
+
+#[test]
+fn run_with_relevancy_stores_rows_equal_to_autograd() {
+    let model = "tiny-qwen2_5-vl";
+    let dir = tempfile::tempdir().unwrap();
+    let save = dir.path().join("q.session");
+    let out = run(model, "image.png", &save, &["--relevancy"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = session::load(&save).unwrap();
+    let rel = candle_core::safetensors::load(
+        fixtures()
+            .join("reference")
+            .join(format!("{model}.relevancy.safetensors")),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let llm = rel["relevancy_llm"].to_vec2::<f32>().unwrap();
+    let combined = rel["relevancy_combined"].to_vec2::<f32>().unwrap();
+    let got_llm = s.relevancy_llm.as_ref().expect("relevancy.llm");
+    let got_comb = s.relevancy_combined.as_ref().expect("relevancy.combined");
+    assert_eq!(got_comb.shape, vec![8, 12], "one value per merged token");
+    let (sl, sc) = (got_llm.shape[1], got_comb.shape[1]);
+    let mut worst = 0f32;
+    for t in 0..8 {
+        for j in 0..sl {
+            worst = worst.max((got_llm.data[t * sl + j] - llm[t][j]).abs());
+        }
+        for k in 0..sc {
+            let want = combined[t][4 * k..4 * k + 4].iter().sum::<f32>() / 4.0;
+            worst = worst.max((got_comb.data[t * sc + k] - want).abs());
+        }
+    }
+    assert!(worst < 1e-4, "stored relevancy differs by {worst}");
+    let report = Command::new(BIN)
+        .args([
+            "report",
+            &save.display().to_string(),
+            "--method",
+            "relevancy",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+}

@@ -10,8 +10,10 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::{capture_mode, validate, GenerateError, Progress, RunRequest, Sampler};
+use crate::explain::relevancy::RelevancyMaps;
 use crate::model::config::QwenVlVariant;
 use crate::model::qwen_vl::MropePositions;
+use crate::model::tracked::QwenTrackedPass;
 use crate::model::{AttentionRecorder, ModelDir, QwenVl};
 use crate::processing::qwen_vl::{QwenImageConfig, QwenPixels};
 use crate::processing::{EncodedPrompt, PromptProcessor};
@@ -270,3 +272,60 @@ pub fn generate(
         relevancy_combined: None,
     })
 }
+
+/// Relevancy of output tokens `tokens` of a session `generate` made with `loaded`, in the
+/// session's layout: `llm` rows over the positions, `vit` and `combined` over the merged grid
+/// (row-major), each merged token holding the mean of its patches' values (the tracked pass
+/// computes them per patch, in the processor's order).
+pub fn relevancy_maps(
+    loaded: &QwenLoaded,
+    session: &Session,
+    tokens: &[usize],
+    on_token: &mut dyn FnMut(usize),
+) -> Result<RelevancyMaps, GenerateError> {
+    let start = Instant::now();
+    let model = &loaded.model;
+    let px = &session.pixel_values;
+    let [3, h, w] = px.shape[..] else {
+        return Err(GenerateError::Setting(format!(
+            "the session's picture has shape {:?}, not [3, h, w]",
+            px.shape
+        )));
+    };
+    let (patches, grid) = loaded.images.patches_of_picture(&px.data, h, w)?;
+    let m = loaded.images.merge_size;
+    if [grid[1] / m, grid[2] / m] != session.manifest.model.image_grid {
+        return Err(GenerateError::Setting(format!(
+            "the session's picture gives a {}x{} grid but its manifest says {:?}",
+            grid[1] / m,
+            grid[2] / m,
+            session.manifest.model.image_grid
+        )));
+    }
+    let patch_len = loaded.images.patch_len();
+    let pixel_values = Tensor::from_vec(patches, (grid[1] * grid[2], patch_len), model.device())?;
+    let ids = |v: &[i64]| v.iter().map(|&i| i as u32).collect::<Vec<_>>();
+    let (input, output) = (ids(&session.input_ids), ids(&session.output_ids));
+    let pass = QwenTrackedPass::forward(model, &input, &output, &pixel_values, grid)?;
+    let group = m * m;
+    let merge = |row: Vec<f32>| -> Vec<f32> {
+        row.chunks(group)
+            .map(|c| c.iter().sum::<f32>() / group as f32)
+            .collect()
+    };
+    let mut maps = RelevancyMaps::default();
+    for chunk in tokens.chunks(RELEVANCY_CHUNK) {
+        for row in pass.relevancy(chunk, RELEVANCY_CHUNK)? {
+            on_token(row.token);
+            maps.tokens.push(row.token);
+            maps.llm.push(row.llm);
+            maps.vit.push(merge(row.vit));
+            maps.combined.push(merge(row.combined));
+        }
+    }
+    maps.seconds = start.elapsed().as_secs_f64();
+    Ok(maps)
+}
+
+/// Output tokens carried by one backward of the Qwen relevancy pass.
+const RELEVANCY_CHUNK: usize = 4;

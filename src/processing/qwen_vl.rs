@@ -251,42 +251,71 @@ impl QwenImageConfig {
         x
     }
 
-    /// Cut a resized `rh`×`rw` RGB picture into flattened patches: rows ordered (block row,
-    /// block col, row in block, col in block), values (channel, temporal, y, x).
+    /// Cut a resized `rh`×`rw` RGB picture into flattened patches.
     fn patchify(&self, rgb: &[u8], rh: usize, rw: usize) -> QwenPixels {
-        let (p, m, t) = (self.patch_size, self.merge_size, self.temporal_patch_size);
-        let (gh, gw) = (rh / p, rw / p);
-        let patch_len = 3 * t * p * p;
-        let mut data = Vec::with_capacity(gh * gw * patch_len);
-        for bh in 0..gh / m {
-            for bw in 0..gw / m {
-                for mh in 0..m {
-                    for mw in 0..m {
-                        let (r, c) = (bh * m + mh, bw * m + mw);
-                        for ch in 0..3 {
-                            let mut plane = Vec::with_capacity(p * p);
-                            for y in 0..p {
-                                for x in 0..p {
-                                    let i = ((r * p + y) * rw + c * p + x) * 3 + ch;
-                                    plane.push(self.value(rgb[i], ch));
-                                }
-                            }
-                            for _ in 0..t {
-                                data.extend_from_slice(&plane);
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let (data, grid_thw) = self.patches_with(rh, rw, |y, x, ch| {
+            self.value(rgb[(y * rw + x) * 3 + ch], ch)
+        });
         QwenPixels {
-            num_patches: gh * gw,
+            num_patches: grid_thw[1] * grid_thw[2],
+            patch_len: self.patch_len(),
             data,
-            patch_len,
-            grid_thw: [1, gh, gw],
+            grid_thw,
             resized_hw: (rh, rw),
             resized_rgb: rgb.to_vec(),
         }
+    }
+
+    /// Values in one flattened patch.
+    pub fn patch_len(&self) -> usize {
+        3 * self.temporal_patch_size * self.patch_size * self.patch_size
+    }
+
+    /// The patches `[P, patch_len]` (row-major) and `grid_thw` of an already normalised
+    /// `[3, h, w]` picture (as a session stores it); errors unless h and w are multiples of
+    /// patch × merge.
+    pub fn patches_of_picture(
+        &self,
+        planes: &[f32],
+        h: usize,
+        w: usize,
+    ) -> Result<(Vec<f32>, [usize; 3]), ProcessingError> {
+        let f = self.factor();
+        if h % f != 0 || w % f != 0 || planes.len() != 3 * h * w {
+            return Err(ProcessingError::config(
+                "the picture",
+                format!("a 3x{h}x{w} picture cannot be cut into {f}-pixel merge blocks"),
+            ));
+        }
+        Ok(self.patches_with(h, w, |y, x, ch| planes[(ch * h + y) * w + x]))
+    }
+
+    /// Patch rows ordered (block row, block col, row in block, col in block), values
+    /// (channel, temporal, y, x), the picture repeated over the temporal patch; `value(y, x,
+    /// channel)` reads one pixel.
+    fn patches_with(
+        &self,
+        rh: usize,
+        rw: usize,
+        value: impl Fn(usize, usize, usize) -> f32,
+    ) -> (Vec<f32>, [usize; 3]) {
+        let (p, t) = (self.patch_size, self.temporal_patch_size);
+        let (gh, gw) = (rh / p, rw / p);
+        let mut data = Vec::with_capacity(gh * gw * self.patch_len());
+        for (r, c) in patch_positions(gh, gw, self.merge_size) {
+            for ch in 0..3 {
+                let mut plane = Vec::with_capacity(p * p);
+                for y in 0..p {
+                    for x in 0..p {
+                        plane.push(value(r * p + y, c * p + x, ch));
+                    }
+                }
+                for _ in 0..t {
+                    data.extend_from_slice(&plane);
+                }
+            }
+        }
+        (data, [1, gh, gw])
     }
 }
 

@@ -78,9 +78,10 @@ fn run_records_rows_equal_to_transformers_and_report_opens() {
                         .and_then(|a| a.to_vec1())
                         .unwrap();
                     let base = ((t * layers + l) * heads + h) * positions;
-                    for j in 0..positions {
+                    let got = &gen.data[base..base + positions];
+                    for (j, g) in got.iter().enumerate() {
                         let want = if j < n + t { row[j] } else { 0.0 };
-                        worst = worst.max((gen.data[base + j] - want).abs());
+                        worst = worst.max((g - want).abs());
                     }
                 }
             }
@@ -166,8 +167,9 @@ fn run_with_relevancy_stores_rows_equal_to_autograd() {
     let (sl, sc) = (got_llm.shape[1], got_comb.shape[1]);
     let mut worst = 0f32;
     for t in 0..8 {
-        for j in 0..sl {
-            worst = worst.max((got_llm.data[t * sl + j] - llm[t][j]).abs());
+        let row = &got_llm.data[t * sl..(t + 1) * sl];
+        for (g, w) in row.iter().zip(&llm[t]) {
+            worst = worst.max((g - w).abs());
         }
         for k in 0..sc {
             let want = combined[t][4 * k..4 * k + 4].iter().sum::<f32>() / 4.0;

@@ -151,8 +151,8 @@ fn get_triple(v: &Value, key: &str) -> Result<Option<[f64; 3]>, ProcessingError>
 impl QwenImageConfig {
     /// Parse `preprocessor_config.json` text; missing fields take transformers' defaults.
     pub fn from_json(text: &str) -> Result<Self, ProcessingError> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| ProcessingError::config(WHAT, &e.to_string()))?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| ProcessingError::config(WHAT, e.to_string()))?;
         let d = Self::default();
         let size = v.get("size");
         let min_pixels = get_usize(&v, "min_pixels")
@@ -281,7 +281,7 @@ impl QwenImageConfig {
         w: usize,
     ) -> Result<(Vec<f32>, [usize; 3]), ProcessingError> {
         let f = self.factor();
-        if h % f != 0 || w % f != 0 || planes.len() != 3 * h * w {
+        if !h.is_multiple_of(f) || !w.is_multiple_of(f) || planes.len() != 3 * h * w {
             return Err(ProcessingError::config(
                 "the picture",
                 format!("a 3x{h}x{w} picture cannot be cut into {f}-pixel merge blocks"),

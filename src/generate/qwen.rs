@@ -62,7 +62,7 @@ impl QwenLoaded {
     }
 }
 
-/// Whether the folder `name` resolves to holds a Qwen VL model.
+/// Whether the model folder `dir` holds a Qwen2-VL / Qwen2.5-VL model.
 pub fn is_qwen_vl(dir: &ModelDir) -> bool {
     std::fs::read_to_string(&dir.config)
         .ok()

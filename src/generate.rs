@@ -175,6 +175,13 @@ impl LoadedModel {
     /// Resolves `name` (folder or cached model id) and loads everything a run needs.
     pub fn load(name: &str, dtype: DType, device: &Device) -> Result<Self, GenerateError> {
         let dir = ModelDir::resolve(name)?;
+        if qwen::is_qwen_vl(&dir) {
+            return Err(GenerateError::Setting(format!(
+                "{name} is a Qwen2-VL / Qwen2.5-VL model, which runs through `lvlmscope run` \
+                 (with --relevancy and --causal) but not yet through this LLaVA path (relevancy \
+                 on demand, faithfulness, eval)"
+            )));
+        }
         let images = match &dir.preprocessor_config {
             Some(path) => ImageProcessor::from_file(path)?,
             None => {

@@ -193,3 +193,14 @@ fn run_with_relevancy_stores_rows_equal_to_autograd() {
         String::from_utf8_lossy(&report.stderr)
     );
 }
+
+#[test]
+fn the_llava_path_names_a_qwen_model_in_one_sentence() {
+    let name = fixtures().join("tiny-qwen2-vl").display().to_string();
+    let err = lvlmscope::generate::LoadedModel::load(&name, candle_core::DType::F32, &Device::Cpu)
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("Qwen2-VL") && !msg.contains('\n'), "{msg}");
+    assert!(!msg.contains("image token"), "{msg}");
+}

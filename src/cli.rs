@@ -94,6 +94,13 @@ pub struct RunArgs {
     /// Compute causal (CLEANN) explanations for every output token.
     #[arg(long)]
     pub causal: bool,
+    /// Qwen VL: most pixels the image is resized to (bounds the number of image tokens;
+    /// default: the model's preprocessor_config.json).
+    #[arg(long)]
+    pub max_pixels: Option<usize>,
+    /// Qwen VL: fewest pixels the image is resized to (default: the model's).
+    #[arg(long)]
+    pub min_pixels: Option<usize>,
 }
 
 /// Flags of `lvlmscope report`.

@@ -86,6 +86,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         capture,
         relevancy: args.relevancy,
         causal: args.causal,
+        max_pixels: args.max_pixels,
+        min_pixels: args.min_pixels,
     };
     let bar = ProgressBar::new_spinner();
     bar.set_style(

@@ -47,6 +47,7 @@ pub mod mlp;
 pub mod norm;
 pub mod ops;
 pub mod projector;
+pub mod qwen_vl;
 pub mod recorder;
 pub mod rope;
 pub mod tape;
@@ -60,6 +61,7 @@ pub use device::DeviceName;
 pub use error::{message as error_message, ModelError};
 pub use files::ModelDir;
 pub use llava::Llava;
+pub use qwen_vl::QwenVl;
 pub use recorder::{AttentionRecorder, CaptureMode};
 pub use tape::{NoTape, Tape};
 

@@ -176,3 +176,75 @@ fn missing_file_names_the_path() {
     let err = session::load(std::path::Path::new("/nonexistent/x.session")).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/x.session"), "{err}");
 }
+
+#[test]
+fn an_absurd_image_grid_is_refused_before_anything_is_sized_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absurd.session");
+    for grid in [[100_000, 100_000], [1 << 40, 1 << 40], [3, 3]] {
+        let mut s = small_session();
+        s.manifest.model.image_grid = grid;
+        session::save(&s, &path, AttentionDtype::F16).unwrap();
+        let err = session::load(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, SessionError::Schema { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!("{}x{} image grid", grid[0], grid[1]))
+                && msg.contains("4 positions"),
+            "{msg}"
+        );
+        assert_eq!(msg.lines().count(), 1);
+    }
+    // The app says the same sentence in its status line; the report refuses the file.
+    let look = lvlmscope::style::Look::new(
+        lvlmscope::style::Theme::dark(),
+        lvlmscope::style::ColorMode::NoColor,
+    );
+    let mut s = small_session();
+    s.manifest.model.image_grid = [100_000, 100_000];
+    session::save(&s, &path, AttentionDtype::F16).unwrap();
+    let opts = lvlmscope::tui::TuiOptions {
+        session: Some(path.clone()),
+        ..Default::default()
+    };
+    let (app, _) = lvlmscope::tui::initial_app(&opts, look);
+    assert!(app.session.is_none());
+    let notice = app.notice.expect("a notice");
+    assert!(notice.error && notice.text.contains("100000x100000 image grid"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
+        .args(["report", path.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("100000x100000 image grid") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sizes_no_tensor_holds_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.session");
+    let mut s = small_session();
+    s.attn_gen = None;
+    s.attn_full.clear();
+    s.manifest.model.text_heads = 1 << 30;
+    session::save(&s, &path, AttentionDtype::F16).unwrap();
+    let err = session::load(&path).unwrap_err().to_string();
+    assert!(err.contains("text_heads"), "{err}");
+    let mut s = small_session();
+    s.manifest.image_span = [usize::MAX, 2];
+    session::save(&s, &path, AttentionDtype::F16).unwrap();
+    let err = session::load(&path).unwrap_err().to_string();
+    assert!(err.contains("lies outside"), "{err}");
+    let mut s = small_session();
+    s.relevancy_vit = Some(Array::zeros(&[3, 9]));
+    session::save(&s, &path, AttentionDtype::F16).unwrap();
+    let err = session::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("relevancy.vit has shape [3, 9], expected [3, 4]"),
+        "{err}"
+    );
+}

@@ -357,3 +357,53 @@ fn causal_key_computes_and_stores_the_explanation() {
         assert!((map.values[p] as f64 - want).abs() < 1e-5, "patch {p}");
     }
 }
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let buf = frame(app, w, h);
+    (0..h)
+        .map(|y| (0..w).map(|x| buf[(x, y)].symbol()).collect::<String>() + "\n")
+        .collect()
+}
+
+#[test]
+fn keys_remapped_in_the_theme_drive_dispatch_help_and_footer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    let text = format!(
+        "{}\n[keys]\nlayer_next = \"n\"\nquit = [\"Q\", \"Ctrl-q\"]\n",
+        lvlmscope::style::BUILTIN[0].1
+    );
+    std::fs::write(&path, text).unwrap();
+    let theme = Theme::load(path.to_str().unwrap()).unwrap();
+    let look = Look::new(theme, ColorMode::TrueColor);
+    let mut app = App::with_session(look, synthetic_session(&SyntheticSpec::tiny()), None);
+    let layer = app.layer;
+    press(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.layer, layer + 1, "n is the next layer now");
+    assert!(app.form.is_none(), "n no longer opens the run form");
+    press(&mut app, KeyCode::Char('q'));
+    assert!(!app.quit, "q is unbound");
+    let footer = screen(&app, 160, 40);
+    assert!(footer.contains("Q,Ctrl-q quit"), "{footer}");
+    assert!(footer.contains("[ n layer"), "{footer}");
+    press(&mut app, KeyCode::Char('?'));
+    let help = screen(&app, 160, 50);
+    assert!(help.contains("[ n  previous / next layer"), "{help}");
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char('Q'));
+    assert!(app.quit);
+    // A table the keymap cannot read leaves the default keys and says why.
+    let text = format!("{}\n[keys]\njump = \"j\"\n", lvlmscope::style::BUILTIN[0].1);
+    std::fs::write(&path, text).unwrap();
+    let look = Look::new(
+        Theme::load(path.to_str().unwrap()).unwrap(),
+        ColorMode::TrueColor,
+    );
+    let app = App::new(look);
+    let notice = app.notice.expect("a notice");
+    assert!(
+        notice.error && notice.text.contains("\"jump\" is not an action"),
+        "{}",
+        notice.text
+    );
+}

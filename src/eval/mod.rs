@@ -2,7 +2,9 @@
 //!
 //! Over N synthetic scenes (`demo::generate(scene_seed(seed, i))`, each with exact object
 //! masks) it asks one question per scene about one object, runs the model greedily with full
-//! attention capture, and for the FIRST answer token computes the map of every [`Method`]. Each
+//! attention capture, and for the FIRST answer token computes every standard map of the
+//! catalogue ([`MapId::STANDARD`], through [`catalogue::explain_with`], like the app and
+//! `report`). Each
 //! map is scored against the target object's mask ([`metrics`]: pointing game, mass in mask)
 //! and by its deletion curve ([`crate::explain::faithfulness`]). The model's answers need not
 //! be right for the numbers to mean something: the maps explain what the model did.
@@ -23,13 +25,12 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::demo::{self, scene_seed, Question, QuestionKind, Scene, SceneConfig};
+use crate::explain::catalogue::{self, CatalogueError, MapId, Options};
 use crate::explain::causal::{self, CausalError};
 use crate::explain::faithfulness::{fraction_ks, Deletion, FaithfulnessError};
 use crate::explain::relevancy::{self, RelevancyError};
 use crate::generate::{self, Capture, GenerateError, LoadedModel, RunRequest};
-use crate::session::CausalParams;
-
-pub use crate::explain::maps::{method_map, MapError, Method};
+use crate::session::{CausalParams, Session};
 pub use report::{EvalReport, MethodScene, MethodSummary, Parameters, SceneResult, Timings};
 
 /// The most scenes one run accepts.
@@ -111,7 +112,7 @@ pub enum EvalError {
         /// Scene index.
         scene: usize,
         /// The cause.
-        source: MapError,
+        source: CatalogueError,
     },
     /// A deletion curve failed.
     #[error("deletion curve failed: {0}")]
@@ -209,8 +210,12 @@ pub fn evaluate(
         ks,
         drop_fraction: options.drop_fraction,
     };
-    let keys: Vec<&str> = Method::ALL.iter().map(|m| m.key()).collect();
-    Ok(EvalReport::new(parameters, &keys, results, timings))
+    Ok(EvalReport::new(
+        parameters,
+        &MapId::STANDARD,
+        results,
+        timings,
+    ))
 }
 
 struct SceneContext<'a> {
@@ -251,33 +256,26 @@ impl SceneContext<'_> {
         timings.relevancy += clock.elapsed().as_secs_f64();
 
         let clock = Instant::now();
-        let params = CausalParams {
-            layer: session.manifest.model.text_layers.saturating_sub(1),
-            ..CausalParams::default()
-        };
-        let explained = causal::explain_session(&session, &[0], &params)?;
+        let params = CausalParams::for_session(&session);
+        session.manifest.causal = Some(causal::explain_session(&session, &[0], &params)?);
         timings.causal += clock.elapsed().as_secs_f64();
 
         let [rows, cols] = session.manifest.model.image_grid;
         let coverage = metrics::patch_coverage(mask, rows, cols);
         let random_seed = scene_seed(self.options.seed ^ 0x5241_4e44_4f4d, index as u64);
-        let maps = Method::ALL
-            .iter()
-            .map(|&m| method_map(&session, 0, m, explained.tokens.get(&0), random_seed))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| EvalError::Map {
-                scene: index,
-                source,
-            })?;
+        let maps = scene_maps(&session, random_seed).map_err(|source| EvalError::Map {
+            scene: index,
+            source,
+        })?;
 
         let clock = Instant::now();
         let mut deletion = Deletion::new(model, &session, 0)?.with_batch(self.options.batch);
         let curves = deletion.curves(&maps, self.ks)?;
         let patches = deletion.patches();
         let mut methods = Vec::with_capacity(maps.len());
-        for ((method, map), curve) in Method::ALL.iter().zip(&maps).zip(curves) {
+        for ((method, map), curve) in MapId::STANDARD.iter().zip(&maps).zip(curves) {
             methods.push(MethodScene {
-                method: method.key().to_string(),
+                method: *method,
                 pointing: metrics::pointing_hit(map, &coverage),
                 mass_in_mask: metrics::mass_in_mask(map, &coverage),
                 deletion_area: crate::explain::faithfulness::curve_area(self.ks, &curve, patches),
@@ -302,4 +300,18 @@ impl SceneContext<'_> {
             methods,
         })
     }
+}
+
+/// The maps `eval` scores for the first answer token of a scene's session: every
+/// [`MapId::STANDARD`] map in order, from the catalogue, the random one seeded with
+/// `random_seed`.
+pub fn scene_maps(session: &Session, random_seed: u64) -> Result<Vec<Vec<f32>>, CatalogueError> {
+    let options = Options {
+        seed: Some(random_seed),
+        compute_causal: false,
+    };
+    MapId::STANDARD
+        .iter()
+        .map(|id| catalogue::explain_with(session, &[0], id, options).map(|e| e.grid.values))
+        .collect()
 }

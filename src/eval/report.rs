@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::explain::catalogue::MapId;
 use crate::explain::faithfulness::curve_area;
 
 /// Settings of a run, recorded in the JSON so that numbers can be reproduced.
@@ -29,8 +30,8 @@ pub struct Parameters {
 /// One method's numbers on one scene.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MethodScene {
-    /// Method key (`attention.last.mean`, ...).
-    pub method: String,
+    /// The map (`attention.last.mean`, ...; serialised as its catalogue spelling).
+    pub method: MapId,
     /// The map's highest patch lies on the target object (pointing game).
     pub pointing: bool,
     /// Share of the map's mass on the object.
@@ -63,15 +64,15 @@ pub struct SceneResult {
     pub object: usize,
     /// Fraction of the image the target object covers.
     pub object_area: f32,
-    /// Per-method numbers, in the order of [`super::Method::ALL`].
+    /// Per-method numbers, in the order of [`MapId::STANDARD`].
     pub methods: Vec<MethodScene>,
 }
 
 /// One method's numbers over all scenes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MethodSummary {
-    /// Method key.
-    pub method: String,
+    /// The map (serialised as its catalogue spelling).
+    pub method: MapId,
     /// Share of scenes where the pointing game hits.
     pub pointing: f32,
     /// Mean mass in mask.
@@ -109,7 +110,7 @@ pub struct EvalReport {
     pub parameters: Parameters,
     /// Share of scenes whose answer was right.
     pub answer_accuracy: f32,
-    /// Per-method aggregates, in the order of [`super::Method::ALL`].
+    /// Per-method aggregates, in the order of [`MapId::STANDARD`].
     pub methods: Vec<MethodSummary>,
     /// Per-scene values.
     pub scenes: Vec<SceneResult>,
@@ -135,7 +136,7 @@ impl EvalReport {
     /// Builds the report from per-scene results, computing the aggregates.
     pub fn new(
         parameters: Parameters,
-        methods: &[&str],
+        methods: &[MapId],
         scenes: Vec<SceneResult>,
         timings: Timings,
     ) -> Self {
@@ -149,7 +150,7 @@ impl EvalReport {
                     .map(|k| mean(of().filter_map(|r| r.deletion.get(k).copied())))
                     .collect();
                 MethodSummary {
-                    method: name.to_string(),
+                    method: *name,
                     pointing: mean(of().map(|r| if r.pointing { 1.0 } else { 0.0 })),
                     mass_in_mask: mean(of().map(|r| r.mass_in_mask)),
                     deletion_area: curve_area(&parameters.ks, &deletion, patches),

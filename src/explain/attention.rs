@@ -43,7 +43,7 @@ pub enum AttentionError {
 }
 
 /// How the heads of one layer are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HeadAgg {
     /// One head.
     Head(usize),

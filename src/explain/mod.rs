@@ -2,6 +2,7 @@
 //! Nothing here knows about the terminal.
 
 pub mod attention;
+pub mod catalogue;
 pub mod causal;
 pub mod faithfulness;
 pub mod maps;

@@ -1,6 +1,7 @@
 //! Non-interactive report of a session: the answer and the map of one token, drawn with viuer
 //! where the terminal shows graphics, else as a half-block grid; `--png` writes the overlay,
-//! `--json` prints the numbers instead (DESIGN.md, "report --json").
+//! `--json` prints the numbers instead (docs/design.md, "Command line"). The map comes from
+//! the explanation catalogue ([`crate::explain::catalogue`]); nothing here computes one.
 
 pub mod causal;
 pub mod overlay;
@@ -12,6 +13,9 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use crate::explain::attention::{self as attn, Grid, HeadAgg};
+use crate::explain::catalogue::{
+    self, CatalogueError, CausalHeads, MapId, Need, Options, RelevancySource,
+};
 use crate::explain::relevancy::views::{self, Normalization, Reliance, TextRelevancy};
 use crate::job::ModelService;
 use crate::session::{CausalToken, Session};
@@ -24,7 +28,7 @@ pub struct ReportOptions {
     pub file: PathBuf,
     /// Output token index (default 0).
     pub token: Option<usize>,
-    /// `attention` (default), `relevancy` or `causal`.
+    /// `attention` (default), `relevancy`, `causal`, or a catalogue map id ([`map_id`]).
     pub method: Option<String>,
     /// Decoder layer for attention (default: the last).
     pub layer: Option<usize>,
@@ -73,8 +77,11 @@ pub enum ReportError {
         reason: String,
     },
     /// An unknown `--method`.
-    #[error("unknown method {0:?} (choose attention, relevancy or causal)")]
+    #[error("unknown method {0:?} (choose attention, relevancy or causal, or a map such as attention.l2.h1, relevancy.vision, causal.max)")]
     Method(String),
+    /// The map cannot be given from this session.
+    #[error(transparent)]
+    Map(CatalogueError),
     /// Writing to the terminal failed.
     #[error("cannot write the report: {0}")]
     Io(#[from] std::io::Error),
@@ -85,8 +92,10 @@ pub enum ReportError {
 pub struct ReportMap {
     /// Output token index.
     pub token: usize,
-    /// `attention`, `relevancy` or `causal`.
+    /// The map's family: `attention`, `relevancy` or `causal`.
     pub method: String,
+    /// The map's catalogue id.
+    pub id: MapId,
     /// Layer (attention and causal).
     pub layer: Option<usize>,
     /// Head, when one was chosen.
@@ -160,143 +169,97 @@ pub fn ensure_relevancy(
         })
 }
 
-fn text_values(s: &Session, row: &[f32], upto: usize) -> BTreeMap<usize, f32> {
-    let image = s.image_range();
-    (0..upto.min(row.len()))
-        .filter(|p| !image.contains(p))
-        .map(|p| (p, row[p]))
-        .collect()
-}
-
-/// Computes the view `opts` ask for.
-pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportError> {
-    let t = opts.token.unwrap_or(0);
-    if t >= s.num_output() {
-        return Err(attn::AttentionError::Token(t, s.num_output()).into());
-    }
-    let method = opts.method.clone().unwrap_or_else(|| "attention".into());
-    let q = s.query_position(t);
-    match method.as_str() {
+/// The catalogue map `opts` name for session `s`: `--method` as a map id
+/// (`attention.l2.h1`, `relevancy.vision`, `causal.max`, ...; docs/design.md, "The catalogue"),
+/// or one of the method names with their defaults: `attention` (the default) is the raw
+/// attention of `--layer` (default: the last) and `--head` (default: mean of heads);
+/// `relevancy` is `relevancy.combined` when the session has that table and `relevancy.decoder`
+/// when it has only the decoder's (under `--residual`, its residual normalisation); `causal`
+/// is the catalogue's `causal` (image weights summed over heads), or `causal.h{head}` with
+/// `--head`.
+pub fn map_id(s: &Session, opts: &ReportOptions) -> Result<MapId, ReportError> {
+    let method = opts.method.as_deref().unwrap_or("attention");
+    let norm = if opts.residual {
+        Normalization::Residual
+    } else {
+        Normalization::SelfRemoved
+    };
+    Ok(match method {
         "attention" => {
-            let layer = opts
-                .layer
-                .unwrap_or(s.manifest.model.text_layers.saturating_sub(1));
-            let agg = opts.head.map_or(HeadAgg::Mean, HeadAgg::Head);
-            let map = attn::image_map(s, t, layer, agg)?;
-            let row = attn::combined_row(s, t, layer, agg)?;
-            let share = attn::image_share(s, t, Some(layer))?;
-            Ok(ReportMap {
-                token: t,
-                title: format!(
-                    "attention · layer {layer} · {}",
-                    opts.head
-                        .map_or("mean of heads".to_string(), |h| format!("head {h}"))
-                ),
-                method,
-                layer: Some(layer),
-                head: opts.head,
-                map,
-                text: text_values(s, &row, q + 1),
-                causal: None,
-                image_share: Some(share),
-                relevancy: None,
-            })
+            let layers = s.manifest.model.text_layers;
+            let layer = opts.layer.unwrap_or(layers.saturating_sub(1));
+            let heads = opts.head.map_or(HeadAgg::Mean, HeadAgg::Head);
+            MapId::attention(layer, layers, heads)
         }
         "relevancy" => {
-            if !s.manifest.relevancy_tokens.contains(&t) {
-                return Err(ReportError::NoRelevancy(t));
-            }
-            let [rows, cols] = s.manifest.model.image_grid;
-            let (values, title) = if let Some(c) = &s.relevancy_combined {
-                (c.row(&[t]).to_vec(), "relevancy.combined")
-            } else if let Some(l) = &s.relevancy_llm {
-                (
-                    l.row(&[t])[attn::patch_positions(s)?].to_vec(),
-                    "relevancy.llm",
-                )
+            let source = if s.relevancy_combined.is_none() && s.relevancy_llm.is_some() {
+                RelevancySource::Llm
             } else {
-                return Err(ReportError::NoRelevancy(t));
+                RelevancySource::Combined
             };
-            if values.len() != rows * cols {
-                return Err(attn::AttentionError::Grid(values.len(), rows, cols).into());
-            }
-            let text = s
-                .relevancy_llm
-                .as_ref()
-                .map(|l| text_values(s, l.row(&[t]), q + 1))
-                .unwrap_or_default();
-            Ok(ReportMap {
-                token: t,
-                method,
-                layer: None,
-                head: None,
-                map: Grid { rows, cols, values },
-                title: title.into(),
-                text,
-                causal: None,
-                image_share: None,
-                relevancy: relevancy_report(
-                    s,
-                    t,
-                    if opts.residual {
-                        Normalization::Residual
-                    } else {
-                        Normalization::SelfRemoved
-                    },
-                ),
-            })
+            MapId::relevancy(source, norm)
         }
-        "causal" => {
-            let ct = causal::causal_for_token(s, t)?;
-            let patches = attn::patch_positions(s)?;
-            let [rows, cols] = s.manifest.model.image_grid;
-            let mut values = vec![0.0f32; rows * cols];
-            let mut text = BTreeMap::new();
-            for h in ct
-                .heads
-                .iter()
-                .filter(|h| opts.head.is_none_or(|x| x == h.head))
-            {
-                for (&p, &w) in &h.image_weights {
-                    if patches.contains(&p) {
-                        let v = &mut values[p - patches.start];
-                        *v = v.max(w as f32);
-                    }
-                }
-                for &p in &h.explanation {
-                    if !s.image_range().contains(&p) && p != ct.target {
-                        let v = text.entry(p).or_insert(0.0f32);
-                        *v = v.max(h.importance as f32);
-                    }
-                }
-            }
-            let layer = s
-                .manifest
-                .causal
-                .as_ref()
-                .map_or(causal::default_params(s).layer, |c| c.params.layer);
-            Ok(ReportMap {
-                token: t,
-                method,
-                layer: Some(layer),
-                head: opts.head,
-                map: Grid { rows, cols, values },
-                title: format!(
-                    "causal image weights · {}",
-                    opts.head
-                        .map_or("max of heads".to_string(), |h| format!("head {h}"))
-                ),
-                text,
-                causal: Some(ct),
-                image_share: None,
-                relevancy: None,
-            })
+        "causal" => MapId::Causal(opts.head.map_or(CausalHeads::Sum, CausalHeads::Head)),
+        other => other
+            .parse()
+            .map_err(|_| ReportError::Method(other.to_string()))?,
+    })
+}
+
+impl From<CatalogueError> for ReportError {
+    fn from(e: CatalogueError) -> Self {
+        match e {
+            CatalogueError::Token(t, n) => attn::AttentionError::Token(t, n).into(),
+            CatalogueError::Attention(e) => e.into(),
+            CatalogueError::NoRelevancy(t) => ReportError::NoRelevancy(t),
+            CatalogueError::Causal(e) => e.into(),
+            other => ReportError::Map(other),
         }
-        other => Err(ReportError::Method(other.to_string())),
     }
 }
 
-/// The `--json` object: `{"token", "method", "map", "text", ...}` (DESIGN.md).
+/// Computes the view `opts` ask for: the catalogue's map (a causal result the session lacks is
+/// computed from `attn.full`), plus the attention's image share or the relevancy views.
+pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportError> {
+    let t = opts.token.unwrap_or(0);
+    let id = map_id(s, opts)?;
+    let options = Options {
+        seed: None,
+        compute_causal: true,
+    };
+    let e = catalogue::explain_with(s, &[t], &id, options)?;
+    let image_share = match (id, e.layer) {
+        (MapId::Attention { .. }, Some(l)) => Some(attn::image_share(s, t, Some(l))?),
+        _ => None,
+    };
+    let relevancy = match id {
+        MapId::Relevancy { norm, .. } => {
+            let norm = if opts.residual {
+                Normalization::Residual
+            } else {
+                norm
+            };
+            relevancy_report(s, t, norm)
+        }
+        _ => None,
+    };
+    Ok(ReportMap {
+        token: t,
+        method: id.family().name().to_string(),
+        id,
+        layer: e.layer,
+        head: e.head,
+        map: e.grid,
+        title: e.title,
+        text: e.text,
+        causal: e.causal,
+        image_share,
+        relevancy,
+    })
+}
+
+/// The `--json` object: `{"token", "method", "map_id", "map", "text", ...}` (docs/design.md,
+/// "Command line").
 pub fn to_json(s: &Session, r: &ReportMap) -> Value {
     let map: Vec<Vec<f32>> = r
         .map
@@ -315,6 +278,7 @@ pub fn to_json(s: &Session, r: &ReportMap) -> Value {
         "token_text": s.manifest.tokens.output.get(r.token),
         "position": s.query_position(r.token),
         "method": r.method,
+        "map_id": r.id.to_string(),
         "layer": r.layer,
         "head": r.head,
         "title": r.title,
@@ -358,16 +322,14 @@ pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
     };
     let look = Look::new(theme, ColorMode::detect());
     let mut s = crate::session::load(&opts.file).map_err(ReportError::from)?;
-    if opts.method.as_deref() == Some("relevancy") {
-        let t = opts.token.unwrap_or(0);
-        let missing = t < s.num_output() && !s.manifest.relevancy_tokens.contains(&t);
-        if missing {
-            eprintln!(
-                "lvlmscope: computing the relevancy of token {t} with the model {} (not saved)",
-                s.manifest.model.path
-            );
-            ensure_relevancy(&mut s, t, &mut ModelService::new())?;
-        }
+    let t = opts.token.unwrap_or(0);
+    let id = map_id(&s, &opts)?;
+    if t < s.num_output() && matches!(catalogue::need(&s, &[t], &id), Need::Relevancy(_)) {
+        eprintln!(
+            "lvlmscope: computing the relevancy of token {t} with the model {} (not saved)",
+            s.manifest.model.path
+        );
+        ensure_relevancy(&mut s, t, &mut ModelService::new())?;
     }
     let r = compute(&s, &opts)?;
     if let Some(png) = &opts.png {

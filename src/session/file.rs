@@ -263,16 +263,43 @@ fn decode_float(view: &TensorView<'_>) -> Result<Array, String> {
     Array::new(view.shape().to_vec(), data).ok_or_else(|| "size does not match shape".into())
 }
 
-/// Checks that the tensors agree with each other and with the manifest.
+/// The most layers or heads a manifest may claim (no model comes near): sizes that no tensor of
+/// the file holds are bounded by this before anything is sized by them.
+pub const MAX_LAYERS_OR_HEADS: usize = 4096;
+
+/// Checks that the tensors agree with each other and with the manifest, so that no size read
+/// from the manifest sizes an allocation before it is checked against the data
+/// (docs/design.md, "Session file").
 fn validate(s: &Session) -> Result<(), String> {
     let n = s.num_input();
     let t = s.num_output();
     let positions = s.num_positions();
     let [start, len] = s.manifest.image_span;
-    if start + len > n {
+    if start.checked_add(len).is_none_or(|end| end > n) {
         return Err(format!(
             "image_span [{start}, {len}] lies outside the {n} input positions"
         ));
+    }
+    let [rows, cols] = s.manifest.model.image_grid;
+    let patches = rows.checked_mul(cols);
+    if patches.is_none_or(|p| p != len && p + 1 != len) {
+        return Err(format!(
+            "its manifest claims a {rows}x{cols} image grid, but the image span holds {len} positions"
+        ));
+    }
+    let patches = patches.unwrap_or(0);
+    let model = &s.manifest.model;
+    for (what, v) in [
+        ("text_layers", model.text_layers),
+        ("text_heads", model.text_heads),
+        ("vision_layers", model.vision_layers),
+        ("vision_heads", model.vision_heads),
+    ] {
+        if v > MAX_LAYERS_OR_HEADS {
+            return Err(format!(
+                "its manifest claims {v} {what}, more than any model has ({MAX_LAYERS_OR_HEADS})"
+            ));
+        }
     }
     if s.manifest.tokens.input.len() != n || s.manifest.tokens.output.len() != t {
         return Err("token strings do not match input_ids/output_ids".into());
@@ -295,14 +322,18 @@ fn validate(s: &Session) -> Result<(), String> {
             return Err(format!("attn.full.{layer} has shape {:?}", a.shape));
         }
     }
-    for (name, a) in [
-        ("relevancy.llm", &s.relevancy_llm),
-        ("relevancy.vit", &s.relevancy_vit),
-        ("relevancy.combined", &s.relevancy_combined),
+    for (name, a, width) in [
+        ("relevancy.llm", &s.relevancy_llm, positions),
+        ("relevancy.vit", &s.relevancy_vit, patches),
+        ("relevancy.combined", &s.relevancy_combined, patches),
     ] {
         if let Some(a) = a {
-            if a.shape.len() != 2 || a.shape[0] != t {
-                return Err(format!("{name} has shape {:?}", a.shape));
+            if a.shape != [t, width] {
+                return Err(format!(
+                    "{name} has shape {:?}, expected {:?}",
+                    a.shape,
+                    [t, width]
+                ));
             }
         }
     }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::explain::causal::CausalParams;
+
 /// The schema tag every session file carries; readers refuse any other.
 pub const SCHEMA: &str = "lvlmscope.session/1";
 
@@ -113,36 +115,6 @@ pub struct CausalResults {
     pub params: CausalParams,
     /// Output token index → its explanation.
     pub tokens: BTreeMap<usize, CausalToken>,
-}
-
-/// CLEANN parameters (DESIGN.md, "Causal explanation").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CausalParams {
-    /// Significance level of the conditional-independence test.
-    pub alpha: f64,
-    /// Number of records assumed by the Fisher z test.
-    pub dof: usize,
-    /// Attention threshold for selecting nodes.
-    pub att_th: f64,
-    /// Most image positions taken as nodes.
-    pub max_image_tokens: usize,
-    /// Maximum radius of the possible-d-separation tree.
-    pub search_radius: usize,
-    /// Decoder layer whose full attention is explained.
-    pub layer: usize,
-}
-
-impl Default for CausalParams {
-    fn default() -> Self {
-        Self {
-            alpha: 1e-5,
-            dof: 128,
-            att_th: 0.01,
-            max_image_tokens: 50,
-            search_radius: 3,
-            layer: 0,
-        }
-    }
 }
 
 /// The explanation of one output token: one entry per head.

@@ -2,6 +2,7 @@
 //! the terminal (truecolor, 256 colours, or none).
 
 mod colormap;
+pub mod overlay;
 mod theme;
 
 pub use colormap::{normalize, ColorMap, Rgb, UnknownColorMap};

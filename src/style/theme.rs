@@ -1,5 +1,7 @@
-//! TOML themes: built-in ones embedded in the binary, or a file given by path.
+//! TOML themes: built-in ones embedded in the binary, or a file given by path. A theme also
+//! carries the app's key remappings (its `[keys]` table, read by `tui::keymap`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -55,6 +57,16 @@ pub struct Theme {
     pub border_focus: Rgb,
     /// Warnings and errors.
     pub warning: Rgb,
+    /// The `[keys]` table: action name → its keys (the app's keymap reads them).
+    pub keys: BTreeMap<String, Vec<String>>,
+}
+
+/// One entry of the `[keys]` table: one key or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeysFile {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -63,6 +75,8 @@ struct ThemeFile {
     name: String,
     colormap: String,
     colors: ColorsFile,
+    #[serde(default)]
+    keys: BTreeMap<String, KeysFile>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +143,14 @@ impl Theme {
             border: hex(origin, "border", &c.border)?,
             border_focus: hex(origin, "border_focus", &c.border_focus)?,
             warning: hex(origin, "warning", &c.warning)?,
+            keys: f
+                .keys
+                .into_iter()
+                .map(|(action, k)| match k {
+                    KeysFile::One(k) => (action, vec![k]),
+                    KeysFile::Many(ks) => (action, ks),
+                })
+                .collect(),
             name: f.name,
         })
     }

@@ -10,16 +10,23 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::explain::attention::TokenAggregates;
+use crate::explain::attention::{HeadAgg, TokenAggregates};
+use crate::explain::catalogue::{CausalHeads, Layers, MapId};
 use crate::explain::relevancy::views::Normalization;
 use crate::job::ModelJob;
-use crate::report::overlay::{denormalize, Raster};
 use crate::session::{CausalParams, Session};
+use crate::style::overlay::{denormalize, Raster};
+
+/// The explanation method shown (keys 1–3): the catalogue's family of maps.
+pub use crate::explain::catalogue::Family as Method;
+/// Which relevancy map the image pane shows (key `m` under the relevancy method).
+pub use crate::explain::catalogue::RelevancySource as RelSource;
 use crate::style::Look;
 
 use super::causal::CausalTree;
 use super::faithfulness::FaithState;
 use super::hits::Hits;
+use super::keymap::Keymap;
 use super::run_form::{RunForm, RunState};
 use super::view::View;
 
@@ -67,28 +74,6 @@ impl Pane {
     }
 }
 
-/// The explanation method shown (keys 1–3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// Raw attention.
-    Attention,
-    /// Chefer relevancy (from the session).
-    Relevancy,
-    /// CLEANN causal explanation (from the session).
-    Causal,
-}
-
-impl Method {
-    /// The method's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Attention => "attention",
-            Method::Relevancy => "relevancy",
-            Method::Causal => "causal",
-        }
-    }
-}
-
 /// How heads are combined (key `m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Agg {
@@ -129,37 +114,6 @@ impl AttnView {
             AttnView::Heads => AttnView::Share,
             AttnView::Share => AttnView::Words,
             AttnView::Words => AttnView::Heads,
-        }
-    }
-}
-
-/// Which relevancy map the image pane shows (key `m` under the relevancy method).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelSource {
-    /// `relevancy.combined`.
-    Combined,
-    /// `relevancy.vit`.
-    Vit,
-    /// `relevancy.llm` over the image span.
-    Llm,
-}
-
-impl RelSource {
-    /// The next source.
-    pub fn next(self) -> RelSource {
-        match self {
-            RelSource::Combined => RelSource::Vit,
-            RelSource::Vit => RelSource::Llm,
-            RelSource::Llm => RelSource::Combined,
-        }
-    }
-
-    /// The tensor's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            RelSource::Combined => "relevancy.combined",
-            RelSource::Vit => "relevancy.vit",
-            RelSource::Llm => "relevancy.llm",
         }
     }
 }
@@ -269,11 +223,24 @@ pub struct App {
     pub modified: bool,
     /// Faithfulness of the maps (key `f`), measured for this session.
     pub faith: FaithState,
+    /// Keys → actions (the theme's `[keys]` table over the defaults).
+    pub keymap: Keymap,
 }
 
 impl App {
-    /// An app with nothing loaded.
+    /// An app with nothing loaded; a theme whose `[keys]` table cannot be read leaves the
+    /// default keys and says why in the status line.
     pub fn new(look: Look) -> Self {
+        let (keymap, notice) = match Keymap::with_overrides(&look.theme.keys) {
+            Ok(k) => (k, None),
+            Err(e) => (
+                Keymap::default(),
+                Some(Notice {
+                    text: format!("theme keys: {e}; the default keys apply"),
+                    error: true,
+                }),
+            ),
+        };
         Self {
             session: None,
             aggregates: None,
@@ -296,7 +263,7 @@ impl App {
             grid_all_tokens: true,
             opacity: 0.6,
             show_help: false,
-            notice: None,
+            notice,
             run: RunState::default(),
             form: None,
             quit: false,
@@ -313,6 +280,7 @@ impl App {
             epoch: 0,
             modified: false,
             faith: FaithState::default(),
+            keymap,
         }
     }
 
@@ -336,10 +304,7 @@ impl App {
         self.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
         self.head = 0;
         self.prompt_cursor = prompt_positions(&session).first().copied().unwrap_or(0);
-        self.causal_params = match &session.manifest.causal {
-            Some(c) => c.params.clone(),
-            None => crate::report::causal::default_params(&session),
-        };
+        self.causal_params = CausalParams::of_session(&session);
         self.causal_radius = self.causal_params.search_radius;
         self.causal_tree = None;
         if let Some(job) = self.job.take() {
@@ -379,6 +344,76 @@ impl App {
         self.session
             .as_ref()
             .map_or([0, 0], |s| s.manifest.model.image_grid)
+    }
+
+    /// The head aggregation as the explain layer spells it.
+    pub fn head_agg(&self) -> HeadAgg {
+        match self.agg {
+            Agg::Head => HeadAgg::Head(self.head),
+            Agg::Mean => HeadAgg::Mean,
+            Agg::Max => HeadAgg::Max,
+        }
+    }
+
+    /// The raw-attention map of the current layer and heads (what the attention method shows).
+    pub fn attention_id(&self) -> MapId {
+        MapId::attention(self.layer, self.layers_heads().0, self.head_agg())
+    }
+
+    /// The catalogue id of the map the image pane shows.
+    pub fn map_id(&self) -> MapId {
+        match self.method {
+            Method::Attention => self.attention_id(),
+            Method::Relevancy => MapId::relevancy(self.rel_source, self.rel_norm),
+            Method::Causal => MapId::Causal(match self.agg {
+                Agg::Mean => CausalHeads::Sum,
+                Agg::Max => CausalHeads::Max,
+                Agg::Head => CausalHeads::Head(self.head),
+            }),
+            Method::Random => MapId::Random,
+        }
+    }
+
+    /// Sets the method, layer, heads and relevancy source so that the image pane shows `id`,
+    /// and recomputes the view; `false` (nothing changed) for a map the app does not show as
+    /// its image map (the mean over layers).
+    pub fn show(&mut self, id: MapId) -> bool {
+        let (layers, _) = self.layers_heads();
+        let heads = match id {
+            MapId::Attention {
+                layers: Layers::Mean,
+                ..
+            } => return false,
+            MapId::Attention { heads, .. } => Some(heads),
+            MapId::Causal(CausalHeads::Sum) => Some(HeadAgg::Mean),
+            MapId::Causal(CausalHeads::Max) => Some(HeadAgg::Max),
+            MapId::Causal(CausalHeads::Head(h)) => Some(HeadAgg::Head(h)),
+            _ => None,
+        };
+        match heads {
+            Some(HeadAgg::Mean) => self.agg = Agg::Mean,
+            Some(HeadAgg::Max) => self.agg = Agg::Max,
+            Some(HeadAgg::Head(h)) => {
+                self.agg = Agg::Head;
+                self.head = h;
+            }
+            None => {}
+        }
+        self.method = id.family();
+        match id {
+            MapId::Attention {
+                layers: Layers::At(l),
+                ..
+            } => self.layer = l,
+            MapId::Attention { .. } => self.layer = layers.saturating_sub(1),
+            MapId::Relevancy { source, norm } => {
+                self.rel_source = source;
+                self.rel_norm = norm;
+            }
+            MapId::Causal(_) | MapId::Random => {}
+        }
+        self.refresh();
+        true
     }
 
     /// Shows a notice in the status bar.

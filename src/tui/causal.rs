@@ -2,17 +2,17 @@
 //! shown head up to the chosen radius, and its possible-d-separation tree; plus the causal
 //! keys (radius, α, attention threshold, search radius) and the on-demand tree cache.
 
-use crossterm::event::KeyCode;
 use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::Frame;
 
 use crate::explain::attention::patch_positions;
-use crate::explain::causal::{explain_head_with_tree, explain_token, tree_rows};
+use crate::explain::causal::ParamStep;
 use crate::session::{CausalHead, CausalParams, CausalToken, Session};
 
 use super::app::{Agg, App};
 use super::blocks::{display_token, put};
+use super::keymap::Action;
 use super::method::bars;
 use super::update::Cmd;
 
@@ -82,60 +82,34 @@ pub fn max_radius(app: &App) -> usize {
         .max(1)
 }
 
-/// Computes the causal explanation of answer token `t` with `params` (on a worker thread).
+/// The causal explanation of answer token `t` with `params`, as the app's worker thread asks
+/// for it ([`crate::explain::causal::compute_token`], the error as its sentence).
 pub fn compute(s: &Session, t: usize, params: &CausalParams) -> Result<CausalToken, String> {
-    if t >= s.num_output() {
-        return Err(format!(
-            "answer token {t} does not exist (the session has {})",
-            s.num_output()
-        ));
-    }
-    let full = s.attn_full.get(&params.layer).ok_or_else(|| {
-        format!(
-            "the session holds no full attention for layer {} (record it with --causal)",
-            params.layer
-        )
-    })?;
-    let [start, len] = s.manifest.image_span;
-    Ok(explain_token(
-        full,
-        (start, len),
-        s.query_position(t),
-        params,
-    ))
+    crate::explain::causal::compute_token(s, t, params).map_err(|e| e.to_string())
 }
 
-/// The causal keys (only while the causal method is shown); `None` when `code` is not one.
-pub fn key(app: &mut App, code: KeyCode) -> Option<Vec<Cmd>> {
+/// Keys `- +`: the shown radius one less or one more, within 1 and the search radius.
+pub fn step_radius(app: &mut App, action: Action) {
     let max = max_radius(app);
     let eff = effective_radius(app.causal_radius, max);
-    let p = &app.causal_params;
-    let mut next = p.clone();
-    match code {
-        KeyCode::Char('-') | KeyCode::Char('<') => app.causal_radius = eff.saturating_sub(1).max(1),
-        KeyCode::Char('+') | KeyCode::Char('=') | KeyCode::Char('>') => {
-            app.causal_radius = (eff + 1).min(max)
-        }
-        KeyCode::Char('a') => next.alpha = p.alpha / 2.0,
-        KeyCode::Char('A') => next.alpha = (p.alpha * 2.0).min(0.5),
-        KeyCode::Char('t') => next.att_th = p.att_th / 2.0,
-        KeyCode::Char('T') => next.att_th = (p.att_th * 2.0).min(1.0),
-        KeyCode::Char('r') => next.search_radius = p.search_radius.saturating_sub(1).max(1),
-        KeyCode::Char('R') => next.search_radius = (p.search_radius + 1).min(16),
-        KeyCode::Char('c') => return Some(request(app)),
-        _ => return None,
-    }
+    app.causal_radius = match action {
+        Action::RadiusDown => eff.saturating_sub(1).max(1),
+        _ => (eff + 1).min(max),
+    };
+}
+
+/// Keys `a A t T r R`: one step of a CLEANN parameter, then the selected token's explanation
+/// with the new parameters (a search-radius step also shows the whole new radius).
+pub fn step_params(app: &mut App, step: ParamStep) -> Vec<Cmd> {
+    let next = app.causal_params.stepped(step);
     if next == app.causal_params {
-        return Some(Vec::new());
+        return Vec::new();
     }
     app.causal_params = next;
-    if matches!(code, KeyCode::Char('r' | 'R')) {
+    if matches!(step, ParamStep::RadiusDown | ParamStep::RadiusUp) {
         app.causal_radius = app.causal_params.search_radius;
     }
-    if matches!(code, KeyCode::Char('a' | 'A' | 't' | 'T' | 'r' | 'R')) {
-        return Some(request(app));
-    }
-    Some(Vec::new())
+    request(app)
 }
 
 /// Asks for the selected token's explanation with the app's parameters, unless the session
@@ -164,19 +138,11 @@ pub fn request(app: &mut App) -> Vec<Cmd> {
     app.notify(
         format!(
             "computing the causal explanation of token {t} ({})…",
-            params_label(&app.causal_params)
+            app.causal_params.label()
         ),
         false,
     );
     vec![Cmd::ComputeCausal(t, app.causal_params.clone())]
-}
-
-/// `α … · att_th … · radius …` for notices.
-pub fn params_label(p: &CausalParams) -> String {
-    format!(
-        "α {:.0e} · att_th {} · radius {}",
-        p.alpha, p.att_th, p.search_radius
-    )
 }
 
 /// The method pane's title under the causal method: parameters, shown radius / search radius.
@@ -215,16 +181,7 @@ pub fn refresh_tree(app: &mut App) {
     {
         return;
     }
-    let tree = s.attn_full.get(&params.layer).and_then(|full| {
-        let [_, n, n2] = full.shape.as_slice() else {
-            return None;
-        };
-        let (n, n2) = (*n, *n2);
-        let a = full.data.get(head * n * n2..(head + 1) * n * n2)?;
-        let [start, len] = s.manifest.image_span;
-        let (_, tree) = explain_head_with_tree(a, n, (start, len), target, head, &params);
-        Some(tree_rows(&tree))
-    });
+    let tree = crate::explain::causal::head_tree(s, target, head, &params);
     app.causal_tree = tree.map(|rows| CausalTree {
         target,
         head,

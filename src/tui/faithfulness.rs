@@ -17,15 +17,14 @@ use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::Frame;
 
+use crate::explain::catalogue;
 use crate::explain::faithfulness::DEFAULT_DROP_FRACTION;
-use crate::explain::maps::{attention_key, token_maps, Method as MapMethod};
 use crate::job::ModelJob;
 use crate::session::Session;
 
-use super::app::{Agg, App, Method, RelSource};
+use super::app::App;
 use super::blocks::{bar, display_token, put};
 use super::update::Cmd;
-use super::view::{head_agg, View};
 
 /// The name of the baseline map, which is never the "best" one.
 const BASELINE: &str = "random";
@@ -111,34 +110,15 @@ impl FaithView {
     }
 }
 
-/// The name (as [`token_maps`] gives it) of the map the image pane shows, when it is the map
-/// of one token.
-pub fn current_name(app: &App, s: &Session) -> Option<String> {
-    if app.tokens.len() > 1 {
-        return None;
-    }
-    Some(match app.method {
-        Method::Attention => attention_key(s, app.layer, head_agg(app)),
-        Method::Relevancy => match app.rel_source {
-            RelSource::Combined => MapMethod::RelevancyCombined.key().to_string(),
-            RelSource::Vit => MapMethod::RelevancyVision.key().to_string(),
-            RelSource::Llm => MapMethod::RelevancyDecoder.key().to_string(),
-        },
-        Method::Causal => causal_name(app.agg, app.head),
-    })
-}
-
-fn causal_name(agg: Agg, head: usize) -> String {
-    match agg {
-        Agg::Mean => MapMethod::Causal.key().to_string(),
-        Agg::Max => "causal.max".into(),
-        Agg::Head => format!("causal.h{head}"),
-    }
+/// The catalogue name of the map the image pane shows, when it is the map of one token.
+pub fn current_name(app: &App) -> Option<String> {
+    (app.tokens.len() <= 1).then(|| app.map_id().to_string())
 }
 
 /// The faithfulness numbers of the current token, when the block is shown or some are
-/// known; `v` is the view computed so far (its map is the current causal map).
-pub fn compute(app: &App, s: &Session, v: &View) -> Option<FaithView> {
+/// known: the catalogue's comparison maps ([`catalogue::compared_maps`]) with the raw attention
+/// of the current layer and the map the image pane shows among them.
+pub fn compute(app: &App, s: &Session) -> Option<FaithView> {
     let t = *app.selected_tokens().first()?;
     let state = &app.faith;
     let known = state.original.contains_key(&t);
@@ -150,23 +130,17 @@ pub fn compute(app: &App, s: &Session, v: &View) -> Option<FaithView> {
         original: state.original.get(&t).copied(),
         ..FaithView::default()
     };
-    let shown = Some((app.layer, head_agg(app)));
-    let mut maps = match token_maps(s, t, shown, t as u64) {
+    let shown = [app.attention_id(), app.map_id()];
+    let maps = match catalogue::compared_maps(s, t, &shown, t as u64) {
         Ok(m) => m,
         Err(e) => {
             out.error = Some(e.to_string());
             return Some(out);
         }
     };
-    let current = current_name(app, s);
-    // The causal map of one head, or the max over heads, is only the view's.
-    if let (Method::Causal, Agg::Head | Agg::Max, Some(map), Some(name)) =
-        (app.method, app.agg, &v.map, &current)
-    {
-        let at = maps.iter().position(|(n, _)| n == BASELINE);
-        maps.insert(at.unwrap_or(maps.len()), (name.clone(), map.values.clone()));
-    }
-    for (name, values) in maps {
+    let current = current_name(app);
+    for (id, values) in maps {
+        let name = id.to_string();
         let drop = state
             .drops
             .get(&(t, name.clone()))

@@ -6,7 +6,7 @@ use ratatui::style::Style;
 use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
-use crate::report::overlay::resample;
+use crate::style::overlay::resample;
 use crate::style::{normalize, Rgb};
 
 use super::app::{App, Pane};

@@ -33,6 +33,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         },
         Method::Relevancy => super::relevancy::title(app),
         Method::Causal => super::causal::title(app),
+        Method::Random => "Random baseline".into(),
     };
     let block = pane_block(app, Pane::Method, title);
     let inner = block.inner(area);
@@ -70,6 +71,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         },
         Method::Relevancy => super::relevancy::draw(f, app, inner),
         Method::Causal => super::causal::draw(f, app, inner),
+        Method::Random => {}
     }
 }
 

@@ -14,6 +14,7 @@ pub mod help;
 pub mod hits;
 pub mod image;
 pub mod jobs;
+pub mod keymap;
 mod method;
 mod prompt;
 pub mod relevancy;
@@ -44,8 +45,8 @@ use crossterm::terminal::{
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
-use crate::report::overlay::{denormalize, overlay, write_png};
 use crate::session::{self, AttentionDtype};
+use crate::style::overlay::{denormalize, overlay, write_png};
 use crate::style::{ColorMode, Look, Theme};
 
 /// What `lvlmscope tui` was asked to open.

@@ -1,19 +1,17 @@
 //! The relevancy view of the method pane: the input words most relevant to the selected answer
 //! token against the image's largest relevancy, and the answer coloured by how much each token
-//! relies on the image versus the text; the image map (decoder, vision, combined); and the
+//! relies on the image versus the text (the image map itself comes from the catalogue); and the
 //! relevancy keys (`r` computes the selected tokens on the job worker, `N` normalisation).
 
-use crossterm::event::KeyCode;
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::Frame;
 
-use crate::explain::attention::{patch_positions, Grid};
 use crate::explain::relevancy::{self, views};
 use crate::job::ModelJob;
 use crate::session::Session;
 
-use super::app::{App, RelSource};
+use super::app::App;
 use super::blocks::{display_token, flow, put};
 use super::method::bars;
 use super::update::Cmd;
@@ -24,19 +22,6 @@ pub const TOP_WORDS: usize = 12;
 
 /// The label of the image's bar among the word bars.
 pub const IMAGE_BAR: &str = "image (max)";
-
-/// The relevancy keys (only while the relevancy method is shown); `None` when `code` is not
-/// one.
-pub fn key(app: &mut App, code: KeyCode) -> Option<Vec<Cmd>> {
-    match code {
-        KeyCode::Char('r') => Some(request(app)),
-        KeyCode::Char('N') => {
-            app.rel_norm = app.rel_norm.toggle();
-            Some(Vec::new())
-        }
-        _ => None,
-    }
-}
 
 /// Asks the job worker for the relevancy of the selected answer tokens the session lacks.
 pub fn request(app: &mut App) -> Vec<Cmd> {
@@ -63,10 +48,9 @@ pub fn title(app: &App) -> String {
     )
 }
 
-/// Fills the relevancy numbers of `v`: the image map of `source`, the text relevancy of the
-/// first selected token, the reliance of every answer token.
+/// Fills the relevancy numbers of `v` besides the image map: the text relevancy of the first
+/// selected token, the reliance of every answer token.
 pub fn fill(v: &mut View, app: &App, s: &Session, tokens: &[usize]) {
-    map(v, app, s, tokens);
     v.rel_text = views::session_text_relevancy(s, tokens[0], app.rel_norm, TOP_WORDS);
     v.reliance = views::answer_reliance(s, app.rel_norm)
         .into_iter()
@@ -74,79 +58,12 @@ pub fn fill(v: &mut View, app: &App, s: &Session, tokens: &[usize]) {
         .collect();
 }
 
-fn missing_hint(s: &Session, t: usize) -> String {
+/// The sentence shown where token `t`'s relevancy is missing.
+pub fn missing_hint(s: &Session, t: usize) -> String {
     format!(
         "no relevancy for token {t} in this session: press r to compute it with the model {}",
         s.manifest.model.path
     )
-}
-
-fn map(v: &mut View, app: &App, s: &Session, tokens: &[usize]) {
-    let source = app.rel_source;
-    if let Some(&t) = tokens
-        .iter()
-        .find(|t| !s.manifest.relevancy_tokens.contains(t))
-    {
-        v.map_missing = Some(missing_hint(s, t));
-        return;
-    }
-    let tensor = match source {
-        RelSource::Combined => &s.relevancy_combined,
-        RelSource::Vit => &s.relevancy_vit,
-        RelSource::Llm => &s.relevancy_llm,
-    };
-    let Some(a) = tensor else {
-        v.map_missing = Some(format!(
-            "no {} in this session (m: other source)",
-            source.name()
-        ));
-        return;
-    };
-    let [rows, cols] = s.manifest.model.image_grid;
-    let span = match source {
-        RelSource::Llm => match patch_positions(s) {
-            Ok(r) => r,
-            Err(e) => {
-                v.map_missing = Some(e.to_string());
-                return;
-            }
-        },
-        _ => 0..rows * cols,
-    };
-    let width = a.shape.get(1).copied().unwrap_or(0);
-    if span.end > width {
-        v.map_missing = Some(format!(
-            "{} has {width} columns, fewer than the image needs",
-            source.name()
-        ));
-        return;
-    }
-    let mut values = vec![0.0; rows * cols];
-    for &t in tokens {
-        if t >= a.shape[0] {
-            continue;
-        }
-        let row = match source {
-            RelSource::Llm => views::prepare_row(a.row(&[t]), s.query_position(t), app.rel_norm),
-            _ => a.row(&[t]).to_vec(),
-        };
-        for (o, x) in values.iter_mut().zip(&row[span.clone()]) {
-            *o += x / tokens.len() as f32;
-        }
-    }
-    v.map = Some(Grid { rows, cols, values });
-    let norm = match source {
-        RelSource::Llm => format!(" · {}", app.rel_norm.name()),
-        _ => String::new(),
-    };
-    v.map_title = format!("{}{norm} · {}", source.name(), tokens_label(tokens));
-}
-
-fn tokens_label(tokens: &[usize]) -> String {
-    match tokens {
-        [t] => format!("token {t}"),
-        _ => format!("mean of {} tokens", tokens.len()),
-    }
 }
 
 /// Draws the relevancy view into `area` (inside the method pane).

@@ -1,4 +1,5 @@
-//! The status line: the progress of a model job, the latest notice, or the keys that apply now.
+//! The status line: the progress of a model job, the latest notice, or the keys that apply now
+//! (generated from the keymap).
 
 use ratatui::layout::Rect;
 use ratatui::style::Style;
@@ -6,40 +7,17 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use super::app::{App, Method, Pane};
+use super::app::App;
 
-/// The keys that apply in the current state, as (key, action) pairs.
-pub fn current_keys(app: &App) -> Vec<(&'static str, &'static str)> {
-    let mut keys = vec![("Tab", "pane")];
-    match app.focus {
-        Pane::Answer => keys.extend([("←→", "token"), ("space", "select")]),
-        Pane::Prompt => keys.extend([("←→", "prompt token"), ("space", "select")]),
-        Pane::Image => keys.extend([("hjkl", "patch"), ("space", "select patch")]),
-        Pane::Method => keys.extend([("↑↓", "head"), ("v", "view")]),
-        Pane::Grid => keys.extend([("←→", "layer"), ("↑↓", "head")]),
-    }
-    keys.extend([("[ ]", "layer"), ("{ }", "head"), ("m", "heads")]);
-    match app.method {
-        Method::Attention => keys.extend([("p", "patches"), ("v", "view")]),
-        Method::Relevancy => {
-            keys.extend([("m", "source"), ("r", "compute"), ("N", "normalisation")])
-        }
-        Method::Causal => keys.extend([
-            ("c", "compute"),
-            ("- +", "radius"),
-            ("a A", "α"),
-            ("t T", "att_th"),
-            ("r R", "search radius"),
-        ]),
-    }
-    keys.push(("f", "faithfulness"));
-    if app.run.active {
-        keys.push(("Esc", "cancel run"));
-    } else if app.job.is_some() {
-        keys.push(("Esc", "cancel"));
-    }
-    keys.extend([("1-3", "method"), ("?", "help"), ("q", "quit")]);
-    keys
+/// The keys that apply in the current state, as (keys, action) pairs, from the keymap.
+pub fn current_keys(app: &App) -> Vec<(String, &'static str)> {
+    super::keymap::footer(
+        &app.keymap,
+        app.focus,
+        app.method,
+        app.run.active,
+        app.job.is_some(),
+    )
 }
 
 /// Draws the status line into `area`.

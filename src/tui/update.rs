@@ -10,6 +10,7 @@ use crossterm::event::{
 use crate::session::{CausalParams, CausalResults, CausalToken, Session};
 
 use super::app::{prompt_positions, Agg, App, AttnView, Method, Pane};
+use super::keymap::Action;
 use super::run_form::{Field, RunForm};
 use super::worker::{JobDone, LiveRequest, RunEvent};
 use crate::job::{JobProgress, ModelJob};
@@ -184,21 +185,19 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
         app.show_help = false;
         return Vec::new();
     }
+    match app.keymap.action(app.method, &k) {
+        Some(action) => act(app, action),
+        None => Vec::new(),
+    }
+}
+
+/// Does what `action` says (the keymap turned a key into it).
+fn act(app: &mut App, action: Action) -> Vec<Cmd> {
     let (layers, heads) = app.layers_heads();
-    if app.method == Method::Causal {
-        if let Some(cmds) = super::causal::key(app, k.code) {
-            return cmds;
-        }
-    }
-    if app.method == Method::Relevancy {
-        if let Some(cmds) = super::relevancy::key(app, k.code) {
-            return cmds;
-        }
-    }
-    match k.code {
-        KeyCode::Char('q') => return update_quit(app),
-        KeyCode::Char('?') => app.show_help = true,
-        KeyCode::Esc => {
+    match action {
+        Action::Quit => return update_quit(app),
+        Action::Help => app.show_help = true,
+        Action::Cancel => {
             if let Some(c) = &app.run.cancel {
                 c.store(true, std::sync::atomic::Ordering::SeqCst);
                 app.notify("cancelling the run…", false);
@@ -210,47 +209,45 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
                 app.notice = None;
             }
         }
-        KeyCode::Tab => app.focus = app.focus.cycle(1),
-        KeyCode::BackTab => app.focus = app.focus.cycle(-1),
-        KeyCode::Char('1') => app.method = Method::Attention,
-        KeyCode::Char('2') => app.method = Method::Relevancy,
-        KeyCode::Char('3') => app.method = Method::Causal,
-        KeyCode::Char('[') => app.layer = clamp_step(app.layer, -1, layers),
-        KeyCode::Char(']') => app.layer = clamp_step(app.layer, 1, layers),
-        KeyCode::Char('{') => {
+        Action::NextPane => app.focus = app.focus.cycle(1),
+        Action::PrevPane => app.focus = app.focus.cycle(-1),
+        Action::ShowAttention => app.method = Method::Attention,
+        Action::ShowRelevancy => return show_method(app, Method::Relevancy),
+        Action::ShowCausal => return show_method(app, Method::Causal),
+        Action::LayerPrev => app.layer = clamp_step(app.layer, -1, layers),
+        Action::LayerNext => app.layer = clamp_step(app.layer, 1, layers),
+        Action::HeadPrev => {
             app.head = clamp_step(app.head, -1, heads);
             app.agg = Agg::Head;
         }
-        KeyCode::Char('}') => {
+        Action::HeadNext => {
             app.head = clamp_step(app.head, 1, heads);
             app.agg = Agg::Head;
         }
-        KeyCode::Char('m') if app.method == Method::Relevancy => {
-            app.rel_source = app.rel_source.next()
-        }
-        KeyCode::Char('m') => app.agg = app.agg.next(),
-        KeyCode::Char('p') => {
+        Action::RelevancySource => app.rel_source = app.rel_source.next(),
+        Action::Heads => app.agg = app.agg.next(),
+        Action::PatchMode => {
             app.patch_mode = !app.patch_mode;
             if app.patch_mode {
                 app.focus = Pane::Image;
             }
         }
-        KeyCode::Char('v') => app.attn_view = app.attn_view.next(),
-        KeyCode::Char('g') => app.grid_all_tokens = !app.grid_all_tokens,
-        KeyCode::Char('o') => {
+        Action::AttentionView => app.attn_view = app.attn_view.next(),
+        Action::GridScope => app.grid_all_tokens = !app.grid_all_tokens,
+        Action::Opacity => {
             app.opacity = match app.opacity {
                 o if o < 0.5 => 0.6,
                 o if o < 0.9 => 1.0,
                 _ => 0.0,
             }
         }
-        KeyCode::Char('C') => app.look.colormap = app.look.colormap.next(),
-        KeyCode::Char('x') => {
+        Action::ColorMap => app.look.colormap = app.look.colormap.next(),
+        Action::ClearSelection => {
             app.tokens.clear();
             app.prompt_selected.clear();
             app.patches.clear();
         }
-        KeyCode::Char('n') => {
+        Action::NewRun => {
             let s = app.session.as_ref();
             app.form = Some(RunForm::new(
                 s.map(|s| s.manifest.model.path.clone()).unwrap_or_default(),
@@ -258,19 +255,47 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
                 s.map(|s| s.manifest.prompt.clone()).unwrap_or_default(),
             ));
         }
-        KeyCode::Char('f') => return super::faithfulness::toggle(app),
-        KeyCode::Char('s') => return save(app),
-        KeyCode::Char('e') => return export(app),
-        KeyCode::Char(' ') | KeyCode::Enter => toggle(app),
-        KeyCode::Left | KeyCode::Char('h') => arrow(app, -1, 0),
-        KeyCode::Right | KeyCode::Char('l') => arrow(app, 1, 0),
-        KeyCode::Up | KeyCode::Char('k') => arrow(app, 0, -1),
-        KeyCode::Down | KeyCode::Char('j') => arrow(app, 0, 1),
-        KeyCode::Home => app.token = 0,
-        KeyCode::End => app.token = app.num_tokens().saturating_sub(1),
-        _ => {}
+        Action::ComputeCausal => return super::causal::request(app),
+        Action::RadiusDown | Action::RadiusUp => super::causal::step_radius(app, action),
+        Action::Causal(step) => return super::causal::step_params(app, step),
+        Action::ComputeRelevancy => return super::relevancy::request(app),
+        Action::Normalisation => app.rel_norm = app.rel_norm.toggle(),
+        Action::Faithfulness => return super::faithfulness::toggle(app),
+        Action::Save => return save(app),
+        Action::Export => return export(app),
+        Action::Select => toggle(app),
+        Action::Left => arrow(app, -1, 0),
+        Action::Right => arrow(app, 1, 0),
+        Action::Up => arrow(app, 0, -1),
+        Action::Down => arrow(app, 0, 1),
+        Action::First => app.token = 0,
+        Action::Last => app.token = app.num_tokens().saturating_sub(1),
     }
     Vec::new()
+}
+
+/// Whether `s` was made by the embedded demo model, whose relevancy and causal results take
+/// under 0.1 s (its folder is `demo-<content hash>`, see [`crate::demo::demo_model_dir`]).
+fn is_demo(s: &Session) -> bool {
+    let folder = format!("demo-{}", crate::demo::demo_model_hash());
+    std::path::Path::new(&s.manifest.model.path)
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy() == folder)
+}
+
+/// Shows `method`; on the embedded demo, whose results are cheap, asks for the selection's
+/// missing relevancy or causal result at once instead of waiting for a key.
+fn show_method(app: &mut App, method: Method) -> Vec<Cmd> {
+    app.method = method;
+    app.refresh();
+    if !app.session.as_ref().is_some_and(is_demo) || app.view.map.is_some() {
+        return Vec::new();
+    }
+    match method {
+        Method::Relevancy if app.job.is_none() => super::relevancy::request(app),
+        Method::Causal => super::causal::request(app),
+        _ => Vec::new(),
+    }
 }
 
 fn update_quit(app: &mut App) -> Vec<Cmd> {

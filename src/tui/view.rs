@@ -1,15 +1,17 @@
-//! The numbers behind the panes for the current selection, computed once per change.
+//! The numbers behind the panes for the current selection, computed once per change. The image
+//! pane's map comes from the explanation catalogue ([`crate::explain::catalogue::explain`],
+//! docs/design.md, "The catalogue"); this module only gathers what the panes show.
 
 use std::collections::BTreeSet;
 
 use crate::explain::attention::{
     self as attn, min_max, patch_positions, Grid, HeadAgg, Region, Word,
 };
+use crate::explain::catalogue::{self, CatalogueError, Explanation, Family};
 use crate::session::{Array, CausalToken, Session};
 
 use super::app::{Agg, App, AttnView, Method};
 use super::causal;
-use crate::explain::causal::total_image_weights;
 use crate::explain::relevancy::views::TextRelevancy;
 
 /// Derived numbers for the panes.
@@ -73,12 +75,11 @@ impl View {
             return v;
         };
         let tokens = app.selected_tokens();
-        let agg = head_agg(app);
+        let agg = app.head_agg();
         let l = app.layer;
-        match app.method {
-            Method::Attention => attention_map(&mut v, s, &tokens, l, agg),
-            Method::Relevancy => super::relevancy::fill(&mut v, app, s, &tokens),
-            Method::Causal => causal_map(&mut v, app, s, tokens[0]),
+        image_map(&mut v, app, s, &tokens);
+        if app.method == Method::Relevancy {
+            super::relevancy::fill(&mut v, app, s, &tokens);
         }
         if let Some(m) = &v.map {
             v.range = m.min_max();
@@ -123,46 +124,45 @@ impl View {
             v.grid_question = Some(a.heads_layers(&scope, Region::Question));
         }
         v.error = errors.into_iter().next();
-        v.faith = super::faithfulness::compute(app, s, &v);
+        v.faith = super::faithfulness::compute(app, s);
         v
     }
 }
 
-/// The head aggregation of `app` as the explain layer spells it.
-pub fn head_agg(app: &App) -> HeadAgg {
-    match app.agg {
-        Agg::Head => HeadAgg::Head(app.head),
-        Agg::Mean => HeadAgg::Mean,
-        Agg::Max => HeadAgg::Max,
+/// The image pane's map: the catalogue's map of the selection under the app's map id (the
+/// causal map explains the first selected token), or the sentence saying what it needs.
+fn image_map(v: &mut View, app: &App, s: &Session, tokens: &[usize]) {
+    let id = app.map_id();
+    let tokens = match id.family() {
+        Family::Causal => &tokens[..1],
+        _ => tokens,
+    };
+    match catalogue::explain(s, tokens, &id) {
+        Ok(e) => match id.family() {
+            Family::Causal => causal_details(v, app, s, e),
+            _ => {
+                v.map_title = e.title;
+                v.map = Some(e.grid);
+            }
+        },
+        Err(e) => v.map_missing = Some(missing(app, s, e)),
     }
 }
 
-fn agg_name(agg: HeadAgg) -> String {
-    match agg {
-        HeadAgg::Head(h) => format!("head {h}"),
-        HeadAgg::Mean => "mean of heads".into(),
-        HeadAgg::Max => "max of heads".into(),
-    }
-}
-
-fn tokens_label(tokens: &[usize]) -> String {
-    match tokens {
-        [t] => format!("token {t}"),
-        _ => format!("mean of {} tokens", tokens.len()),
-    }
-}
-
-fn attention_map(v: &mut View, s: &Session, tokens: &[usize], l: usize, agg: HeadAgg) {
-    match attn::tokens_image_map(s, tokens, l, agg) {
-        Ok(g) => {
-            v.map = Some(g);
-            v.map_title = format!(
-                "attention · layer {l} · {} · {}",
-                agg_name(agg),
-                tokens_label(tokens)
-            );
+/// The sentence the image pane shows for a map the session cannot give yet.
+fn missing(app: &App, s: &Session, e: CatalogueError) -> String {
+    match e {
+        CatalogueError::NoRelevancy(t) => super::relevancy::missing_hint(s, t),
+        CatalogueError::NoTable(name) => format!("no {name} in this session (m: other source)"),
+        CatalogueError::NoCausal(t) => {
+            let hint = if s.attn_full.contains_key(&app.causal_params.layer) {
+                "press c to compute it from attn.full"
+            } else {
+                "run `lvlmscope run --causal` to compute it"
+            };
+            format!("no causal explanation for token {t} in this session: {hint}")
         }
-        Err(e) => v.map_missing = Some(e.to_string()),
+        other => other.to_string(),
     }
 }
 
@@ -187,72 +187,36 @@ fn position_values(
     Ok(())
 }
 
-fn causal_map(v: &mut View, app: &App, s: &Session, t: usize) {
-    let (agg, head) = (app.agg, app.head);
-    let found = s.manifest.causal.as_ref().and_then(|c| {
-        c.tokens
-            .get(&t)
-            .map(|ct| (ct.clone(), c.params.search_radius))
-    });
-    let Some((ct, max_radius)) = found else {
-        let last = s.manifest.model.text_layers.saturating_sub(1);
-        let hint = if s.attn_full.contains_key(&last) {
-            "press c to compute it from attn.full"
-        } else {
-            "run `lvlmscope run --causal` to compute it"
-        };
-        v.map_missing = Some(format!(
-            "no causal explanation for token {t} in this session: {hint}"
-        ));
-        return;
-    };
-    let Ok(patches) = patch_positions(s) else {
-        v.map_missing = Some("the image span does not fit the patch grid".into());
-        return;
-    };
+/// The causal pane's details of the token's result: the shown head, the radius, its explaining
+/// set, and the image patches to outline.
+fn causal_details(v: &mut View, app: &App, s: &Session, e: Explanation) {
+    let Some(ct) = e.causal else { return };
+    let max_radius = s
+        .manifest
+        .causal
+        .as_ref()
+        .map_or(app.causal_params.search_radius, |c| c.params.search_radius);
     let radius = causal::effective_radius(app.causal_radius, max_radius);
     v.causal_radius = radius;
-    if let Some(h) = causal::shown_head(&ct, agg, head) {
+    if let Some(h) = causal::shown_head(&ct, app.agg, app.head) {
         v.causal_head = Some(h.head);
         v.causal_set = causal::set_up_to(h, radius);
     }
-    let [rows, cols] = s.manifest.model.image_grid;
-    let heads: Vec<_> = match agg {
-        Agg::Head => ct.heads.iter().filter(|h| h.head == head).collect(),
-        _ => ct.heads.iter().collect(),
-    };
-    let values: Vec<f32> = match agg {
-        Agg::Mean => total_image_weights(&ct, (patches.start, patches.len()))
-            .into_iter()
-            .map(|w| w as f32)
-            .collect(),
-        Agg::Max | Agg::Head => {
-            let mut values = vec![0.0f32; rows * cols];
-            for h in &heads {
-                for (&pos, &w) in &h.image_weights {
-                    if patches.contains(&pos) {
-                        let i = pos - patches.start;
-                        values[i] = values[i].max(w as f32);
-                    }
+    if let Ok(patches) = patch_positions(s) {
+        let heads = ct
+            .heads
+            .iter()
+            .filter(|h| app.agg != Agg::Head || h.head == app.head);
+        for h in heads {
+            for pos in causal::set_up_to(h, radius) {
+                if patches.contains(&pos) {
+                    v.marked.insert(pos - patches.start);
                 }
-            }
-            values
-        }
-    };
-    for h in &heads {
-        for pos in causal::set_up_to(h, radius) {
-            if patches.contains(&pos) {
-                v.marked.insert(pos - patches.start);
             }
         }
     }
-    let what = match agg {
-        Agg::Head => format!("head {head}"),
-        Agg::Mean => "sum over heads".into(),
-        Agg::Max => "max of heads".into(),
-    };
-    v.map_title = format!("causal image weights · token {t} · {what} · marked: r ≤ {radius}");
-    v.map = Some(Grid { rows, cols, values });
+    v.map_title = format!("{} · marked: r ≤ {radius}", e.title);
+    v.map = Some(e.grid);
     v.causal = Some(ct);
 }
 

@@ -21,13 +21,18 @@ pub mod citest;
 pub mod icd;
 mod orient;
 pub mod pag;
+mod params;
 pub mod pds_tree;
 pub mod pyset;
 
 use std::collections::BTreeMap;
 
-use crate::session::{Array, CausalHead, CausalParams, CausalResults, CausalToken, Session};
+use crate::session::{Array, CausalHead, CausalResults, CausalToken, Session};
 
+pub use params::{
+    causal_for_token, compute_token, default_params, explain_checked, head_tree, stored_token,
+    CausalParams, CausalUnavailable, ParamStep, MAX_ALPHA, MAX_SEARCH_RADIUS,
+};
 pub use pds_tree::PdsTree;
 
 /// Why a causal explanation could not be computed.

@@ -18,7 +18,7 @@ pub const SEPARATORS: &[&str] = &[
 pub const WORD_START: char = '▁';
 
 /// How a relevancy row is prepared before it is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Normalization {
     /// `r − e_q`: the identity's self term removed (LVLM-Interpret's `R − I` branch).
     #[default]

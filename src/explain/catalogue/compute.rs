@@ -1,0 +1,286 @@
+//! The maps of the catalogue, family by family (definitions: docs/design.md, "Definitions").
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{CatalogueError, CausalHeads, Explanation, Layers, MapId, RelevancySource};
+use crate::explain::attention::{self as attn, Grid, HeadAgg};
+use crate::explain::causal::{self, CausalParams};
+use crate::explain::relevancy::views::{prepare_row, Normalization};
+use crate::session::{Array, CausalToken, Session};
+
+/// The map `id` of `tokens` (checked: not empty, every one an answer token).
+pub(super) fn explain(
+    s: &Session,
+    tokens: &[usize],
+    id: &MapId,
+    compute_causal: bool,
+    seed: u64,
+) -> Result<Explanation, CatalogueError> {
+    let mut out = match *id {
+        MapId::Attention { layers, heads } => attention(s, tokens, layers, heads)?,
+        MapId::Relevancy { source, norm } => relevancy(s, tokens, source, norm)?,
+        MapId::Causal(heads) => causal_map(s, tokens, heads, compute_causal)?,
+        MapId::Random => random(s, seed)?,
+    };
+    out.id = *id;
+    out.tokens = tokens.to_vec();
+    Ok(out)
+}
+
+fn blank(s: &Session) -> Explanation {
+    let [rows, cols] = s.manifest.model.image_grid;
+    Explanation {
+        id: MapId::Random,
+        tokens: Vec::new(),
+        title: String::new(),
+        grid: Grid {
+            rows,
+            cols,
+            values: Vec::new(),
+        },
+        text: BTreeMap::new(),
+        layer: None,
+        head: None,
+        causal: None,
+    }
+}
+
+/// `token t` or `mean of n tokens`.
+pub fn tokens_label(tokens: &[usize]) -> String {
+    match tokens {
+        [t] => format!("token {t}"),
+        _ => format!("mean of {} tokens", tokens.len()),
+    }
+}
+
+fn heads_label(heads: HeadAgg) -> String {
+    match heads {
+        HeadAgg::Head(h) => format!("head {h}"),
+        HeadAgg::Mean => "mean of heads".into(),
+        HeadAgg::Max => "max of heads".into(),
+    }
+}
+
+/// Adds `row / n` into `text` at every position up to `upto` outside the image span.
+fn add_text(text: &mut BTreeMap<usize, f32>, s: &Session, row: &[f32], upto: usize, n: f32) {
+    let image = s.image_range();
+    for (p, v) in row.iter().enumerate().take(upto) {
+        if !image.contains(&p) {
+            *text.entry(p).or_insert(0.0) += v / n;
+        }
+    }
+}
+
+/// The last position whose value a map of `tokens` may hold, plus one.
+fn text_end(s: &Session, tokens: &[usize]) -> usize {
+    tokens
+        .iter()
+        .map(|&t| s.query_position(t) + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+fn attention(
+    s: &Session,
+    tokens: &[usize],
+    layers: Layers,
+    heads: HeadAgg,
+) -> Result<Explanation, CatalogueError> {
+    let count = s.manifest.model.text_layers;
+    let last = count.saturating_sub(1);
+    let mut out = blank(s);
+    let upto = text_end(s, tokens);
+    let n = tokens.len() as f32;
+    match layers {
+        Layers::Last | Layers::At(_) => {
+            let l = if let Layers::At(l) = layers { l } else { last };
+            out.grid = attn::tokens_image_map(s, tokens, l, heads)?;
+            for &t in tokens {
+                add_text(
+                    &mut out.text,
+                    s,
+                    &attn::combined_row(s, t, l, heads)?,
+                    upto,
+                    n,
+                );
+            }
+            out.layer = Some(l);
+            out.title = format!("attention · layer {l} · {}", heads_label(heads));
+        }
+        Layers::Mean => {
+            let count = count.max(1);
+            let mut values = vec![0f32; attn::patch_positions(s)?.len()];
+            for &t in tokens {
+                let mut one = vec![0f32; values.len()];
+                for l in 0..count {
+                    let g = attn::image_map(s, t, l, heads)?;
+                    one.iter_mut()
+                        .zip(&g.values)
+                        .for_each(|(o, v)| *o += v / count as f32);
+                    let row = attn::combined_row(s, t, l, heads)?;
+                    add_text(&mut out.text, s, &row, upto, n * count as f32);
+                }
+                values.iter_mut().zip(&one).for_each(|(o, v)| *o += v / n);
+            }
+            out.grid.values = values;
+            out.title = format!("attention · mean of layers · {}", heads_label(heads));
+        }
+    }
+    out.head = match heads {
+        HeadAgg::Head(h) => Some(h),
+        _ => None,
+    };
+    out.title = format!("{} · {}", out.title, tokens_label(tokens));
+    Ok(out)
+}
+
+/// The session's table of `source`.
+pub(super) fn table(s: &Session, source: RelevancySource) -> Option<&Array> {
+    match source {
+        RelevancySource::Combined => s.relevancy_combined.as_ref(),
+        RelevancySource::Vit => s.relevancy_vit.as_ref(),
+        RelevancySource::Llm => s.relevancy_llm.as_ref(),
+    }
+}
+
+fn relevancy(
+    s: &Session,
+    tokens: &[usize],
+    source: RelevancySource,
+    norm: Normalization,
+) -> Result<Explanation, CatalogueError> {
+    if let Some(&t) = tokens
+        .iter()
+        .find(|t| !s.manifest.relevancy_tokens.contains(t))
+    {
+        return Err(CatalogueError::NoRelevancy(t));
+    }
+    let a = table(s, source).ok_or(CatalogueError::NoTable(source.name()))?;
+    let [rows, cols] = s.manifest.model.image_grid;
+    let span = match source {
+        RelevancySource::Llm => attn::patch_positions(s)?,
+        _ => 0..rows * cols,
+    };
+    let width = a.shape.get(1).copied().unwrap_or(0);
+    if a.shape.len() != 2 || span.end > width {
+        return Err(CatalogueError::TableWidth {
+            name: source.name(),
+            width,
+            needed: span.end,
+        });
+    }
+    let mut out = blank(s);
+    let n = tokens.len() as f32;
+    let mut values = vec![0.0; rows * cols];
+    let upto = text_end(s, tokens);
+    for &t in tokens {
+        if t >= a.shape[0] {
+            return Err(CatalogueError::NoRelevancy(t));
+        }
+        let row: Cow<[f32]> = match source {
+            RelevancySource::Llm => Cow::Owned(prepare_row(a.row(&[t]), s.query_position(t), norm)),
+            _ => Cow::Borrowed(a.row(&[t])),
+        };
+        for (o, x) in values.iter_mut().zip(&row[span.clone()]) {
+            *o += x / n;
+        }
+        let decoder = s.relevancy_llm.as_ref().filter(|l| t < l.shape[0]);
+        if let Some(l) = decoder {
+            let prepared = prepare_row(l.row(&[t]), s.query_position(t), norm);
+            add_text(&mut out.text, s, &prepared, upto, n);
+        }
+    }
+    out.grid.values = values;
+    let norm = match source {
+        RelevancySource::Llm => format!(" · {}", norm.name()),
+        _ => String::new(),
+    };
+    out.title = format!("{}{norm} · {}", source.name(), tokens_label(tokens));
+    Ok(out)
+}
+
+fn causal_map(
+    s: &Session,
+    tokens: &[usize],
+    heads: CausalHeads,
+    compute: bool,
+) -> Result<Explanation, CatalogueError> {
+    let patches = attn::patch_positions(s)?;
+    let image = s.image_range();
+    let mut out = blank(s);
+    let n = tokens.len() as f32;
+    let mut values = vec![0.0f32; patches.len()];
+    for &t in tokens {
+        let ct: Cow<CausalToken> = match causal::stored_token(s, t) {
+            Some(ct) => Cow::Borrowed(ct),
+            None if compute => Cow::Owned(causal::causal_for_token(s, t)?),
+            None => return Err(CatalogueError::NoCausal(t)),
+        };
+        let chosen: Vec<_> = ct
+            .heads
+            .iter()
+            .filter(|h| !matches!(heads, CausalHeads::Head(x) if x != h.head))
+            .collect();
+        let one: Vec<f32> = match heads {
+            CausalHeads::Sum => causal::total_image_weights(&ct, (patches.start, patches.len()))
+                .into_iter()
+                .map(|w| w as f32)
+                .collect(),
+            CausalHeads::Max | CausalHeads::Head(_) => {
+                let mut one = vec![0.0f32; patches.len()];
+                for h in &chosen {
+                    for (&p, &w) in &h.image_weights {
+                        if patches.contains(&p) {
+                            let v = &mut one[p - patches.start];
+                            *v = v.max(w as f32);
+                        }
+                    }
+                }
+                one
+            }
+        };
+        values.iter_mut().zip(&one).for_each(|(o, v)| *o += v / n);
+        let mut text: BTreeMap<usize, f32> = BTreeMap::new();
+        for h in &chosen {
+            for &p in h.explanation.iter().filter(|&&p| !image.contains(&p)) {
+                if p != ct.target {
+                    let v = text.entry(p).or_insert(0.0);
+                    *v = v.max(h.importance as f32);
+                }
+            }
+        }
+        for (p, v) in text {
+            *out.text.entry(p).or_insert(0.0) += v / n;
+        }
+        if out.causal.is_none() {
+            out.causal = Some(ct.into_owned());
+        }
+    }
+    out.grid.values = values;
+    out.layer = Some(CausalParams::of_session(s).layer);
+    out.head = match heads {
+        CausalHeads::Head(h) => Some(h),
+        _ => None,
+    };
+    let what = match heads {
+        CausalHeads::Head(h) => format!("head {h}"),
+        CausalHeads::Sum => "sum over heads".into(),
+        CausalHeads::Max => "max of heads".into(),
+    };
+    out.title = format!("causal image weights · {} · {what}", tokens_label(tokens));
+    Ok(out)
+}
+
+fn random(s: &Session, seed: u64) -> Result<Explanation, CatalogueError> {
+    // The grid's size is checked against the image span before it sizes the map.
+    let patches = attn::patch_positions(s)?.len();
+    let mut out = blank(s);
+    let mut rng = StdRng::seed_from_u64(seed);
+    out.grid.values = (0..patches).map(|_| rng.gen::<f32>()).collect();
+    out.title = format!("random map · seed {seed}");
+    Ok(out)
+}

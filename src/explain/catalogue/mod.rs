@@ -1,0 +1,209 @@
+//! The explanation catalogue: every map lvlmscope shows, named by one typed [`MapId`], and the
+//! one function, [`explain`], that turns a session, the explained answer tokens and a map id
+//! into the map over the image grid and the text positions, with its title. The app, `report`,
+//! `eval` and the faithfulness block all call it, so one id always gives the same numbers
+//! (docs/design.md, "The catalogue").
+//!
+//! Several tokens give the mean of their maps. A map that needs a result the session lacks
+//! (relevancy rows, a causal result) is an error that says so; [`need`] tells a caller what to
+//! compute first (relevancy with the model, on the job worker; causal from `attn.full`), and
+//! [`Options::compute_causal`] lets a caller without a worker compute causal results inline.
+
+mod compute;
+mod id;
+
+use std::collections::BTreeMap;
+
+use crate::explain::attention::{AttentionError, Grid};
+use crate::explain::causal::CausalUnavailable;
+use crate::session::{CausalToken, Session};
+
+pub use id::{CausalHeads, Family, Layers, MapId, MapIdError, RelevancySource};
+
+/// One map of the catalogue for some answer tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// The map's id.
+    pub id: MapId,
+    /// The explained answer tokens (the map is the mean of theirs).
+    pub tokens: Vec<usize>,
+    /// What the map is, for titles (`attention · layer 3 · mean of heads · token 0`).
+    pub title: String,
+    /// The map over the image patch grid.
+    pub grid: Grid,
+    /// Values over text positions (absolute positions outside the image span, up to the last
+    /// explained token's query position); empty for maps without a text part.
+    pub text: BTreeMap<usize, f32>,
+    /// The decoder layer the map reads (attention of one layer, causal).
+    pub layer: Option<usize>,
+    /// The head the map reads, when it reads one.
+    pub head: Option<usize>,
+    /// The causal result of the first explained token (causal maps).
+    pub causal: Option<CausalToken>,
+}
+
+/// Why a map cannot be given; each is one sentence.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CatalogueError {
+    /// No answer token was asked for.
+    #[error("no output token is selected")]
+    NoTokens,
+    /// An answer token past the answer.
+    #[error("output token {0} does not exist (the answer has {1} tokens)")]
+    Token(usize, usize),
+    /// The attention views failed.
+    #[error(transparent)]
+    Attention(#[from] AttentionError),
+    /// The session holds no relevancy rows for the token.
+    #[error("no relevancy for token {0} in this session")]
+    NoRelevancy(usize),
+    /// The session lacks the relevancy table.
+    #[error("no {0} in this session")]
+    NoTable(&'static str),
+    /// The relevancy table's rows do not fit the image.
+    #[error("{name} has {width} columns, fewer than the image needs ({needed})")]
+    TableWidth {
+        /// The table.
+        name: &'static str,
+        /// Its columns.
+        width: usize,
+        /// Columns the image needs.
+        needed: usize,
+    },
+    /// The session holds no causal result for the token (and none was to be computed).
+    #[error("no causal explanation for token {0} in this session")]
+    NoCausal(usize),
+    /// No causal result can be had.
+    #[error(transparent)]
+    Causal(#[from] CausalUnavailable),
+}
+
+/// How [`explain_with`] may obtain what it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    /// The seed of the random map (default: the first explained token).
+    pub seed: Option<u64>,
+    /// Compute a missing causal result from `attn.full` with the session's (or the default)
+    /// parameters, instead of refusing.
+    pub compute_causal: bool,
+}
+
+/// What must be computed before a map can be given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: [`explain`] answers from the session.
+    Ready,
+    /// The relevancy rows of these tokens (computed with the session's model).
+    Relevancy(Vec<usize>),
+    /// The causal results of these tokens (computed from `attn.full`).
+    Causal(Vec<usize>),
+}
+
+/// What must be computed before `id` can be given for `tokens` from `s`.
+pub fn need(s: &Session, tokens: &[usize], id: &MapId) -> Need {
+    match id.family() {
+        Family::Relevancy => {
+            let todo = crate::explain::relevancy::missing_tokens(s, tokens);
+            if todo.is_empty() {
+                Need::Ready
+            } else {
+                Need::Relevancy(todo)
+            }
+        }
+        Family::Causal => {
+            let todo: Vec<usize> = tokens
+                .iter()
+                .copied()
+                .filter(|&t| crate::explain::causal::stored_token(s, t).is_none())
+                .collect();
+            if todo.is_empty() {
+                Need::Ready
+            } else {
+                Need::Causal(todo)
+            }
+        }
+        Family::Attention | Family::Random => Need::Ready,
+    }
+}
+
+/// The map `id` of `tokens` from what `s` holds (the random map seeded with the first token).
+pub fn explain(s: &Session, tokens: &[usize], id: &MapId) -> Result<Explanation, CatalogueError> {
+    explain_with(s, tokens, id, Options::default())
+}
+
+/// [`explain`] with options: the random map's seed, and whether to compute a missing causal
+/// result.
+pub fn explain_with(
+    s: &Session,
+    tokens: &[usize],
+    id: &MapId,
+    options: Options,
+) -> Result<Explanation, CatalogueError> {
+    let Some(&first) = tokens.first() else {
+        return Err(CatalogueError::NoTokens);
+    };
+    if let Some(&t) = tokens.iter().find(|&&t| t >= s.num_output()) {
+        return Err(CatalogueError::Token(t, s.num_output()));
+    }
+    let seed = options.seed.unwrap_or(first as u64);
+    compute::explain(s, tokens, id, options.compute_causal, seed)
+}
+
+/// Whether `s` holds what map `id` needs for answer token `t`.
+pub fn available(s: &Session, t: usize, id: &MapId) -> bool {
+    match id {
+        MapId::Attention { .. } => s.attn_gen.is_some(),
+        MapId::Relevancy { source, .. } => {
+            compute::table(s, *source).is_some() && s.manifest.relevancy_tokens.contains(&t)
+        }
+        MapId::Causal(_) => crate::explain::causal::stored_token(s, t).is_some(),
+        MapId::Random => true,
+    }
+}
+
+/// The maps of answer token `t` a comparison holds (the faithfulness block, `eval`): the maps
+/// of `shown` that are not standard (attention ones first, the others just before the random
+/// baseline), and every [`MapId::STANDARD`] map the session can give for the token; the random
+/// map, seeded with `seed`, is always there.
+pub fn compared_maps(
+    s: &Session,
+    t: usize,
+    shown: &[MapId],
+    seed: u64,
+) -> Result<Vec<(MapId, Vec<f32>)>, CatalogueError> {
+    let extra = |attention: bool| {
+        shown.iter().copied().filter(move |id| {
+            !id.is_standard()
+                && (id.family() == Family::Attention) == attention
+                && available(s, t, id)
+        })
+    };
+    let mut ids: Vec<MapId> = Vec::new();
+    for id in extra(true) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    for id in MapId::STANDARD {
+        if id == MapId::Random {
+            for x in extra(false) {
+                if !ids.contains(&x) {
+                    ids.push(x);
+                }
+            }
+        }
+        if available(s, t, &id) {
+            ids.push(id);
+        }
+    }
+    let options = Options {
+        seed: Some(seed),
+        compute_causal: false,
+    };
+    ids.into_iter()
+        .map(|id| explain_with(s, &[t], &id, options).map(|e| (id, e.grid.values)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

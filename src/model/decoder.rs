@@ -314,7 +314,7 @@ impl Decoder {
             }
         }
         let mut xs = embeds.to_dtype(dtype)?;
-        for layer in &self.layers {
+        for (l, layer) in self.layers.iter().enumerate() {
             let mask = masks
                 .iter()
                 .find(|(w, _)| *w == layer.window)
@@ -325,6 +325,7 @@ impl Decoder {
                 offset,
             };
             xs = layer.forward(&xs, &inputs, cache, tape)?;
+            tape.layer_output(Site::text(l), &xs)?;
         }
         tape.end_forward()?;
         Ok(xs)

@@ -126,10 +126,8 @@ pub fn lens(model: &Llava, s: &Session, t: usize, layer: Option<usize>) -> Resul
     }
     let patches = patch_positions(s).map_err(CatalogueError::from)?;
     let q = s.query_position(t);
-    let mut positions: Vec<usize> = patches.clone().collect();
-    positions.push(q);
     let (embeds, _) = sequence(model, s, t)?;
-    let mut tape = LayerOutputs::new(positions);
+    let mut tape = LayerOutputs::new(vec![q], layer, patches.clone().collect());
     let mut cache = model.new_cache();
     model
         .decoder()
@@ -149,12 +147,8 @@ pub fn lens(model: &Llava, s: &Session, t: usize, layer: Option<usize>) -> Resul
         top_probs: Vec::with_capacity(n),
     };
     for (l, xs) in tape.layers.iter().enumerate() {
-        let rows = if l == layer {
-            readout(model, xs)?
-        } else {
-            readout(model, &xs.narrow(0, n, 1)?)?
-        };
-        let answer = rows.last().map(Vec::as_slice).unwrap_or_default();
+        let rows = readout(model, xs)?;
+        let answer = rows.first().map(Vec::as_slice).unwrap_or_default();
         let Some(&target) = answer.get(id as usize) else {
             return Err(
                 KnockoutError::Session(format!("token id {id} is past the vocabulary")).into(),
@@ -167,15 +161,17 @@ pub fn lens(model: &Llava, s: &Session, t: usize, layer: Option<usize>) -> Resul
             rank: 1 + answer.iter().filter(|&&x| x > target).count(),
             top: top(answer) as u32,
         });
-        if l == layer {
-            for row in &rows[..n] {
-                let p = softmax(row);
-                let best = top(row);
-                out.map.push(p[id as usize]);
-                out.top_ids.push(best as u32);
-                out.top_probs.push(p[best]);
-            }
-        }
+    }
+    let wide = tape
+        .wide_rows
+        .as_ref()
+        .ok_or_else(|| KnockoutError::Model(format!("layer {layer} never ran")))?;
+    for row in readout(model, wide)? {
+        let p = softmax(&row);
+        let best = top(&row);
+        out.map.push(p[id as usize]);
+        out.top_ids.push(best as u32);
+        out.top_probs.push(p[best]);
     }
     out.curve = curve;
     Ok(out)

@@ -70,23 +70,42 @@ impl Tape for Knockout {
     }
 }
 
-/// Keeps, after every decoder layer, the residual stream `[len, hidden]` (model dtype) of the
-/// positions `positions` (absolute; the forward must start at position 0).
+/// Keeps, after every decoder layer, the residual stream (model dtype) of the positions
+/// `positions`, and after layer `wide_layer` also that of `wide` (absolute positions; the
+/// forward must start at position 0): a logit lens reads one position at every layer and many
+/// at one layer, without keeping the many at every layer.
 #[derive(Debug, Clone, Default)]
 pub struct LayerOutputs {
     positions: Vec<usize>,
+    wide_layer: usize,
+    wide: Vec<usize>,
     /// One tensor `[positions.len(), hidden]` per decoder layer, in layer order.
     pub layers: Vec<Tensor>,
+    /// `[wide.len(), hidden]` after layer `wide_layer`.
+    pub wide_rows: Option<Tensor>,
 }
 
 impl LayerOutputs {
-    /// Keeps the residual stream at `positions`.
-    pub fn new(positions: Vec<usize>) -> Self {
+    /// Keeps `positions` after every layer and `wide` after layer `wide_layer`.
+    pub fn new(positions: Vec<usize>, wide_layer: usize, wide: Vec<usize>) -> Self {
         Self {
             positions,
+            wide_layer,
+            wide,
             layers: Vec::new(),
+            wide_rows: None,
         }
     }
+}
+
+fn rows(xs: &Tensor, positions: &[usize]) -> Result<Tensor> {
+    let n = xs.dim(0)?;
+    if let Some(&bad) = positions.iter().find(|&&p| p >= n) {
+        candle_core::bail!("position {bad} is past the {n} positions of the forward");
+    }
+    let index: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
+    let index = Tensor::new(index.as_slice(), xs.device())?;
+    xs.index_select(&index, 0)
 }
 
 impl Tape for LayerOutputs {
@@ -95,13 +114,10 @@ impl Tape for LayerOutputs {
             return Ok(());
         }
         let xs = xs.squeeze(0)?;
-        let n = xs.dim(0)?;
-        if let Some(&bad) = self.positions.iter().find(|&&p| p >= n) {
-            candle_core::bail!("position {bad} is past the {n} positions of the forward");
+        self.layers.push(rows(&xs, &self.positions)?);
+        if site.layer == self.wide_layer && !self.wide.is_empty() {
+            self.wide_rows = Some(rows(&xs, &self.wide)?);
         }
-        let index: Vec<u32> = self.positions.iter().map(|&p| p as u32).collect();
-        let index = Tensor::new(index.as_slice(), xs.device())?;
-        self.layers.push(xs.index_select(&index, 0)?);
         Ok(())
     }
 }

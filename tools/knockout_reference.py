@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from transformers import LlavaForConditionalGeneration
 
 FIX = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
-MODELS = ["tiny-llava-gqa", "tiny-llava-qwen2-siglip"]
+MODELS = ["tiny-llava-gqa", "tiny-llava-qwen2-siglip", "tiny-llava-gemma", "tiny-llava-mistral"]
 MARKERS = {"\u2581", "\u0120", "\u010a"}
 
 

@@ -485,6 +485,10 @@ pub fn knockout(
     }
     let p_original = softmax_at(&plain, target as usize);
     let p_knockout = softmax_at(&blocked, target as usize);
+    if p_knockout.is_nan() {
+        // a sliding window had already hidden every key the block left
+        return Err(KnockoutError::EveryKey(req.block.to_string(), queries[0]));
+    }
     Ok(KnockoutResult {
         token: req.token,
         token_id: target,

@@ -269,6 +269,7 @@ fn bad_requests_are_one_sentence() {
         ("map:gradcam:10", "unknown map \"gradcam\""),
         ("map:random:0", "the map percentage 0 is not in (0, 100]"),
         ("patches:3-1", "unknown key set \"patches:3-1\""),
+        ("patches:", "the key set \"patches:\" is empty"),
     ] {
         let e = bad.parse::<KeyBlock>().unwrap_err();
         assert!(e.to_string().starts_with(want), "{e}");

@@ -68,6 +68,9 @@ pub enum KnockoutError {
     /// A map percentage outside (0, 100].
     #[error("the map percentage {0} is not in (0, 100]")]
     Percent(f32),
+    /// The key set names no position at all.
+    #[error("the key set {0:?} is empty")]
+    NoKeys(String),
     /// The key set holds no position the queries can see.
     #[error("the key set {0} holds no position the query at {1} can attend to")]
     EmptyKeys(String, usize),
@@ -163,6 +166,9 @@ impl FromStr for KeyBlock {
             _ => {}
         }
         if let Some(rest) = s.strip_prefix("patches:") {
+            if rest.trim().is_empty() {
+                return Err(KnockoutError::NoKeys(s.to_string()));
+            }
             return parse_patches(rest).map(KeyBlock::Patches).ok_or_else(err);
         }
         if let Some(rest) = s.strip_prefix("map:") {

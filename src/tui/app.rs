@@ -200,8 +200,6 @@ pub struct App {
     pub view: View,
     /// Where the last frame put tokens, patches and grid cells (for mouse clicks).
     pub hits: RefCell<Hits>,
-    /// The image resampled for the last image-pane size.
-    pub raster_cache: RefCell<Option<Raster>>,
     /// The session's image as RGB.
     pub image: Option<Raster>,
     /// CLEANN parameters for the next causal computation (keys `a A t T r R`).
@@ -269,7 +267,6 @@ impl App {
             quit: false,
             view: View::default(),
             hits: RefCell::new(Hits::default()),
-            raster_cache: RefCell::new(None),
             image: None,
             causal_params: CausalParams::default(),
             causal_radius: usize::MAX,
@@ -295,7 +292,6 @@ impl App {
     pub fn set_session(&mut self, session: Session, path: Option<PathBuf>) {
         self.aggregates = TokenAggregates::compute(&session).ok();
         self.image = Some(denormalize(&session.pixel_values));
-        *self.raster_cache.borrow_mut() = None;
         self.token = 0;
         self.tokens.clear();
         self.prompt_selected.clear();

@@ -11,9 +11,8 @@ use crate::explain::causal::ParamStep;
 use crate::session::{CausalHead, CausalParams, CausalToken, Session};
 
 use super::app::{Agg, App};
-use super::blocks::{display_token, put};
+use super::blocks::{bars, display_token, put};
 use super::keymap::Action;
-use super::method::bars;
 use super::update::Cmd;
 
 /// The possible-d-separation tree of one head, recomputed on demand and cached in the app.

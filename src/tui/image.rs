@@ -66,16 +66,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         cols,
     };
     app.hits.borrow_mut().image = Some(geom);
-    let raster = {
-        let mut cache = app.raster_cache.borrow_mut();
-        let fresh = cache
-            .as_ref()
-            .is_some_and(|r| r.width == width as usize && r.height == height_px as usize);
-        if !fresh {
-            *cache = Some(resample(image, width as usize, height_px as usize));
-        }
-        cache.clone().unwrap_or_else(|| image.clone())
-    };
+    // Resampled per frame (a few thousand pixels), so drawing changes no state.
+    let raster = resample(image, width as usize, height_px as usize);
     let colors: Vec<(Rgb, f32)> = match &view.map {
         Some(m) => m
             .values

@@ -12,7 +12,7 @@ use crate::explain::attention::{min_max, Word};
 use crate::style::normalize;
 
 use super::app::{Agg, App, AttnView, Method, Pane};
-use super::blocks::{bar, display_token, half_blocks, pane_block, put, Px};
+use super::blocks::{bar, bars, display_token, half_blocks, pane_block, put, Px};
 
 /// Draws the method pane into `area`.
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
@@ -72,49 +72,6 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         Method::Relevancy => super::relevancy::draw(f, app, inner),
         Method::Causal => super::causal::draw(f, app, inner),
         Method::Random => {}
-    }
-}
-
-/// Rows of `label ████ value`, scaled to the largest value; `true` highlights a row.
-pub fn bars(f: &mut Frame, app: &App, area: Rect, rows: &[(String, f32, bool)]) {
-    let look = &app.look;
-    let max = rows.iter().map(|r| r.1).fold(0.0f32, f32::max);
-    let label_w = rows
-        .iter()
-        .map(|r| r.0.chars().count())
-        .max()
-        .unwrap_or(0)
-        .min(16);
-    let bar_w = (area.width as usize).saturating_sub(label_w + 10).max(1);
-    let fg = Style::default().fg(look.color(look.theme.foreground));
-    let accent = Style::default().fg(look.color(look.theme.accent));
-    let buf = f.buffer_mut();
-    let per_col = area.height as usize;
-    for (i, (label, v, hl)) in rows.iter().enumerate().take(per_col) {
-        let y = area.y + i as u16;
-        let style = if *hl {
-            fg.add_modifier(Modifier::REVERSED)
-        } else {
-            fg
-        };
-        let l: String = label.chars().take(label_w).collect();
-        put(buf, area, area.x, y, &format!("{l:<label_w$} "), style);
-        let frac = if max > 0.0 { v / max } else { 0.0 };
-        let x = area.x + label_w as u16 + 1;
-        put(buf, area, x, y, &bar(frac, bar_w), accent);
-        put(buf, area, x + bar_w as u16 + 1, y, &format!("{v:.4}"), fg);
-    }
-    if rows.len() > per_col {
-        let more = format!("+{} more", rows.len() - per_col);
-        let y = area.bottom() - 1;
-        put(
-            buf,
-            area,
-            area.right().saturating_sub(more.len() as u16),
-            y,
-            &more,
-            accent,
-        );
     }
 }
 

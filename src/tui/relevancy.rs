@@ -7,13 +7,13 @@ use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::Frame;
 
-use crate::explain::relevancy::{self, views};
+use crate::explain::catalogue::{self, MapId, Need};
+use crate::explain::relevancy::views;
 use crate::job::ModelJob;
 use crate::session::Session;
 
 use super::app::App;
-use super::blocks::{display_token, flow, put};
-use super::method::bars;
+use super::blocks::{bars, display_token, flow, put};
 use super::update::Cmd;
 use super::view::View;
 
@@ -23,20 +23,23 @@ pub const TOP_WORDS: usize = 12;
 /// The label of the image's bar among the word bars.
 pub const IMAGE_BAR: &str = "image (max)";
 
-/// Asks the job worker for the relevancy of the selected answer tokens the session lacks.
+/// Asks the job worker for the relevancy of the selected answer tokens the session lacks (what
+/// the catalogue says the map needs).
 pub fn request(app: &mut App) -> Vec<Cmd> {
     let Some(s) = &app.session else {
         app.notify("no session loaded", true);
         return Vec::new();
     };
     let tokens = app.selected_tokens();
-    let todo = relevancy::missing_tokens(s, &tokens);
-    if todo.is_empty() {
-        let what = ModelJob::Relevancy { tokens }.describe();
-        app.notify(format!("the session already holds {what}"), false);
-        return Vec::new();
+    let id = MapId::relevancy(app.rel_source, app.rel_norm);
+    match catalogue::need(s, &tokens, &id) {
+        Need::Relevancy(todo) => super::jobs::start(app, ModelJob::Relevancy { tokens: todo }),
+        _ => {
+            let what = ModelJob::Relevancy { tokens }.describe();
+            app.notify(format!("the session already holds {what}"), false);
+            Vec::new()
+        }
     }
-    super::jobs::start(app, ModelJob::Relevancy { tokens: todo })
 }
 
 /// The method pane's title under the relevancy method.

@@ -24,6 +24,34 @@ pub enum Command {
     Report(ReportArgs),
     /// Measure the explanation methods on synthetic scenes with known object masks.
     Eval(EvalArgs),
+    /// Re-run one answer token with attention from queries to keys blocked in some layers.
+    Knockout(KnockoutArgs),
+}
+
+/// Flags of `lvlmscope knockout`.
+#[derive(Debug, Args)]
+pub struct KnockoutArgs {
+    /// The session file.
+    pub file: PathBuf,
+    /// Output token to re-run.
+    #[arg(long, default_value_t = 0)]
+    pub token: usize,
+    /// Keys blocked: image, question, map:NAME:PCT (top PCT % patches of a catalogue map) or
+    /// patches:LIST (grid indices, e.g. 0,1,5-7).
+    #[arg(long)]
+    pub block: String,
+    /// Decoder layers where the block holds: A-B (inclusive) or A.
+    #[arg(long)]
+    pub layers: String,
+    /// Queries blocked: answer (the token's position) or last-question.
+    #[arg(long, default_value = "answer")]
+    pub query: String,
+    /// Print the numbers as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Model folder or model id (default: the session's model).
+    #[arg(long)]
+    pub model: Option<String>,
 }
 
 /// Flags of `lvlmscope tui`.
@@ -111,9 +139,12 @@ pub struct ReportArgs {
     /// Output token to explain (default 0).
     #[arg(long)]
     pub token: Option<usize>,
-    /// attention, relevancy or causal.
+    /// attention, relevancy, causal, lens (logit lens, with the session's model) or a map id.
     #[arg(long, default_value = "attention")]
     pub method: String,
+    /// Model folder or model id for `--method lens` (default: the session's model).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Decoder layer (default: the last).
     #[arg(long)]
     pub layer: Option<usize>,

@@ -336,7 +336,7 @@ impl Decoder {
             }
         }
         let mut xs = embeds.to_dtype(dtype)?;
-        for layer in &self.layers {
+        for (l, layer) in self.layers.iter().enumerate() {
             let mask = masks
                 .iter()
                 .find(|(w, _)| *w == layer.window)
@@ -347,6 +347,7 @@ impl Decoder {
                 offset,
             };
             xs = layer.forward(&xs, &inputs, cache, tape)?;
+            tape.layer_output(Site::text(l), &xs)?;
         }
         tape.end_forward()?;
         Ok(xs)

@@ -42,6 +42,7 @@ pub mod device;
 mod error;
 pub mod families;
 pub mod files;
+pub mod interventions;
 pub mod llava;
 pub mod mlp;
 pub mod norm;

@@ -4,11 +4,12 @@
 //! are recomputed by [`App::refresh`] after every change, never while drawing; per-token
 //! aggregates over the whole of `attn.gen` are computed once per session ([`TokenAggregates`]).
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+
+use ratatui::layout::Rect;
 
 use crate::explain::attention::{HeadAgg, TokenAggregates};
 use crate::explain::catalogue::{CausalHeads, Layers, MapId};
@@ -25,7 +26,6 @@ use crate::style::Look;
 
 use super::causal::CausalTree;
 use super::faithfulness::FaithState;
-use super::hits::Hits;
 use super::keymap::Keymap;
 use super::run_form::{RunForm, RunState};
 use super::view::View;
@@ -198,8 +198,9 @@ pub struct App {
     pub quit: bool,
     /// Numbers derived from the selection, recomputed by [`App::refresh`].
     pub view: View,
-    /// Where the last frame put tokens, patches and grid cells (for mouse clicks).
-    pub hits: RefCell<Hits>,
+    /// The terminal's size (updated on resize): mouse clicks are mapped through the layout of
+    /// a frame this big.
+    pub screen: Rect,
     /// The session's image as RGB.
     pub image: Option<Raster>,
     /// CLEANN parameters for the next causal computation (keys `a A t T r R`).
@@ -266,7 +267,7 @@ impl App {
             form: None,
             quit: false,
             view: View::default(),
-            hits: RefCell::new(Hits::default()),
+            screen: Rect::default(),
             image: None,
             causal_params: CausalParams::default(),
             causal_radius: usize::MAX,

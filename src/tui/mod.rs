@@ -43,6 +43,7 @@ use crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
 };
 use ratatui::backend::CrosstermBackend;
+use ratatui::layout::Rect;
 use ratatui::Terminal;
 
 use crate::session::{self, AttentionDtype};
@@ -299,6 +300,8 @@ fn event_loop(
     rx: &Receiver<Msg>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
+    let size = terminal.size()?;
+    app.screen = Rect::new(0, 0, size.width, size.height);
     terminal.draw(|f| draw(f, app))?;
     loop {
         let mut msgs = Vec::new();

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
+use ratatui::layout::Rect;
 
 use crate::session::{CausalParams, CausalResults, CausalToken, Session};
 
 use super::app::{prompt_positions, Agg, App, AttnView, Method, Pane};
+use super::draw::hits;
 use super::keymap::Action;
 use super::run_form::{Field, RunForm};
 use super::worker::{JobDone, LiveRequest, RunEvent};
@@ -61,7 +63,11 @@ pub enum Cmd {
 pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
     let cmds = match msg {
         Msg::Key(k) if k.kind != KeyEventKind::Release => key(app, k),
-        Msg::Key(_) | Msg::Resize(..) => Vec::new(),
+        Msg::Resize(w, h) => {
+            app.screen = Rect::new(0, 0, w, h);
+            Vec::new()
+        }
+        Msg::Key(_) => Vec::new(),
         Msg::Mouse(m) => {
             mouse(app, m);
             Vec::new()
@@ -464,7 +470,7 @@ fn mouse(app: &mut App, m: MouseEvent) {
     if m.kind != MouseEventKind::Down(MouseButton::Left) || app.form.is_some() {
         return;
     }
-    let hits = app.hits.borrow().clone();
+    let hits = hits(app, app.screen);
     let (x, y) = (m.column, m.row);
     if let Some(p) = hits.pane_at(x, y) {
         app.focus = p;

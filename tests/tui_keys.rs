@@ -257,7 +257,7 @@ fn every_size_draws_and_small_terminals_get_a_message() {
 fn quit_and_help_keys() {
     let mut app = app();
     press(&mut app, KeyCode::Char('?'));
-    assert!(app.show_help);
+    assert!(app.help.open);
     let text: String = frame(&app, 120, 40)
         .content
         .iter()
@@ -265,7 +265,7 @@ fn quit_and_help_keys() {
         .collect();
     assert!(text.contains("Keys (any key closes)"));
     press(&mut app, KeyCode::Char('q'));
-    assert!(!app.show_help && !app.quit);
+    assert!(!app.help.open && !app.quit);
     press(&mut app, KeyCode::Char('q'));
     assert!(app.quit);
 }

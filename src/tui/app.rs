@@ -25,7 +25,9 @@ pub use crate::explain::catalogue::RelevancySource as RelSource;
 use crate::style::Look;
 
 use super::causal::CausalTree;
+use super::component::Ctx;
 use super::faithfulness::FaithState;
+use super::help::HelpOverlay;
 use super::keymap::Keymap;
 use super::run_form::{RunForm, RunState};
 use super::view::View;
@@ -186,8 +188,8 @@ pub struct App {
     pub grid_all_tokens: bool,
     /// Map opacity over the image.
     pub opacity: f32,
-    /// The help overlay is open.
-    pub show_help: bool,
+    /// The help overlay.
+    pub help: HelpOverlay,
     /// The status-bar notice.
     pub notice: Option<Notice>,
     /// A live run in progress or its form.
@@ -261,7 +263,7 @@ impl App {
             rel_source: RelSource::Combined,
             grid_all_tokens: true,
             opacity: 0.6,
-            show_help: false,
+            help: HelpOverlay::default(),
             notice,
             run: RunState::default(),
             form: None,
@@ -279,6 +281,14 @@ impl App {
             modified: false,
             faith: FaithState::default(),
             keymap,
+        }
+    }
+
+    /// What components read from the app.
+    pub fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            look: &self.look,
+            keymap: &self.keymap,
         }
     }
 

@@ -6,8 +6,9 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::app::{App, Pane};
+use super::component::Component;
 use super::hits::Hits;
-use super::{grid, header, help, image, method, prompt, run_form, status, tokens};
+use super::{grid, header, image, method, prompt, run_form, status, tokens};
 
 /// The smallest terminal the layout works in.
 pub const MIN_SIZE: (u16, u16) = (40, 12);
@@ -109,9 +110,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         }
     }
     status::draw(f, app, foot);
-    if app.show_help {
-        help::draw(f, app);
-    }
+    app.help.draw(f, area, &app.ctx());
     if let Some(form) = &app.form {
         run_form::draw_form(f, app, form);
     }

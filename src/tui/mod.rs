@@ -6,6 +6,7 @@
 pub mod app;
 mod blocks;
 pub mod causal;
+pub mod component;
 pub mod draw;
 pub mod faithfulness;
 mod grid;

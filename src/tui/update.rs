@@ -11,6 +11,7 @@ use ratatui::layout::Rect;
 use crate::session::{CausalParams, CausalResults, CausalToken, Session};
 
 use super::app::{prompt_positions, Agg, App, AttnView, Method, Pane};
+use super::component::{Component, Handled};
 use super::draw::hits;
 use super::keymap::Action;
 use super::run_form::{Field, RunForm};
@@ -187,11 +188,13 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
     if app.form.is_some() {
         return form_key(app, k);
     }
-    if app.show_help {
-        app.show_help = false;
+    let action = app.keymap.action(app.method, &k);
+    if app.help.open {
+        // Any key closes the overlay, bound or not.
+        app.help.handle(action.unwrap_or(Action::Help));
         return Vec::new();
     }
-    match app.keymap.action(app.method, &k) {
+    match action {
         Some(action) => act(app, action),
         None => Vec::new(),
     }
@@ -199,10 +202,14 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
 
 /// Does what `action` says (the keymap turned a key into it).
 fn act(app: &mut App, action: Action) -> Vec<Cmd> {
+    if app.help.handle(action) == Handled::Yes {
+        return Vec::new();
+    }
     let (layers, heads) = app.layers_heads();
     match action {
         Action::Quit => return update_quit(app),
-        Action::Help => app.show_help = true,
+        // The help overlay took it above.
+        Action::Help => {}
         Action::Cancel => {
             if let Some(c) = &app.run.cancel {
                 c.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -27,6 +27,34 @@ pub enum Command {
     /// Run every line of a JSONL file of questions with one model load; a session per line
     /// and a summary.
     Batch(crate::batch_cli::BatchArgs),
+    /// Re-run one answer token with attention from queries to keys blocked in some layers.
+    Knockout(KnockoutArgs),
+}
+
+/// Flags of `lvlmscope knockout`.
+#[derive(Debug, Args)]
+pub struct KnockoutArgs {
+    /// The session file.
+    pub file: PathBuf,
+    /// Output token to re-run.
+    #[arg(long, default_value_t = 0)]
+    pub token: usize,
+    /// Keys blocked: image, question, map:NAME:PCT (top PCT % patches of a catalogue map) or
+    /// patches:LIST (grid indices, e.g. 0,1,5-7).
+    #[arg(long)]
+    pub block: String,
+    /// Decoder layers where the block holds: A-B (inclusive) or A.
+    #[arg(long)]
+    pub layers: String,
+    /// Queries blocked: answer (the token's position) or last-question.
+    #[arg(long, default_value = "answer")]
+    pub query: String,
+    /// Print the numbers as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Model folder or model id (default: the session's model).
+    #[arg(long)]
+    pub model: Option<String>,
 }
 
 /// Flags of `lvlmscope tui`.
@@ -97,6 +125,13 @@ pub struct RunArgs {
     /// Compute causal (CLEANN) explanations for every output token.
     #[arg(long)]
     pub causal: bool,
+    /// Qwen VL: most pixels the image is resized to (bounds the number of image tokens;
+    /// default: the model's preprocessor_config.json).
+    #[arg(long)]
+    pub max_pixels: Option<usize>,
+    /// Qwen VL: fewest pixels the image is resized to (default: the model's).
+    #[arg(long)]
+    pub min_pixels: Option<usize>,
 }
 
 /// Flags of `lvlmscope report`.
@@ -107,9 +142,12 @@ pub struct ReportArgs {
     /// Output token to explain (default 0).
     #[arg(long)]
     pub token: Option<usize>,
-    /// attention, relevancy or causal.
+    /// attention, relevancy, causal, lens (logit lens, with the session's model) or a map id.
     #[arg(long, default_value = "attention")]
     pub method: String,
+    /// Model folder or model id for `--method lens` (default: the session's model).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Decoder layer (default: the last).
     #[arg(long)]
     pub layer: Option<usize>,

@@ -5,6 +5,7 @@
 //! each token to a callback), and assemble the `Session` from the recorded attention.
 //! [`crate::job::run`] puts loading, generation and explanations together.
 
+pub mod qwen;
 mod sample;
 
 pub use sample::{argmax, Sampler};
@@ -56,6 +57,10 @@ pub struct RunRequest {
     pub relevancy: bool,
     /// Compute causal explanations for every output token after generation.
     pub causal: bool,
+    /// Qwen VL: largest number of image pixels after resizing (overrides the folder's).
+    pub max_pixels: Option<usize>,
+    /// Qwen VL: smallest number of image pixels after resizing (overrides the folder's).
+    pub min_pixels: Option<usize>,
 }
 
 impl Default for RunRequest {
@@ -74,6 +79,8 @@ impl Default for RunRequest {
             capture: Capture::Rows,
             relevancy: false,
             causal: false,
+            max_pixels: None,
+            min_pixels: None,
         }
     }
 }
@@ -168,6 +175,13 @@ impl LoadedModel {
     /// Resolves `name` (folder or cached model id) and loads everything a run needs.
     pub fn load(name: &str, dtype: DType, device: &Device) -> Result<Self, GenerateError> {
         let dir = ModelDir::resolve(name)?;
+        if qwen::is_qwen_vl(&dir) {
+            return Err(GenerateError::Setting(format!(
+                "{name} is a Qwen2-VL / Qwen2.5-VL model, which runs through `lvlmscope run` \
+                 (with --relevancy and --causal) but not yet through this LLaVA path (relevancy \
+                 on demand, faithfulness, eval)"
+            )));
+        }
         let images = match &dir.preprocessor_config {
             Some(path) => ImageProcessor::from_file(path)?,
             None => {

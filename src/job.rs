@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use crate::explain::causal::{self, CausalError};
 use crate::explain::relevancy::{self, RelevancyError};
-use crate::generate::{self, GenerateError, LoadedModel, Progress, RunRequest};
+use crate::generate::{self, qwen, GenerateError, LoadedModel, Progress, RunRequest};
+use crate::model::ModelDir;
 use crate::session::{CausalParams, Session};
 
 /// Why a job failed; each variant is one clear sentence.
@@ -38,6 +39,10 @@ pub fn run(
     let device = request.device.open().map_err(GenerateError::from)?;
     on_progress(Progress::Stage("loading model".into()));
     let started = Instant::now();
+    let dir = ModelDir::resolve(&request.model).map_err(GenerateError::from)?;
+    if qwen::is_qwen_vl(&dir) {
+        return run_qwen(request, dir, &device, cancel, on_progress);
+    }
     let loaded = LoadedModel::load(&request.model, request.dtype, &device)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let mut session = run_loaded(&loaded, request, cancel, on_progress)?;
@@ -65,6 +70,45 @@ pub fn run_loaded(
         relevancy::ensure(&loaded.model, &mut session, &tokens, &mut |done| {
             on_progress(Progress::Fraction(done as f64 / total))
         })?;
+    }
+    if request.causal {
+        on_progress(Progress::Stage("causal explanations".into()));
+        add_causal(&mut session)?;
+    }
+    Ok(session)
+}
+
+/// [`run`] for a Qwen2-VL / Qwen2.5-VL folder.
+fn run_qwen(
+    request: &RunRequest,
+    dir: ModelDir,
+    device: &candle_core::Device,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Session, JobError> {
+    let started = Instant::now();
+    let loaded = qwen::QwenLoaded::load(&request.model, dir, request.dtype, device)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let image = crate::processing::load_image(&request.image).map_err(GenerateError::from)?;
+    let mut request = request.clone();
+    if request.causal {
+        request.capture = generate::Capture::Full;
+    }
+    let mut session = qwen::generate(&loaded, &image, &request, cancel, on_progress)?;
+    session
+        .manifest
+        .timings
+        .insert("load_model".into(), load_seconds);
+    if request.relevancy {
+        on_progress(Progress::Stage("relevancy".into()));
+        let tokens: Vec<usize> = (0..session.num_output()).collect();
+        let total = tokens.len().max(1) as f64;
+        let mut done = 0usize;
+        let maps = qwen::relevancy_maps(&loaded, &session, &tokens, &mut |_| {
+            done += 1;
+            on_progress(Progress::Fraction(done as f64 / total));
+        })?;
+        relevancy::store(&mut session, &maps)?;
     }
     if request.causal {
         on_progress(Progress::Stage("causal explanations".into()));

@@ -18,6 +18,7 @@ use lvlmscope::generate::{parse_dtype, Progress, RunRequest};
 use lvlmscope::job;
 use lvlmscope::model::DeviceName;
 use lvlmscope::processing::ImageMode;
+use lvlmscope::report::interventions;
 use lvlmscope::session::{self, AttentionDtype};
 
 fn main() -> ExitCode {
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         Some(Command::Tui(args)) => tui(args),
         Some(Command::Eval(args)) => eval(args),
         Some(Command::Batch(args)) => batch_cli::run(args),
+        Some(Command::Knockout(args)) => knockout(args),
         None => tui(cli::TuiArgs::default()),
     };
     match result {
@@ -88,6 +90,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         capture,
         relevancy: args.relevancy,
         causal: args.causal,
+        max_pixels: args.max_pixels,
+        min_pixels: args.min_pixels,
     };
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -140,6 +144,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
+    if args.method == "lens" {
+        return Ok(interventions::lens(&interventions::LensOptions {
+            file: args.file,
+            model: args.model,
+            token: args.token.unwrap_or(0),
+            layer: args.layer,
+            json: args.json,
+        })?);
+    }
     lvlmscope::report::run(lvlmscope::report::ReportOptions {
         file: args.file,
         token: args.token,
@@ -151,6 +164,16 @@ fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
         theme: args.theme,
         residual: args.residual,
     })
+}
+
+fn knockout(args: cli::KnockoutArgs) -> anyhow::Result<()> {
+    let request = interventions::request(args.token, &args.block, &args.layers, &args.query)?;
+    Ok(interventions::knockout(&interventions::KnockoutOptions {
+        file: args.file,
+        model: args.model,
+        request,
+        json: args.json,
+    })?)
 }
 
 fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {

@@ -6,9 +6,11 @@ use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
 use lvlmscope::session::Session;
 use lvlmscope::style::{normalize, ColorMap, ColorMode, Look, Theme};
 use lvlmscope::tui::app::{Agg, Pane};
+use lvlmscope::tui::draw::hits;
 use lvlmscope::tui::{draw, update, App, Msg};
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
 use ratatui::style::Color;
 use ratatui::Terminal;
 
@@ -27,6 +29,11 @@ fn frame(app: &App, w: u16, h: u16) -> Buffer {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     t.draw(|f| draw(f, app)).unwrap();
     t.backend().buffer().clone()
+}
+
+/// A whole terminal of `w × h` cells.
+fn whole(w: u16, h: u16) -> Rect {
+    Rect::new(0, 0, w, h)
 }
 
 fn rgb(cmap: ColorMap, x: f32) -> Color {
@@ -72,7 +79,7 @@ fn expected_map(s: &Session, tokens: &[usize], l: usize, heads: Heads) -> Vec<f3
 /// Checks every patch centre of the image pane against the colour map of `values`.
 fn assert_image(app: &App, values: &[f32]) {
     let buf = frame(app, 120, 40);
-    let geom = app.hits.borrow().image.expect("image pane drawn");
+    let geom = hits(app, whole(120, 40)).image.expect("image pane drawn");
     let range = min_max(values);
     for (p, v) in values.iter().enumerate() {
         let (x, y, lower) = geom.patch_center(p);
@@ -147,7 +154,7 @@ fn patch_selection_colours_answer_tokens_by_their_attention() {
         .collect();
     let buf = frame(&app, 120, 40);
     let range = min_max(&per_token);
-    let hits = app.hits.borrow().answer.clone();
+    let hits = hits(&app, whole(120, 40)).answer;
     assert_eq!(hits.len(), 5);
     for (r, t) in hits {
         let want = rgb(ColorMap::Viridis, normalize(per_token[t], range));
@@ -173,7 +180,7 @@ fn heads_by_layers_grid_shows_mean_image_attention() {
     let mut app = app();
     let s = app.session.clone().unwrap();
     let buf = frame(&app, 120, 40);
-    let g = app.hits.borrow().grid.expect("grid drawn");
+    let g = hits(&app, whole(120, 40)).grid.expect("grid drawn");
     let start = s.manifest.image_span[0];
     let mut vals = vec![0.0f32; 16];
     for l in 0..4 {
@@ -203,8 +210,9 @@ fn heads_by_layers_grid_shows_mean_image_attention() {
 #[test]
 fn mouse_clicks_select_tokens_and_patches() {
     let mut app = app();
+    update(&mut app, Msg::Resize(120, 40));
     frame(&app, 120, 40);
-    let (r, t) = app.hits.borrow().answer[3];
+    let (r, t) = hits(&app, whole(120, 40)).answer[3];
     let click = |x, y| {
         Msg::Mouse(MouseEvent {
             kind: MouseEventKind::Down(MouseButton::Left),
@@ -216,7 +224,7 @@ fn mouse_clicks_select_tokens_and_patches() {
     update(&mut app, click(r.x, r.y));
     assert_eq!(app.token, t);
     frame(&app, 120, 40);
-    let geom = app.hits.borrow().image.unwrap();
+    let geom = hits(&app, whole(120, 40)).image.unwrap();
     let (x, y, _) = geom.patch_center(10);
     update(&mut app, click(x, y));
     assert_eq!((app.patch, app.focus), (10, Pane::Image));
@@ -249,7 +257,7 @@ fn every_size_draws_and_small_terminals_get_a_message() {
 fn quit_and_help_keys() {
     let mut app = app();
     press(&mut app, KeyCode::Char('?'));
-    assert!(app.show_help);
+    assert!(app.help.open);
     let text: String = frame(&app, 120, 40)
         .content
         .iter()
@@ -257,7 +265,7 @@ fn quit_and_help_keys() {
         .collect();
     assert!(text.contains("Keys (any key closes)"));
     press(&mut app, KeyCode::Char('q'));
-    assert!(!app.show_help && !app.quit);
+    assert!(!app.help.open && !app.quit);
     press(&mut app, KeyCode::Char('q'));
     assert!(app.quit);
 }

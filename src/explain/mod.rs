@@ -5,5 +5,7 @@ pub mod attention;
 pub mod catalogue;
 pub mod causal;
 pub mod faithfulness;
+pub mod knockout;
+pub mod lens;
 pub mod maps;
 pub mod relevancy;

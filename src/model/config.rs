@@ -11,6 +11,7 @@
 //! (`rope_theta` / `rope_scaling` in `text_config`) and the one transformers 5 writes
 //! (`rope_parameters`, `layer_types`).
 
+mod qwen_vl;
 mod text;
 mod vision;
 
@@ -21,6 +22,7 @@ use serde::Deserialize;
 use super::ops::Activation;
 use super::ModelError;
 
+pub use qwen_vl::{QwenVisionConfig, QwenVlConfig, QwenVlVariant};
 pub use text::{AttentionType, RopeScaling, TextConfig, TextFamily};
 pub use vision::{VisionConfig, VisionFamily};
 
@@ -102,13 +104,7 @@ fn unsupported(msg: impl Into<String>) -> ModelError {
 }
 
 /// Top-level `model_type`s of checkpoints that later issues will support.
-const PLANNED: [&str; 5] = [
-    "qwen2_vl",
-    "qwen2_5_vl",
-    "llava_next",
-    "llava_next_video",
-    "llava_onevision",
-];
+const PLANNED: [&str; 3] = ["llava_next", "llava_next_video", "llava_onevision"];
 
 /// Refuse a top-level `model_type` other than `llava`, in one sentence naming what is supported.
 fn check_model_type(mt: &str) -> Result<(), ModelError> {
@@ -117,6 +113,8 @@ fn check_model_type(mt: &str) -> Result<(), ModelError> {
     }
     let when = if PLANNED.contains(&mt) {
         "not supported yet"
+    } else if QwenVlVariant::from_model_type(mt).is_some() {
+        "run by `lvlmscope run` (with --relevancy and --causal) but not by this LLaVA path"
     } else {
         "not supported"
     };

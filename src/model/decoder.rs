@@ -300,11 +300,33 @@ impl Decoder {
         cache: &mut KvCache,
         tape: &mut dyn Tape,
     ) -> Result<Tensor> {
+        let n = embeds.dim(1)?;
+        let dtype = self.embed_tokens.embeddings().dtype();
+        let (cos, sin) = self.rope.cos_sin(offset, n, dtype, embeds.device())?;
+        self.hidden_states_with_rope(embeds, offset, (&cos, &sin), cache, tape)
+    }
+
+    /// [`Decoder::hidden_states`] with RoPE tables `cos`, `sin` `[n, d/2]` (model dtype) given
+    /// by the caller, for families whose positions are not `offset..offset + n` (M-RoPE).
+    pub fn hidden_states_with_rope(
+        &self,
+        embeds: &Tensor,
+        offset: usize,
+        (cos, sin): (&Tensor, &Tensor),
+        cache: &mut KvCache,
+        tape: &mut dyn Tape,
+    ) -> Result<Tensor> {
         self.check(embeds, offset, cache, tape)?;
         let n = embeds.dim(1)?;
         let dtype = self.embed_tokens.embeddings().dtype();
         let device = embeds.device();
-        let (cos, sin) = self.rope.cos_sin(offset, n, dtype, device)?;
+        if cos.dims() != [n, self.cfg.head_dim / 2] || sin.dims() != cos.dims() {
+            candle_core::bail!(
+                "RoPE tables {:?} do not cover {n} positions of head size {}",
+                cos.dims(),
+                self.cfg.head_dim
+            );
+        }
         // One mask per distinct window (full causal, or a family's sliding window).
         let mut masks: Vec<(Option<usize>, Option<Tensor>)> = Vec::new();
         for layer in &self.layers {
@@ -314,17 +336,18 @@ impl Decoder {
             }
         }
         let mut xs = embeds.to_dtype(dtype)?;
-        for layer in &self.layers {
+        for (l, layer) in self.layers.iter().enumerate() {
             let mask = masks
                 .iter()
                 .find(|(w, _)| *w == layer.window)
                 .and_then(|(_, m)| m.as_ref());
             let inputs = AttnInputs {
-                rope: Some((&cos, &sin)),
+                rope: Some((cos, sin)),
                 mask,
                 offset,
             };
             xs = layer.forward(&xs, &inputs, cache, tape)?;
+            tape.layer_output(Site::text(l), &xs)?;
         }
         tape.end_forward()?;
         Ok(xs)

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use super::config::QwenVlConfig;
 use super::{LlavaConfig, ModelError};
 
 /// The files of one model folder.
@@ -137,7 +138,15 @@ impl ModelDir {
         if !config.is_file() {
             return Err(ModelError::MissingConfig(root.to_path_buf()));
         }
-        LlavaConfig::from_file(&config)?;
+        let text = std::fs::read_to_string(&config).map_err(|source| ModelError::Io {
+            path: config.clone(),
+            source,
+        })?;
+        if QwenVlConfig::variant_of(&text).is_some() {
+            QwenVlConfig::from_json(&text, &config)?;
+        } else {
+            LlavaConfig::from_json(&text, &config)?;
+        }
         let weights = Self::weight_files(root)?;
         let tokenizer =
             optional(root, "tokenizer.json").ok_or_else(|| ModelError::MissingFile {

@@ -10,7 +10,7 @@
 //!
 //! The attention hooks return the tensor the layer continues with, so an intervention (mask
 //! keys, scale a head) can be a tape that returns changed scores or probabilities; every tape
-//! here returns its input unchanged.
+//! here returns its input unchanged (the interventions are in [`crate::model::interventions`]).
 
 use candle_core::{Result, Tensor};
 
@@ -143,6 +143,13 @@ pub trait Tape {
     /// [`Tape::keeps_activations`]).
     fn save_projector(&mut self, layer: usize, dact: Tensor) -> Result<()> {
         let _ = (layer, dact);
+        Ok(())
+    }
+
+    /// The output `[b, n, hidden]` (model dtype) of decoder layer `site.layer`: the residual
+    /// stream after that layer, which a logit lens reads out.
+    fn layer_output(&mut self, site: Site, xs: &Tensor) -> Result<()> {
+        let _ = (site, xs);
         Ok(())
     }
 

@@ -11,10 +11,13 @@
 //! `RmsNorm::backward`, ...); this module puts them together.
 
 mod decoder;
+mod qwen;
 mod saved;
 mod vision;
 
 use candle_core::{DType, Result, Tensor};
+
+pub use self::qwen::{QwenRows, QwenTrackedPass};
 
 use self::decoder::DecoderPass;
 use self::saved::SavingTape;

@@ -12,6 +12,7 @@ pub mod image;
 mod llama;
 mod load;
 pub mod prompt;
+pub mod qwen_vl;
 pub mod resample;
 pub mod template;
 

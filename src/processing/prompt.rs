@@ -98,6 +98,24 @@ impl PromptProcessor {
         chat_template_json: Option<&Path>,
         generation_config: Option<&Path>,
     ) -> Result<Self, ProcessingError> {
+        Self::from_files_with_token(
+            tokenizer_json,
+            tokenizer_config,
+            chat_template_json,
+            generation_config,
+            DEFAULT_IMAGE_TOKEN,
+        )
+    }
+
+    /// [`PromptProcessor::from_files`] with `default_token` as the image placeholder when
+    /// `tokenizer_config.json` names none.
+    fn from_files_with_token(
+        tokenizer_json: &Path,
+        tokenizer_config: Option<&Path>,
+        chat_template_json: Option<&Path>,
+        generation_config: Option<&Path>,
+        default_token: &str,
+    ) -> Result<Self, ProcessingError> {
         let mut tokenizer =
             Tokenizer::from_file(tokenizer_json).map_err(|e| ProcessingError::Tokenizer {
                 path: tokenizer_json.to_path_buf(),
@@ -125,8 +143,8 @@ impl PromptProcessor {
             source = template_from_tokenizer_config(&config);
         }
         let template = source.as_deref().map(ChatTemplate::new).transpose()?;
-        let image_token = token_text(config.get("image_token"))
-            .unwrap_or_else(|| DEFAULT_IMAGE_TOKEN.to_string());
+        let image_token =
+            token_text(config.get("image_token")).unwrap_or_else(|| default_token.to_string());
         let image_token_id = tokenizer.token_to_id(&image_token).ok_or_else(|| {
             ProcessingError::ImageTokenMissing {
                 token: image_token.clone(),
@@ -167,15 +185,22 @@ impl PromptProcessor {
     /// `generation_config.json`, `processor_config.json`'s `image_token` and `config.json`'s
     /// `eos_token_id` (top level or `text_config`), each when present.
     pub fn from_dir(dir: &Path) -> Result<Self, ProcessingError> {
+        Self::from_dir_with_token(dir, DEFAULT_IMAGE_TOKEN)
+    }
+
+    /// [`PromptProcessor::from_dir`] for a model whose image placeholder is `default_token`
+    /// unless the folder's files name another (Qwen VL: `<|image_pad|>`).
+    pub fn from_dir_with_token(dir: &Path, default_token: &str) -> Result<Self, ProcessingError> {
         let opt = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
         let template = opt("chat_template.jinja").or_else(|| opt("chat_template.json"));
         let tok_config = opt("tokenizer_config.json");
         let gen_config = opt("generation_config.json");
-        let mut p = Self::from_files(
+        let mut p = Self::from_files_with_token(
             &dir.join("tokenizer.json"),
             tok_config.as_deref(),
             template.as_deref(),
             gen_config.as_deref(),
+            default_token,
         )?;
         if let Some(path) = opt("processor_config.json") {
             if let Some(token) = token_text(read_json(&path)?.get("image_token")) {

@@ -4,6 +4,7 @@
 //! the explanation catalogue ([`crate::explain::catalogue`]); nothing here computes one.
 
 pub mod causal;
+pub mod interventions;
 pub mod overlay;
 mod text;
 

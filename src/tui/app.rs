@@ -4,11 +4,12 @@
 //! are recomputed by [`App::refresh`] after every change, never while drawing; per-token
 //! aggregates over the whole of `attn.gen` are computed once per session ([`TokenAggregates`]).
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+
+use ratatui::layout::Rect;
 
 use crate::explain::attention::{HeadAgg, TokenAggregates};
 use crate::explain::catalogue::{CausalHeads, Layers, MapId};
@@ -24,8 +25,9 @@ pub use crate::explain::catalogue::RelevancySource as RelSource;
 use crate::style::Look;
 
 use super::causal::CausalTree;
+use super::component::Ctx;
 use super::faithfulness::FaithState;
-use super::hits::Hits;
+use super::help::HelpOverlay;
 use super::keymap::Keymap;
 use super::run_form::{RunForm, RunState};
 use super::view::View;
@@ -186,8 +188,8 @@ pub struct App {
     pub grid_all_tokens: bool,
     /// Map opacity over the image.
     pub opacity: f32,
-    /// The help overlay is open.
-    pub show_help: bool,
+    /// The help overlay.
+    pub help: HelpOverlay,
     /// The status-bar notice.
     pub notice: Option<Notice>,
     /// A live run in progress or its form.
@@ -198,8 +200,9 @@ pub struct App {
     pub quit: bool,
     /// Numbers derived from the selection, recomputed by [`App::refresh`].
     pub view: View,
-    /// Where the last frame put tokens, patches and grid cells (for mouse clicks).
-    pub hits: RefCell<Hits>,
+    /// The terminal's size (updated on resize): mouse clicks are mapped through the layout of
+    /// a frame this big.
+    pub screen: Rect,
     /// The session's image as RGB.
     pub image: Option<Raster>,
     /// CLEANN parameters for the next causal computation (keys `a A t T r R`).
@@ -260,13 +263,13 @@ impl App {
             rel_source: RelSource::Combined,
             grid_all_tokens: true,
             opacity: 0.6,
-            show_help: false,
+            help: HelpOverlay::default(),
             notice,
             run: RunState::default(),
             form: None,
             quit: false,
             view: View::default(),
-            hits: RefCell::new(Hits::default()),
+            screen: Rect::default(),
             image: None,
             causal_params: CausalParams::default(),
             causal_radius: usize::MAX,
@@ -278,6 +281,14 @@ impl App {
             modified: false,
             faith: FaithState::default(),
             keymap,
+        }
+    }
+
+    /// What components read from the app.
+    pub fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            look: &self.look,
+            keymap: &self.keymap,
         }
     }
 

@@ -4,6 +4,7 @@ pub use crate::style::display_token;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
+use ratatui::text::Span;
 use ratatui::widgets::{Block, Borders};
 use ratatui::Frame;
 
@@ -91,6 +92,26 @@ pub fn pane_block<'a>(app: &App, pane: Pane, title: String) -> Block<'a> {
         .borders(Borders::ALL)
         .border_style(style)
         .title(format!(" {title} "))
+}
+
+/// The inside of a pane's frame in `area` (what `pane_block(..).inner(area)` gives).
+pub fn pane_inner(area: Rect) -> Rect {
+    Block::default().borders(Borders::ALL).inner(area)
+}
+
+/// The cells `put` fills with `text` when at most `max` are free: the display widths of its
+/// characters, control characters skipped, up to the first that does not fit.
+pub fn text_cells(text: &str, max: u16) -> u16 {
+    let mut left = max;
+    let mut buf = [0u8; 4];
+    for c in text.chars().filter(|c| !c.is_control()) {
+        let w = Span::raw(&*c.encode_utf8(&mut buf)).width() as u16;
+        match left.checked_sub(w) {
+            Some(l) => left = l,
+            None => break,
+        }
+    }
+    max - left
 }
 
 /// Lays chips (their widths) out in lines of `width` cells with one space between them:

@@ -6,8 +6,9 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::app::{App, Pane};
+use super::component::Component;
 use super::hits::Hits;
-use super::{grid, header, help, image, method, prompt, run_form, status, tokens};
+use super::{grid, header, image, method, prompt, run_form, status, tokens};
 
 /// The smallest terminal the layout works in.
 pub const MIN_SIZE: (u16, u16) = (40, 12);
@@ -47,10 +48,37 @@ pub fn layout(area: Rect, app: &App) -> (Rect, [(Pane, Rect); 5], Rect) {
     )
 }
 
-/// Draws the whole app.
+/// Whether a frame of `area` is too small for the layout (it then shows a message alone).
+fn too_small(area: Rect) -> bool {
+    area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1
+}
+
+/// The clickable places of a frame of `area`, from the same layout [`draw`] uses: the mouse
+/// handler asks this instead of remembering what the last frame drew.
+pub fn hits(app: &App, area: Rect) -> Hits {
+    if too_small(area) {
+        return Hits::default();
+    }
+    let (_, panes, _) = layout(area, app);
+    let mut hits = Hits {
+        panes: panes.to_vec(),
+        ..Hits::default()
+    };
+    for (pane, r) in panes {
+        match pane {
+            Pane::Answer => hits.answer = tokens::hits(app, r),
+            Pane::Prompt => hits.prompt = prompt::hits(app, r),
+            Pane::Image => hits.image = image::geom(app, r),
+            Pane::Grid => hits.grid = grid::geom(app, r),
+            Pane::Method => {}
+        }
+    }
+    hits
+}
+
+/// Draws the whole app; changes nothing in it.
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
-    *app.hits.borrow_mut() = Hits::default();
     let look = &app.look;
     if !look.no_color() {
         f.render_widget(
@@ -62,7 +90,7 @@ pub fn draw(f: &mut Frame, app: &App) {
             area,
         );
     }
-    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+    if too_small(area) {
         let msg = format!(
             "terminal too small ({}×{}): lvlmscope needs at least {}×{}. Enlarge it, or press q.",
             area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
@@ -81,11 +109,8 @@ pub fn draw(f: &mut Frame, app: &App) {
             Pane::Grid => grid::draw(f, app, r),
         }
     }
-    app.hits.borrow_mut().panes = panes.to_vec();
     status::draw(f, app, foot);
-    if app.show_help {
-        help::draw(f, app);
-    }
+    app.help.draw(f, area, &app.ctx());
     if let Some(form) = &app.form {
         run_form::draw_form(f, app, form);
     }

@@ -10,8 +10,40 @@ use crate::session::Array;
 use crate::style::normalize;
 
 use super::app::{Agg, App, Pane};
-use super::blocks::{half_blocks, pane_block, put, Px};
+use super::blocks::{half_blocks, pane_block, pane_inner, put, Px};
 use super::hits::GridGeom;
+
+/// The question grid's column when the pane is too narrow to show it.
+const NO_QUESTION_GRID: u16 = u16::MAX / 2;
+
+/// Where the pane in `area` draws its grids; `None` when it draws none.
+pub fn geom(app: &App, area: Rect) -> Option<GridGeom> {
+    let inner = pane_inner(area);
+    let img = app.view.grid_image.as_ref()?;
+    app.view.grid_question.as_ref()?;
+    let (layers, heads) = (img.shape[0], img.shape[1]);
+    if inner.height < 3 || inner.width < 8 || layers * heads == 0 {
+        return None;
+    }
+    let rows_avail = inner.height.saturating_sub(2) as usize;
+    let gap = layers.max(12) + 2;
+    let side_by_side = inner.width as usize >= gap + layers.max(15);
+    Some(GridGeom {
+        x0: inner.x,
+        x1: if side_by_side {
+            inner.x + gap as u16
+        } else {
+            NO_QUESTION_GRID
+        },
+        y0: inner.y + 1,
+        layers: if side_by_side {
+            layers
+        } else {
+            layers.min(inner.width as usize)
+        },
+        heads: heads.min(rows_avail * 2),
+    })
+}
 
 /// Draws the heads × layers pane into `area`.
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
@@ -26,29 +58,21 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let (Some(img), Some(q)) = (&app.view.grid_image, &app.view.grid_question) else {
         return;
     };
+    let Some(geom) = geom(app, area) else {
+        return;
+    };
     let look = &app.look;
     let (layers, heads) = (img.shape[0], img.shape[1]);
-    if inner.height < 3 || inner.width < 8 || layers * heads == 0 {
-        return;
-    }
     let fg = Style::default().fg(look.color(look.theme.foreground));
     let dim = Style::default().fg(look.color(look.theme.dim));
-    let rows_avail = inner.height.saturating_sub(2) as usize;
-    let heads_shown = heads.min(rows_avail * 2);
-    let gap = layers.max(12) + 2;
-    let side_by_side = inner.width as usize >= gap + layers.max(15);
-    let shown_layers = if side_by_side {
-        layers
-    } else {
-        layers.min(inner.width as usize)
-    };
-    let x0 = inner.x;
-    let x1 = if side_by_side {
-        inner.x + gap as u16
-    } else {
-        u16::MAX / 2
-    };
-    let y0 = inner.y + 1;
+    let GridGeom {
+        x0,
+        x1,
+        y0,
+        layers: shown_layers,
+        heads: heads_shown,
+    } = geom;
+    let side_by_side = x1 != NO_QUESTION_GRID;
     {
         let buf = f.buffer_mut();
         put(buf, inner, x0, inner.y, "Image→Answer", dim);
@@ -85,13 +109,6 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             },
         );
     }
-    app.hits.borrow_mut().grid = Some(GridGeom {
-        x0,
-        x1,
-        y0,
-        layers: shown_layers,
-        heads: heads_shown,
-    });
     let (l, h) = (app.layer.min(layers - 1), app.head.min(heads - 1));
     let info = format!(
         "layer {l} head {h}: image {:.4} · question {:.4}{}",

@@ -1,4 +1,5 @@
-//! The help overlay: every key, generated from the app's keymap ([`super::keymap::HELP`]).
+//! The help overlay: every key, generated from the app's keymap ([`super::keymap::HELP`]); a
+//! [`Component`] owning whether it is open.
 
 use ratatui::layout::Rect;
 use ratatui::style::Style;
@@ -6,14 +7,47 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
-use super::app::App;
+use super::component::{Component, Ctx, Handled};
+use super::keymap::{help_rows, Action};
 
-/// Draws the help overlay over the whole frame.
-pub fn draw(f: &mut Frame, app: &App) {
-    let area = f.area();
-    let look = &app.look;
+/// The help overlay: closed, or open over the whole frame until the next key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HelpOverlay {
+    /// The overlay is shown.
+    pub open: bool,
+}
+
+impl Component for HelpOverlay {
+    /// Draws the overlay centred in `area` when open.
+    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        if self.open {
+            draw(f, area, ctx);
+        }
+    }
+
+    /// While open, any action closes it; while closed, [`Action::Help`] opens it.
+    fn handle(&mut self, action: Action) -> Handled {
+        if self.open || action == Action::Help {
+            self.open = !self.open;
+            Handled::Yes
+        } else {
+            Handled::No
+        }
+    }
+
+    fn commands(&self) -> Vec<Action> {
+        if self.open {
+            Vec::new()
+        } else {
+            vec![Action::Help]
+        }
+    }
+}
+
+fn draw(f: &mut Frame, area: Rect, ctx: &Ctx) {
+    let look = ctx.look;
     let w = area.width.saturating_sub(4).min(96);
-    let rows = super::keymap::help_rows(&app.keymap);
+    let rows = help_rows(ctx.keymap);
     let h = (rows.len() as u16 + 2).min(area.height);
     let r = Rect::new(
         area.x + (area.width - w) / 2,

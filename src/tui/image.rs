@@ -10,7 +10,7 @@ use crate::style::overlay::resample;
 use crate::style::{normalize, Rgb};
 
 use super::app::{App, Pane};
-use super::blocks::{half_blocks, pane_block, put, Px};
+use super::blocks::{half_blocks, pane_block, pane_inner, put, Px};
 use super::hits::ImageGeom;
 
 /// The picture's size inside a `w × h` cell area for a `rows × cols` grid: square patches of a
@@ -23,6 +23,28 @@ pub fn picture_size(w: u16, h: u16, rows: usize, cols: usize) -> (u16, u16) {
     } else {
         (w, h_px as u16)
     }
+}
+
+/// Where the image pane in `area` draws the picture; `None` when it draws none.
+pub fn geom(app: &App, area: Rect) -> Option<ImageGeom> {
+    let inner = pane_inner(area);
+    if inner.height < 3 || inner.width < 4 || app.image.is_none() {
+        return None;
+    }
+    let [rows, cols] = app.grid();
+    let canvas = Rect::new(inner.x, inner.y + 1, inner.width, inner.height - 2);
+    if rows * cols == 0 || canvas.height == 0 {
+        return None;
+    }
+    let (width, height_px) = picture_size(canvas.width, canvas.height, rows, cols);
+    Some(ImageGeom {
+        x0: canvas.x + (canvas.width - width) / 2,
+        y0: canvas.y,
+        width,
+        height_px,
+        rows,
+        cols,
+    })
 }
 
 /// Draws the image pane into `area`.
@@ -48,24 +70,16 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let view = &app.view;
     put(buf, inner, inner.x, inner.y, &view.map_title, dim);
     let [rows, cols] = app.grid();
-    let canvas = Rect::new(inner.x, inner.y + 1, inner.width, inner.height - 2);
-    let Some(image) = &app.image else {
+    let (Some(image), Some(geom)) = (&app.image, geom(app, area)) else {
         return;
     };
-    if rows * cols == 0 || canvas.height == 0 {
-        return;
-    }
-    let (width, height_px) = picture_size(canvas.width, canvas.height, rows, cols);
-    let x0 = canvas.x + (canvas.width - width) / 2;
-    let geom = ImageGeom {
+    let ImageGeom {
         x0,
-        y0: canvas.y,
+        y0,
         width,
         height_px,
-        rows,
-        cols,
-    };
-    app.hits.borrow_mut().image = Some(geom);
+        ..
+    } = geom;
     // Resampled per frame (a few thousand pixels), so drawing changes no state.
     let raster = resample(image, width as usize, height_px as usize);
     let colors: Vec<(Rgb, f32)> = match &view.map {
@@ -83,7 +97,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let show_cursor = app.focus == Pane::Image || app.patch_mode;
     let (w, h) = (width as usize, height_px as usize);
     let theme = &look.theme;
-    half_blocks(buf, look, (x0, canvas.y), (width, height_px), |x, y| {
+    half_blocks(buf, look, (x0, y0), (width, height_px), |x, y| {
         let (r, c) = (y * rows / h, x * cols / w);
         let p = r * cols + c;
         let (map_rgb, level) = colors[p];

@@ -6,6 +6,7 @@
 pub mod app;
 mod blocks;
 pub mod causal;
+pub mod component;
 pub mod draw;
 pub mod faithfulness;
 mod grid;
@@ -43,6 +44,7 @@ use crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
 };
 use ratatui::backend::CrosstermBackend;
+use ratatui::layout::Rect;
 use ratatui::Terminal;
 
 use crate::session::{self, AttentionDtype};
@@ -299,6 +301,8 @@ fn event_loop(
     rx: &Receiver<Msg>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
+    let size = terminal.size()?;
+    app.screen = Rect::new(0, 0, size.width, size.height);
     terminal.draw(|f| draw(f, app))?;
     loop {
         let mut msgs = Vec::new();

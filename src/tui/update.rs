@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
+use ratatui::layout::Rect;
 
 use crate::session::{CausalParams, CausalResults, CausalToken, Session};
 
 use super::app::{prompt_positions, Agg, App, AttnView, Method, Pane};
+use super::component::{Component, Handled};
+use super::draw::hits;
 use super::keymap::Action;
 use super::run_form::{Field, RunForm};
 use super::worker::{JobDone, LiveRequest, RunEvent};
@@ -61,7 +64,11 @@ pub enum Cmd {
 pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
     let cmds = match msg {
         Msg::Key(k) if k.kind != KeyEventKind::Release => key(app, k),
-        Msg::Key(_) | Msg::Resize(..) => Vec::new(),
+        Msg::Resize(w, h) => {
+            app.screen = Rect::new(0, 0, w, h);
+            Vec::new()
+        }
+        Msg::Key(_) => Vec::new(),
         Msg::Mouse(m) => {
             mouse(app, m);
             Vec::new()
@@ -181,11 +188,13 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
     if app.form.is_some() {
         return form_key(app, k);
     }
-    if app.show_help {
-        app.show_help = false;
+    let action = app.keymap.action(app.method, &k);
+    if app.help.open {
+        // Any key closes the overlay, bound or not.
+        app.help.handle(action.unwrap_or(Action::Help));
         return Vec::new();
     }
-    match app.keymap.action(app.method, &k) {
+    match action {
         Some(action) => act(app, action),
         None => Vec::new(),
     }
@@ -193,10 +202,14 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
 
 /// Does what `action` says (the keymap turned a key into it).
 fn act(app: &mut App, action: Action) -> Vec<Cmd> {
+    if app.help.handle(action) == Handled::Yes {
+        return Vec::new();
+    }
     let (layers, heads) = app.layers_heads();
     match action {
         Action::Quit => return update_quit(app),
-        Action::Help => app.show_help = true,
+        // The help overlay took it above.
+        Action::Help => {}
         Action::Cancel => {
             if let Some(c) = &app.run.cancel {
                 c.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -464,7 +477,7 @@ fn mouse(app: &mut App, m: MouseEvent) {
     if m.kind != MouseEventKind::Down(MouseButton::Left) || app.form.is_some() {
         return;
     }
-    let hits = app.hits.borrow().clone();
+    let hits = hits(app, app.screen);
     let (x, y) = (m.column, m.row);
     if let Some(p) = hits.pane_at(x, y) {
         app.focus = p;

@@ -83,6 +83,53 @@ impl Attention {
         })
     }
 
+    /// Load an attention whose q/k/v projections are one fused linear `qkv_name` (`[3·heads·d,
+    /// hidden]`, with bias when `shape.qkv_bias`; the Qwen vision tower's `attn.qkv`), split
+    /// here into the three projections; the output projection is `o_name`.
+    pub fn load_fused(
+        vb: VarBuilder,
+        shape: AttnShape,
+        qkv_name: &str,
+        o_name: &str,
+        site: Site,
+    ) -> Result<Self> {
+        let AttnShape {
+            hidden: h,
+            heads: nh,
+            head_dim: d,
+            ..
+        } = shape;
+        if shape.kv_heads != nh {
+            candle_core::bail!("a fused qkv projection needs as many key/value heads as heads");
+        }
+        let vb_qkv = vb.pp(qkv_name);
+        let w = vb_qkv.get((3 * nh * d, h), "weight")?;
+        let b = if shape.qkv_bias {
+            Some(vb_qkv.get(3 * nh * d, "bias")?)
+        } else {
+            None
+        };
+        let part = |i: usize| -> Result<Linear> {
+            let wi = w.narrow(0, i * nh * d, nh * d)?.contiguous()?;
+            let bi = match &b {
+                Some(b) => Some(b.narrow(0, i * nh * d, nh * d)?.contiguous()?),
+                None => None,
+            };
+            Ok(Linear::new(wi, bi))
+        };
+        Ok(Self {
+            q_proj: part(0)?,
+            k_proj: part(1)?,
+            v_proj: part(2)?,
+            o_proj: candle_nn::linear_b(nh * d, h, shape.o_bias, vb.pp(o_name))?,
+            num_heads: nh,
+            num_kv_heads: nh,
+            head_dim: d,
+            scale: (d as f64).powf(-0.5),
+            site,
+        })
+    }
+
     /// `xs` `[b, q, hidden]`; with a cache the keys and values of earlier positions are
     /// prepended (the cache layer is this layer's index). The scores and probabilities pass
     /// through `tape`, which may change them.

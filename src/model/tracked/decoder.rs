@@ -42,6 +42,25 @@ impl<'a> DecoderPass<'a> {
             );
         }
         let (cos, sin) = decoder.rope_tables(last.dim(0)?, last.device())?;
+        Self::with_rope(decoder, layers, final_norm, last, (cos, sin))
+    }
+
+    /// [`DecoderPass::new`] for a forward that ran with the RoPE tables `cos`, `sin` `[n, d/2]`
+    /// (M-RoPE positions).
+    pub(super) fn with_rope(
+        decoder: &'a Decoder,
+        layers: Vec<LayerSaved>,
+        final_norm: NormSaved,
+        last: Tensor,
+        (cos, sin): (Tensor, Tensor),
+    ) -> Result<Self> {
+        if layers.len() != decoder.layers().len() || layers.is_empty() {
+            candle_core::bail!(
+                "the tracked forward kept {} of {} decoder layers",
+                layers.len(),
+                decoder.layers().len()
+            );
+        }
         Ok(Self {
             decoder,
             layers,

@@ -1,0 +1,178 @@
+//! Logit lens: the residual stream after each decoder layer read out through the final norm
+//! and the output head, as if the model ended there.
+//!
+//! One forward covers positions `0..=q_t` of answer token t (`input_ids + output_ids[..t]`,
+//! q_t = N − 1 + t) with [`crate::model::interventions::LayerOutputs`] keeping the residual
+//! stream of q_t and of every image patch position after every layer l. For the answer token
+//! the curve gives, per layer, softmax(readout)[id] and the id's rank (1 = the top token); the
+//! last layer's readout is the model's own logits. For layer L the map gives, per patch, the
+//! probability the readout of that patch gives the answer token, and the patch's top token.
+
+use candle_core::Tensor;
+
+use crate::explain::attention::patch_positions;
+use crate::explain::catalogue::CatalogueError;
+use crate::explain::knockout::{sequence, KnockoutError};
+use crate::model::interventions::LayerOutputs;
+use crate::model::Llava;
+use crate::session::Session;
+
+/// Why a lens cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LensError {
+    /// An answer token past the answer.
+    #[error("output token {token} does not exist (the answer has {count} tokens)")]
+    Token {
+        /// The requested index.
+        token: usize,
+        /// Answer tokens.
+        count: usize,
+    },
+    /// A layer past the model.
+    #[error("layer {layer} does not exist (the decoder has layers 0-{})", .count.saturating_sub(1))]
+    Layer {
+        /// The requested layer.
+        layer: usize,
+        /// Decoder layers.
+        count: usize,
+    },
+    /// The session and the model do not fit, or the forward failed.
+    #[error(transparent)]
+    Forward(#[from] KnockoutError),
+    /// The image grid does not fit the session.
+    #[error(transparent)]
+    Grid(#[from] CatalogueError),
+}
+
+impl From<candle_core::Error> for LensError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Forward(KnockoutError::from(e))
+    }
+}
+
+/// The answer token read out after one layer.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LensPoint {
+    /// The decoder layer.
+    pub layer: usize,
+    /// softmax(readout)[token id].
+    pub prob: f32,
+    /// 1 + the number of ids whose readout logit is larger.
+    pub rank: usize,
+    /// The readout's top id.
+    pub top: u32,
+}
+
+/// The logit lens of one answer token.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Lens {
+    /// The answer token.
+    pub token: usize,
+    /// Its id.
+    pub token_id: u32,
+    /// Its query position.
+    pub position: usize,
+    /// The curve over layers.
+    pub curve: Vec<LensPoint>,
+    /// The layer of the map.
+    pub layer: usize,
+    /// `[rows, cols]` of the map.
+    pub grid: [usize; 2],
+    /// Per patch (row-major): the probability its readout gives the answer token.
+    pub map: Vec<f32>,
+    /// Per patch: the readout's top id.
+    pub top_ids: Vec<u32>,
+    /// Per patch: the top id's probability.
+    pub top_probs: Vec<f32>,
+}
+
+/// Softmax rows `[n, vocab]` (f32) of the readout of `xs` `[n, hidden]`.
+fn readout(model: &Llava, xs: &Tensor) -> Result<Vec<Vec<f32>>, LensError> {
+    let logits = model.decoder().logits(xs)?;
+    Ok(logits.to_vec2()?)
+}
+
+fn softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let exps: Vec<f64> = row.iter().map(|&l| (l as f64 - max).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    exps.iter().map(|e| (e / total) as f32).collect()
+}
+
+fn top(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The logit lens of answer token `t` of `s` with `model`, its map at decoder layer `layer`
+/// (default: the last).
+pub fn lens(model: &Llava, s: &Session, t: usize, layer: Option<usize>) -> Result<Lens, LensError> {
+    let count = s.num_output();
+    if t >= count {
+        return Err(LensError::Token { token: t, count });
+    }
+    let layers = model.num_layers();
+    let layer = layer.unwrap_or(layers.saturating_sub(1));
+    if layer >= layers {
+        return Err(LensError::Layer {
+            layer,
+            count: layers,
+        });
+    }
+    let patches = patch_positions(s).map_err(CatalogueError::from)?;
+    let q = s.query_position(t);
+    let (embeds, _) = sequence(model, s, t)?;
+    let mut tape = LayerOutputs::new(vec![q], layer, patches.clone().collect());
+    let mut cache = model.new_cache();
+    model
+        .decoder()
+        .hidden_states(&embeds, 0, &mut cache, &mut tape)?;
+    let id = s.output_ids[t] as u32;
+    let n = patches.len();
+    let mut curve = Vec::with_capacity(layers);
+    let mut out = Lens {
+        token: t,
+        token_id: id,
+        position: q,
+        curve: Vec::new(),
+        layer,
+        grid: s.manifest.model.image_grid,
+        map: Vec::with_capacity(n),
+        top_ids: Vec::with_capacity(n),
+        top_probs: Vec::with_capacity(n),
+    };
+    for (l, xs) in tape.layers.iter().enumerate() {
+        let rows = readout(model, xs)?;
+        let answer = rows.first().map(Vec::as_slice).unwrap_or_default();
+        let Some(&target) = answer.get(id as usize) else {
+            return Err(
+                KnockoutError::Session(format!("token id {id} is past the vocabulary")).into(),
+            );
+        };
+        let probs = softmax(answer);
+        curve.push(LensPoint {
+            layer: l,
+            prob: probs[id as usize],
+            rank: 1 + answer.iter().filter(|&&x| x > target).count(),
+            top: top(answer) as u32,
+        });
+    }
+    let wide = tape
+        .wide_rows
+        .as_ref()
+        .ok_or_else(|| KnockoutError::Model(format!("layer {layer} never ran")))?;
+    for row in readout(model, wide)? {
+        let p = softmax(&row);
+        let best = top(&row);
+        out.map.push(p[id as usize]);
+        out.top_ids.push(best as u32);
+        out.top_probs.push(p[best]);
+    }
+    out.curve = curve;
+    Ok(out)
+}

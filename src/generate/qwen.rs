@@ -1,0 +1,331 @@
+//! Generation with a Qwen2-VL / Qwen2.5-VL model: the image cut into native-resolution patches
+//! (`smart_resize` within the pixel budget), the prompt's `<|image_pad|>` expanded to the
+//! merged tokens, M-RoPE positions in prefill and decode, and a session in today's format
+//! (the image grid is the merged grid `[rows, cols]`, rarely square).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::{capture_mode, validate, GenerateError, Progress, RunRequest, Sampler};
+use crate::explain::relevancy::RelevancyMaps;
+use crate::model::config::QwenVlVariant;
+use crate::model::qwen_vl::MropePositions;
+use crate::model::tracked::QwenTrackedPass;
+use crate::model::{AttentionRecorder, ModelDir, QwenVl};
+use crate::processing::qwen_vl::{QwenImageConfig, QwenPixels};
+use crate::processing::{EncodedPrompt, PromptProcessor};
+use crate::session::{
+    Array, GenerationInfo, ImageInfo, Manifest, ModelFamily, ModelInfo, Session, TokenStrings,
+    SCHEMA,
+};
+
+/// The image placeholder of the Qwen VL chat template.
+pub const IMAGE_PAD: &str = "<|image_pad|>";
+
+/// A Qwen VL model with its preprocessors.
+pub struct QwenLoaded {
+    /// What the user named the model.
+    pub name: String,
+    /// The resolved folder.
+    pub dir: ModelDir,
+    /// The network.
+    pub model: QwenVl,
+    /// The image processor's settings (`preprocessor_config.json`).
+    pub images: QwenImageConfig,
+    /// Chat template and tokenizer.
+    pub prompts: PromptProcessor,
+}
+
+impl QwenLoaded {
+    /// Load a resolved Qwen VL folder.
+    pub fn load(
+        name: &str,
+        dir: ModelDir,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, GenerateError> {
+        let images = QwenImageConfig::from_dir(&dir.root)?;
+        let prompts = PromptProcessor::from_dir_with_token(&dir.root, IMAGE_PAD)?;
+        let model = QwenVl::load(&dir, dtype, device)?;
+        let cfg = model.config();
+        prompts.check_vocab(cfg.text_config.vocab_size, cfg.image_token_id)?;
+        Ok(Self {
+            name: name.to_string(),
+            dir,
+            model,
+            images,
+            prompts,
+        })
+    }
+}
+
+/// Whether the model folder `dir` holds a Qwen2-VL / Qwen2.5-VL model.
+pub fn is_qwen_vl(dir: &ModelDir) -> bool {
+    std::fs::read_to_string(&dir.config)
+        .ok()
+        .and_then(|t| crate::model::config::QwenVlConfig::variant_of(&t))
+        .is_some()
+}
+
+/// The image settings of a request applied to the folder's.
+fn image_config(loaded: &QwenLoaded, request: &RunRequest) -> QwenImageConfig {
+    let mut cfg = loaded.images.clone();
+    if let Some(max) = request.max_pixels {
+        cfg.max_pixels = max;
+    }
+    if let Some(min) = request.min_pixels {
+        cfg.min_pixels = min;
+    }
+    cfg
+}
+
+/// Preprocess, encode the prompt, check the context.
+fn prepare(
+    loaded: &QwenLoaded,
+    image: &image::DynamicImage,
+    request: &RunRequest,
+) -> Result<(QwenPixels, EncodedPrompt, QwenImageConfig), GenerateError> {
+    let cfg = image_config(loaded, request);
+    if cfg.min_pixels > cfg.max_pixels {
+        return Err(GenerateError::Setting(format!(
+            "--min-pixels {} is above --max-pixels {}",
+            cfg.min_pixels, cfg.max_pixels
+        )));
+    }
+    let pixels = cfg.preprocess(image)?;
+    let tokens = pixels.num_tokens(cfg.merge_size);
+    let encoded = loaded.prompts.encode(&request.prompt, tokens)?;
+    let n = encoded.ids.len();
+    let context = loaded.model.config().text_config.max_position_embeddings;
+    if n + request.max_new_tokens > context {
+        let (h, w) = pixels.resized_hw;
+        return Err(GenerateError::Setting(format!(
+            "the image becomes {tokens} image tokens ({w}x{h} pixels) and the prompt {n} tokens, \
+             which with {} new tokens is more than the model's context of {context} positions; \
+             lower --max-pixels (now {}) to use fewer image tokens",
+            request.max_new_tokens, cfg.max_pixels
+        )));
+    }
+    Ok((pixels, encoded, cfg))
+}
+
+/// The resized picture as `[3, h, w]` normalised planes (what the session stores).
+fn picture(cfg: &QwenImageConfig, px: &QwenPixels) -> Option<Array> {
+    let (h, w) = px.resized_hw;
+    let plane = h * w;
+    let mut data = vec![0f32; 3 * plane];
+    for (i, rgb) in px.resized_rgb.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            data[c * plane + i] = cfg.value(rgb[c], c);
+        }
+    }
+    Array::new(vec![3, h, w], data)
+}
+
+/// Generate an answer for one image and prompt with a loaded Qwen VL model.
+pub fn generate(
+    loaded: &QwenLoaded,
+    image: &image::DynamicImage,
+    request: &RunRequest,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Session, GenerateError> {
+    validate(request)?;
+    let model = &loaded.model;
+    let (pixels, encoded, cfg) = prepare(loaded, image, request)?;
+    let mut timings = BTreeMap::new();
+    let mut recorder = AttentionRecorder::new(capture_mode(request.capture, model.num_layers()));
+    let mut cache = model.new_cache();
+
+    on_progress(Progress::Stage("encoding image".into()));
+    let clock = Instant::now();
+    let pixel_tensor = Tensor::from_vec(
+        pixels.data.clone(),
+        (pixels.num_patches, pixels.patch_len),
+        model.device(),
+    )?;
+    let out = model.image_features(&pixel_tensor, pixels.grid_thw, &mut recorder)?;
+    timings.insert("encode_image".into(), clock.elapsed().as_secs_f64());
+
+    on_progress(Progress::Stage("prefill".into()));
+    let clock = Instant::now();
+    let grid = pixels.merged_grid(cfg.merge_size);
+    let pos: MropePositions = model.positions(&encoded.ids, &[grid])?;
+    let embeds = model.embed(&encoded.ids, Some(&out.features))?;
+    let mut logits = model.forward(&embeds, 0, &pos, &mut cache, &mut recorder, false)?;
+    timings.insert("prefill".into(), clock.elapsed().as_secs_f64());
+
+    on_progress(Progress::Stage("decoding".into()));
+    let clock = Instant::now();
+    let mut sampler = Sampler::new(request.temperature, request.top_p, request.seed);
+    let eos = loaded.prompts.eos_token_ids().to_vec();
+    let mut output: Vec<u32> = Vec::new();
+    let mut shown = String::new();
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(GenerateError::Cancelled);
+        }
+        let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let id = sampler.sample(&row);
+        output.push(id);
+        let text = loaded.prompts.decode(&output);
+        let piece = text
+            .strip_prefix(shown.as_str())
+            .unwrap_or(&text)
+            .to_string();
+        shown = text;
+        on_progress(Progress::Token {
+            index: output.len() - 1,
+            id,
+            text: piece,
+        });
+        on_progress(Progress::Fraction(
+            output.len() as f64 / request.max_new_tokens as f64,
+        ));
+        if eos.contains(&id) || output.len() >= request.max_new_tokens {
+            break;
+        }
+        let e = model.embed_text(&[id])?;
+        let offset = cache.len();
+        logits = model.forward(&e, offset, &pos, &mut cache, &mut recorder, false)?;
+    }
+    let seconds = clock.elapsed().as_secs_f64();
+    timings.insert("decode".into(), seconds);
+    timings.insert(
+        "tokens_per_second".into(),
+        output.len() as f64 / seconds.max(1e-9),
+    );
+
+    let positions = encoded.ids.len() + output.len() - 1;
+    let (layers, heads) = (model.num_layers(), model.num_heads());
+    let to_array = |(shape, data): (Vec<usize>, Vec<f32>)| Array::new(shape, data);
+    let attn_gen = recorder
+        .generated_rows(layers, heads, positions)
+        .and_then(to_array);
+    let mut attn_full = BTreeMap::new();
+    for &layer in &recorder.mode().full_layers {
+        if let Some(a) = recorder.full(layer, positions).and_then(to_array) {
+            attn_full.insert(layer, a);
+        }
+    }
+    let mcfg = model.config();
+    let (decoder, vision) = match mcfg.variant {
+        QwenVlVariant::Qwen2Vl => ("qwen2_vl_text", "qwen2_vl_vision"),
+        QwenVlVariant::Qwen25Vl => ("qwen2_5_vl_text", "qwen2_5_vl_vision"),
+    };
+    let manifest = Manifest {
+        schema: SCHEMA.into(),
+        model: ModelInfo {
+            path: loaded.name.clone(),
+            architecture: mcfg.architecture.clone(),
+            text_layers: layers,
+            text_heads: heads,
+            vision_layers: mcfg.vision_config.depth,
+            vision_heads: mcfg.vision_config.num_heads,
+            image_grid: grid,
+            family: Some(ModelFamily {
+                decoder: decoder.into(),
+                vision: vision.into(),
+            }),
+        },
+        prompt: request.prompt.clone(),
+        image: ImageInfo {
+            path: request.image.display().to_string(),
+            mode: "native".into(),
+            original_size: [image.width(), image.height()],
+        },
+        generation: GenerationInfo {
+            max_new_tokens: request.max_new_tokens,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            seed: request.seed,
+        },
+        tokens: TokenStrings {
+            input: encoded.tokens,
+            output: output
+                .iter()
+                .map(|&id| loaded.prompts.decode_token(id))
+                .collect(),
+        },
+        image_span: encoded.image_span,
+        relevancy_tokens: Vec::new(),
+        causal: None,
+        timings,
+    };
+    Ok(Session {
+        manifest,
+        input_ids: encoded.ids.iter().map(|&i| i as i64).collect(),
+        output_ids: output.iter().map(|&i| i as i64).collect(),
+        pixel_values: picture(&cfg, &pixels).ok_or_else(|| {
+            GenerateError::Setting("pixel values do not match their shape".into())
+        })?,
+        attn_gen,
+        attn_full,
+        // The vision attention of a Qwen run is [P, P] over patches, not the grid's cells;
+        // today's session has no place for it.
+        attn_vit: None,
+        relevancy_llm: None,
+        relevancy_vit: None,
+        relevancy_combined: None,
+    })
+}
+
+/// Relevancy of output tokens `tokens` of a session `generate` made with `loaded`, in the
+/// session's layout: `llm` rows over the positions, `vit` and `combined` over the merged grid
+/// (row-major), each merged token holding the mean of its patches' values (the tracked pass
+/// computes them per patch, in the processor's order).
+pub fn relevancy_maps(
+    loaded: &QwenLoaded,
+    session: &Session,
+    tokens: &[usize],
+    on_token: &mut dyn FnMut(usize),
+) -> Result<RelevancyMaps, GenerateError> {
+    let start = Instant::now();
+    let model = &loaded.model;
+    let px = &session.pixel_values;
+    let [3, h, w] = px.shape[..] else {
+        return Err(GenerateError::Setting(format!(
+            "the session's picture has shape {:?}, not [3, h, w]",
+            px.shape
+        )));
+    };
+    let (patches, grid) = loaded.images.patches_of_picture(&px.data, h, w)?;
+    let m = loaded.images.merge_size;
+    if [grid[1] / m, grid[2] / m] != session.manifest.model.image_grid {
+        return Err(GenerateError::Setting(format!(
+            "the session's picture gives a {}x{} grid but its manifest says {:?}",
+            grid[1] / m,
+            grid[2] / m,
+            session.manifest.model.image_grid
+        )));
+    }
+    let patch_len = loaded.images.patch_len();
+    let pixel_values = Tensor::from_vec(patches, (grid[1] * grid[2], patch_len), model.device())?;
+    let ids = |v: &[i64]| v.iter().map(|&i| i as u32).collect::<Vec<_>>();
+    let (input, output) = (ids(&session.input_ids), ids(&session.output_ids));
+    let pass = QwenTrackedPass::forward(model, &input, &output, &pixel_values, grid)?;
+    let group = m * m;
+    let merge = |row: Vec<f32>| -> Vec<f32> {
+        row.chunks(group)
+            .map(|c| c.iter().sum::<f32>() / group as f32)
+            .collect()
+    };
+    let mut maps = RelevancyMaps::default();
+    for chunk in tokens.chunks(RELEVANCY_CHUNK) {
+        for row in pass.relevancy(chunk, RELEVANCY_CHUNK)? {
+            on_token(row.token);
+            maps.tokens.push(row.token);
+            maps.llm.push(row.llm);
+            maps.vit.push(merge(row.vit));
+            maps.combined.push(merge(row.combined));
+        }
+    }
+    maps.seconds = start.elapsed().as_secs_f64();
+    Ok(maps)
+}
+
+/// Output tokens carried by one backward of the Qwen relevancy pass.
+const RELEVANCY_CHUNK: usize = 4;

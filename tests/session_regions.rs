@@ -140,11 +140,6 @@ fn every_kind_of_lie_is_refused_with_one_sentence() {
             "first image region is 1x1",
         ),
         (
-            "image_span not the regions' cover",
-            |s| s.manifest.image_span = [1, 5],
-            "is not the span its image regions cover",
-        ),
-        (
             "schema 1 with regions",
             |s| s.manifest.schema = "lvlmscope.session/1".into(),
             "lists image regions",

@@ -335,7 +335,8 @@ fn validate(s: &Session) -> Result<(), String> {
 }
 
 /// Checks the image regions (the manifest's, or the one a schema 1 file describes) against the
-/// input positions, the image span, `model.image_grid` and the image size; returns the number
+/// input positions, the image span (which may hold more, e.g. a leading CLS feature),
+/// `model.image_grid` and the image size; returns the number
 /// of cells of all regions (the width of `relevancy.vit` / `relevancy.combined`).
 fn check_image(s: &Session) -> Result<usize, String> {
     let m = &s.manifest;
@@ -351,18 +352,12 @@ fn check_image(s: &Session) -> Result<usize, String> {
         return Err(format!("it says schema {SCHEMA_1} but lists image regions"));
     }
     super::regions::check_regions(&regions, s.num_input(), [start, len], m.image.original_size)?;
-    if let (Some(first), Some(last)) = (regions.first(), regions.last()) {
+    if let Some(first) = regions.first() {
         if first.grid != [rows, cols] {
             return Err(format!(
                 "its manifest claims a {rows}x{cols} image grid, but its first image region is \
                  {}x{}",
                 first.grid[0], first.grid[1]
-            ));
-        }
-        let end = last.span[0] + last.span[1];
-        if !m.regions.is_empty() && (first.span[0] != start || end != start + len) {
-            return Err(format!(
-                "its image span [{start}, {len}] is not the span its image regions cover"
             ));
         }
     }

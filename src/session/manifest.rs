@@ -31,7 +31,8 @@ pub struct Manifest {
     /// Token strings of the input (after image-token expansion) and of the output.
     pub tokens: TokenStrings,
     /// `[start, len]` of the image features in input positions: the span covering every
-    /// region (first start .. last end).
+    /// region (first start .. last end, plus a leading CLS feature under LLaVA's `full`
+    /// feature strategy).
     pub image_span: [usize; 2],
     /// The image regions in input order; empty means one `Image` region made from
     /// `image_span`, `model.image_grid` and `image.original_size` (as in schema 1 files).

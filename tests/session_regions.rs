@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use lvlmscope::explain::catalogue;
+use lvlmscope::explain::{catalogue, faithfulness};
 use lvlmscope::session::{
     self, AttentionDtype, ImageRegion, RegionKind, Session, SessionError, SCHEMA,
 };
@@ -86,6 +86,30 @@ fn schema2_round_trips() {
     assert_eq!(json["schema"], "lvlmscope.session/2");
     assert_eq!(json["regions"][1]["kind"], "highres");
     assert_eq!(json["regions"][1]["separators"][0], 4);
+}
+
+#[test]
+fn catalogue_maps_and_deletion_windows_cover_every_region() {
+    let s = two_regions();
+    let e = catalogue::explain(&s, &[1], &catalogue::MapId::Random).unwrap();
+    let shapes: Vec<_> = e.regions.iter().map(|r| r.grid.values.len()).collect();
+    assert_eq!(shapes, vec![1, 2], "separators are no cells");
+    assert_eq!(e.cells().len(), 3);
+    assert_eq!(e.grid, e.regions[0].grid);
+    let a = catalogue::explain(&s, &[1], &"attention.last.mean".parse().unwrap()).unwrap();
+    let gen = s.attn_gen.as_ref().unwrap();
+    let want: Vec<f32> = [1, 2, 3]
+        .iter()
+        .map(|&p| (0..2).map(|h| gen.get(&[1, 1, h, p])).sum::<f32>() / 2.0)
+        .collect();
+    assert_eq!(
+        a.cells(),
+        want,
+        "cells at positions 1, 2, 3; separator 4 skipped"
+    );
+    // the picture is 2x2: the base cell is all of it, the high-resolution cells its halves
+    let windows = faithfulness::cell_windows(&s, 2, 2);
+    assert_eq!(windows, vec![(0..2, 0..2), (0..2, 0..1), (0..2, 1..2)]);
 }
 
 #[test]

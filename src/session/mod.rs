@@ -74,9 +74,9 @@ impl Session {
         start..start + len
     }
 
-    /// The image regions in input order: the manifest's, or for a manifest without any (schema
-    /// 1) the one region its image span and grid describe. Empty when the run has no image or
-    /// the schema 1 grid does not fit the span (a loaded file is refused for that).
+    /// The image regions in input order: the manifest's, or for a manifest without any (as in
+    /// schema 1 files) the one region its image span and grid describe. Empty when the run has
+    /// no image or such a grid does not fit the span (a loaded file is refused for that).
     pub fn regions(&self) -> Cow<'_, [ImageRegion]> {
         let m = &self.manifest;
         if !m.regions.is_empty() {

@@ -248,7 +248,10 @@ mod tests {
     #[test]
     fn check_refuses_each_kind_of_lie() {
         let ok = region([2, 8], [2, 3], vec![5, 9]);
-        assert_eq!(check_regions(&[ok.clone()], 12, [2, 8], [40, 20]), Ok(()));
+        assert_eq!(
+            check_regions(std::slice::from_ref(&ok), 12, [2, 8], [40, 20]),
+            Ok(())
+        );
         let lies: Vec<(ImageRegion, &str)> = vec![
             (region([2, 20], [2, 3], vec![]), "input positions"),
             (region([1, 8], [2, 3], vec![5, 9]), "image span"),
@@ -271,7 +274,7 @@ mod tests {
             ),
         ];
         for (r, word) in lies {
-            let e = check_regions(&[r.clone()], 12, [2, 8], [40, 20]).unwrap_err();
+            let e = check_regions(std::slice::from_ref(&r), 12, [2, 8], [40, 20]).unwrap_err();
             assert!(e.contains(word), "{r:?}: {e}");
         }
         let a = region([2, 4], [2, 2], vec![]);

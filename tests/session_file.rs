@@ -59,6 +59,7 @@ fn small_session() -> Session {
                 output: ["▁a", "▁cat", "</s>"].map(String::from).to_vec(),
             },
             image_span: [1, 4],
+            regions: Vec::new(),
             relevancy_tokens: vec![1],
             causal: None,
             timings: BTreeMap::from([("prefill".to_string(), 0.5)]),

@@ -17,6 +17,7 @@ pub mod image;
 pub mod jobs;
 pub mod keymap;
 mod method;
+pub mod msg;
 mod prompt;
 pub mod relevancy;
 pub mod run_form;

@@ -2,7 +2,6 @@
 //! session (relevancy on demand, faithfulness) through the [`JobRunner`] seam, on one
 //! long-lived job worker that keeps the loaded model between jobs.
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
@@ -11,36 +10,7 @@ use crate::job::{JobOutput, JobProgress, ModelJob, ModelService};
 use crate::session::Session;
 
 use super::app::App;
-use super::update::Msg;
-
-/// What a live run needs from the form.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveRequest {
-    /// Model folder or id.
-    pub model: String,
-    /// Image file.
-    pub image: PathBuf,
-    /// The prompt.
-    pub prompt: String,
-    /// Upper bound on generated tokens.
-    pub max_new_tokens: usize,
-}
-
-/// Progress of a live run, as the worker reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunEvent {
-    /// A new stage began ("loading model", "encoding image", "prefill", "decoding", ...).
-    Stage(String),
-    /// Fraction of the current stage done, in [0, 1].
-    Fraction(f64),
-    /// A generated token.
-    Token {
-        /// Its index in the answer.
-        index: usize,
-        /// Its text.
-        text: String,
-    },
-}
+pub use super::msg::{JobDone, LiveRequest, Msg, RunEvent};
 
 /// Runs the model; [`GenerateRunner`] runs it through `job::run`, tests use fakes.
 pub trait Runner: Send + Sync {
@@ -157,19 +127,6 @@ pub fn job_request(app: &App, id: u64) -> Option<JobRequest> {
         job: pending.job.clone(),
         cancel: pending.cancel.clone(),
     })
-}
-
-/// How a model job ended.
-#[derive(Debug)]
-pub struct JobDone {
-    /// The job's id.
-    pub id: u64,
-    /// The session epoch it was asked for in.
-    pub epoch: u64,
-    /// The job.
-    pub job: ModelJob,
-    /// Its output, or one sentence saying why there is none.
-    pub result: Result<JobOutput, String>,
 }
 
 /// The job worker: one thread that owns the [`JobRunner`] (and so the loaded model) and runs

@@ -9,6 +9,8 @@ use crossterm::event::{KeyEvent, MouseEvent};
 use crate::job::{JobOutput, JobProgress, ModelJob};
 use crate::session::{CausalParams, CausalToken, Session};
 
+use super::state::{Pane, Selection};
+
 /// What a live run needs from the form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveRequest {
@@ -91,4 +93,22 @@ pub enum Cmd {
     ComputeCausal(usize, CausalParams),
     /// Run the pending model job with this id (the app's pending job) on the job worker.
     ModelJob(u64, ModelJob),
+}
+
+/// What a component asks of the app when it handles an action (the app applies these in
+/// order; components never reach into the app themselves).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Show a notice in the status line (`true`: an error).
+    Notify(String, bool),
+    /// Show another map: the new selection.
+    Select(Selection),
+    /// Give the keyboard to a pane.
+    Focus(Pane),
+    /// Start a model job on the session (refused with a notice while another runs).
+    StartJob(ModelJob),
+    /// Start a live run.
+    StartRun(LiveRequest),
+    /// Run a command on the runtime.
+    Cmd(Cmd),
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use crate::job::{JobOutput, JobProgress, ModelJob, ModelService};
 use crate::session::Session;
 
-use super::app::App;
 pub use super::msg::{JobDone, LiveRequest, Msg, RunEvent};
 
 /// Runs the model; [`GenerateRunner`] runs it through `job::run`, tests use fakes.
@@ -106,7 +105,7 @@ impl JobRunner for ModelService {
 pub struct JobRequest {
     /// Identifies the job in the messages that answer it.
     pub id: u64,
-    /// The app's session epoch when the job was asked for (see [`App::epoch`]).
+    /// The app's session epoch when the job was asked for (see `App::epoch`).
     pub epoch: u64,
     /// What the job reads: the session without its recorded tensors.
     pub session: Session,
@@ -114,19 +113,6 @@ pub struct JobRequest {
     pub job: ModelJob,
     /// Set to cancel the job.
     pub cancel: Arc<AtomicBool>,
-}
-
-/// The job request for the app's pending job `id`, if that job is still pending.
-pub fn job_request(app: &App, id: u64) -> Option<JobRequest> {
-    let pending = app.job.as_ref().filter(|p| p.id == id)?;
-    let session = app.session.as_ref()?;
-    Some(JobRequest {
-        id,
-        epoch: app.epoch,
-        session: crate::job::service::job_input(session),
-        job: pending.job.clone(),
-        cancel: pending.cancel.clone(),
-    })
 }
 
 /// The job worker: one thread that owns the [`JobRunner`] (and so the loaded model) and runs

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::super::app::{Agg, App};
 use super::Cmd;
 
+/// Key `s`: saves the session where it came from, or to a new file named by the time.
 pub(super) fn save(app: &mut App) -> Vec<Cmd> {
     if app.session.is_none() {
         app.notify("nothing to save: no session is loaded", true);
@@ -21,22 +22,23 @@ pub(super) fn save(app: &mut App) -> Vec<Cmd> {
     vec![Cmd::Save(path)]
 }
 
+/// Key `e`: writes the map shown over the image, named by method, token, layer and heads.
 pub(super) fn export(app: &mut App) -> Vec<Cmd> {
     if app.view.map.is_none() {
         app.notify("no map to export for this selection", true);
         return Vec::new();
     }
     let tokens = app.selected_tokens();
-    let what = match app.agg {
-        Agg::Head => format!("h{}", app.head),
+    let what = match app.sel.agg {
+        Agg::Head => format!("h{}", app.sel.head),
         Agg::Mean => "mean".into(),
         Agg::Max => "max".into(),
     };
     let name = format!(
         "lvlmscope-{}-t{}-l{}-{what}.png",
-        app.method.name(),
+        app.sel.method.name(),
         tokens.first().copied().unwrap_or(0),
-        app.layer
+        app.sel.layer
     );
     vec![Cmd::Export(PathBuf::from(name))]
 }

@@ -1,12 +1,50 @@
-//! What comes back from the workers: causal results and live-run progress.
+//! What comes back from the workers: live-run progress and its session, saves and exports,
+//! causal results, and model jobs ([`super::super::jobs`]).
 
 use crate::session::{CausalParams, CausalResults, CausalToken};
 
 use super::super::app::App;
-use super::RunEvent;
+use super::{Msg, RunEvent};
 
-pub(super) fn store_causal(app: &mut App, t: usize, params: CausalParams, ct: CausalToken) {
-    if params != app.causal_params {
+/// Applies a message from a worker (every message but keys, mouse, resize and interrupts).
+pub(super) fn apply(app: &mut App, msg: Msg) {
+    match msg {
+        Msg::Run(e) => run_event(app, e),
+        Msg::RunDone(r) => {
+            app.run.active = false;
+            app.run.cancel = None;
+            match r {
+                Ok(s) => {
+                    app.set_session(*s, None);
+                    app.notify("run finished: press s to save the session", false);
+                }
+                Err(e) => app.notify(format!("run failed: {e}"), true),
+            }
+        }
+        Msg::Saved(r) => match r {
+            Ok(p) => {
+                app.notify(format!("saved session to {}", p.display()), false);
+                app.session_path = Some(p);
+                app.modified = false;
+            }
+            Err(e) => app.notify(e, true),
+        },
+        Msg::Exported(r) => match r {
+            Ok(p) => app.notify(format!("wrote {}", p.display()), false),
+            Err(e) => app.notify(e, true),
+        },
+        Msg::CausalDone(t, params, r) => match r {
+            Ok(ct) => store_causal(app, t, params, ct),
+            Err(e) => app.notify(e, true),
+        },
+        Msg::Job(id, p) => super::super::jobs::progress(app, id, p),
+        Msg::JobDone(done) => super::super::jobs::done(app, done),
+        Msg::Key(_) | Msg::Mouse(_) | Msg::Resize(..) | Msg::Interrupt => {}
+    }
+}
+
+fn store_causal(app: &mut App, t: usize, params: CausalParams, ct: CausalToken) {
+    if params != app.method.causal().params {
         app.notify(
             format!("dropped a result for token {t} computed with older parameters"),
             false,
@@ -29,7 +67,7 @@ pub(super) fn store_causal(app: &mut App, t: usize, params: CausalParams, ct: Ca
     app.notify(text, false);
 }
 
-pub(super) fn run_event(app: &mut App, e: RunEvent) {
+fn run_event(app: &mut App, e: RunEvent) {
     match e {
         RunEvent::Stage(s) => {
             app.run.stage = s;

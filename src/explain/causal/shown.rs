@@ -1,5 +1,5 @@
 //! Reading a token's CLEANN result the way views show it: the heads by importance, the head to
-//! detail, and a head's explaining set up to a radius (docs/design.md, "Causal"). The app
+//! detail, and a head's explaining set up to a radius (docs/design.md, "Definitions"). The app
 //! draws these; it does not derive them.
 
 use crate::session::{CausalHead, CausalToken};

@@ -104,8 +104,8 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
     Vec::new()
 }
 
-/// Offers `action` to the components, the focused pane first, until one takes it; applies
-/// what it asks for.
+/// Offers `action` to the components in turn until one takes it (a pane takes arrows and space
+/// only while focused); applies what it asked for.
 fn to_components(app: &mut App, action: Action) -> Vec<Cmd> {
     let mut effects = Vec::new();
     let ctx = ctx!(app);
@@ -149,8 +149,8 @@ fn apply(app: &mut App, effects: Vec<Effect>) -> Vec<Cmd> {
     cmds
 }
 
-/// Esc: cancels the live run, else the model job, else leaves patch mode, else dismisses the
-/// notice.
+/// Esc: cancels the live run, else the model job, else leaves patch mode, else goes to the
+/// components (the status line dismisses its notice).
 fn cancel(app: &mut App) -> Vec<Cmd> {
     if let Some(c) = &app.run.cancel {
         c.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -160,7 +160,7 @@ fn cancel(app: &mut App) -> Vec<Cmd> {
     } else if app.patch_mode {
         app.patch_mode = false;
     } else {
-        app.status.clear();
+        return to_components(app, Action::Cancel);
     }
     Vec::new()
 }

@@ -56,7 +56,7 @@ fn app_report_and_eval_give_the_same_numbers() {
     let mut app = App::with_session(look, s.clone(), None);
     for t in [0usize, 2] {
         // the app's map for token t
-        app.token = t;
+        app.answer.set_cursor(t);
         let eval = lvlmscope::eval::scene_maps(&s, t as u64).unwrap();
         for name in IDS {
             let id: MapId = name.parse().unwrap();

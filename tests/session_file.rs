@@ -210,7 +210,7 @@ fn an_absurd_image_grid_is_refused_before_anything_is_sized_by_it() {
     };
     let (app, _) = lvlmscope::tui::initial_app(&opts, look);
     assert!(app.session.is_none());
-    let notice = app.notice.expect("a notice");
+    let notice = app.status.notice().cloned().expect("a notice");
     assert!(notice.error && notice.text.contains("100000x100000 image grid"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
         .args(["report", path.to_str().unwrap(), "--json"])

@@ -417,7 +417,7 @@ impl App {
                 self.rel_source = source;
                 self.rel_norm = norm;
             }
-            MapId::Causal(_) | MapId::Random => {}
+            MapId::Heads(_) | MapId::Causal(_) | MapId::Random => {}
         }
         self.refresh();
         true

@@ -9,6 +9,7 @@
 //! | `attention.last.mean` / `.max` / `.h{h}` | raw attention of the last layer, heads combined |
 //! | `attention.layers.mean` / `.max` / `.h{h}` | the same, then the mean over every layer |
 //! | `attention.l{l}.mean` / `.max` / `.h{h}` | raw attention of layer `l` |
+//! | `attention.heads.l{l}h{h}+…` / `attention.heads.best` | mean attention of chosen heads; of the best localization heads ([`super::heads`]) |
 //! | `relevancy.decoder` | decoder relevancy over the image (self-removed row) |
 //! | `relevancy.decoder.residual` | the same row under LVLM-Interpret's residual normalisation |
 //! | `relevancy.vision` | vision-tower relevancy |
@@ -22,6 +23,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::heads::{HeadSel, HeadSet};
 use crate::explain::attention::HeadAgg;
 use crate::explain::relevancy::views::Normalization;
 
@@ -123,6 +125,8 @@ pub enum MapId {
         /// sources, which have no query column).
         norm: Normalization,
     },
+    /// The mean attention of a set of heads (localization heads).
+    Heads(HeadSel),
     /// CLEANN image weights.
     Causal(CausalHeads),
     /// A uniform random map (seeded per request).
@@ -185,7 +189,7 @@ impl MapId {
     /// The map's family.
     pub fn family(&self) -> Family {
         match self {
-            MapId::Attention { .. } => Family::Attention,
+            MapId::Attention { .. } | MapId::Heads(_) => Family::Attention,
             MapId::Relevancy { .. } => Family::Relevancy,
             MapId::Causal(_) => Family::Causal,
             MapId::Random => Family::Random,
@@ -229,6 +233,8 @@ impl fmt::Display for MapId {
                 }
                 Ok(())
             }
+            MapId::Heads(HeadSel::Best) => write!(f, "attention.heads.best"),
+            MapId::Heads(HeadSel::Set(set)) => write!(f, "attention.heads.{set}"),
             MapId::Causal(CausalHeads::Sum) => write!(f, "causal"),
             MapId::Causal(CausalHeads::Max) => write!(f, "causal.max"),
             MapId::Causal(CausalHeads::Head(h)) => write!(f, "causal.h{h}"),
@@ -239,7 +245,7 @@ impl fmt::Display for MapId {
 
 /// A string that names no map.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown map {0:?} (for example attention.last.mean, attention.l2.h3, relevancy.decoder, relevancy.combined, causal, causal.max, random)")]
+#[error("unknown map {0:?} (for example attention.last.mean, attention.l2.h3, attention.heads.best, relevancy.decoder, relevancy.combined, causal, causal.max, random)")]
 pub struct MapIdError(pub String);
 
 fn parse_heads(s: &str) -> Option<HeadAgg> {
@@ -266,6 +272,10 @@ impl FromStr for MapId {
             norm: plain,
         };
         Ok(match parts.as_slice() {
+            ["attention", "heads", "best"] => MapId::Heads(HeadSel::Best),
+            ["attention", "heads", set] => {
+                MapId::Heads(HeadSel::Set(set.parse::<HeadSet>().map_err(|_| err())?))
+            }
             ["attention", layers, heads] => {
                 let layers = match *layers {
                     "last" => Layers::Last,
@@ -326,6 +336,8 @@ mod tests {
             "attention.l0.mean",
             "attention.l3.max",
             "attention.l1.h7",
+            "attention.heads.best",
+            "attention.heads.l2h1+l0h3",
             "relevancy.decoder",
             "relevancy.decoder.residual",
             "relevancy.vision",
@@ -366,6 +378,8 @@ mod tests {
             "attention",
             "attention.lx.mean",
             "attention.l1.sum",
+            "attention.heads.l2",
+            "attention.heads.worst",
             "relevancy.vision.residual",
             "causal.mean",
             "random.3",

@@ -10,6 +10,7 @@
 //! [`Options::compute_causal`] lets a caller without a worker compute causal results inline.
 
 mod compute;
+pub mod heads;
 mod id;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use crate::explain::attention::{AttentionError, Grid};
 use crate::explain::causal::CausalUnavailable;
 use crate::session::{CausalToken, Session};
 
+pub use heads::{HeadScore, HeadSel, HeadSet};
 pub use id::{CausalHeads, Family, Layers, MapId, MapIdError, RelevancySource};
 
 /// One map of the catalogue for some answer tokens.
@@ -73,6 +75,9 @@ pub enum CatalogueError {
     /// The session holds no causal result for the token (and none was to be computed).
     #[error("no causal explanation for token {0} in this session")]
     NoCausal(usize),
+    /// `attention.heads.best` on a model whose head scores are not known.
+    #[error("the best localization heads of this model are not known: score them with `lvlmscope eval --heads --json FILE --model M` and pass the file with --heads FILE, or name the heads (attention.heads.l2h1+l2h3)")]
+    NoHeadScores,
     /// No causal result can be had.
     #[error(transparent)]
     Causal(#[from] CausalUnavailable),
@@ -153,6 +158,7 @@ pub fn explain_with(
 pub fn available(s: &Session, t: usize, id: &MapId) -> bool {
     match id {
         MapId::Attention { .. } => s.attn_gen.is_some(),
+        MapId::Heads(sel) => s.attn_gen.is_some() && sel.resolve(s).is_ok(),
         MapId::Relevancy { source, .. } => {
             compute::table(s, *source).is_some() && s.manifest.relevancy_tokens.contains(&t)
         }

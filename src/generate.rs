@@ -428,6 +428,7 @@ impl<'m> Decoding<'m> {
             relevancy_tokens: Vec::new(),
             causal: None,
             timings: self.timings,
+            lens: Vec::new(),
         };
         let pixels = prepared.pixels;
         let [c, h, w] = pixels.shape;

@@ -254,6 +254,7 @@ pub fn generate(
         relevancy_tokens: Vec::new(),
         causal: None,
         timings,
+        lens: Vec::new(),
     };
     Ok(Session {
         manifest,

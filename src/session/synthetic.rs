@@ -359,6 +359,7 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
         image_span: [shape.image.start, patches],
         causal: None,
         timings: BTreeMap::new(),
+        lens: Vec::new(),
         tokens,
     };
     let grid = spec.grid;

@@ -57,6 +57,12 @@ pub struct KnockoutArgs {
     /// Model folder or model id (default: the session's model).
     #[arg(long)]
     pub model: Option<String>,
+    /// Weights and activations dtype of the model: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Where the model runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Flags of `lvlmscope tui`.
@@ -171,6 +177,16 @@ pub struct ReportArgs {
     /// A head score file of `eval --heads --json` for `--method attention.heads.best`.
     #[arg(long)]
     pub heads: Option<PathBuf>,
+    /// `--method lens`: store the reading in the session file (then `lens.l{L}` maps and
+    /// later reports read it without the model).
+    #[arg(long)]
+    pub cache: bool,
+    /// Weights and activations dtype of the model: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Where the model runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Flags of `lvlmscope eval`.

@@ -154,6 +154,9 @@ fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
             token: args.token.unwrap_or(0),
             layer: args.layer,
             json: args.json,
+            cache: args.cache,
+            dtype: parse_dtype(&args.dtype)?,
+            device: args.device.parse::<DeviceName>()?.open()?,
         })?);
     }
     let method = eval_cli::resolve_best_heads(&args.method, args.heads.as_deref())?;
@@ -177,6 +180,8 @@ fn knockout(args: cli::KnockoutArgs) -> anyhow::Result<()> {
         model: args.model,
         request,
         json: args.json,
+        dtype: parse_dtype(&args.dtype)?,
+        device: args.device.parse::<DeviceName>()?.open()?,
     })?)
 }
 

@@ -331,3 +331,99 @@ fn compare_a_session_with_itself_and_with_another_prompt() {
         "unknown map",
     );
 }
+
+#[test]
+fn the_lens_is_cached_in_the_session_and_read_back_as_a_catalogue_map() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = demo_session(
+        tmp.path(),
+        "a.session",
+        "scene_1",
+        "What color is the triangle?",
+    );
+    let s = s.to_str().unwrap();
+    let json = |args: &[&str]| -> Value {
+        let mut all = vec!["report", s, "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&ok(&lvlmscope(&all))).unwrap()
+    };
+    // not cached yet: the catalogue map says how to compute it
+    one_sentence_error(
+        &lvlmscope(&["report", s, "--method", "lens.l2"]),
+        "--method lens --token 0 --layer 2 --cache",
+    );
+    let computed = json(&["--method", "lens", "--layer", "2", "--cache"]);
+    assert_eq!(computed["layer"], 2);
+    let flat = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|x| match x.as_array() {
+                Some(row) => row.iter().map(|y| y.as_f64().unwrap()).collect(),
+                None => vec![x.as_f64().unwrap()],
+            })
+            .collect()
+    };
+    // the catalogue map reads the cache: the same numbers (JSON f32 round trip)
+    let map = json(&["--method", "lens.l2"]);
+    assert_eq!(map["map_id"], "lens.l2");
+    assert_eq!(map["method"], "lens");
+    let (a, b) = (flat(&computed["map"]), flat(&map["map"]));
+    assert_eq!(a.len(), 64);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-6);
+    }
+    // the cached reading needs no model: a missing folder only loses the token texts
+    let cached = json(&[
+        "--method",
+        "lens",
+        "--layer",
+        "2",
+        "--model",
+        "/nonexistent",
+    ]);
+    assert_eq!(cached["map"], computed["map"]);
+    assert_eq!(cached["curve"].as_array().unwrap().len(), 4);
+    // another layer is not cached, so that one needs the model
+    one_sentence_error(
+        &lvlmscope(&[
+            "report",
+            s,
+            "--method",
+            "lens",
+            "--layer",
+            "1",
+            "--model",
+            "/nonexistent",
+        ]),
+        "/nonexistent",
+    );
+}
+
+#[test]
+fn knockout_and_lens_take_device_and_dtype() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = demo_session(
+        tmp.path(),
+        "a.session",
+        "scene_0",
+        "What color is the square?",
+    );
+    let s = s.to_str().unwrap();
+    let args = [
+        "knockout", s, "--block", "image", "--layers", "0-3", "--json", "--device", "cpu",
+        "--dtype", "f32",
+    ];
+    let v: Value = serde_json::from_str(&ok(&lvlmscope(&args))).unwrap();
+    assert!(v["p_knockout"].as_f64().unwrap() < v["p_original"].as_f64().unwrap());
+    one_sentence_error(
+        &lvlmscope(&[
+            "knockout", s, "--block", "image", "--layers", "0", "--dtype", "f8",
+        ]),
+        "f8",
+    );
+    one_sentence_error(
+        &lvlmscope(&["report", s, "--method", "lens", "--device", "tpu"]),
+        "tpu",
+    );
+}

@@ -378,6 +378,7 @@ impl App {
                 Agg::Head => CausalHeads::Head(self.head),
             }),
             Method::Random => MapId::Random,
+            Method::Lens => MapId::Lens(self.layer),
         }
     }
 
@@ -417,6 +418,7 @@ impl App {
                 self.rel_source = source;
                 self.rel_norm = norm;
             }
+            MapId::Lens(l) => self.layer = l,
             MapId::Heads(_) | MapId::Causal(_) | MapId::Random => {}
         }
         self.refresh();

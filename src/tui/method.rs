@@ -34,6 +34,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         Method::Relevancy => super::relevancy::title(app),
         Method::Causal => super::causal::title(app),
         Method::Random => "Random baseline".into(),
+        Method::Lens => format!("Logit lens · layer {} (cached in the session)", app.layer),
     };
     let block = pane_block(app, Pane::Method, title);
     let inner = block.inner(area);
@@ -71,7 +72,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         },
         Method::Relevancy => super::relevancy::draw(f, app, inner),
         Method::Causal => super::causal::draw(f, app, inner),
-        Method::Random => {}
+        Method::Random | Method::Lens => {}
     }
 }
 

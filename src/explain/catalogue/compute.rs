@@ -26,6 +26,7 @@ pub(super) fn explain(
         MapId::Relevancy { source, norm } => relevancy(s, tokens, source, norm)?,
         MapId::Causal(heads) => causal_map(s, tokens, heads, compute_causal)?,
         MapId::Random => random(s, seed)?,
+        MapId::Lens(layer) => super::lens::lens_map(s, tokens, layer, blank(s))?,
     };
     out.id = *id;
     out.tokens = tokens.to_vec();

@@ -15,6 +15,7 @@
 //! | `relevancy.vision` | vision-tower relevancy |
 //! | `relevancy.combined` | decoder relevancy carried through the vision tower |
 //! | `causal` / `causal.max` / `causal.h{h}` | CLEANN image weights: sum over heads, max, one head |
+//! | `lens.l{l}` | logit lens: each patch's probability of the answer token after layer `l` |
 //! | `random` | a seeded uniform random map, the baseline |
 //!
 //! Parsing also takes the older spellings: the tensor names `relevancy.llm`, `relevancy.vit`
@@ -93,6 +94,8 @@ pub enum Family {
     Causal,
     /// The random baseline.
     Random,
+    /// The logit lens.
+    Lens,
 }
 
 impl Family {
@@ -103,6 +106,7 @@ impl Family {
             Family::Relevancy => "relevancy",
             Family::Causal => "causal",
             Family::Random => "random",
+            Family::Lens => "lens",
         }
     }
 }
@@ -131,6 +135,8 @@ pub enum MapId {
     Causal(CausalHeads),
     /// A uniform random map (seeded per request).
     Random,
+    /// The logit lens at a decoder layer, read from the session's cache.
+    Lens(usize),
 }
 
 impl MapId {
@@ -193,6 +199,7 @@ impl MapId {
             MapId::Relevancy { .. } => Family::Relevancy,
             MapId::Causal(_) => Family::Causal,
             MapId::Random => Family::Random,
+            MapId::Lens(_) => Family::Lens,
         }
     }
 
@@ -239,13 +246,14 @@ impl fmt::Display for MapId {
             MapId::Causal(CausalHeads::Max) => write!(f, "causal.max"),
             MapId::Causal(CausalHeads::Head(h)) => write!(f, "causal.h{h}"),
             MapId::Random => write!(f, "random"),
+            MapId::Lens(l) => write!(f, "lens.l{l}"),
         }
     }
 }
 
 /// A string that names no map.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown map {0:?} (for example attention.last.mean, attention.l2.h3, attention.heads.best, relevancy.decoder, relevancy.combined, causal, causal.max, random)")]
+#[error("unknown map {0:?} (for example attention.last.mean, attention.l2.h3, attention.heads.best, relevancy.decoder, relevancy.combined, causal, causal.max, lens.l2, random)")]
 pub struct MapIdError(pub String);
 
 fn parse_heads(s: &str) -> Option<HeadAgg> {
@@ -303,6 +311,11 @@ impl FromStr for MapId {
                 _ => return Err(err()),
             },
             ["random"] => MapId::Random,
+            ["lens", l] => MapId::Lens(
+                l.strip_prefix('l')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(err)?,
+            ),
             _ => return Err(err()),
         })
     }
@@ -346,6 +359,7 @@ mod tests {
             "causal.max",
             "causal.h3",
             "random",
+            "lens.l2",
         ];
         for s in ids {
             let id: MapId = s.parse().unwrap();
@@ -383,6 +397,8 @@ mod tests {
             "relevancy.vision.residual",
             "causal.mean",
             "random.3",
+            "lens",
+            "lens.2",
         ] {
             let e = s.parse::<MapId>().unwrap_err();
             assert!(e.to_string().contains(&format!("{s:?}")), "{e}");

@@ -12,6 +12,7 @@
 mod compute;
 pub mod heads;
 mod id;
+mod lens;
 
 use std::collections::BTreeMap;
 
@@ -78,6 +79,14 @@ pub enum CatalogueError {
     /// `attention.heads.best` on a model whose head scores are not known.
     #[error("the best localization heads of this model are not known: score them with `lvlmscope eval --heads --json FILE --model M` and pass the file with --heads FILE, or name the heads (attention.heads.l2h1+l2h3)")]
     NoHeadScores,
+    /// The session caches no logit lens of the token at the layer.
+    #[error("no logit lens for token {token} at layer {layer} in this session: compute it with `lvlmscope report FILE --method lens --token {token} --layer {layer} --cache`")]
+    NoLens {
+        /// The answer token.
+        token: usize,
+        /// The layer.
+        layer: usize,
+    },
     /// No causal result can be had.
     #[error(transparent)]
     Causal(#[from] CausalUnavailable),
@@ -102,6 +111,13 @@ pub enum Need {
     Relevancy(Vec<usize>),
     /// The causal results of these tokens (computed from `attn.full`).
     Causal(Vec<usize>),
+    /// The logit lens of these tokens at a layer (computed with the session's model).
+    Lens {
+        /// The tokens.
+        tokens: Vec<usize>,
+        /// The layer.
+        layer: usize,
+    },
 }
 
 /// What must be computed before `id` can be given for `tokens` from `s`.
@@ -127,6 +143,20 @@ pub fn need(s: &Session, tokens: &[usize], id: &MapId) -> Need {
                 Need::Causal(todo)
             }
         }
+        Family::Lens => match id {
+            MapId::Lens(layer) => {
+                let todo = lens::missing(s, tokens, *layer);
+                if todo.is_empty() {
+                    Need::Ready
+                } else {
+                    Need::Lens {
+                        tokens: todo,
+                        layer: *layer,
+                    }
+                }
+            }
+            _ => Need::Ready,
+        },
         Family::Attention | Family::Random => Need::Ready,
     }
 }
@@ -164,6 +194,7 @@ pub fn available(s: &Session, t: usize, id: &MapId) -> bool {
         }
         MapId::Causal(_) => crate::explain::causal::stored_token(s, t).is_some(),
         MapId::Random => true,
+        MapId::Lens(layer) => crate::explain::lens::cached(s, t, *layer).is_some(),
     }
 }
 

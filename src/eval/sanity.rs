@@ -6,7 +6,9 @@
 //! randomised model and the map of the trained one, averaged over scenes, is reported per
 //! method and step. A method whose maps do not change — ρ above [`THRESHOLD`] at every step —
 //! is flagged: its map does not depend on what the model learned. The random baseline is the
-//! control: it never depends on the model and is always flagged.
+//! control: it never depends on the model and is always flagged. A scene whose two maps are
+//! both constant (a causal map with no explaining patch before and after) has no ranking to
+//! compare and is left out of that method's mean.
 //!
 //! Both sides are computed the same way: one forward over the prompt records the attention of
 //! the answer token's position (all layers) and the last layer's full matrix; relevancy and
@@ -58,8 +60,12 @@ pub struct SanityParameters {
 pub struct SanityMethod {
     /// The map.
     pub method: MapId,
-    /// Mean Spearman ρ over scenes, per step (k = 1 .. layers).
+    /// Mean Spearman ρ over scenes, per step (k = 1 .. layers); `null` where no scene had a
+    /// ranking to compare.
     pub rho: Vec<f32>,
+    /// Per step, the scenes whose two maps were not both constant (the others, e.g. a causal
+    /// map that is zero everywhere before and after, have no ranking and are left out).
+    pub scenes: Vec<usize>,
     /// ρ stayed above the threshold at every step: the map ignores the model's weights.
     pub flagged: bool,
 }
@@ -162,6 +168,8 @@ pub fn sanity(
     }
     let methods = MapId::STANDARD.len();
     let mut rho = vec![vec![0f64; layers]; methods];
+    let mut used = vec![vec![0usize; layers]; methods];
+    let constant = |m: &[f32]| m.windows(2).all(|w| w[0] == w[1]);
     let mut steps = Vec::with_capacity(layers);
     let device = loaded.model.device().clone();
     for k in 1..=layers {
@@ -181,21 +189,35 @@ pub fn sanity(
             }
             let now = maps(&model, session, *random_seed, *index)?;
             for (m, (a, b)) in base.iter().zip(&now).enumerate() {
+                if constant(a) && constant(b) {
+                    continue;
+                }
                 rho[m][k - 1] += spearman(a, b) as f64;
+                used[m][k - 1] += 1;
             }
             on_scene(options.scenes * k + done + 1, total);
         }
     }
-    let n = scenes.len().max(1) as f64;
     let methods = MapId::STANDARD
         .iter()
-        .zip(rho)
-        .map(|(id, r)| {
-            let rho: Vec<f32> = r.iter().map(|v| (v / n) as f32).collect();
+        .zip(rho.into_iter().zip(used))
+        .map(|(id, (r, used))| {
+            let rho: Vec<f32> = r
+                .iter()
+                .zip(&used)
+                .map(|(v, &n)| {
+                    if n > 0 {
+                        (v / n as f64) as f32
+                    } else {
+                        f32::NAN
+                    }
+                })
+                .collect();
             SanityMethod {
                 method: *id,
-                flagged: !scenes.is_empty() && rho.iter().all(|&x| x > THRESHOLD),
+                flagged: rho.iter().all(|&x| x > THRESHOLD),
                 rho,
+                scenes: used,
             }
         })
         .collect();
@@ -240,7 +262,14 @@ impl SanityReport {
             .collect();
         let _ = writeln!(out, "{:<22}{header}  flag", "method");
         for m in &self.methods {
-            let cells: String = m.rho.iter().map(|r| format!(" {r:>8.3}")).collect();
+            let cells: String = m
+                .rho
+                .iter()
+                .map(|r| match r.is_finite() {
+                    true => format!(" {r:>8.3}"),
+                    false => format!(" {:>8}", "-"),
+                })
+                .collect();
             let flag = if m.flagged {
                 format!(
                     "  ρ > {} throughout: insensitive to the weights",

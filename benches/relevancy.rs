@@ -73,6 +73,7 @@ fn session_from(inputs: &Path, model: &Llava) -> anyhow::Result<Session> {
             relevancy_tokens: Vec::new(),
             causal: None,
             timings: BTreeMap::new(),
+            lens: Vec::new(),
         },
         pixel_values: Array::new(
             px.dims().to_vec(),

@@ -29,6 +29,8 @@ pub enum Command {
     Batch(crate::batch_cli::BatchArgs),
     /// Re-run one answer token with attention from queries to keys blocked in some layers.
     Knockout(KnockoutArgs),
+    /// Two sessions side by side: answers, image reliance per token, maps and their difference.
+    Compare(crate::compare_cli::CompareArgs),
 }
 
 /// Flags of `lvlmscope knockout`.
@@ -55,6 +57,12 @@ pub struct KnockoutArgs {
     /// Model folder or model id (default: the session's model).
     #[arg(long)]
     pub model: Option<String>,
+    /// Weights and activations dtype of the model: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Where the model runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Flags of `lvlmscope tui`.
@@ -166,6 +174,19 @@ pub struct ReportArgs {
     /// Theme name or TOML file.
     #[arg(long)]
     pub theme: Option<String>,
+    /// A head score file of `eval --heads --json` for `--method attention.heads.best`.
+    #[arg(long)]
+    pub heads: Option<PathBuf>,
+    /// `--method lens`: store the reading in the session file (then `lens.l{L}` maps and
+    /// later reports read it without the model).
+    #[arg(long)]
+    pub cache: bool,
+    /// Weights and activations dtype of the model: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Where the model runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Flags of `lvlmscope eval`.
@@ -195,4 +216,12 @@ pub struct EvalArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Score every decoder head by pointing game and mass in mask (localization heads); the
+    /// --json file is then a head score file.
+    #[arg(long, conflicts_with = "sanity")]
+    pub heads: bool,
+    /// Model-randomisation sanity check: randomise the decoder from the top layer down and
+    /// report how much each method's maps change (Spearman ρ).
+    #[arg(long)]
+    pub sanity: bool,
 }

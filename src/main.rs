@@ -3,6 +3,8 @@
 
 mod batch_cli;
 mod cli;
+mod compare_cli;
+mod eval_cli;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Some(Command::Eval(args)) => eval(args),
         Some(Command::Batch(args)) => batch_cli::run(args),
         Some(Command::Knockout(args)) => knockout(args),
+        Some(Command::Compare(args)) => compare_cli::run(args),
         None => tui(cli::TuiArgs::default()),
     };
     match result {
@@ -151,12 +154,16 @@ fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
             token: args.token.unwrap_or(0),
             layer: args.layer,
             json: args.json,
+            cache: args.cache,
+            dtype: parse_dtype(&args.dtype)?,
+            device: args.device.parse::<DeviceName>()?.open()?,
         })?);
     }
+    let method = eval_cli::resolve_best_heads(&args.method, args.heads.as_deref())?;
     lvlmscope::report::run(lvlmscope::report::ReportOptions {
         file: args.file,
         token: args.token,
-        method: Some(args.method),
+        method: Some(method),
         layer: args.layer,
         head: args.head,
         png: args.png,
@@ -173,6 +180,8 @@ fn knockout(args: cli::KnockoutArgs) -> anyhow::Result<()> {
         model: args.model,
         request,
         json: args.json,
+        dtype: parse_dtype(&args.dtype)?,
+        device: args.device.parse::<DeviceName>()?.open()?,
     })?)
 }
 
@@ -216,6 +225,12 @@ fn eval(args: cli::EvalArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal;
 
     lvlmscope::eval::check_scenes(args.scenes)?;
+    if args.heads {
+        return eval_cli::heads(args);
+    }
+    if args.sanity {
+        return eval_cli::sanity(args);
+    }
     // Created first, so that an unwritable path fails before the run rather than after it.
     let json_file = match &args.json {
         Some(path) => Some(
@@ -241,6 +256,7 @@ fn eval(args: cli::EvalArgs) -> anyhow::Result<()> {
         seed: args.seed,
         max_new_tokens: args.max_new_tokens,
         steps: args.steps,
+        extra: demo_extra(&name),
         ..EvalOptions::default()
     };
     let bar = if std::io::stderr().is_terminal() {
@@ -265,4 +281,14 @@ fn eval(args: cli::EvalArgs) -> anyhow::Result<()> {
         writeln!(file, "{json}").with_context(|| format!("could not write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `attention.heads.best` when the model is the embedded demo, whose head scores are known.
+fn demo_extra(model: &str) -> Vec<lvlmscope::explain::catalogue::MapId> {
+    use lvlmscope::explain::catalogue::{heads, HeadSel, MapId};
+    if heads::is_demo_model(model) {
+        vec![MapId::Heads(HeadSel::Best)]
+    } else {
+        Vec::new()
+    }
 }

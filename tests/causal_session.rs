@@ -69,6 +69,7 @@ fn session_with(layer: usize) -> Session {
         relevancy_tokens: Vec::new(),
         causal: None,
         timings: BTreeMap::new(),
+        lens: Vec::new(),
     };
     let mut attn_full = BTreeMap::new();
     attn_full.insert(layer, Array::new(vec![heads, S, S], data).unwrap());

@@ -74,6 +74,7 @@ fn session(model: &Llava) -> Session {
             relevancy_tokens: Vec::new(),
             causal: None,
             timings: BTreeMap::new(),
+            lens: Vec::new(),
         },
         input_ids: r["input_ids"].to_vec1::<i64>().unwrap(),
         output_ids: r["output_ids"].to_vec1::<i64>().unwrap(),

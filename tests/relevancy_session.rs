@@ -82,6 +82,7 @@ fn session(name: &str, model: &Llava) -> Session {
         relevancy_tokens: Vec::new(),
         causal: None,
         timings: BTreeMap::new(),
+        lens: Vec::new(),
     };
     Session {
         manifest,

@@ -63,6 +63,7 @@ fn small_session() -> Session {
             relevancy_tokens: vec![1],
             causal: None,
             timings: BTreeMap::from([("prefill".to_string(), 0.5)]),
+            lens: Vec::new(),
         },
         input_ids: vec![1, 3, 3, 3, 3, 40],
         output_ids: vec![7, 8, 2],

@@ -111,6 +111,18 @@ pub fn pointing_hit(map: &[f32], coverage: &[f32]) -> bool {
     }
 }
 
+/// The share of its pixels an object must cover in a patch for [`pointing_overlap`]: the
+/// "object patches" of `tools/probe_demo.py`.
+pub const OVERLAP_COVER: f32 = 0.25;
+
+/// A looser pointing game: whether the map's highest patch is at least [`OVERLAP_COVER`]
+/// covered by the object (a head that looks at an object's edge, where its colour is, hits).
+pub fn pointing_overlap(map: &[f32], coverage: &[f32]) -> bool {
+    map_argmax(map)
+        .and_then(|top| coverage.get(top))
+        .is_some_and(|&c| c >= OVERLAP_COVER)
+}
+
 /// Share of the map's non-negative mass on the object, each patch weighted by its coverage, in
 /// [0, 1]; 0 when the map has no positive finite mass. Non-finite values count as 0.
 pub fn mass_in_mask(map: &[f32], coverage: &[f32]) -> f32 {

@@ -14,8 +14,10 @@
 //! the scene has a question of, one question of it drawn with a generator seeded by the scene.
 //! Everything is deterministic for a seed.
 
+pub mod heads;
 pub mod metrics;
 pub mod report;
+pub mod sanity;
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -64,6 +66,8 @@ pub struct EvalOptions {
     pub drop_fraction: f32,
     /// Modified images per model call in the deletion curves.
     pub batch: usize,
+    /// Maps scored after the [`MapId::STANDARD`] ones (`attention.heads.best` on the demo).
+    pub extra: Vec<MapId>,
 }
 
 impl Default for EvalOptions {
@@ -76,6 +80,7 @@ impl Default for EvalOptions {
             steps: 10,
             drop_fraction: crate::explain::faithfulness::DEFAULT_DROP_FRACTION,
             batch: crate::explain::faithfulness::DEFAULT_BATCH,
+            extra: Vec::new(),
         }
     }
 }
@@ -117,6 +122,9 @@ pub enum EvalError {
     /// A deletion curve failed.
     #[error("deletion curve failed: {0}")]
     Faithfulness(#[from] FaithfulnessError),
+    /// The sanity check's forward failed.
+    #[error("the sanity check failed: {0}")]
+    Sanity(String),
     /// The run was cancelled.
     #[error("the evaluation was cancelled")]
     Cancelled,
@@ -212,10 +220,24 @@ pub fn evaluate(
     };
     Ok(EvalReport::new(
         parameters,
-        &MapId::STANDARD,
+        &methods(options),
         results,
         timings,
     ))
+}
+
+/// The maps a run scores: [`MapId::STANDARD`], then `options.extra`.
+fn methods(options: &EvalOptions) -> Vec<MapId> {
+    let mut ids = MapId::STANDARD.to_vec();
+    ids.extend(
+        options
+            .extra
+            .iter()
+            .filter(|id| !ids.contains(id))
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    ids
 }
 
 struct SceneContext<'a> {
@@ -266,7 +288,8 @@ impl SceneContext<'_> {
             session.manifest.image.original_size,
         );
         let random_seed = scene_seed(self.options.seed ^ 0x5241_4e44_4f4d, index as u64);
-        let maps = scene_maps(&session, random_seed).map_err(|source| EvalError::Map {
+        let ids = methods(self.options);
+        let maps = maps_of(&session, random_seed, &ids).map_err(|source| EvalError::Map {
             scene: index,
             source,
         })?;
@@ -276,7 +299,7 @@ impl SceneContext<'_> {
         let curves = deletion.curves(&maps, self.ks)?;
         let patches = deletion.patches();
         let mut methods = Vec::with_capacity(maps.len());
-        for ((method, map), curve) in MapId::STANDARD.iter().zip(&maps).zip(curves) {
+        for ((method, map), curve) in ids.iter().zip(&maps).zip(curves) {
             methods.push(MethodScene {
                 method: *method,
                 pointing: metrics::pointing_hit(map, &coverage),
@@ -309,12 +332,20 @@ impl SceneContext<'_> {
 /// [`MapId::STANDARD`] map in order, from the catalogue, the random one seeded with
 /// `random_seed`.
 pub fn scene_maps(session: &Session, random_seed: u64) -> Result<Vec<Vec<f32>>, CatalogueError> {
+    maps_of(session, random_seed, &MapId::STANDARD)
+}
+
+/// The maps `ids` of the first answer token, the random one seeded with `random_seed`.
+pub fn maps_of(
+    session: &Session,
+    random_seed: u64,
+    ids: &[MapId],
+) -> Result<Vec<Vec<f32>>, CatalogueError> {
     let options = Options {
         seed: Some(random_seed),
         compute_causal: false,
     };
-    MapId::STANDARD
-        .iter()
+    ids.iter()
         .map(|id| catalogue::explain_with(session, &[0], id, options).map(|e| e.cells()))
         .collect()
 }

@@ -64,7 +64,7 @@ pub struct SceneResult {
     pub object: usize,
     /// Fraction of the image the target object covers.
     pub object_area: f32,
-    /// Per-method numbers, in the order of [`MapId::STANDARD`].
+    /// Per-method numbers, in the order of [`MapId::STANDARD`], then the extra maps.
     pub methods: Vec<MethodScene>,
 }
 
@@ -110,7 +110,7 @@ pub struct EvalReport {
     pub parameters: Parameters,
     /// Share of scenes whose answer was right.
     pub answer_accuracy: f32,
-    /// Per-method aggregates, in the order of [`MapId::STANDARD`].
+    /// Per-method aggregates, in the order of [`MapId::STANDARD`], then the extra maps.
     pub methods: Vec<MethodSummary>,
     /// Per-scene values.
     pub scenes: Vec<SceneResult>,
@@ -191,7 +191,11 @@ impl EvalReport {
             let _ = writeln!(
                 out,
                 "{:<22} {:>10.3} {:>14.3} {:>14.3} {:>11.3}",
-                m.method, m.pointing, m.mass_in_mask, m.deletion_area, m.drop
+                m.method.to_string(),
+                m.pointing,
+                m.mass_in_mask,
+                m.deletion_area,
+                m.drop
             );
         }
         out

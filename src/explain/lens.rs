@@ -51,7 +51,7 @@ impl From<candle_core::Error> for LensError {
 }
 
 /// The answer token read out after one layer.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LensPoint {
     /// The decoder layer.
     pub layer: usize,
@@ -64,7 +64,7 @@ pub struct LensPoint {
 }
 
 /// The logit lens of one answer token.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Lens {
     /// The answer token.
     pub token: usize,
@@ -175,4 +175,21 @@ pub fn lens(model: &Llava, s: &Session, t: usize, layer: Option<usize>) -> Resul
     }
     out.curve = curve;
     Ok(out)
+}
+
+/// The lens of answer token `t` at layer `layer` cached in `s` (the manifest's `lens` list).
+pub fn cached(s: &Session, t: usize, layer: usize) -> Option<&Lens> {
+    s.manifest
+        .lens
+        .iter()
+        .find(|l| l.token == t && l.layer == layer)
+}
+
+/// Caches `lens` in `s`, replacing an earlier one of the same token and layer.
+pub fn store(s: &mut Session, lens: Lens) {
+    s.manifest
+        .lens
+        .retain(|l| !(l.token == lens.token && l.layer == lens.layer));
+    s.manifest.lens.push(lens);
+    s.manifest.lens.sort_by_key(|l| (l.token, l.layer));
 }

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod catalogue;
 pub mod causal;
+pub mod compare;
 pub mod faithfulness;
 pub mod knockout;
 pub mod lens;

@@ -120,6 +120,7 @@ impl SessionBuilder<'_> {
             relevancy_tokens: Vec::new(),
             causal: None,
             timings: self.timings,
+            lens: Vec::new(),
         };
         Session {
             manifest,

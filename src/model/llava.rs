@@ -42,6 +42,23 @@ impl Llava {
         Self::build(cfg, &weights, dtype, device)
     }
 
+    /// [`Llava::load`] with the decoder layers `layers` randomised (seeded noise of each
+    /// trained tensor's scale, norms kept; [`super::randomize`]): the model of a
+    /// model-randomisation sanity check.
+    pub fn load_randomized(
+        dir: &ModelDir,
+        dtype: DType,
+        device: &Device,
+        layers: std::ops::Range<usize>,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
+        let cfg = LlavaConfig::from_file(&dir.config)?;
+        let mut weights = Weights::open(&dir.weights, dtype, device)?;
+        let text = weights.layout.text();
+        weights.vb = super::randomize::randomizing(weights.vb.clone(), text, layers, seed);
+        Self::build(cfg, &weights, dtype, device)
+    }
+
     fn build(
         cfg: LlavaConfig,
         w: &Weights,

@@ -49,6 +49,7 @@ pub mod norm;
 pub mod ops;
 pub mod projector;
 pub mod qwen_vl;
+pub mod randomize;
 pub mod recorder;
 pub mod rope;
 pub mod tape;

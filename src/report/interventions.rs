@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use crate::explain::knockout::{self, KeyBlock, KnockoutError, KnockoutRequest, QuerySet};
 use crate::explain::lens::{self, Lens, LensError};
 use crate::generate::{GenerateError, LoadedModel};
-use crate::session::Session;
+use crate::model::ModelDir;
+use crate::processing::PromptProcessor;
+use crate::session::{AttentionDtype, Session};
 
 /// Why an intervention cannot be reported; each is one sentence.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +49,7 @@ pub enum InterventionError {
 }
 
 /// What `lvlmscope knockout` was asked for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct KnockoutOptions {
     /// The session file.
     pub file: PathBuf,
@@ -57,10 +59,14 @@ pub struct KnockoutOptions {
     pub request: KnockoutRequest,
     /// Print one JSON object.
     pub json: bool,
+    /// Weights and activations dtype.
+    pub dtype: DType,
+    /// Where the model runs.
+    pub device: Device,
 }
 
 /// What `lvlmscope report --method lens` was asked for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct LensOptions {
     /// The session file.
     pub file: PathBuf,
@@ -72,18 +78,29 @@ pub struct LensOptions {
     pub layer: Option<usize>,
     /// Print one JSON object.
     pub json: bool,
+    /// Store the reading in the session file (its `lens` list), so that the catalogue's
+    /// `lens.l{L}` map and later reports read it without the model.
+    pub cache: bool,
+    /// Weights and activations dtype.
+    pub dtype: DType,
+    /// Where the model runs.
+    pub device: Device,
 }
 
-/// Loads `model` (default: the session's model folder) in f32 on the CPU and checks it has
-/// the session's shape.
-fn load_model(s: &Session, model: Option<&str>) -> Result<LoadedModel, InterventionError> {
+/// Loads `model` (default: the session's model folder) in `dtype` on `device` and checks it
+/// has the session's shape.
+fn load_model(
+    s: &Session,
+    model: Option<&str>,
+    dtype: DType,
+    device: &Device,
+) -> Result<LoadedModel, InterventionError> {
     let path = model.unwrap_or(&s.manifest.model.path).to_string();
-    let loaded = LoadedModel::load(&path, DType::F32, &Device::Cpu).map_err(|source| {
-        InterventionError::Load {
+    let loaded =
+        LoadedModel::load(&path, dtype, device).map_err(|source| InterventionError::Load {
             path: path.clone(),
             source,
-        }
-    })?;
+        })?;
     let m = &s.manifest.model;
     let net = &loaded.model;
     let what = if net.num_layers() != m.text_layers || net.num_heads() != m.text_heads {
@@ -112,7 +129,7 @@ fn load_model(s: &Session, model: Option<&str>) -> Result<LoadedModel, Intervent
 /// Runs `lvlmscope knockout`.
 pub fn knockout(opts: &KnockoutOptions) -> Result<(), InterventionError> {
     let mut s = crate::session::load(&opts.file)?;
-    let loaded = load_model(&s, opts.model.as_deref())?;
+    let loaded = load_model(&s, opts.model.as_deref(), opts.dtype, &opts.device)?;
     knockout::prepare(&loaded.model, &mut s, &opts.request)?;
     let r = knockout::knockout(&loaded.model, &s, &opts.request)?;
     let word = |id: u32| loaded.prompts.decode_token(id);
@@ -199,12 +216,36 @@ pub fn lens_json(l: &Lens, word: &dyn Fn(u32) -> String) -> Value {
     })
 }
 
-/// Runs `lvlmscope report --method lens`.
+/// Runs `lvlmscope report --method lens`: the reading cached in the session when there is
+/// one (the model's tokenizer names the tokens when its folder is there), else computed with
+/// the model (and stored in the file under `--cache`).
 pub fn lens(opts: &LensOptions) -> Result<(), InterventionError> {
-    let s = crate::session::load(&opts.file)?;
-    let loaded = load_model(&s, opts.model.as_deref())?;
-    let l = lens::lens(&loaded.model, &s, opts.token, opts.layer)?;
-    let word = |id: u32| loaded.prompts.decode_token(id);
+    let mut s = crate::session::load(&opts.file)?;
+    let layers = s.manifest.model.text_layers;
+    let layer = opts.layer.unwrap_or(layers.saturating_sub(1));
+    let cached = lens::cached(&s, opts.token, layer).cloned();
+    let (l, prompts) = match cached {
+        Some(l) => {
+            let path = opts.model.as_deref().unwrap_or(&s.manifest.model.path);
+            let prompts = ModelDir::resolve(path)
+                .ok()
+                .and_then(|dir| PromptProcessor::from_dir(&dir.root).ok());
+            (l, prompts)
+        }
+        None => {
+            let loaded = load_model(&s, opts.model.as_deref(), opts.dtype, &opts.device)?;
+            let l = lens::lens(&loaded.model, &s, opts.token, Some(layer))?;
+            if opts.cache {
+                lens::store(&mut s, l.clone());
+                crate::session::save(&s, &opts.file, AttentionDtype::F32)?;
+            }
+            (l, Some(loaded.prompts))
+        }
+    };
+    let word = |id: u32| match &prompts {
+        Some(p) => p.decode_token(id),
+        None => format!("<{id}>"),
+    };
     let mut out = std::io::stdout().lock();
     if opts.json {
         writeln!(out, "{}", lens_json(&l, &word))?;

@@ -47,6 +47,10 @@ pub struct Manifest {
     /// Wall-clock seconds of each stage (load, prefill, decode, relevancy, causal, ...).
     #[serde(default)]
     pub timings: BTreeMap<String, f64>,
+    /// Logit-lens readings cached per (answer token, layer) (`explain::lens::store`; the
+    /// catalogue's `lens.l{L}` maps read them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lens: Vec<crate::explain::lens::Lens>,
 }
 
 /// The model's identity and the sizes a view needs without loading it.

@@ -360,6 +360,7 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
         regions: Vec::new(),
         causal: None,
         timings: BTreeMap::new(),
+        lens: Vec::new(),
         tokens,
     };
     let grid = spec.grid;

@@ -253,7 +253,8 @@ impl App {
                 sel.rel_source = source;
                 sel.rel_norm = norm;
             }
-            MapId::Causal(_) | MapId::Random => {}
+            MapId::Lens(l) => self.sel.layer = l,
+            MapId::Heads(_) | MapId::Causal(_) | MapId::Random => {}
         }
         self.refresh();
         true

@@ -170,6 +170,7 @@ impl Selection {
                 Agg::Head => CausalHeads::Head(self.head),
             }),
             Method::Random => MapId::Random,
+            Method::Lens => MapId::Lens(self.layer),
         }
     }
 }

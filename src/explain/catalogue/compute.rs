@@ -22,9 +22,11 @@ pub(super) fn explain(
 ) -> Result<Explanation, CatalogueError> {
     let mut out = match *id {
         MapId::Attention { layers, heads } => attention(s, tokens, layers, heads)?,
+        MapId::Heads(sel) => super::heads::heads_map(s, tokens, sel.resolve(s)?, blank(s))?,
         MapId::Relevancy { source, norm } => relevancy(s, tokens, source, norm)?,
         MapId::Causal(heads) => causal_map(s, tokens, heads, compute_causal)?,
         MapId::Random => random(s, seed)?,
+        MapId::Lens(layer) => super::lens::lens_map(s, tokens, layer, blank(s))?,
     };
     out.id = *id;
     out.tokens = tokens.to_vec();

@@ -9,11 +9,13 @@
 //! | `attention.last.mean` / `.max` / `.h{h}` | raw attention of the last layer, heads combined |
 //! | `attention.layers.mean` / `.max` / `.h{h}` | the same, then the mean over every layer |
 //! | `attention.l{l}.mean` / `.max` / `.h{h}` | raw attention of layer `l` |
+//! | `attention.heads.l{l}h{h}+…` / `attention.heads.best` | mean attention of chosen heads; of the best localization heads ([`super::heads`]) |
 //! | `relevancy.decoder` | decoder relevancy over the image (self-removed row) |
 //! | `relevancy.decoder.residual` | the same row under LVLM-Interpret's residual normalisation |
 //! | `relevancy.vision` | vision-tower relevancy |
 //! | `relevancy.combined` | decoder relevancy carried through the vision tower |
 //! | `causal` / `causal.max` / `causal.h{h}` | CLEANN image weights: sum over heads, max, one head |
+//! | `lens.l{l}` | logit lens: each patch's probability of the answer token after layer `l` |
 //! | `random` | a seeded uniform random map, the baseline |
 //!
 //! Parsing also takes the older spellings: the tensor names `relevancy.llm`, `relevancy.vit`
@@ -22,6 +24,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::heads::{HeadSel, HeadSet};
 use crate::explain::attention::HeadAgg;
 use crate::explain::relevancy::views::Normalization;
 
@@ -91,6 +94,8 @@ pub enum Family {
     Causal,
     /// The random baseline.
     Random,
+    /// The logit lens.
+    Lens,
 }
 
 impl Family {
@@ -101,6 +106,7 @@ impl Family {
             Family::Relevancy => "relevancy",
             Family::Causal => "causal",
             Family::Random => "random",
+            Family::Lens => "lens",
         }
     }
 }
@@ -123,10 +129,14 @@ pub enum MapId {
         /// sources, which have no query column).
         norm: Normalization,
     },
+    /// The mean attention of a set of heads (localization heads).
+    Heads(HeadSel),
     /// CLEANN image weights.
     Causal(CausalHeads),
     /// A uniform random map (seeded per request).
     Random,
+    /// The logit lens at a decoder layer, read from the session's cache.
+    Lens(usize),
 }
 
 impl MapId {
@@ -185,10 +195,11 @@ impl MapId {
     /// The map's family.
     pub fn family(&self) -> Family {
         match self {
-            MapId::Attention { .. } => Family::Attention,
+            MapId::Attention { .. } | MapId::Heads(_) => Family::Attention,
             MapId::Relevancy { .. } => Family::Relevancy,
             MapId::Causal(_) => Family::Causal,
             MapId::Random => Family::Random,
+            MapId::Lens(_) => Family::Lens,
         }
     }
 
@@ -229,17 +240,20 @@ impl fmt::Display for MapId {
                 }
                 Ok(())
             }
+            MapId::Heads(HeadSel::Best) => write!(f, "attention.heads.best"),
+            MapId::Heads(HeadSel::Set(set)) => write!(f, "attention.heads.{set}"),
             MapId::Causal(CausalHeads::Sum) => write!(f, "causal"),
             MapId::Causal(CausalHeads::Max) => write!(f, "causal.max"),
             MapId::Causal(CausalHeads::Head(h)) => write!(f, "causal.h{h}"),
             MapId::Random => write!(f, "random"),
+            MapId::Lens(l) => write!(f, "lens.l{l}"),
         }
     }
 }
 
 /// A string that names no map.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown map {0:?} (for example attention.last.mean, attention.l2.h3, relevancy.decoder, relevancy.combined, causal, causal.max, random)")]
+#[error("unknown map {0:?} (for example attention.last.mean, attention.l2.h3, attention.heads.best, relevancy.decoder, relevancy.combined, causal, causal.max, lens.l2, random)")]
 pub struct MapIdError(pub String);
 
 fn parse_heads(s: &str) -> Option<HeadAgg> {
@@ -266,6 +280,10 @@ impl FromStr for MapId {
             norm: plain,
         };
         Ok(match parts.as_slice() {
+            ["attention", "heads", "best"] => MapId::Heads(HeadSel::Best),
+            ["attention", "heads", set] => {
+                MapId::Heads(HeadSel::Set(set.parse::<HeadSet>().map_err(|_| err())?))
+            }
             ["attention", layers, heads] => {
                 let layers = match *layers {
                     "last" => Layers::Last,
@@ -293,6 +311,11 @@ impl FromStr for MapId {
                 _ => return Err(err()),
             },
             ["random"] => MapId::Random,
+            ["lens", l] => MapId::Lens(
+                l.strip_prefix('l')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(err)?,
+            ),
             _ => return Err(err()),
         })
     }
@@ -326,6 +349,8 @@ mod tests {
             "attention.l0.mean",
             "attention.l3.max",
             "attention.l1.h7",
+            "attention.heads.best",
+            "attention.heads.l2h1+l0h3",
             "relevancy.decoder",
             "relevancy.decoder.residual",
             "relevancy.vision",
@@ -334,6 +359,7 @@ mod tests {
             "causal.max",
             "causal.h3",
             "random",
+            "lens.l2",
         ];
         for s in ids {
             let id: MapId = s.parse().unwrap();
@@ -366,9 +392,13 @@ mod tests {
             "attention",
             "attention.lx.mean",
             "attention.l1.sum",
+            "attention.heads.l2",
+            "attention.heads.worst",
             "relevancy.vision.residual",
             "causal.mean",
             "random.3",
+            "lens",
+            "lens.2",
         ] {
             let e = s.parse::<MapId>().unwrap_err();
             assert!(e.to_string().contains(&format!("{s:?}")), "{e}");

@@ -11,7 +11,9 @@
 //! [`Options::compute_causal`] lets a caller without a worker compute causal results inline.
 
 mod compute;
+pub mod heads;
 mod id;
+mod lens;
 
 use std::collections::BTreeMap;
 
@@ -19,6 +21,7 @@ use crate::explain::attention::{AttentionError, Grid};
 use crate::explain::causal::CausalUnavailable;
 use crate::session::{CausalToken, RegionKind, Session};
 
+pub use heads::{HeadScore, HeadSel, HeadSet};
 pub use id::{CausalHeads, Family, Layers, MapId, MapIdError, RelevancySource};
 
 /// One map of the catalogue for some answer tokens.
@@ -113,6 +116,17 @@ pub enum CatalogueError {
     /// The session holds no causal result for the token (and none was to be computed).
     #[error("no causal explanation for token {0} in this session")]
     NoCausal(usize),
+    /// `attention.heads.best` on a model whose head scores are not known.
+    #[error("the best localization heads of this model are not known: score them with `lvlmscope eval --heads --json FILE --model M` and pass the file with --heads FILE, or name the heads (attention.heads.l2h1+l2h3)")]
+    NoHeadScores,
+    /// The session caches no logit lens of the token at the layer.
+    #[error("no logit lens for token {token} at layer {layer} in this session: compute it with `lvlmscope report FILE --method lens --token {token} --layer {layer} --cache`")]
+    NoLens {
+        /// The answer token.
+        token: usize,
+        /// The layer.
+        layer: usize,
+    },
     /// No causal result can be had.
     #[error(transparent)]
     Causal(#[from] CausalUnavailable),
@@ -137,6 +151,13 @@ pub enum Need {
     Relevancy(Vec<usize>),
     /// The causal results of these tokens (computed from `attn.full`).
     Causal(Vec<usize>),
+    /// The logit lens of these tokens at a layer (computed with the session's model).
+    Lens {
+        /// The tokens.
+        tokens: Vec<usize>,
+        /// The layer.
+        layer: usize,
+    },
 }
 
 /// What must be computed before `id` can be given for `tokens` from `s`.
@@ -162,6 +183,20 @@ pub fn need(s: &Session, tokens: &[usize], id: &MapId) -> Need {
                 Need::Causal(todo)
             }
         }
+        Family::Lens => match id {
+            MapId::Lens(layer) => {
+                let todo = lens::missing(s, tokens, *layer);
+                if todo.is_empty() {
+                    Need::Ready
+                } else {
+                    Need::Lens {
+                        tokens: todo,
+                        layer: *layer,
+                    }
+                }
+            }
+            _ => Need::Ready,
+        },
         Family::Attention | Family::Random => Need::Ready,
     }
 }
@@ -193,11 +228,13 @@ pub fn explain_with(
 pub fn available(s: &Session, t: usize, id: &MapId) -> bool {
     match id {
         MapId::Attention { .. } => s.attn_gen.is_some(),
+        MapId::Heads(sel) => s.attn_gen.is_some() && sel.resolve(s).is_ok(),
         MapId::Relevancy { source, .. } => {
             compute::table(s, *source).is_some() && s.manifest.relevancy_tokens.contains(&t)
         }
         MapId::Causal(_) => crate::explain::causal::stored_token(s, t).is_some(),
         MapId::Random => true,
+        MapId::Lens(layer) => crate::explain::lens::cached(s, t, *layer).is_some(),
     }
 }
 

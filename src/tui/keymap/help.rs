@@ -282,7 +282,7 @@ pub fn footer(
                 "search radius",
             ),
         ]),
-        Family::Random => {}
+        Family::Random | Family::Lens => {}
     }
     entries.push((&[Action::Faithfulness], "f", "faithfulness"));
     if running {

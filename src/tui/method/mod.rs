@@ -165,6 +165,7 @@ fn draw(pane: &MethodPane, f: &mut Frame, area: Rect, ctx: &Ctx) {
         Method::Relevancy => relevancy::title(ctx),
         Method::Causal => causal::title(&pane.causal, ctx),
         Method::Random => "Random baseline".into(),
+        Method::Lens => format!("Logit lens · layer {} (cached in the session)", sel.layer),
     };
     let block = ctx.frame(Pane::Method, title);
     let inner = block.inner(area);
@@ -199,6 +200,6 @@ fn draw(pane: &MethodPane, f: &mut Frame, area: Rect, ctx: &Ctx) {
         },
         Method::Relevancy => relevancy::draw(f, inner, ctx),
         Method::Causal => causal::draw(&pane.causal, f, inner, ctx),
-        Method::Random => {}
+        Method::Random | Method::Lens => {}
     }
 }

@@ -1,0 +1,286 @@
+//! `lvlmscope eval --heads`: localization heads. Over the scenes of [`super::evaluate`] (same
+//! seeds, same questions), every (layer, head) of the decoder is scored by the pointing game
+//! and the mass in the target object's mask of its attention map for the first answer token
+//! (the catalogue's `attention.l{l}.h{h}`). The best heads become the catalogue map
+//! `attention.heads.best` ([`crate::explain::catalogue::heads`]).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+
+use super::{metrics, pick_question, EvalError, EvalOptions};
+use crate::demo::{self, scene_seed, SceneConfig};
+use crate::explain::attention::HeadAgg;
+use crate::explain::catalogue::heads::{best_of, ranked, HeadScore};
+use crate::explain::catalogue::{self, MapId};
+use crate::generate::{self, Capture, LoadedModel, RunRequest};
+
+/// How many heads the text and the JSON list as the top.
+pub const TOP: usize = 10;
+
+/// The settings of a heads run, recorded in the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeadsParameters {
+    /// The model as named on the command line.
+    pub model: String,
+    /// Scenes generated.
+    pub scenes: usize,
+    /// Dataset seed.
+    pub seed: u64,
+    /// Scenes with a question about an object (the ones scored).
+    pub scored: usize,
+    /// Decoder layers.
+    pub layers: usize,
+    /// Heads per layer.
+    pub heads: usize,
+}
+
+/// The results of `eval --heads` (also the score file `attention.heads.best` reads).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeadsReport {
+    /// The settings.
+    pub parameters: HeadsParameters,
+    /// Every head's scores, layer-major.
+    pub heads: Vec<HeadScore>,
+    /// The [`TOP`] best heads, best first.
+    pub top: Vec<HeadScore>,
+    /// Pointing score per layer (rows) and head (columns).
+    pub pointing_grid: Vec<Vec<f32>>,
+    /// Mass in mask per layer and head.
+    pub mass_grid: Vec<Vec<f32>>,
+    /// Overlap pointing per layer and head.
+    pub overlap_grid: Vec<Vec<f32>>,
+    /// The catalogue map of the best heads (`attention.heads.l2h1`).
+    pub best: Option<MapId>,
+    /// The same scores per question kind (colour, shape, exists, where).
+    pub kinds: Vec<KindScores>,
+}
+
+/// The head scores over the scenes of one question kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KindScores {
+    /// The kind (`color`, `shape`, `exists`, `where`).
+    pub kind: String,
+    /// Scenes of that kind.
+    pub scenes: usize,
+    /// The best head on them.
+    pub best: HeadScore,
+    /// Pointing score per layer and head.
+    pub pointing_grid: Vec<Vec<f32>>,
+    /// Overlap pointing per layer and head.
+    pub overlap_grid: Vec<Vec<f32>>,
+}
+
+/// Hits and mass per head over some scenes.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    scenes: usize,
+    hits: Vec<usize>,
+    overlap: Vec<usize>,
+    mass: Vec<f64>,
+}
+
+impl Tally {
+    fn new(n: usize) -> Self {
+        Self {
+            scenes: 0,
+            hits: vec![0; n],
+            overlap: vec![0; n],
+            mass: vec![0.0; n],
+        }
+    }
+
+    fn scores(&self, heads: usize) -> Vec<HeadScore> {
+        let n = self.scenes.max(1) as f64;
+        (0..self.hits.len())
+            .map(|i| HeadScore {
+                layer: i / heads.max(1),
+                head: i % heads.max(1),
+                pointing: (self.hits[i] as f64 / n) as f32,
+                mass_in_mask: (self.mass[i] / n) as f32,
+                pointing_overlap: (self.overlap[i] as f64 / n) as f32,
+            })
+            .collect()
+    }
+}
+
+fn grid(scores: &[HeadScore], heads: usize, f: fn(&HeadScore) -> f32) -> Vec<Vec<f32>> {
+    scores
+        .chunks(heads.max(1))
+        .map(|row| row.iter().map(f).collect())
+        .collect()
+}
+
+/// Scores every decoder head on the scenes `options` describe (the same scenes and questions
+/// as [`super::evaluate`]). `on_scene(done, total)` is called after each scene.
+pub fn evaluate_heads(
+    loaded: &LoadedModel,
+    options: &EvalOptions,
+    cancel: &AtomicBool,
+    on_scene: &mut dyn FnMut(usize, usize),
+) -> Result<HeadsReport, EvalError> {
+    super::check_scenes(options.scenes)?;
+    let (layers, heads) = (loaded.model.num_layers(), loaded.model.num_heads());
+    let mut all = Tally::new(layers * heads);
+    let mut by_kind: Vec<(String, Tally)> = Vec::new();
+    let config = SceneConfig::default();
+    for index in 0..options.scenes {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(EvalError::Cancelled);
+        }
+        let seed = scene_seed(options.seed, index as u64);
+        let scene = demo::generate(seed, &config);
+        if let Some(question) = pick_question(&scene, index, seed, &config) {
+            let request = RunRequest {
+                model: loaded.name.clone(),
+                image: format!("scene {index} (seed {seed})").into(),
+                prompt: question.question.clone(),
+                max_new_tokens: 1,
+                capture: Capture::Rows,
+                ..RunRequest::default()
+            };
+            let image = image::DynamicImage::ImageRgb8(scene.image.clone());
+            let session = generate::generate(loaded, &image, &request, cancel, &mut |_| {})?;
+            let mask = &scene.objects[question.object.unwrap_or(0)].mask;
+            let [rows, cols] = session.manifest.model.image_grid;
+            let coverage = metrics::patch_coverage(mask, rows, cols);
+            let kind = question.kind.name().to_string();
+            if !by_kind.iter().any(|(k, _)| *k == kind) {
+                by_kind.push((kind.clone(), Tally::new(layers * heads)));
+            }
+            let Some((_, tally)) = by_kind.iter_mut().find(|(k, _)| *k == kind) else {
+                continue;
+            };
+            for l in 0..layers {
+                for h in 0..heads {
+                    let id = MapId::attention(l, layers, HeadAgg::Head(h));
+                    let map = catalogue::explain(&session, &[0], &id)
+                        .map_err(|source| EvalError::Map {
+                            scene: index,
+                            source,
+                        })?
+                        .grid
+                        .values;
+                    let hit = metrics::pointing_hit(&map, &coverage) as usize;
+                    let mass = metrics::mass_in_mask(&map, &coverage) as f64;
+                    let overlap = metrics::pointing_overlap(&map, &coverage) as usize;
+                    for t in [&mut all, &mut *tally] {
+                        t.hits[l * heads + h] += hit;
+                        t.overlap[l * heads + h] += overlap;
+                        t.mass[l * heads + h] += mass;
+                    }
+                }
+            }
+            all.scenes += 1;
+            tally.scenes += 1;
+        }
+        on_scene(index + 1, options.scenes);
+    }
+    let scored = all.scenes;
+    let scores = all.scores(heads);
+    let kinds = by_kind
+        .iter()
+        .filter_map(|(kind, t)| {
+            let scores = t.scores(heads);
+            Some(KindScores {
+                kind: kind.clone(),
+                scenes: t.scenes,
+                best: *ranked(&scores).first()?,
+                pointing_grid: grid(&scores, heads, |s| s.pointing),
+                overlap_grid: grid(&scores, heads, |s| s.pointing_overlap),
+            })
+        })
+        .collect();
+    Ok(HeadsReport {
+        parameters: HeadsParameters {
+            model: options.model_label.clone(),
+            scenes: options.scenes,
+            seed: options.seed,
+            scored,
+            layers,
+            heads,
+        },
+        top: ranked(&scores).into_iter().take(TOP).collect(),
+        pointing_grid: grid(&scores, heads, |s| s.pointing),
+        mass_grid: grid(&scores, heads, |s| s.mass_in_mask),
+        overlap_grid: grid(&scores, heads, |s| s.pointing_overlap),
+        kinds,
+        best: (scored > 0)
+            .then(|| best_of(&scores))
+            .flatten()
+            .map(|set| MapId::Heads(catalogue::HeadSel::Set(set))),
+        heads: scores,
+    })
+}
+
+impl HeadsReport {
+    /// The text printed on stdout: the top heads, then the layer × head grids.
+    pub fn table(&self) -> String {
+        let p = &self.parameters;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} heads ({} layers × {}) on {} scenes with a target (seed {})",
+            p.layers * p.heads,
+            p.layers,
+            p.heads,
+            p.scored,
+            p.seed
+        );
+        let _ = writeln!(out, "top {} heads:", self.top.len());
+        let _ = writeln!(
+            out,
+            "{:>4} {:>6} {:>5} {:>10} {:>14} {:>11}",
+            "rank", "layer", "head", "pointing ↑", "mass in mask ↑", "overlap ↑"
+        );
+        for (i, s) in self.top.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{:>4} {:>6} {:>5} {:>10.3} {:>14.3} {:>11.3}",
+                i + 1,
+                s.layer,
+                s.head,
+                s.pointing,
+                s.mass_in_mask,
+                s.pointing_overlap
+            );
+        }
+        for (title, grid) in [
+            ("pointing", &self.pointing_grid),
+            ("mass in mask", &self.mass_grid),
+            (
+                "overlap pointing (top patch ≥ 25 % object)",
+                &self.overlap_grid,
+            ),
+        ] {
+            let _ = writeln!(out, "\n{title} (layer × head):");
+            let header: String = (0..p.heads)
+                .map(|h| format!(" {:>6}", format!("h{h}")))
+                .collect();
+            let _ = writeln!(out, "{:>5}{header}", "");
+            for (l, row) in grid.iter().enumerate() {
+                let cells: String = row.iter().map(|v| format!(" {v:>6.3}")).collect();
+                let _ = writeln!(out, "{:>5}{cells}", format!("l{l}"));
+            }
+        }
+        let _ = writeln!(out, "\nbest head per question kind:");
+        for k in &self.kinds {
+            let _ = writeln!(
+                out,
+                "{:>8} ({:>3} scenes): l{}h{} pointing {:.3}, mass in mask {:.3}, overlap {:.3}",
+                k.kind,
+                k.scenes,
+                k.best.layer,
+                k.best.head,
+                k.best.pointing,
+                k.best.mass_in_mask,
+                k.best.pointing_overlap
+            );
+        }
+        if let Some(best) = &self.best {
+            let _ = writeln!(out, "\nbest heads map: {best}");
+        }
+        out
+    }
+}

@@ -1,0 +1,141 @@
+//! `lvlmscope eval --heads` and `eval --sanity`, and the `--heads FILE` of `report`: parse the
+//! flags, load the model, hand over to [`lvlmscope::eval`] and print what it returns.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::EvalArgs;
+use lvlmscope::eval::EvalOptions;
+use lvlmscope::explain::catalogue::heads::{read_scores, HeadSel};
+use lvlmscope::explain::catalogue::MapId;
+use lvlmscope::generate::{parse_dtype, LoadedModel};
+use lvlmscope::model::DeviceName;
+
+/// `method` with `attention.heads.best` replaced by the best heads of the score file `heads`,
+/// when one is given.
+pub fn resolve_best_heads(method: &str, heads: Option<&Path>) -> anyhow::Result<String> {
+    let Some(path) = heads else {
+        return Ok(method.to_string());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read the head score file {}", path.display()))?;
+    let scores = read_scores(&text).with_context(|| format!("{}", path.display()))?;
+    Ok(match method.parse::<MapId>() {
+        Ok(MapId::Heads(sel)) => MapId::Heads(sel.resolve_with(Some(&scores))).to_string(),
+        _ if method == "attention.heads" => {
+            MapId::Heads(HeadSel::Best.resolve_with(Some(&scores))).to_string()
+        }
+        _ => method.to_string(),
+    })
+}
+
+/// The JSON file named by --json, created before the run so that an unwritable path fails
+/// first.
+fn json_file(args: &EvalArgs) -> anyhow::Result<Option<(std::fs::File, PathBuf)>> {
+    args.json
+        .as_ref()
+        .map(|path| {
+            std::fs::File::create(path)
+                .with_context(|| format!("could not write {}", path.display()))
+                .map(|f| (f, path.clone()))
+        })
+        .transpose()
+}
+
+/// Loads the model --model names (default: the embedded demo) and the run's options.
+fn load(args: &EvalArgs) -> anyhow::Result<(LoadedModel, EvalOptions)> {
+    let (name, label) = match &args.model {
+        Some(m) => (m.clone(), m.clone()),
+        None => {
+            let dir =
+                lvlmscope::demo::demo_model_dir().context("could not unpack the demo model")?;
+            (dir.display().to_string(), "embedded demo model".to_string())
+        }
+    };
+    let device = args.device.parse::<DeviceName>()?.open()?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let loaded = LoadedModel::load(&name, dtype, &device)?;
+    let options = EvalOptions {
+        model_label: label,
+        scenes: args.scenes,
+        seed: args.seed,
+        max_new_tokens: args.max_new_tokens,
+        steps: args.steps,
+        ..EvalOptions::default()
+    };
+    Ok((loaded, options))
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    use std::io::IsTerminal;
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(len as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{bar:30}} {{pos}}/{{len}} {what} {{elapsed:>4}} (eta {{eta}})"
+        ))
+        .expect("static template is valid"),
+    );
+    bar
+}
+
+fn write_json(
+    file: Option<(std::fs::File, PathBuf)>,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    if let Some((mut file, path)) = file {
+        let json = serde_json::to_string_pretty(value)?;
+        writeln!(file, "{json}").with_context(|| format!("could not write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs `lvlmscope eval --heads`.
+pub fn heads(args: EvalArgs) -> anyhow::Result<()> {
+    let file = json_file(&args)?;
+    let (loaded, options) = load(&args)?;
+    let bar = bar(args.scenes, "scenes");
+    let cancel = AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let report = lvlmscope::eval::heads::evaluate_heads(&loaded, &options, &cancel, &mut |d, _| {
+        bar.set_position(d as u64)
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    print!("{}", report.table());
+    eprintln!(
+        "{} heads scored on {} scenes in {:.1}s",
+        report.heads.len(),
+        report.parameters.scored,
+        started.elapsed().as_secs_f64()
+    );
+    write_json(file, &report)
+}
+
+/// Runs `lvlmscope eval --sanity`.
+pub fn sanity(args: EvalArgs) -> anyhow::Result<()> {
+    let file = json_file(&args)?;
+    let (loaded, options) = load(&args)?;
+    let bar = bar(args.scenes, "scenes");
+    let cancel = AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let report = lvlmscope::eval::sanity::sanity(&loaded, &options, &cancel, &mut |d, _| {
+        bar.set_position(d as u64)
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    print!("{}", report.table());
+    eprintln!(
+        "sanity check on {} scenes in {:.1}s",
+        report.parameters.scored,
+        started.elapsed().as_secs_f64()
+    );
+    write_json(file, &report)
+}

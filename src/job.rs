@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::explain::causal::{self, CausalError};
 use crate::explain::relevancy::{self, RelevancyError};
-use crate::generate::{self, qwen, GenerateError, LoadedModel, Progress, RunRequest};
+use crate::generate::{self, anyres, qwen, GenerateError, LoadedModel, Progress, RunRequest};
 use crate::model::ModelDir;
 use crate::session::{CausalParams, Session};
 
@@ -42,6 +42,9 @@ pub fn run(
     let dir = ModelDir::resolve(&request.model).map_err(GenerateError::from)?;
     if qwen::is_qwen_vl(&dir) {
         return run_qwen(request, dir, &device, cancel, on_progress);
+    }
+    if anyres::is_anyres(&dir) {
+        return run_anyres(request, dir, &device, cancel, on_progress);
     }
     let loaded = LoadedModel::load(&request.model, request.dtype, &device)?;
     let load_seconds = started.elapsed().as_secs_f64();
@@ -110,6 +113,36 @@ fn run_qwen(
         })?;
         relevancy::store(&mut session, &maps)?;
     }
+    if request.causal {
+        on_progress(Progress::Stage("causal explanations".into()));
+        add_causal(&mut session)?;
+    }
+    Ok(session)
+}
+
+/// [`run`] for a LLaVA-NeXT / OneVision folder (relevancy is not available for it yet).
+fn run_anyres(
+    request: &RunRequest,
+    dir: ModelDir,
+    device: &candle_core::Device,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Session, JobError> {
+    if request.relevancy {
+        return Err(GenerateError::Setting(
+            "--relevancy is not available for LLaVA-NeXT / OneVision models yet".into(),
+        )
+        .into());
+    }
+    let started = Instant::now();
+    let loaded = anyres::AnyresLoaded::load(&request.model, dir, request.dtype, device)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let image = crate::processing::load_image(&request.image).map_err(GenerateError::from)?;
+    let mut session = anyres::generate(&loaded, &image, request, cancel, on_progress)?;
+    session
+        .manifest
+        .timings
+        .insert("load_model".into(), load_seconds);
     if request.causal {
         on_progress(Progress::Stage("causal explanations".into()));
         add_causal(&mut session)?;

@@ -1,0 +1,257 @@
+//! Generation with a LLaVA-NeXT / LLaVA-OneVision model: the image becomes a base view and
+//! tiles ([`AnyresImageConfig`]), the prompt's image token is expanded to the layout's token
+//! count, the packed features are embedded like LLaVA's and the decoder runs through the same
+//! prefill / decode stages as LLaVA-1.5 ([`super::Decoding`]).
+//!
+//! The session stores the image as fitted into the canvas (aspect kept, no padding), and two
+//! image regions over it ([`regions`]): the base view's grid and the stitched high-resolution
+//! grid, whose newline tokens are separators.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::{validate, Capture, Decoding, GenerateError, Progress, RunRequest};
+use crate::model::config::AnyresConfig;
+use crate::model::{LlavaNext, ModelDir};
+use crate::processing::anyres::{AnyresImageConfig, AnyresLayout};
+use crate::processing::PromptProcessor;
+use crate::session::{
+    Array, GenerationInfo, ImageInfo, Manifest, ModelFamily, ModelInfo, Session, TokenStrings,
+    SCHEMA,
+};
+
+/// A LLaVA-NeXT / OneVision model with its preprocessors.
+pub struct AnyresLoaded {
+    /// What the user named the model.
+    pub name: String,
+    /// The resolved folder.
+    pub dir: ModelDir,
+    /// The network.
+    pub model: LlavaNext,
+    /// The image processor.
+    pub images: AnyresImageConfig,
+    /// Chat template and tokenizer.
+    pub prompts: PromptProcessor,
+}
+
+impl AnyresLoaded {
+    /// Load a resolved anyres folder.
+    pub fn load(
+        name: &str,
+        dir: ModelDir,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, GenerateError> {
+        // The config is read before anything else, so an unsupported one is named first.
+        let cfg = AnyresConfig::from_file(&dir.config)?;
+        let prompts = PromptProcessor::from_dir(&dir.root)?;
+        let model = LlavaNext::load(&dir, dtype, device)?;
+        let images =
+            AnyresImageConfig::from_dir(&dir.root, &cfg.image_grid_pinpoints, model.token_rule())?;
+        if images.rule.side != model.token_rule().side {
+            return Err(GenerateError::Setting(format!(
+                "the processor gives {0}x{0} features a tile but the vision tower {1}x{1}",
+                images.rule.side,
+                model.token_rule().side
+            )));
+        }
+        let llava = model.config();
+        prompts.check_vocab(
+            llava.llava.text_config.vocab_size,
+            llava.llava.image_token_index,
+        )?;
+        Ok(Self {
+            name: name.to_string(),
+            dir,
+            model,
+            images,
+            prompts,
+        })
+    }
+}
+
+/// Whether the model folder `dir` holds a LLaVA-NeXT or LLaVA-OneVision model.
+pub fn is_anyres(dir: &ModelDir) -> bool {
+    std::fs::read_to_string(&dir.config)
+        .ok()
+        .and_then(|t| AnyresConfig::variant_of(&t))
+        .is_some()
+}
+
+/// Which view of the image a region is (the session's `RegionKind`, schema 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnyresRegionKind {
+    /// The base view (the image resized to the tower's size).
+    Base,
+    /// The stitched high-resolution grid.
+    Highres,
+}
+
+/// One image region's fields, in the shape of the session's `ImageRegion` (schema 2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnyresRegion {
+    /// Base or high resolution.
+    pub kind: AnyresRegionKind,
+    /// `[start, len]` in input positions; len = rows·cols + separators.
+    pub span: [usize; 2],
+    /// `[rows, cols]` of cells.
+    pub grid: [usize; 2],
+    /// `[x0, y0, x1, y1]` of the original image the grid covers.
+    pub rect: [f64; 4],
+    /// Absolute positions of the newline tokens (Highres); ascending.
+    pub separators: Vec<usize>,
+}
+
+/// The two regions of an anyres image whose tokens start at input position `start`: the base
+/// view (the whole image) then the stitched grid with its newline separators.
+pub fn regions(layout: &AnyresLayout, start: usize) -> [AnyresRegion; 2] {
+    let side = layout.rule.side;
+    let [h, w] = layout.image_hw;
+    let base = AnyresRegion {
+        kind: AnyresRegionKind::Base,
+        span: [start, layout.rule.base],
+        grid: [side, side],
+        rect: [0.0, 0.0, w as f64, h as f64],
+        separators: Vec::new(),
+    };
+    let hi_start = start + layout.rule.base;
+    let highres = AnyresRegion {
+        kind: AnyresRegionKind::Highres,
+        span: [hi_start, layout.num_tokens() - layout.rule.base],
+        grid: layout.grid,
+        rect: layout.highres_rect(),
+        separators: layout
+            .newline_offsets()
+            .into_iter()
+            .map(|o| start + o)
+            .collect(),
+    };
+    [base, highres]
+}
+
+/// Generate an answer for one image and prompt with a loaded anyres model.
+pub fn generate(
+    loaded: &AnyresLoaded,
+    image: &image::DynamicImage,
+    request: &RunRequest,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Session, GenerateError> {
+    validate(request)?;
+    let model = &loaded.model;
+    let llava = model.llava();
+    let pixels = loaded.images.preprocess(image)?;
+    let layout = &pixels.layout;
+    let encoded = loaded
+        .prompts
+        .encode(&request.prompt, layout.num_tokens())?;
+    let n = encoded.ids.len();
+    let context = llava.config().text_config.max_position_embeddings;
+    if n + request.max_new_tokens > context {
+        return Err(GenerateError::TooLong {
+            prompt: n,
+            new: request.max_new_tokens,
+            context,
+        });
+    }
+    let capture = if request.causal {
+        Capture::Full
+    } else {
+        request.capture
+    };
+    let mut run = Decoding::new(llava, capture);
+
+    on_progress(Progress::Stage("encoding image".into()));
+    let clock = Instant::now();
+    let pixel_tensor =
+        Tensor::from_vec(pixels.data.clone(), pixels.shape.to_vec(), llava.device())?;
+    let features = model.image_features(&pixel_tensor, layout, &mut run.recorder)?;
+    run.timings
+        .insert("encode_image".into(), clock.elapsed().as_secs_f64());
+
+    on_progress(Progress::Stage("prefill".into()));
+    let clock = Instant::now();
+    let embeds = llava.embed(&encoded.ids, Some(&features))?;
+    let logits = llava.forward(&embeds, 0, &mut run.cache, &mut run.recorder, false)?;
+    run.timings
+        .insert("prefill".into(), clock.elapsed().as_secs_f64());
+    run.decode(logits, &loaded.prompts, request, cancel, on_progress)?;
+
+    let positions = n + run.output.len() - 1;
+    let (layers, heads) = (llava.num_layers(), llava.num_heads());
+    let to_array = |(shape, data): (Vec<usize>, Vec<f32>)| Array::new(shape, data);
+    let attn_gen = run
+        .recorder
+        .generated_rows(layers, heads, positions)
+        .and_then(to_array);
+    let mut attn_full = BTreeMap::new();
+    for &layer in &run.recorder.mode().full_layers {
+        if let Some(a) = run.recorder.full(layer, positions).and_then(to_array) {
+            attn_full.insert(layer, a);
+        }
+    }
+    let cfg = llava.config();
+    let [base, _highres] = regions(layout, encoded.image_span[0]);
+    let manifest = Manifest {
+        schema: SCHEMA.into(),
+        model: ModelInfo {
+            path: loaded.name.clone(),
+            architecture: cfg.architecture.clone(),
+            text_layers: layers,
+            text_heads: heads,
+            vision_layers: cfg.vision_config.num_hidden_layers,
+            vision_heads: cfg.vision_config.num_attention_heads,
+            image_grid: base.grid,
+            family: Some(ModelFamily {
+                decoder: cfg.text_config.family.as_str().into(),
+                vision: cfg.vision_config.family.as_str().into(),
+            }),
+        },
+        prompt: request.prompt.clone(),
+        image: ImageInfo {
+            path: request.image.display().to_string(),
+            mode: "anyres".into(),
+            original_size: [image.width(), image.height()],
+        },
+        generation: GenerationInfo {
+            max_new_tokens: request.max_new_tokens,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            seed: request.seed,
+        },
+        tokens: TokenStrings {
+            input: encoded.tokens,
+            output: run
+                .output
+                .iter()
+                .map(|&id| loaded.prompts.decode_token(id))
+                .collect(),
+        },
+        // Session schema 1 has one grid: the base view's (its span is the first 16 of the
+        // image tokens); the high-resolution region joins with schema 2's regions.
+        image_span: base.span,
+        relevancy_tokens: Vec::new(),
+        causal: None,
+        timings: run.timings,
+    };
+    let fitted = pixels.fitted;
+    Ok(Session {
+        manifest,
+        input_ids: encoded.ids.iter().map(|&i| i as i64).collect(),
+        output_ids: run.output.iter().map(|&i| i as i64).collect(),
+        pixel_values: Array::new(fitted.shape.to_vec(), fitted.data).ok_or_else(|| {
+            GenerateError::Setting("pixel values do not match their shape".into())
+        })?,
+        attn_gen,
+        attn_full,
+        // The vision attention of an anyres run is one [P, P] per view; the session has no
+        // place for several views yet.
+        attn_vit: None,
+        relevancy_llm: None,
+        relevancy_vit: None,
+        relevancy_combined: None,
+    })
+}

@@ -120,7 +120,7 @@ fn run_qwen(
     Ok(session)
 }
 
-/// [`run`] for a LLaVA-NeXT / OneVision folder (relevancy is not available for it yet).
+/// [`run`] for a LLaVA-NeXT / OneVision folder.
 fn run_anyres(
     request: &RunRequest,
     dir: ModelDir,
@@ -128,12 +128,6 @@ fn run_anyres(
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Session, JobError> {
-    if request.relevancy {
-        return Err(GenerateError::Setting(
-            "--relevancy is not available for LLaVA-NeXT / OneVision models yet".into(),
-        )
-        .into());
-    }
     let started = Instant::now();
     let loaded = anyres::AnyresLoaded::load(&request.model, dir, request.dtype, device)?;
     let load_seconds = started.elapsed().as_secs_f64();
@@ -143,6 +137,19 @@ fn run_anyres(
         .manifest
         .timings
         .insert("load_model".into(), load_seconds);
+    if request.relevancy {
+        on_progress(Progress::Stage("relevancy".into()));
+        let tokens: Vec<usize> = (0..session.num_output()).collect();
+        let total = tokens.len().max(1) as f64;
+        let mut done = 0usize;
+        // Session schema 1 holds the base view's grid only.
+        let kinds = [anyres::AnyresRegionKind::Base];
+        let maps = anyres::relevancy_maps(&loaded, &image, &session, &kinds, &tokens, &mut |_| {
+            done += 1;
+            on_progress(Progress::Fraction(done as f64 / total));
+        })?;
+        relevancy::store(&mut session, &maps)?;
+    }
     if request.causal {
         on_progress(Progress::Stage("causal explanations".into()));
         add_causal(&mut session)?;

@@ -87,3 +87,56 @@ fn relevancy_matches_autograd_per_view() {
         assert!(d_vit < 1e-4, "{name}: vit differs by {d_vit}");
     }
 }
+
+#[test]
+fn run_with_relevancy_stores_the_base_view_rows() {
+    let bin = env!("CARGO_BIN_EXE_lvlmscope");
+    for name in ["tiny-llava-next", "tiny-llava-onevision"] {
+        let dir = tempfile::tempdir().unwrap();
+        let save = dir.path().join("s.session");
+        let out = std::process::Command::new(bin)
+            .args([
+                "run",
+                "--model",
+                &fixtures().join(name).display().to_string(),
+                "--image",
+                &fixtures().join("image.png").display().to_string(),
+                "--prompt",
+                "What is in the picture?",
+                "--max-new-tokens",
+                "8",
+                "--relevancy",
+                "--causal",
+                "--save",
+                &save.display().to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = lvlmscope::session::load(&save).unwrap();
+        let rel = candle_core::safetensors::load(
+            fixtures()
+                .join("reference")
+                .join(format!("{name}.relevancy.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let llm_want: Vec<Vec<f32>> = rel["relevancy_llm"].to_vec2().unwrap();
+        let comb_want: Vec<Vec<Vec<f32>>> = rel["relevancy_combined"].to_vec3().unwrap();
+        let llm = s.relevancy_llm.as_ref().expect("relevancy.llm stored");
+        let comb = s.relevancy_combined.as_ref().expect("relevancy.combined");
+        let (s_len, p) = (llm.shape[1], comb.shape[1]);
+        assert_eq!(p, 16, "{name}: the base view's cells");
+        for t in 0..s.num_output() {
+            let (d, sc) = worst(&llm.data[t * s_len..(t + 1) * s_len], &llm_want[t]);
+            assert!(d < 1e-4 * sc.max(1.0), "{name} token {t}: llm {d}");
+            let (d, sc) = worst(&comb.data[t * p..(t + 1) * p], &comb_want[t][0]);
+            assert!(d < 1e-4 * sc.max(1.0), "{name} token {t}: combined {d}");
+        }
+        assert!(s.manifest.causal.is_some(), "{name}: causal results");
+    }
+}

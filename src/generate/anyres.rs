@@ -14,9 +14,11 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::{validate, Capture, Decoding, GenerateError, Progress, RunRequest};
+use crate::explain::relevancy::RelevancyMaps;
 use crate::model::config::AnyresConfig;
+use crate::model::tracked::{AnyresRows, AnyresTrackedPass};
 use crate::model::{LlavaNext, ModelDir};
-use crate::processing::anyres::{AnyresImageConfig, AnyresLayout};
+use crate::processing::anyres::{AnyresImageConfig, AnyresLayout, FeatureSource};
 use crate::processing::PromptProcessor;
 use crate::session::{
     Array, GenerationInfo, ImageInfo, Manifest, ModelFamily, ModelInfo, Session, TokenStrings,
@@ -254,4 +256,87 @@ pub fn generate(
         relevancy_vit: None,
         relevancy_combined: None,
     })
+}
+
+/// Output tokens carried by one decoder backward of the anyres relevancy pass.
+const RELEVANCY_CHUNK: usize = 4;
+
+/// One per-view row (`[views][Pv]`) placed on the cells of `kinds`' regions, in order: a Base
+/// cell is the base view's patch; a Highres cell is the tile patch it was stitched from, or
+/// for a pooled cell the bilinear mix of its patches with the pooling weights.
+pub fn place(
+    per_view: &[Vec<f32>],
+    class_token: bool,
+    layout: &AnyresLayout,
+    kinds: &[AnyresRegionKind],
+) -> Vec<f32> {
+    let skip = usize::from(class_token);
+    let pf = layout.rule.side * layout.rule.side;
+    let value = |src: usize| -> f32 {
+        per_view
+            .get(src / pf)
+            .and_then(|row| row.get(skip + src % pf))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let sources = layout.sources();
+    let (base, grid) = sources.split_at(layout.rule.base.min(sources.len()));
+    let mut out = Vec::new();
+    for kind in kinds {
+        let part = match kind {
+            AnyresRegionKind::Base => base,
+            AnyresRegionKind::Highres => grid,
+        };
+        for s in part {
+            if let FeatureSource::Cells(cells) = s {
+                out.push(cells.iter().map(|&(src, w)| w * value(src)).sum());
+            }
+        }
+    }
+    out
+}
+
+/// Relevancy of output tokens `tokens` of a session `generate` made with `loaded` from
+/// `image`: `llm` rows over the positions; `vit` and `combined` per view, placed on the cells
+/// of the regions `kinds` (see [`place`]).
+pub fn relevancy_maps(
+    loaded: &AnyresLoaded,
+    image: &image::DynamicImage,
+    session: &Session,
+    kinds: &[AnyresRegionKind],
+    tokens: &[usize],
+    on_token: &mut dyn FnMut(usize),
+) -> Result<RelevancyMaps, GenerateError> {
+    let start = Instant::now();
+    let model = &loaded.model;
+    let pixels = loaded.images.preprocess(image)?;
+    let pv = Tensor::from_vec(
+        pixels.data.clone(),
+        pixels.shape.to_vec(),
+        model.llava().device(),
+    )?;
+    let ids = |v: &[i64]| v.iter().map(|&i| i as u32).collect::<Vec<_>>();
+    let (input, output) = (ids(&session.input_ids), ids(&session.output_ids));
+    let pass = AnyresTrackedPass::forward(model, &input, &output, &pv, &pixels.layout)?;
+    let mut maps = RelevancyMaps::default();
+    for chunk in tokens.chunks(RELEVANCY_CHUNK) {
+        for row in pass.relevancy(chunk, RELEVANCY_CHUNK)? {
+            let AnyresRows {
+                token,
+                llm,
+                vit,
+                combined,
+                class_token,
+            } = row;
+            on_token(token);
+            maps.tokens.push(token);
+            maps.llm.push(llm);
+            maps.vit
+                .push(place(&vit, class_token, &pixels.layout, kinds));
+            maps.combined
+                .push(place(&combined, class_token, &pixels.layout, kinds));
+        }
+    }
+    maps.seconds = start.elapsed().as_secs_f64();
+    Ok(maps)
 }

@@ -156,8 +156,8 @@ impl LlavaNext {
             return gather(0);
         }
         let mut out: Option<Tensor> = None;
-        for k in 0..taps {
-            let w = Tensor::from_vec(weight[k].clone(), (f, 1), device)?.to_dtype(table.dtype())?;
+        for (k, wk) in weight.into_iter().enumerate() {
+            let w = Tensor::from_vec(wk, (f, 1), device)?.to_dtype(table.dtype())?;
             let term = gather(k)?.broadcast_mul(&w)?;
             out = Some(match out {
                 None => term,

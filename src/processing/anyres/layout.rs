@@ -195,12 +195,12 @@ impl AnyresLayout {
         };
         let rows = taps(h, self.grid[0]);
         let cols = taps(w, self.grid[1]);
-        for r in 0..self.grid[0] {
-            for c in 0..self.grid[1] {
+        for (r, row_taps) in rows.iter().enumerate() {
+            for (c, col_taps) in cols.iter().enumerate() {
                 let cells = if self.pooled() {
                     let mut v = Vec::with_capacity(4);
-                    for (y, wy) in rows[r] {
-                        for (x, wx) in cols[c] {
+                    for &(y, wy) in row_taps {
+                        for &(x, wx) in col_taps {
                             v.push((self.cell_row(top + y, left + x), wy * wx));
                         }
                     }

@@ -2,8 +2,10 @@
 //! compute the explanations the request asks for, all into one [`Session`]. [`service`] runs
 //! model-backed jobs (relevancy on demand, faithfulness of maps) on sessions that already exist.
 
+pub mod models;
 pub mod service;
 
+pub use models::SessionModel;
 pub use service::{JobOutput, JobProgress, ModelJob, ModelService, ModelSpec, ServiceError};
 
 use std::sync::atomic::AtomicBool;

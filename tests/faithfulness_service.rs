@@ -118,7 +118,7 @@ fn the_service_measures_what_probability_drop_measures() {
     let loaded = service
         .model(&ModelSpec::for_session(&s), &mut |_| {})
         .unwrap();
-    let model = &loaded.model;
+    let model = loaded.scorer();
     assert_eq!(drops.len(), maps.len());
     let mut differ = 0;
     for ((name, map), (got_name, got)) in maps.iter().zip(&drops) {

@@ -24,6 +24,44 @@ use candle_core::Tensor;
 use crate::model::{AttentionRecorder, Llava};
 use crate::session::{Array, Session};
 
+/// A model that re-reads a run with modified pictures: all the deletion experiments need.
+/// LLaVA models batch the pictures; Qwen VL models cut each into native-resolution patches
+/// (the implementation for them lives with the job layer, `src/job/models.rs`).
+pub trait PictureScorer {
+    /// Logits of the token after `ids` (the prompt `ids[..n_input]`, whose image placeholders
+    /// take the picture's features, then generated tokens), one row per picture. Each picture
+    /// is `[3, h, w]` normalised planes of the session's picture size, flattened.
+    fn next_token_logits(
+        &self,
+        ids: &[u32],
+        n_input: usize,
+        pictures: &[Vec<f32>],
+        hw: (usize, usize),
+    ) -> candle_core::Result<Vec<Vec<f32>>>;
+}
+
+impl PictureScorer for Llava {
+    fn next_token_logits(
+        &self,
+        ids: &[u32],
+        n_input: usize,
+        pictures: &[Vec<f32>],
+        (h, w): (usize, usize),
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let data: Vec<f32> = pictures.concat();
+        let images = Tensor::from_vec(data, (pictures.len(), 3, h, w), self.device())?;
+        let features = self.batch_image_features(&images)?;
+        let embeds = (0..pictures.len())
+            .map(|b| self.embed_sequence(ids, n_input, Some(&features.get(b)?)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let embeds = Tensor::cat(&embeds, 0)?;
+        let mut cache = self.new_cache();
+        let mut rec = AttentionRecorder::off();
+        let logits = self.forward(&embeds, 0, &mut cache, &mut rec, false)?;
+        logits.squeeze(1)?.to_vec2()
+    }
+}
+
 /// The fraction of patches [`probability_drop`] removes when a view has no other setting.
 pub const DEFAULT_DROP_FRACTION: f32 = 0.2;
 
@@ -176,7 +214,7 @@ pub fn fill_patches(
 /// Deletion experiments on one output token of one session, with a cache of every set of
 /// removed patches already evaluated.
 pub struct Deletion<'a> {
-    model: &'a Llava,
+    model: &'a dyn PictureScorer,
     ids: Vec<u32>,
     n_input: usize,
     target: u32,
@@ -191,7 +229,7 @@ pub struct Deletion<'a> {
 impl<'a> Deletion<'a> {
     /// Prepares deletion experiments on output token `token` of `session`.
     pub fn new(
-        model: &'a Llava,
+        model: &'a dyn PictureScorer,
         session: &Session,
         token: usize,
     ) -> Result<Self, FaithfulnessError> {
@@ -366,22 +404,14 @@ impl<'a> Deletion<'a> {
 
     /// Runs the model on the images with the given patch sets removed, all in one batch.
     fn run(&mut self, sets: &[Vec<usize>]) -> Result<Vec<f32>, FaithfulnessError> {
-        let model = self.model;
-        let (h, w) = (self.pixels.shape[1], self.pixels.shape[2]);
-        let mut data = Vec::with_capacity(sets.len() * self.pixels.data.len());
-        for set in sets {
-            data.extend(fill_patches(&self.pixels, self.grid, set, self.colour).data);
-        }
-        let images = Tensor::from_vec(data, (sets.len(), 3, h, w), model.device())?;
-        let features = model.batch_image_features(&images)?;
-        let embeds = (0..sets.len())
-            .map(|b| model.embed_sequence(&self.ids, self.n_input, Some(&features.get(b)?)))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let embeds = Tensor::cat(&embeds, 0)?;
-        let mut cache = model.new_cache();
-        let mut rec = AttentionRecorder::off();
-        let logits = model.forward(&embeds, 0, &mut cache, &mut rec, false)?;
-        let rows: Vec<Vec<f32>> = logits.squeeze(1)?.to_vec2()?;
+        let hw = (self.pixels.shape[1], self.pixels.shape[2]);
+        let pictures: Vec<Vec<f32>> = sets
+            .iter()
+            .map(|set| fill_patches(&self.pixels, self.grid, set, self.colour).data)
+            .collect();
+        let rows = self
+            .model
+            .next_token_logits(&self.ids, self.n_input, &pictures, hw)?;
         self.passes += sets.len();
         Ok(rows
             .iter()
@@ -413,7 +443,7 @@ pub fn softmax_at(logits: &[f32], i: usize) -> f32 {
 /// the probability of `output_ids[token]` with the map's top-k patches replaced by the mean
 /// colour, for each k of `ks` (in that order; k = 0 is the original image).
 pub fn deletion_curve(
-    model: &Llava,
+    model: &dyn PictureScorer,
     session: &Session,
     token: usize,
     map: &[f32],
@@ -427,7 +457,7 @@ pub fn deletion_curve(
 /// `fraction` must lie in [0, 1] ([`DEFAULT_DROP_FRACTION`] is the usual choice); the number of
 /// patches removed is `round(fraction · P)`.
 pub fn probability_drop(
-    model: &Llava,
+    model: &dyn PictureScorer,
     session: &Session,
     token: usize,
     map: &[f32],

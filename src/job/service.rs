@@ -12,9 +12,11 @@ use candle_core::DType;
 
 use crate::explain::faithfulness::{Deletion, FaithfulnessError, DEFAULT_BATCH};
 use crate::explain::relevancy::{self, RelevancyError, RelevancyMaps};
-use crate::generate::{GenerateError, LoadedModel};
+use crate::generate::GenerateError;
 use crate::model::DeviceName;
 use crate::session::Session;
+
+use super::models::SessionModel;
 
 /// Which model to load, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +147,7 @@ pub enum ServiceError {
 /// runs [`ModelJob`]s with it.
 #[derive(Default)]
 pub struct ModelService {
-    loaded: Option<(ModelSpec, LoadedModel)>,
+    loaded: Option<(ModelSpec, SessionModel)>,
     loads: usize,
 }
 
@@ -175,7 +177,7 @@ impl ModelService {
         &mut self,
         spec: &ModelSpec,
         progress: &mut dyn FnMut(JobProgress),
-    ) -> Result<&LoadedModel, ServiceError> {
+    ) -> Result<&SessionModel, ServiceError> {
         if spec.path.trim().is_empty() {
             return Err(ServiceError::NoModel);
         }
@@ -191,7 +193,7 @@ impl ModelService {
                 .device
                 .open()
                 .map_err(|e| load_error(GenerateError::from(e)))?;
-            let model = LoadedModel::load(&spec.path, spec.dtype, &device).map_err(load_error)?;
+            let model = SessionModel::load(spec, &device).map_err(load_error)?;
             self.loads += 1;
             self.loaded = Some((spec.clone(), model));
         }
@@ -206,10 +208,10 @@ impl ModelService {
         &mut self,
         session: &Session,
         progress: &mut dyn FnMut(JobProgress),
-    ) -> Result<&LoadedModel, ServiceError> {
+    ) -> Result<&SessionModel, ServiceError> {
         let spec = ModelSpec::for_session(session);
         let loaded = self.model(&spec, progress)?;
-        check_fits(&spec.path, loaded, session)?;
+        loaded.check_fits(&spec.path, session)?;
         Ok(loaded)
     }
 
@@ -264,7 +266,7 @@ impl ModelService {
 
 /// The relevancy rows of the tokens among `tokens` that `session` lacks.
 fn relevancy_rows(
-    loaded: &LoadedModel,
+    loaded: &SessionModel,
     session: &Session,
     tokens: &[usize],
     progress: &mut dyn FnMut(JobProgress),
@@ -273,19 +275,13 @@ fn relevancy_rows(
     if todo.is_empty() {
         return Ok(RelevancyMaps::default());
     }
-    let total = todo.len() as f64;
-    Ok(relevancy::relevancy(
-        &loaded.model,
-        session,
-        &todo,
-        &mut |done| progress(JobProgress::Fraction(done as f64 / total)),
-    )?)
+    loaded.relevancy(session, &todo, progress)
 }
 
 /// The probability drop of each map of `token`, with one [`Deletion`] (so the original image
 /// runs once); the images go through the model in batches, `cancel` is checked between them.
 fn faithfulness(
-    loaded: &LoadedModel,
+    loaded: &SessionModel,
     session: &Session,
     token: usize,
     maps: &[(String, Vec<f32>)],
@@ -294,7 +290,7 @@ fn faithfulness(
     progress: &mut dyn FnMut(JobProgress),
 ) -> Result<JobOutput, ServiceError> {
     let started = Instant::now();
-    let mut deletion = Deletion::new(&loaded.model, session, token)?;
+    let mut deletion = Deletion::new(loaded.scorer(), session, token)?;
     let mut drops = Vec::with_capacity(maps.len());
     while drops.len() < maps.len() {
         if cancel.load(Ordering::SeqCst) {
@@ -321,35 +317,6 @@ fn faithfulness(
         images: deletion.images_run(),
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// Whether the loaded model has the shape the session records.
-fn check_fits(path: &str, loaded: &LoadedModel, session: &Session) -> Result<(), ServiceError> {
-    let m = &session.manifest.model;
-    let model = &loaded.model;
-    let mismatch = |what: String| {
-        Err(ServiceError::Mismatch {
-            path: path.to_string(),
-            what,
-        })
-    };
-    if model.num_layers() != m.text_layers || model.num_heads() != m.text_heads {
-        return mismatch(format!(
-            "it has {} layers × {} heads, the session {} × {}",
-            model.num_layers(),
-            model.num_heads(),
-            m.text_layers,
-            m.text_heads
-        ));
-    }
-    if model.image_grid() != m.image_grid {
-        return mismatch(format!(
-            "its patch grid is {:?}, the session's {:?}",
-            model.image_grid(),
-            m.image_grid
-        ));
-    }
-    Ok(())
 }
 
 /// The parts of `session` a model job reads (manifest, ids, pixels), without the recorded

@@ -1,0 +1,160 @@
+//! The model a session was made with, whichever pipeline made it: the LLaVA family
+//! ([`LoadedModel`]) or Qwen2-VL / Qwen2.5-VL ([`QwenLoaded`]). Model-backed jobs on saved
+//! sessions (relevancy on demand, faithfulness) go through this one type, so the app and
+//! `report` serve both kinds of session the same way.
+
+use candle_core::{Device, Tensor};
+
+use crate::explain::faithfulness::PictureScorer;
+use crate::explain::relevancy::{self, RelevancyMaps};
+use crate::generate::qwen::{self, QwenLoaded};
+use crate::generate::{GenerateError, LoadedModel};
+use crate::model::{ModelDir, NoTape};
+use crate::session::Session;
+
+use super::service::{JobProgress, ModelSpec, ServiceError};
+
+/// A loaded model of either pipeline.
+pub enum SessionModel {
+    /// LLaVA-1.5 and the LLaVA-style families (Gemma, Mistral, Qwen2 decoders; CLIP, SigLIP).
+    Llava(LoadedModel),
+    /// Qwen2-VL or Qwen2.5-VL.
+    Qwen(QwenLoaded),
+}
+
+impl SessionModel {
+    /// Loads the model `spec` names, choosing the pipeline from its config.json.
+    pub fn load(spec: &ModelSpec, device: &Device) -> Result<Self, GenerateError> {
+        let dir = ModelDir::resolve(&spec.path)?;
+        if qwen::is_qwen_vl(&dir) {
+            return Ok(Self::Qwen(QwenLoaded::load(
+                &spec.path, dir, spec.dtype, device,
+            )?));
+        }
+        Ok(Self::Llava(LoadedModel::load(
+            &spec.path, spec.dtype, device,
+        )?))
+    }
+
+    /// Decoder layers and heads.
+    fn decoder_shape(&self) -> (usize, usize) {
+        match self {
+            Self::Llava(m) => (m.model.num_layers(), m.model.num_heads()),
+            Self::Qwen(m) => (m.model.num_layers(), m.model.num_heads()),
+        }
+    }
+
+    /// What deletion experiments run on.
+    pub fn scorer(&self) -> &dyn PictureScorer {
+        match self {
+            Self::Llava(m) => &m.model,
+            Self::Qwen(m) => m,
+        }
+    }
+
+    /// Whether this model has the shape `session` records; `path` names it in the error.
+    pub fn check_fits(&self, path: &str, session: &Session) -> Result<(), ServiceError> {
+        let m = &session.manifest.model;
+        let mismatch = |what: String| {
+            Err(ServiceError::Mismatch {
+                path: path.to_string(),
+                what,
+            })
+        };
+        let (layers, heads) = self.decoder_shape();
+        if layers != m.text_layers || heads != m.text_heads {
+            return mismatch(format!(
+                "it has {layers} layers × {heads} heads, the session {} × {}",
+                m.text_layers, m.text_heads
+            ));
+        }
+        match self {
+            Self::Llava(loaded) if loaded.model.image_grid() != m.image_grid => mismatch(format!(
+                "its patch grid is {:?}, the session's {:?}",
+                loaded.model.image_grid(),
+                m.image_grid
+            )),
+            Self::Qwen(_) if !m.architecture.starts_with("Qwen2") => mismatch(format!(
+                "it is a Qwen VL model, the session was made by {}",
+                m.architecture
+            )),
+            Self::Llava(_) if m.architecture.starts_with("Qwen2") => mismatch(format!(
+                "it is a LLaVA-style model, the session was made by {}",
+                m.architecture
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Relevancy rows of output tokens `todo` of `session`.
+    pub fn relevancy(
+        &self,
+        session: &Session,
+        todo: &[usize],
+        progress: &mut dyn FnMut(JobProgress),
+    ) -> Result<RelevancyMaps, ServiceError> {
+        let total = todo.len().max(1) as f64;
+        let mut on_token = |done: usize| progress(JobProgress::Fraction(done as f64 / total));
+        match self {
+            Self::Llava(m) => Ok(relevancy::relevancy(
+                &m.model,
+                session,
+                todo,
+                &mut on_token,
+            )?),
+            Self::Qwen(m) => {
+                let mut done = 0;
+                qwen::relevancy_maps(m, session, todo, &mut |_| {
+                    done += 1;
+                    on_token(done)
+                })
+                .map_err(|e| {
+                    ServiceError::Relevancy(relevancy::RelevancyError::Model(e.to_string()))
+                })
+            }
+        }
+    }
+}
+
+impl PictureScorer for QwenLoaded {
+    fn next_token_logits(
+        &self,
+        ids: &[u32],
+        n_input: usize,
+        pictures: &[Vec<f32>],
+        (h, w): (usize, usize),
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let m = self.images.merge_size;
+        let positions_of = |grid: [usize; 3]| {
+            self.model.positions(
+                &ids[..n_input.min(ids.len())],
+                &[[grid[1] / m, grid[2] / m]],
+            )
+        };
+        pictures
+            .iter()
+            .map(|picture| {
+                let (patches, grid) = self
+                    .images
+                    .patches_of_picture(picture, h, w)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                let pixel_values = Tensor::from_vec(
+                    patches,
+                    (grid[1] * grid[2], self.images.patch_len()),
+                    self.model.device(),
+                )?;
+                let features = self
+                    .model
+                    .image_features(&pixel_values, grid, &mut NoTape)?
+                    .features;
+                let embeds = self.model.embed_sequence(ids, n_input, Some(&features))?;
+                let pos = positions_of(grid)?;
+                let mut cache = self.model.new_cache();
+                let logits =
+                    self.model
+                        .forward(&embeds, 0, &pos, &mut cache, &mut NoTape, false)?;
+                logits.flatten_all()?.to_vec1()
+            })
+            .collect()
+    }
+}

@@ -195,6 +195,33 @@ fn vision_features_and_attentions_equal_transformers() {
     }
 }
 
+/// With a tape that observes no vision site, Qwen2.5-VL's windowed blocks run window by
+/// window (batched by window size); the features must equal transformers' as the masked path's
+/// do, on images whose edge windows are smaller than the inner ones.
+#[test]
+fn window_by_window_features_equal_transformers() {
+    for name in MODELS {
+        let r = reference(name);
+        let model = load(name);
+        let input = process(name, "image.png");
+        let out = model
+            .image_features(&r["pixel_values"], input.grid, &mut NoTape)
+            .unwrap();
+        let d = max_diff(&out.features, &r["image_features"]);
+        assert!(d < 1e-5, "{name}: image features differ by {d}");
+        let tall = process(name, "image_tall.png");
+        let mut keep = Keep::default();
+        let masked = model
+            .image_features(&tall.pixels, tall.grid, &mut keep)
+            .unwrap();
+        let windowed = model
+            .image_features(&tall.pixels, tall.grid, &mut NoTape)
+            .unwrap();
+        let d = max_diff(&masked.last_hidden, &windowed.last_hidden);
+        assert!(d < 1e-4, "{name}: windowed and masked paths differ by {d}");
+    }
+}
+
 #[test]
 fn positions_logits_and_attentions_equal_transformers() {
     for name in MODELS {

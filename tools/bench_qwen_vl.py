@@ -211,6 +211,8 @@ def main() -> int:
                          ("D", py + ["relevancy", str(model_dir), str(image), args.prompt, str(work / "D.json")])]:
             wall, rss, status = timed(cmd)
             row[key] = {"wall_s": wall, "peak_rss": rss, "ok": status == 0}
+            if key in "CD" and status == 0:
+                row[key]["worker"] = json.loads((work / f"{key}.json").read_text())
             print(f"{side} px ({row['patches']} patches) {key}: {wall:.2f} s, {rss / 2**20:.0f} MiB", file=sys.stderr)
         rows.append(row)
     print(f"{'side':>5} {'patches':>7} | {'A run':>13} {'C hf gen':>13} {'A/C':>5} | "
@@ -221,6 +223,10 @@ def main() -> int:
               f"{c['wall_s']:6.2f}s {c['peak_rss'] / 2**20:5.0f}M {a['wall_s'] / c['wall_s']:5.2f} | "
               f"{b['wall_s']:6.2f}s {b['peak_rss'] / 2**20:5.0f}M {d['wall_s']:6.2f}s {d['peak_rss'] / 2**20:5.0f}M "
               f"{b['wall_s'] / d['wall_s']:5.2f} | {(b['peak_rss'] - a['peak_rss']) / 2**20:7.0f}M")
+    for r in rows:
+        c, d = r["C"].get("worker", {}), r["D"].get("worker", {})
+        print(f"{r['patches']} patches, transformers inside the process: generate {c.get('generate_s', 0):.2f} s "
+              f"(load {c.get('load_s', 0):.2f} s); relevancy {d.get('relevancy_s', 0):.2f} s")
     for prev, cur in zip(rows, rows[1:]):
         grow = {k: cur[k]["wall_s"] / prev[k]["wall_s"] for k in "ABCD"}
         print(f"{prev['patches']} -> {cur['patches']} patches: time x " +

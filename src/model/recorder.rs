@@ -302,6 +302,13 @@ impl Tape for AttentionRecorder {
         self.mode.is_off()
     }
 
+    fn observes(&self, site: Site) -> bool {
+        match site.tower {
+            Tower::Text => self.wants_text(site.layer),
+            Tower::Vision => self.wants_vision(),
+        }
+    }
+
     fn probs(&mut self, site: Site, probs: Tensor, q_offset: usize) -> Result<Tensor> {
         match site.tower {
             Tower::Text if self.wants_text(site.layer) => {

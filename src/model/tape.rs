@@ -107,6 +107,15 @@ pub trait Tape {
         true
     }
 
+    /// Whether this tape reads or changes anything at `site`. When false, the hooks of that
+    /// site return their input and keep nothing, so the forward may compute the layer in any
+    /// equivalent arrangement (Qwen2.5-VL's window attention window by window instead of one
+    /// masked `[P, P]` product). Defaults to true, which is always correct.
+    fn observes(&self, site: Site) -> bool {
+        let _ = site;
+        true
+    }
+
     /// Attention scores `[b, heads, q, kv]` (model dtype, mask added) of `site`, query rows
     /// starting at position `q_offset`; returns the scores the softmax takes.
     fn scores(&mut self, site: Site, scores: Tensor, q_offset: usize) -> Result<Tensor> {
@@ -163,4 +172,8 @@ pub trait Tape {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoTape;
 
-impl Tape for NoTape {}
+impl Tape for NoTape {
+    fn observes(&self, _site: Site) -> bool {
+        false
+    }
+}

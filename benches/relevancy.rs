@@ -69,6 +69,7 @@ fn session_from(inputs: &Path, model: &Llava) -> anyhow::Result<Session> {
                 output: vec![String::new(); output_ids.len()],
             },
             image_span: [start, len],
+            regions: Vec::new(),
             relevancy_tokens: Vec::new(),
             causal: None,
             timings: BTreeMap::new(),

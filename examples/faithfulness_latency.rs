@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use lvlmscope::generate::{Capture, RunRequest};
 use lvlmscope::style::{ColorMode, Look, Theme};
-use lvlmscope::tui::worker::{job_request, spawn_job_worker, JobWorker};
+use lvlmscope::tui::jobs::job_request;
+use lvlmscope::tui::worker::{spawn_job_worker, JobWorker};
 use lvlmscope::tui::{update, App, Cmd, Msg};
 
 fn press(app: &mut App, code: KeyCode) -> Vec<Cmd> {
@@ -65,9 +66,12 @@ fn measure(name: &str, request: RunRequest, tokens: usize) -> Result<(), String>
         let ms = started.elapsed().as_secs_f64() * 1e3;
         let fv = app.view.faith.as_ref().ok_or("no faithfulness block")?;
         if fv.token != t || fv.rows.iter().any(|r| r.drop.is_none()) {
-            return Err(format!("token {t} was not measured: {:?}", app.notice));
+            return Err(format!(
+                "token {t} was not measured: {:?}",
+                app.status.notice()
+            ));
         }
-        let secs = app.faith.seconds.get(&t).copied().unwrap_or(0.0) * 1e3;
+        let secs = app.method.faith().seconds.get(&t).copied().unwrap_or(0.0) * 1e3;
         let what = if t == 0 {
             "f: load + measure"
         } else {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use lvlmscope::generate::RunRequest;
 use lvlmscope::style::{ColorMode, Look, Theme};
-use lvlmscope::tui::worker::{job_request, spawn_job_worker};
+use lvlmscope::tui::jobs::job_request;
+use lvlmscope::tui::worker::spawn_job_worker;
 use lvlmscope::tui::{update, App, Cmd, Msg};
 
 fn press(app: &mut App, code: KeyCode) -> Vec<Cmd> {
@@ -55,7 +56,10 @@ fn measure(name: &str, request: RunRequest, tokens: usize) -> Result<(), String>
             .as_ref()
             .is_some_and(|s| s.manifest.relevancy_tokens.contains(&t));
         if !stored {
-            return Err(format!("token {t} was not stored: {:?}", app.notice));
+            return Err(format!(
+                "token {t} was not stored: {:?}",
+                app.status.notice()
+            ));
         }
         let what = if t == 0 { "load + pass" } else { "pass only" };
         println!("  token {t}: r → rows stored in {ms:.1} ms ({what})");

@@ -6,9 +6,11 @@
 //! [`crate::job::run`] puts loading, generation and explanations together.
 
 pub mod anyres;
+mod assemble;
 pub mod qwen;
 mod sample;
 
+pub use assemble::{ModelShape, SessionBuilder};
 pub use sample::{argmax, Sampler};
 
 use std::collections::BTreeMap;
@@ -24,10 +26,7 @@ use crate::model::{
 use crate::processing::{
     EncodedPrompt, ImageMode, ImageProcessor, PixelValues, ProcessingError, PromptProcessor,
 };
-use crate::session::{
-    Array, GenerationInfo, ImageInfo, Manifest, ModelFamily, ModelInfo, Session, TokenStrings,
-    SCHEMA,
-};
+use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
 
 /// Everything one run needs, as the CLI and the TUI describe it.
 #[derive(Debug, Clone, PartialEq)]
@@ -372,7 +371,9 @@ impl<'m> Decoding<'m> {
         Ok(())
     }
 
-    /// Stage 4: gather the recorded attention and everything else into a session.
+    /// Stage 4: gather the recorded attention and everything else into a session; the image
+    /// is one region, the grid's patches (after a CLS feature when the span holds one), over
+    /// the part of the image the pixel values show.
     fn into_session(
         self,
         prepared: Prepared,
@@ -382,77 +383,46 @@ impl<'m> Decoding<'m> {
     ) -> Result<Session, GenerateError> {
         let model = self.model;
         let cfg = model.config();
-        let encoded = prepared.encoded;
-        let positions = encoded.ids.len() + self.output.len() - 1;
-        let (num_layers, heads) = (model.num_layers(), model.num_heads());
-        let to_array = |(shape, data): (Vec<usize>, Vec<f32>)| Array::new(shape, data);
-        let rec = &self.recorder;
-        let attn_gen = rec
-            .generated_rows(num_layers, heads, positions)
-            .and_then(to_array);
-        let mut attn_full = BTreeMap::new();
-        for &layer in &rec.mode().full_layers {
-            if let Some(a) = rec.full(layer, positions).and_then(to_array) {
-                attn_full.insert(layer, a);
-            }
-        }
-        let attn_vit = rec.vision().and_then(to_array);
-        let manifest = Manifest {
-            schema: SCHEMA.into(),
-            model: ModelInfo {
-                path: loaded.name.clone(),
+        let original_size = [image.width(), image.height()];
+        let [start, len] = prepared.encoded.image_span;
+        let grid = model.image_grid();
+        let cells = grid[0] * grid[1];
+        let region = ImageRegion {
+            kind: RegionKind::Image,
+            span: [start + len.saturating_sub(cells), cells.min(len)],
+            grid,
+            rect: loaded
+                .images
+                .covered_rect(image.width(), image.height(), request.image_mode),
+            separators: Vec::new(),
+        };
+        let [c, h, w] = prepared.pixels.shape;
+        let pixel_values = Array::new(vec![c, h, w], prepared.pixels.data).ok_or_else(|| {
+            GenerateError::Setting("pixel values do not match their shape".into())
+        })?;
+        let builder = SessionBuilder {
+            model_name: &loaded.name,
+            shape: ModelShape {
                 architecture: cfg.architecture.clone(),
-                text_layers: num_layers,
-                text_heads: heads,
+                text_layers: model.num_layers(),
+                text_heads: model.num_heads(),
                 vision_layers: cfg.vision_config.num_hidden_layers,
                 vision_heads: cfg.vision_config.num_attention_heads,
-                image_grid: model.image_grid(),
-                family: Some(ModelFamily {
+                family: ModelFamily {
                     decoder: cfg.text_config.family.as_str().into(),
                     vision: cfg.vision_config.family.as_str().into(),
-                }),
+                },
             },
-            prompt: request.prompt.clone(),
-            image: ImageInfo {
-                path: request.image.display().to_string(),
-                mode: request.image_mode.to_string(),
-                original_size: [image.width(), image.height()],
-            },
-            generation: GenerationInfo {
-                max_new_tokens: request.max_new_tokens,
-                temperature: request.temperature,
-                top_p: request.top_p,
-                seed: request.seed,
-            },
-            tokens: TokenStrings {
-                input: encoded.tokens,
-                output: self
-                    .output
-                    .iter()
-                    .map(|&id| loaded.prompts.decode_token(id))
-                    .collect(),
-            },
-            image_span: encoded.image_span,
-            relevancy_tokens: Vec::new(),
-            causal: None,
+            request,
+            image_mode: request.image_mode.to_string(),
+            original_size,
+            encoded: prepared.encoded,
+            regions: vec![region],
+            pixel_values,
+            output: self.output,
             timings: self.timings,
         };
-        let pixels = prepared.pixels;
-        let [c, h, w] = pixels.shape;
-        Ok(Session {
-            manifest,
-            input_ids: encoded.ids.iter().map(|&i| i as i64).collect(),
-            output_ids: self.output.iter().map(|&i| i as i64).collect(),
-            pixel_values: Array::new(vec![c, h, w], pixels.data).ok_or_else(|| {
-                GenerateError::Setting("pixel values do not match their shape".into())
-            })?,
-            attn_gen,
-            attn_full,
-            attn_vit,
-            relevancy_llm: None,
-            relevancy_vit: None,
-            relevancy_combined: None,
-        })
+        Ok(builder.build(&loaded.prompts, &self.recorder, true))
     }
 }
 

@@ -15,7 +15,7 @@ use crate::explain::causal::{self, CausalError};
 use crate::explain::relevancy::{self, RelevancyError};
 use crate::generate::{self, anyres, qwen, GenerateError, LoadedModel, Progress, RunRequest};
 use crate::model::ModelDir;
-use crate::session::{CausalParams, Session};
+use crate::session::{CausalParams, RegionKind, Session};
 
 /// Why a job failed; each variant is one clear sentence.
 #[derive(Debug, thiserror::Error)]
@@ -144,8 +144,7 @@ fn run_anyres(
         let tokens: Vec<usize> = (0..session.num_output()).collect();
         let total = tokens.len().max(1) as f64;
         let mut done = 0usize;
-        // Session schema 1 holds the base view's grid only.
-        let kinds = [anyres::AnyresRegionKind::Base];
+        let kinds: Vec<RegionKind> = session.manifest.regions.iter().map(|r| r.kind).collect();
         let maps = anyres::relevancy_maps(&loaded, &image, &session, &kinds, &tokens, &mut |_| {
             done += 1;
             on_progress(Progress::Fraction(done as f64 / total));

@@ -2,13 +2,14 @@
 //! the command) and the maps `eval` scores agree exactly for the same session, token and map id
 //! (docs/design.md, "The catalogue").
 
+use std::path::Path;
 use std::process::Command;
 
 use lvlmscope::explain::catalogue::{self, MapId};
 use lvlmscope::explain::causal::{explain_session, CausalParams};
 use lvlmscope::report::{compute, to_json, ReportOptions};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
-use lvlmscope::session::{save, AttentionDtype, Session};
+use lvlmscope::session::{self, save, AttentionDtype, Session};
 use lvlmscope::style::{ColorMode, Look, Theme};
 use lvlmscope::tui::App;
 
@@ -55,7 +56,7 @@ fn app_report_and_eval_give_the_same_numbers() {
     let mut app = App::with_session(look, s.clone(), None);
     for t in [0usize, 2] {
         // the app's map for token t
-        app.token = t;
+        app.answer.set_cursor(t);
         let eval = lvlmscope::eval::scene_maps(&s, t as u64).unwrap();
         for name in IDS {
             let id: MapId = name.parse().unwrap();
@@ -118,4 +119,72 @@ fn the_report_command_prints_the_catalogue_numbers() {
         err.contains("layer 9") && !err.contains("panicked"),
         "{err}"
     );
+}
+
+/// A session of the tiny Qwen2-VL fixture on the 48x36 image (one 3x4 region), with relevancy
+/// and causal results for every answer token.
+fn qwen_session(dir: &Path) -> Session {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let file = dir.join("q.session");
+    let out = Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
+        .args(["run", "--model"])
+        .arg(fixtures.join("tiny-qwen2-vl"))
+        .arg("--image")
+        .arg(fixtures.join("image.png"))
+        .args([
+            "--prompt",
+            "What is in the picture?",
+            "--max-new-tokens",
+            "4",
+        ])
+        .args(["--relevancy", "--causal", "--f32-attention", "--save"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    session::load(&file).unwrap()
+}
+
+#[test]
+fn a_qwen_session_gives_the_same_numbers_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = qwen_session(dir.path());
+    assert_eq!(s.manifest.regions.len(), 1);
+    let look = Look::new(Theme::dark(), ColorMode::TrueColor);
+    let mut app = App::with_session(look, s.clone(), None);
+    let eval = lvlmscope::eval::scene_maps(&s, 0).unwrap();
+    for name in IDS {
+        let id: MapId = name.parse().unwrap();
+        let catalogue = catalogue::explain(&s, &[0], &id).unwrap();
+        let [region] = &catalogue.regions[..] else {
+            panic!("{name}: {} regions", catalogue.regions.len())
+        };
+        assert_eq!([region.grid.rows, region.grid.cols], [3, 4], "{name}");
+        assert_eq!(region.aspect(), 48.0 / 36.0, "{name}");
+        assert_eq!(catalogue.cells(), catalogue.grid.values, "{name}");
+        assert!(app.show(id), "{name}");
+        let shown = app.view.map.as_ref().unwrap_or_else(|| {
+            panic!("{name}: {:?}", app.view.map_missing);
+        });
+        assert_eq!(shown.values, catalogue.grid.values, "app, {name}");
+        let opts = ReportOptions {
+            token: Some(0),
+            method: Some(name.to_string()),
+            ..Default::default()
+        };
+        let j = to_json(&s, &compute(&s, &opts).unwrap());
+        assert_eq!(json_map(&j), catalogue.grid.values, "report, {name}");
+        assert_eq!(
+            json_map(&j["regions"][0]),
+            catalogue.grid.values,
+            "report regions, {name}"
+        );
+        if let Some(i) = MapId::STANDARD.iter().position(|m| *m == id) {
+            assert_eq!(eval[i], catalogue.cells(), "eval, {name}");
+        }
+    }
 }

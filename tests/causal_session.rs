@@ -65,6 +65,7 @@ fn session_with(layer: usize) -> Session {
             output: vec!["y".into(); T],
         },
         image_span: [SPAN.0, SPAN.1],
+        regions: Vec::new(),
         relevancy_tokens: Vec::new(),
         causal: None,
         timings: BTreeMap::new(),

@@ -3,9 +3,10 @@
 
 use lvlmscope::demo::Mask;
 use lvlmscope::eval::metrics::{
-    map_argmax, mass_in_mask, patch_coverage, pointing_hit, target_patches,
+    map_argmax, mass_in_mask, patch_coverage, pointing_hit, region_coverage, target_patches,
 };
 use lvlmscope::explain::faithfulness::{curve_area, fraction_ks, patch_order};
+use lvlmscope::session::{ImageRegion, RegionKind};
 use proptest::prelude::*;
 
 /// A `size × size` mask made of whole patches of a `grid × grid` split.
@@ -36,6 +37,48 @@ fn coverage_counts_the_share_of_each_patch() {
     let cov = patch_coverage(&m, 2, 2);
     assert_eq!(cov, vec![0.5, 0.0, 0.0, 1.0 / 16.0]);
     assert_eq!(target_patches(&cov), vec![0]);
+}
+
+fn region(grid: [usize; 2], rect: [f64; 4]) -> ImageRegion {
+    ImageRegion {
+        kind: RegionKind::Image,
+        span: [0, grid[0] * grid[1]],
+        grid,
+        rect,
+        separators: vec![],
+    }
+}
+
+#[test]
+fn region_coverage_maps_the_mask_through_the_rectangle() {
+    let mut m = Mask::new(8, 4);
+    for x in 0..4 {
+        m.set(x, 0, true);
+    }
+    m.set(5, 1, true);
+    // the whole image as a 2x2 grid: the patch coverage
+    let whole = region_coverage(&m, &[region([2, 2], [0.0, 0.0, 8.0, 4.0])], [8, 4]);
+    assert_eq!(whole, patch_coverage(&m, 2, 2));
+    assert_eq!(whole, vec![0.5, 0.125, 0.0, 0.0]);
+    // the centred 4x4 square (a crop): columns 2..6
+    let crop = region_coverage(&m, &[region([2, 2], [2.0, 0.0, 6.0, 4.0])], [8, 4]);
+    assert_eq!(crop, vec![0.5, 0.25, 0.0, 0.0]);
+    // the 8x8 square the image is padded to: the top row of cells is half outside the image
+    let pad = region_coverage(&m, &[region([2, 2], [0.0, -2.0, 8.0, 6.0])], [8, 4]);
+    assert_eq!(pad, vec![0.25, 0.0625, 0.0, 0.0]);
+    // a mask at another resolution than the image's size
+    let half = region_coverage(&m, &[region([2, 2], [0.0, 0.0, 16.0, 8.0])], [16, 8]);
+    assert_eq!(half, whole);
+    // two regions: their cells one after the other
+    let both = region_coverage(
+        &m,
+        &[
+            region([1, 1], [0.0, 0.0, 8.0, 4.0]),
+            region([2, 2], [0.0, 0.0, 8.0, 4.0]),
+        ],
+        [8, 4],
+    );
+    assert_eq!(both, vec![0.15625, 0.5, 0.125, 0.0, 0.0]);
 }
 
 #[test]

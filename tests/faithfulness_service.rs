@@ -16,7 +16,8 @@ use lvlmscope::generate::{Capture, RunRequest};
 use lvlmscope::job::{JobOutput, JobProgress, ModelJob, ModelService, ModelSpec, ServiceError};
 use lvlmscope::session::Session;
 use lvlmscope::style::{ColorMode, Look, Theme};
-use lvlmscope::tui::worker::{job_request, spawn_job_worker};
+use lvlmscope::tui::jobs::job_request;
+use lvlmscope::tui::worker::spawn_job_worker;
 use lvlmscope::tui::{update, App, Cmd, JobRunner, Msg};
 
 const MODEL: &str = "tiny-llava-gqa";
@@ -159,11 +160,11 @@ fn f_in_the_app_measures_the_token_with_the_real_model() {
     let cmds = press(&mut app, KeyCode::Char('f'));
     let after = run_job(&mut app, &cmds, lvlmscope::tui::default_job_runner());
     assert!(after.is_empty(), "every map measured: {after:?}");
-    assert!(app.notice.is_none(), "{:?}", app.notice);
+    assert!(app.status.notice().is_none(), "{:?}", app.status.notice());
     let fv = app.view.faith.clone().expect("the block");
     assert_eq!(fv.token, 1);
     // no relevancy in the session: attention (shown layer first), causal, random
-    let want = token_maps(&s, 1, Some((app.layer, HeadAgg::Mean)), 1).unwrap();
+    let want = token_maps(&s, 1, Some((app.sel.layer, HeadAgg::Mean)), 1).unwrap();
     assert_eq!(fv.rows.len(), want.len());
     let dir = lvlmscope::model::ModelDir::resolve(&s.manifest.model.path).unwrap();
     let model =
@@ -188,7 +189,7 @@ fn a_session_without_its_model_is_one_sentence() {
     let cmds = press(&mut app, KeyCode::Char('f'));
     let after = run_job(&mut app, &cmds, lvlmscope::tui::default_job_runner());
     assert!(after.is_empty(), "no automatic retry");
-    let n = app.notice.clone().expect("a notice");
+    let n = app.status.notice().cloned().expect("a notice");
     assert!(n.error);
     assert!(
         n.text.starts_with(
@@ -198,5 +199,5 @@ fn a_session_without_its_model_is_one_sentence() {
         n.text
     );
     assert!(!n.text.contains('\n'));
-    assert!(app.faith.halted.is_some());
+    assert!(app.method.faith().halted.is_some());
 }

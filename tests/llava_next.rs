@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use lvlmscope::model::{LlavaNext, ModelDir, NoTape};
 use lvlmscope::processing::anyres::{AnyresImageConfig, FeatureSource};
 use lvlmscope::processing::{load_image, PromptProcessor};
-use lvlmscope::session;
+use lvlmscope::session::{self, RegionKind};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lvlmscope");
 const MODELS: [&str; 2] = ["tiny-llava-next", "tiny-llava-onevision"];
@@ -205,6 +205,43 @@ fn run_gives_transformers_ids_and_attention_rows() {
                 |v: &serde_json::Value| -> Vec<i64> { ids(v).into_iter().map(i64::from).collect() };
             assert_eq!(s.input_ids, as_i64(&j["input_ids"]), "{name} {which}");
             assert_eq!(s.output_ids, as_i64(&j["output_ids"]), "{name} {which}");
+            // Two regions in input order: the base view's grid, then the stitched grid whose
+            // newline tokens are separators.
+            let regions = &s.manifest.regions;
+            let kinds: Vec<RegionKind> = regions.iter().map(|r| r.kind).collect();
+            assert_eq!(
+                kinds,
+                [RegionKind::Base, RegionKind::Highres],
+                "{name} {which}"
+            );
+            let [start, len] = ids(&j["image_span"])[..] else {
+                panic!("image_span")
+            };
+            assert_eq!(s.manifest.image_span, [start as usize, len as usize]);
+            assert_eq!(regions[0].span, [start as usize, 16], "{name} {which}");
+            let hi = &regions[1];
+            let grid: Vec<usize> = ids(&j["stitched_grid_hw"])
+                .iter()
+                .map(|&x| x as usize)
+                .collect();
+            assert_eq!(hi.grid.to_vec(), grid, "{name} {which}");
+            let newlines: Vec<usize> = ids(&j["image_newline_positions"])
+                .iter()
+                .map(|&x| x as usize)
+                .collect();
+            assert_eq!(hi.separators, newlines, "{name} {which}");
+            assert_eq!(
+                hi.span[0] + hi.span[1],
+                (start + len) as usize,
+                "{name} {which}"
+            );
+            let [w, h] = s.manifest.image.original_size.map(f64::from);
+            let [x0, y0, x1, y1] = hi.rect;
+            assert!(
+                x0 > -2.0 && y0 > -2.0 && x1 < w + 2.0 && y1 < h + 2.0,
+                "{:?}",
+                hi.rect
+            );
             if which == "tall" {
                 continue;
             }

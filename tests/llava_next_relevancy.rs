@@ -89,7 +89,7 @@ fn relevancy_matches_autograd_per_view() {
 }
 
 #[test]
-fn run_with_relevancy_stores_the_base_view_rows() {
+fn run_with_relevancy_places_the_rows_on_both_regions() {
     let bin = env!("CARGO_BIN_EXE_lvlmscope");
     for name in ["tiny-llava-next", "tiny-llava-onevision"] {
         let dir = tempfile::tempdir().unwrap();
@@ -127,15 +127,49 @@ fn run_with_relevancy_stores_the_base_view_rows() {
         .unwrap();
         let llm_want: Vec<Vec<f32>> = rel["relevancy_llm"].to_vec2().unwrap();
         let comb_want: Vec<Vec<Vec<f32>>> = rel["relevancy_combined"].to_vec3().unwrap();
+        let r = candle_core::safetensors::load(
+            fixtures()
+                .join("reference")
+                .join(format!("{name}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let packing: Vec<Vec<f32>> = r["packing"].to_vec2().unwrap();
         let llm = s.relevancy_llm.as_ref().expect("relevancy.llm stored");
         let comb = s.relevancy_combined.as_ref().expect("relevancy.combined");
         let (s_len, p) = (llm.shape[1], comb.shape[1]);
-        assert_eq!(p, 16, "{name}: the base view's cells");
+        let hi = &s.manifest.regions[1];
+        assert_eq!(
+            p,
+            16 + hi.grid[0] * hi.grid[1],
+            "{name}: base and stitched cells"
+        );
+        // The stitched cells' features, in order (newline rows of the packing left out).
+        let hi_rows: Vec<&Vec<f32>> = packing[16..]
+            .iter()
+            .filter(|row| row.iter().any(|&x| x != 0.0))
+            .collect();
+        assert_eq!(hi_rows.len(), hi.grid[0] * hi.grid[1]);
         for t in 0..s.num_output() {
             let (d, sc) = worst(&llm.data[t * s_len..(t + 1) * s_len], &llm_want[t]);
             assert!(d < 1e-4 * sc.max(1.0), "{name} token {t}: llm {d}");
-            let (d, sc) = worst(&comb.data[t * p..(t + 1) * p], &comb_want[t][0]);
-            assert!(d < 1e-4 * sc.max(1.0), "{name} token {t}: combined {d}");
+            let row = &comb.data[t * p..(t + 1) * p];
+            let (d, sc) = worst(&row[..16], &comb_want[t][0]);
+            assert!(
+                d < 1e-4 * sc.max(1.0),
+                "{name} token {t}: base combined {d}"
+            );
+            // A stitched cell holds its tile patch's value (pooled: mixed by the packing).
+            let flat: Vec<f32> = comb_want[t].concat();
+            let want: Vec<f32> = hi_rows
+                .iter()
+                .map(|pk| pk.iter().zip(&flat).map(|(a, b)| a * b).sum())
+                .collect();
+            let (d, sc) = worst(&row[16..], &want);
+            assert!(
+                d < 1e-4 * sc.max(1.0),
+                "{name} token {t}: stitched combined {d}"
+            );
         }
         assert!(s.manifest.causal.is_some(), "{name}: causal results");
     }

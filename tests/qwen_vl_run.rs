@@ -60,6 +60,16 @@ fn run_records_rows_equal_to_transformers_and_report_opens() {
         assert_eq!(s.input_ids, ids, "{model}");
         assert_eq!(s.manifest.model.image_grid, [3, 4], "{model}");
         assert_eq!(s.manifest.image_span, [15, 12], "{model}");
+        let [region] = &s.manifest.regions[..] else {
+            panic!("{model}: regions {:?}", s.manifest.regions)
+        };
+        assert_eq!((region.span, region.grid), ([15, 12], [3, 4]), "{model}");
+        assert_eq!(region.kind, session::RegionKind::Image);
+        assert_eq!(
+            region.rect,
+            [0.0, 0.0, 48.0, 36.0],
+            "{model}: the whole image"
+        );
         // attn.gen row t = reference attention row N - 1 + t, over the first N + t positions.
         let gen = s.attn_gen.as_ref().expect("attn.gen recorded");
         let att = &r["attentions"];
@@ -138,6 +148,9 @@ fn max_pixels_bounds_the_image_tokens() {
     let [rows, cols] = s.manifest.model.image_grid;
     assert!(rows * cols <= 4 && rows > cols, "grid {rows}x{cols}");
     assert_eq!(s.manifest.image_span[1], rows * cols);
+    let r = &s.manifest.regions[0];
+    assert_eq!(r.rect, [0.0, 0.0, 30.0, 64.0]);
+    assert!(r.aspect() < 0.5, "a tall image is tall: {}", r.aspect());
 }
 
 #[test]

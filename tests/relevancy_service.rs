@@ -15,7 +15,8 @@ use lvlmscope::generate::RunRequest;
 use lvlmscope::job::{JobOutput, ModelJob, ModelService, ServiceError};
 use lvlmscope::session::{self, AttentionDtype, Session};
 use lvlmscope::style::{ColorMode, Look, Theme};
-use lvlmscope::tui::worker::{job_request, spawn_job_worker};
+use lvlmscope::tui::jobs::job_request;
+use lvlmscope::tui::worker::spawn_job_worker;
 use lvlmscope::tui::{update, App, Cmd, Msg};
 
 const TOL: f32 = 1e-4;
@@ -169,7 +170,12 @@ fn r_in_the_app_computes_the_reference_rows_with_the_real_model() {
         }
     }
     let s = app.session.as_ref().unwrap();
-    assert_eq!(s.manifest.relevancy_tokens, vec![1], "{:?}", app.notice);
+    assert_eq!(
+        s.manifest.relevancy_tokens,
+        vec![1],
+        "{:?}",
+        app.status.notice()
+    );
     for (got, key) in [
         (&s.relevancy_llm, "relevancy_llm"),
         (&s.relevancy_vit, "relevancy_vit"),

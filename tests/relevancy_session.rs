@@ -78,6 +78,7 @@ fn session(name: &str, model: &Llava) -> Session {
             span[0].as_u64().unwrap() as usize,
             span[1].as_u64().unwrap() as usize,
         ],
+        regions: Vec::new(),
         relevancy_tokens: Vec::new(),
         causal: None,
         timings: BTreeMap::new(),

@@ -108,6 +108,23 @@ fn check_model(model: &str) {
         .map(|(a, b)| (*a as f64 - b).abs())
         .fold(0.0, f64::max);
     assert!(worst <= 2e-2, "{model}: pixel values differ by {worst}");
+    // One image region: the grid's patches (after a CLS feature under strategy `full`), over
+    // the centred crop of the 48x36 image (shortest edge resized to 32, a 32x32 crop).
+    assert_eq!(s.manifest.schema, session::SCHEMA);
+    let [r] = &s.manifest.regions[..] else {
+        panic!("{model}: regions {:?}", s.manifest.regions)
+    };
+    let [start, len] = s.manifest.image_span;
+    assert_eq!(r.kind, session::RegionKind::Image);
+    assert_eq!(r.grid, s.manifest.model.image_grid);
+    assert_eq!(r.span, [start + len - r.cells(), r.cells()], "{model}");
+    let [x0, y0, x1, y1] = r.rect;
+    assert!(
+        (x0 - 6.0).abs() < 1.0 && (x1 - 42.0).abs() < 1.0,
+        "{model}: {:?}",
+        r.rect
+    );
+    assert_eq!((y0, y1), (0.0, 36.0), "{model}");
 }
 
 #[test]

@@ -59,6 +59,7 @@ fn small_session() -> Session {
                 output: ["▁a", "▁cat", "</s>"].map(String::from).to_vec(),
             },
             image_span: [1, 4],
+            regions: Vec::new(),
             relevancy_tokens: vec![1],
             causal: None,
             timings: BTreeMap::from([("prefill".to_string(), 0.5)]),
@@ -209,7 +210,7 @@ fn an_absurd_image_grid_is_refused_before_anything_is_sized_by_it() {
     };
     let (app, _) = lvlmscope::tui::initial_app(&opts, look);
     assert!(app.session.is_none());
-    let notice = app.notice.expect("a notice");
+    let notice = app.status.notice().cloned().expect("a notice");
     assert!(notice.error && notice.text.contains("100000x100000 image grid"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
         .args(["report", path.to_str().unwrap(), "--json"])

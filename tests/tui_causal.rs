@@ -40,9 +40,10 @@ fn explained() -> (App, CausalToken) {
     let mut app = App::with_session(look, s, None);
     press(&mut app, '3');
     let cmds = press(&mut app, 'c');
-    let params = app.causal_params.clone();
+    let params = app.method.causal().params.clone();
     assert_eq!(cmds, vec![Cmd::ComputeCausal(0, params.clone())]);
-    let ct = lvlmscope::tui::causal::compute(app.session.as_ref().unwrap(), 0, &params).unwrap();
+    let ct = lvlmscope::explain::causal::compute_token(app.session.as_ref().unwrap(), 0, &params)
+        .unwrap();
     update(&mut app, Msg::CausalDone(0, params, Ok(ct.clone())));
     assert_eq!(app.view.causal.as_ref(), Some(&ct));
     (app, ct)
@@ -64,7 +65,7 @@ fn union_up_to(ct: &CausalToken, head: usize, r: usize) -> Vec<usize> {
 #[test]
 fn radius_keys_follow_per_radius() {
     let (mut app, ct) = explained();
-    let max = app.causal_params.search_radius;
+    let max = app.method.causal().params.search_radius;
     // Pick a head whose tree reaches more than one depth, so the radius matters.
     let deep = ct
         .heads
@@ -75,10 +76,10 @@ fn radius_keys_follow_per_radius() {
     for _ in 0..deep + 1 {
         press(&mut app, '}');
     }
-    for _ in 0..(app.head - deep) {
+    for _ in 0..(app.sel.head - deep) {
         press(&mut app, '{');
     }
-    assert_eq!(app.head, deep);
+    assert_eq!(app.sel.head, deep);
     assert_eq!(app.view.causal_head, Some(deep));
     let start = app.session.as_ref().unwrap().manifest.image_span[0];
     let grid_len = 16;
@@ -153,7 +154,7 @@ fn head_bars_are_ordered_by_importance() {
     assert_eq!(app.view.causal_head, Some(1));
     // The heat map under mean/sum is the summed image weights over heads.
     press(&mut app, 'm');
-    assert_eq!(app.agg, lvlmscope::tui::app::Agg::Mean);
+    assert_eq!(app.sel.agg, lvlmscope::tui::app::Agg::Mean);
     let start = app.session.as_ref().unwrap().manifest.image_span[0];
     let total = lvlmscope::explain::causal::total_image_weights(&ct, (start, 16));
     let map = app.view.map.as_ref().unwrap();
@@ -176,7 +177,12 @@ fn tree_rows_are_drawn_indented() {
     let (h, tree) = explain_head_with_tree(a, n, (start, len), ct.target, head, &params);
     assert_eq!(h, ct.heads[head]);
     let rows = tree_rows(&tree);
-    let cached = app.causal_tree.as_ref().expect("tree cached on selection");
+    let cached = app
+        .method
+        .causal()
+        .tree
+        .as_ref()
+        .expect("tree cached on selection");
     assert_eq!(cached.rows, rows);
     let screen = text(&app, 160, 60);
     assert!(screen.contains("possible-d-separation tree:"));
@@ -199,7 +205,7 @@ fn tree_rows_are_drawn_indented() {
 #[test]
 fn parameter_keys_recompute_with_the_new_parameters() {
     let (mut app, _) = explained();
-    let before = app.causal_params.clone();
+    let before = app.method.causal().params.clone();
     let cmds = press(&mut app, 'a');
     let want = CausalParams {
         alpha: before.alpha / 2.0,
@@ -221,7 +227,7 @@ fn parameter_keys_recompute_with_the_new_parameters() {
     assert_eq!(cmds, vec![Cmd::ComputeCausal(0, want.clone())]);
     // A result for older parameters is dropped; the current one replaces the stored results.
     let s = app.session.clone().unwrap();
-    let stale = lvlmscope::tui::causal::compute(&s, 0, &before).unwrap();
+    let stale = lvlmscope::explain::causal::compute_token(&s, 0, &before).unwrap();
     update(&mut app, Msg::CausalDone(0, before.clone(), Ok(stale)));
     assert_eq!(
         app.session
@@ -234,7 +240,7 @@ fn parameter_keys_recompute_with_the_new_parameters() {
             .params,
         before
     );
-    let fresh = lvlmscope::tui::causal::compute(&s, 0, &want).unwrap();
+    let fresh = lvlmscope::explain::causal::compute_token(&s, 0, &want).unwrap();
     update(
         &mut app,
         Msg::CausalDone(0, want.clone(), Ok(fresh.clone())),

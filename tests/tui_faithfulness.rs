@@ -21,7 +21,8 @@ use lvlmscope::explain::maps::token_maps;
 use lvlmscope::job::{JobOutput, JobProgress, ModelJob};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
 use lvlmscope::session::{CausalHead, CausalParams, CausalResults, CausalToken, Session};
-use lvlmscope::tui::worker::{job_request, spawn_job_worker};
+use lvlmscope::tui::jobs::job_request;
+use lvlmscope::tui::worker::spawn_job_worker;
 use lvlmscope::tui::{draw, update, App, Cmd, JobRunner, Msg};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -281,7 +282,7 @@ fn a_changed_map_is_measured_again_and_only_it() {
     assert!(press(&mut app, KeyCode::Char('m')).is_empty());
     // a causal result recomputed with other weights changes the causal map
     let start = s.manifest.image_span[0];
-    let params = app.causal_params.clone();
+    let params = app.method.causal().params.clone();
     let ct = causal_token(start, s.query_position(1), 0.1);
     let cmds = update(&mut app, Msg::CausalDone(1, params, Ok(ct)));
     assert_eq!(names(&cmds[0]), ["causal"]);
@@ -317,7 +318,7 @@ fn a_model_that_cannot_load_is_a_notice_and_f_retries() {
     let cmds = press(&mut app, KeyCode::Char('f'));
     let after = run_jobs(&mut app, cmds, Box::new(NoModel));
     assert!(after.is_empty(), "no automatic retry: {after:?}");
-    let n = app.notice.clone().expect("a notice");
+    let n = app.status.notice().cloned().expect("a notice");
     assert!(n.error);
     assert_eq!(
         n.text,
@@ -344,7 +345,7 @@ fn a_model_that_cannot_load_is_a_notice_and_f_retries() {
         cmds.as_slice(),
         [Cmd::ModelJob(_, ModelJob::Faithfulness { token: 1, .. })]
     ));
-    assert!(app.faith.shown);
+    assert!(app.method.faith().shown);
 }
 
 #[test]
@@ -356,7 +357,7 @@ fn esc_cancels_until_f_and_nothing_without_a_session() {
     assert!(press(&mut app, KeyCode::Esc).is_empty());
     assert!(cancel.load(std::sync::atomic::Ordering::SeqCst));
     assert_eq!(
-        app.notice.as_ref().unwrap().text,
+        app.status.notice().unwrap().text,
         "cancelled faithfulness of token 0"
     );
     assert!(press(&mut app, KeyCode::Right).is_empty());
@@ -365,7 +366,7 @@ fn esc_cancels_until_f_and_nothing_without_a_session() {
 
     let mut empty = App::new(look());
     assert!(press(&mut empty, KeyCode::Char('f')).is_empty());
-    assert_eq!(empty.notice.as_ref().unwrap().text, "no session loaded");
+    assert_eq!(empty.status.notice().unwrap().text, "no session loaded");
     // the status line and the help name the key
     let mut app = App::with_session(look(), session(), None);
     assert!(text(&app).contains("f faithfulness"));

@@ -97,18 +97,21 @@ fn assert_image(app: &App, values: &[f32]) {
 fn token_layer_head_and_aggregation_keys_redraw_the_map() {
     let mut app = app();
     let s = app.session.clone().unwrap();
-    assert_eq!((app.token, app.layer, app.agg), (0, 1, Agg::Mean));
+    assert_eq!(
+        (app.answer.cursor(), app.sel.layer, app.sel.agg),
+        (0, 1, Agg::Mean)
+    );
     assert_image(&app, &expected_map(&s, &[0], 1, Heads::Mean));
     press(&mut app, KeyCode::Char('l'));
     assert_image(&app, &expected_map(&s, &[1], 1, Heads::Mean));
     press(&mut app, KeyCode::Char(']'));
     assert_image(&app, &expected_map(&s, &[1], 2, Heads::Mean));
     press(&mut app, KeyCode::Char('}'));
-    assert_eq!((app.head, app.agg), (1, Agg::Head));
+    assert_eq!((app.sel.head, app.sel.agg), (1, Agg::Head));
     assert_image(&app, &expected_map(&s, &[1], 2, Heads::One(1)));
     press(&mut app, KeyCode::Char('m'));
     press(&mut app, KeyCode::Char('m'));
-    assert_eq!(app.agg, Agg::Max);
+    assert_eq!(app.sel.agg, Agg::Max);
     assert_image(&app, &expected_map(&s, &[1], 2, Heads::Max));
     press(&mut app, KeyCode::Char('['));
     press(&mut app, KeyCode::Char('m'));
@@ -204,7 +207,10 @@ fn heads_by_layers_grid_shows_mean_image_attention() {
     app.focus = Pane::Grid;
     press(&mut app, KeyCode::Right);
     press(&mut app, KeyCode::Down);
-    assert_eq!((app.layer, app.head, app.agg), (2, 1, Agg::Head));
+    assert_eq!(
+        (app.sel.layer, app.sel.head, app.sel.agg),
+        (2, 1, Agg::Head)
+    );
 }
 
 #[test]
@@ -222,7 +228,7 @@ fn mouse_clicks_select_tokens_and_patches() {
         })
     };
     update(&mut app, click(r.x, r.y));
-    assert_eq!(app.token, t);
+    assert_eq!(app.answer.cursor(), t);
     frame(&app, 120, 40);
     let geom = hits(&app, whole(120, 40)).image.unwrap();
     let (x, y, _) = geom.patch_center(10);
@@ -277,11 +283,11 @@ fn prompt_selection_colours_answer_tokens_by_attention_to_it() {
     press(&mut app, KeyCode::Tab);
     assert_eq!(app.focus, Pane::Prompt);
     press(&mut app, KeyCode::Right);
-    assert_eq!(app.prompt_cursor, 1);
+    assert_eq!(app.prompt.cursor(), 1);
     press(&mut app, KeyCode::Char(' '));
     press(&mut app, KeyCode::Right);
     press(&mut app, KeyCode::Right);
-    assert_eq!(app.prompt_cursor, 19, "the cursor skips the image span");
+    assert_eq!(app.prompt.cursor(), 19, "the cursor skips the image span");
     press(&mut app, KeyCode::Char(' '));
     let want: Vec<f32> = (0..5)
         .map(|t| {
@@ -385,10 +391,10 @@ fn keys_remapped_in_the_theme_drive_dispatch_help_and_footer() {
     let theme = Theme::load(path.to_str().unwrap()).unwrap();
     let look = Look::new(theme, ColorMode::TrueColor);
     let mut app = App::with_session(look, synthetic_session(&SyntheticSpec::tiny()), None);
-    let layer = app.layer;
+    let layer = app.sel.layer;
     press(&mut app, KeyCode::Char('n'));
-    assert_eq!(app.layer, layer + 1, "n is the next layer now");
-    assert!(app.form.is_none(), "n no longer opens the run form");
+    assert_eq!(app.sel.layer, layer + 1, "n is the next layer now");
+    assert!(!app.form.is_open(), "n no longer opens the run form");
     press(&mut app, KeyCode::Char('q'));
     assert!(!app.quit, "q is unbound");
     let footer = screen(&app, 160, 40);
@@ -408,7 +414,7 @@ fn keys_remapped_in_the_theme_drive_dispatch_help_and_footer() {
         ColorMode::TrueColor,
     );
     let app = App::new(look);
-    let notice = app.notice.expect("a notice");
+    let notice = app.status.notice().cloned().expect("a notice");
     assert!(
         notice.error && notice.text.contains("\"jump\" is not an action"),
         "{}",

@@ -76,7 +76,7 @@ fn type_text(app: &mut App, text: &str) {
 /// Opens the form, fills it and presses Enter; returns the request it asks to start.
 fn start_from_form(app: &mut App) -> LiveRequest {
     key(app, KeyCode::Char('n'));
-    assert!(app.form.is_some());
+    assert!(app.form.is_open());
     type_text(app, "what is it?");
     key(app, KeyCode::Up);
     type_text(app, "/tmp/picture.png");
@@ -155,7 +155,7 @@ fn esc_cancels_a_run_and_failures_are_notices() {
     }
     handle.join().unwrap();
     assert!(!app.run.active && app.session.is_none());
-    let notice = app.notice.clone().unwrap();
+    let notice = app.status.notice().cloned().unwrap();
     assert!(
         notice.error && notice.text.contains("cancelled"),
         "{notice:?}"
@@ -168,8 +168,8 @@ fn the_form_refuses_empty_fields_and_completes_paths() {
     let mut app = App::new(Look::new(Theme::dark(), ColorMode::TrueColor));
     key(&mut app, KeyCode::Char('n'));
     assert!(key(&mut app, KeyCode::Enter).is_empty());
-    assert!(app.notice.as_ref().unwrap().error);
-    assert_eq!(app.form.as_ref().unwrap().field, Field::Model);
+    assert!(app.status.notice().unwrap().error);
+    assert_eq!(app.form.form().unwrap().field, Field::Model);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("picture-one.png"), b"x").unwrap();
     std::fs::write(dir.path().join("picture-two.png"), b"x").unwrap();
@@ -177,15 +177,15 @@ fn the_form_refuses_empty_fields_and_completes_paths() {
     key(&mut app, KeyCode::Down);
     type_text(&mut app, &format!("{}/pi", dir.path().display()));
     key(&mut app, KeyCode::Tab);
-    let form = app.form.clone().unwrap();
+    let form = app.form.form().cloned().unwrap();
     assert_eq!(form.image, format!("{}/picture-", dir.path().display()));
     assert_eq!(form.completions, vec!["picture-one.png", "picture-two.png"]);
     type_text(&mut app, "t");
     key(&mut app, KeyCode::Tab);
     assert_eq!(
-        app.form.clone().unwrap().image,
+        app.form.form().cloned().unwrap().image,
         format!("{}/picture-two.png", dir.path().display())
     );
     key(&mut app, KeyCode::Esc);
-    assert!(app.form.is_none());
+    assert!(!app.form.is_open());
 }

@@ -18,7 +18,8 @@ use lvlmscope::job::{JobOutput, JobProgress, ModelJob};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
 use lvlmscope::session::Session;
 use lvlmscope::tui::app::RelSource;
-use lvlmscope::tui::worker::{job_request, spawn_job_worker, JobDone};
+use lvlmscope::tui::jobs::job_request;
+use lvlmscope::tui::worker::{spawn_job_worker, JobDone};
 use lvlmscope::tui::{draw, update, App, Cmd, JobRunner, Msg};
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -186,8 +187,8 @@ fn r_computes_the_token_on_the_worker_and_the_pane_shows_its_bars() {
     // a second r while the job runs is refused
     assert!(press(&mut app, KeyCode::Char('r')).is_empty());
     assert!(app
-        .notice
-        .as_ref()
+        .status
+        .notice()
         .unwrap()
         .text
         .contains("still being computed"));
@@ -228,8 +229,8 @@ fn r_computes_the_token_on_the_worker_and_the_pane_shows_its_bars() {
     // token 2 is now cached: r asks for nothing
     assert!(press(&mut app, KeyCode::Char('r')).is_empty());
     assert!(app
-        .notice
-        .as_ref()
+        .status
+        .notice()
         .unwrap()
         .text
         .contains("already holds relevancy of token 2"));
@@ -241,7 +242,7 @@ fn a_model_that_cannot_load_is_a_notice() {
     press(&mut app, KeyCode::Char('2'));
     let cmds = press(&mut app, KeyCode::Char('r'));
     run_jobs(&mut app, cmds, Box::new(NoModel));
-    let n = app.notice.clone().expect("a notice");
+    let n = app.status.notice().cloned().expect("a notice");
     assert!(n.error);
     assert_eq!(
         n.text,
@@ -266,7 +267,7 @@ fn the_real_service_reports_a_missing_model_folder() {
     press(&mut app, KeyCode::Char('2'));
     let cmds = press(&mut app, KeyCode::Char('r'));
     run_jobs(&mut app, cmds, lvlmscope::tui::default_job_runner());
-    let n = app.notice.clone().expect("a notice");
+    let n = app.status.notice().cloned().expect("a notice");
     assert!(n.error);
     assert!(
         n.text.starts_with(
@@ -293,7 +294,7 @@ fn esc_cancels_and_results_of_an_old_session_are_dropped() {
     assert!(cancel.load(Ordering::SeqCst));
     assert!(app.job.is_none());
     assert_eq!(
-        app.notice.as_ref().unwrap().text,
+        app.status.notice().unwrap().text,
         "cancelled relevancy of token 0"
     );
     // a pass that finished anyway is kept
@@ -321,8 +322,8 @@ fn esc_cancels_and_results_of_an_old_session_are_dropped() {
         vec![0]
     );
     assert!(app
-        .notice
-        .as_ref()
+        .status
+        .notice()
         .unwrap()
         .text
         .contains("after cancel; kept"));
@@ -383,7 +384,7 @@ fn n_switches_the_normalisation_of_the_bars_and_the_decoder_map() {
     assert_eq!(app.view.map.as_ref(), Some(&combined));
     press(&mut app, KeyCode::Char('m'));
     press(&mut app, KeyCode::Char('m'));
-    assert_eq!(app.rel_source, RelSource::Llm);
+    assert_eq!(app.sel.rel_source, RelSource::Llm);
     let image = s.image_range();
     let plain_map = views::prepare_row(&raw, q, Normalization::SelfRemoved)[image.clone()].to_vec();
     assert_eq!(app.view.map.as_ref().unwrap().values, plain_map);

@@ -17,6 +17,7 @@
 //!   coverage of any patch in general; a map with no positive mass scores 0.
 
 use crate::demo::Mask;
+use crate::session::ImageRegion;
 
 /// Coverage of each cell of a `rows × cols` grid (row-major) by `mask`: the fraction of the
 /// cell's pixels that are in the mask, in [0, 1]. Cells split the image as evenly as integer
@@ -37,6 +38,38 @@ pub fn patch_coverage(mask: &Mask, rows: usize, cols: usize) -> Vec<f32> {
                 .filter(|&(x, y)| mask.get(x as u32, y as u32))
                 .count();
             cover[r * cols + c] = inside as f32 / area as f32;
+        }
+    }
+    cover
+}
+
+/// Coverage of every cell of `regions` (region by region, each row-major) by `mask`, a mask of
+/// the whole `original` (`[width, height]`) image: each cell's rectangle of the original image
+/// carried onto the mask's pixels (integer bounds, floored), the fraction of its pixels in the
+/// mask; parts of a cell outside the image (a padded view) count as not in the mask. For one
+/// region over the whole image this is [`patch_coverage`].
+pub fn region_coverage(mask: &Mask, regions: &[ImageRegion], original: [u32; 2]) -> Vec<f32> {
+    let (w, h) = (mask.width() as i64, mask.height() as i64);
+    let sx = w as f64 / original[0].max(1) as f64;
+    let sy = h as f64 / original[1].max(1) as f64;
+    let px = |v: f64, scale: f64| (v * scale + 1e-9).floor() as i64;
+    let mut cover = Vec::new();
+    for r in regions {
+        for (row, col) in (0..r.grid[0]).flat_map(|row| (0..r.grid[1]).map(move |c| (row, c))) {
+            let [x0, y0, x1, y1] = r.cell_rect(row, col);
+            let (x0, x1, y0, y1) = (px(x0, sx), px(x1, sx), px(y0, sy), px(y1, sy));
+            let area = (x1 - x0).max(0) * (y1 - y0).max(0);
+            if area == 0 {
+                cover.push(0.0);
+                continue;
+            }
+            let (cx0, cx1) = (x0.clamp(0, w), x1.clamp(0, w));
+            let (cy0, cy1) = (y0.clamp(0, h), y1.clamp(0, h));
+            let inside = (cy0..cy1)
+                .flat_map(|y| (cx0..cx1).map(move |x| (x, y)))
+                .filter(|&(x, y)| mask.get(x as u32, y as u32))
+                .count();
+            cover.push(inside as f32 / area as f32);
         }
     }
     cover

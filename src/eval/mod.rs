@@ -260,8 +260,11 @@ impl SceneContext<'_> {
         session.manifest.causal = Some(causal::explain_session(&session, &[0], &params)?);
         timings.causal += clock.elapsed().as_secs_f64();
 
-        let [rows, cols] = session.manifest.model.image_grid;
-        let coverage = metrics::patch_coverage(mask, rows, cols);
+        let coverage = metrics::region_coverage(
+            mask,
+            &session.regions(),
+            session.manifest.image.original_size,
+        );
         let random_seed = scene_seed(self.options.seed ^ 0x5241_4e44_4f4d, index as u64);
         let maps = scene_maps(&session, random_seed).map_err(|source| EvalError::Map {
             scene: index,
@@ -312,6 +315,6 @@ pub fn scene_maps(session: &Session, random_seed: u64) -> Result<Vec<Vec<f32>>, 
     };
     MapId::STANDARD
         .iter()
-        .map(|id| catalogue::explain_with(session, &[0], id, options).map(|e| e.grid.values))
+        .map(|id| catalogue::explain_with(session, &[0], id, options).map(|e| e.cells()))
         .collect()
 }

@@ -271,14 +271,6 @@ pub fn heads_layers_grid(
     Ok(out)
 }
 
-fn check_patches(s: &Session, patches: &[usize]) -> Result<Range<usize>, AttentionError> {
-    let span = patch_positions(s)?;
-    if let Some(&p) = patches.iter().find(|&&p| p >= span.len()) {
-        return Err(AttentionError::Patch(p, span.len()));
-    }
-    Ok(span)
-}
-
 /// The reverse view: for each output token, the summed attention (layer `l`, heads combined by
 /// `agg`) it gives to the selected `patches`.
 pub fn patch_attention(
@@ -291,10 +283,17 @@ pub fn patch_attention(
     position_attention(s, &positions, l, agg)
 }
 
-/// Input positions of grid patches.
+/// Input positions of patches: indices into the cells of every image region, region by region
+/// (`Session::cell_positions`; for one region, its grid row-major).
 pub fn positions_of_patches(s: &Session, patches: &[usize]) -> Result<Vec<usize>, AttentionError> {
-    let span = check_patches(s, patches)?;
-    Ok(patches.iter().map(|p| span.start + p).collect())
+    let cells = s.cell_positions();
+    if cells.is_empty() {
+        patch_positions(s)?;
+    }
+    if let Some(&p) = patches.iter().find(|&&p| p >= cells.len()) {
+        return Err(AttentionError::Patch(p, cells.len()));
+    }
+    Ok(patches.iter().map(|&p| cells[p]).collect())
 }
 
 /// For each output token, the summed attention (layer `l`, heads by `agg`) to `positions`.

@@ -1,7 +1,8 @@
 //! Faithfulness of a per-patch map: does removing what the map points at change the answer?
 //!
-//! **Deletion curve** of output token t under a map over the image patch grid: for each patch
-//! count k, the pixels of the map's k highest patches (ties broken by patch index, lowest
+//! **Deletion curve** of output token t under a map over the image regions' cells (the
+//! patches, in the order of `Session::cell_positions`): for each patch count k, the pixels of
+//! the map's k highest patches (ties broken by patch index, lowest
 //! first) are replaced by the image's mean colour (the per-channel mean of the normalised pixel
 //! values, which is the mean colour in pixel space carried through the same affine
 //! normalisation), the model re-reads `input_ids + output_ids[..t]` with that image, and the
@@ -188,6 +189,45 @@ fn cell_range(i: usize, n: usize, len: usize) -> std::ops::Range<usize> {
     i * len / n..(i + 1) * len / n
 }
 
+/// The pixel window of one cell: rows `.0`, columns `.1` of the `[3, h, w]` picture.
+pub type Window = (std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// The windows of a `[rows, cols]` grid that splits an `h`×`w` picture evenly, row-major.
+fn grid_windows(grid: [usize; 2], h: usize, w: usize) -> Vec<Window> {
+    let [rows, cols] = grid;
+    (0..rows * cols)
+        .map(|p| (cell_range(p / cols, rows, h), cell_range(p % cols, cols, w)))
+        .collect()
+}
+
+/// The pixel window of every cell of `session`'s image regions (in the order of
+/// [`Session::cell_positions`]) in its `h`×`w` picture: the first region's grid splits the
+/// picture evenly; a later region's cells are their rectangles of the original image carried
+/// through the first region's rectangle onto the picture.
+pub fn cell_windows(session: &Session, h: usize, w: usize) -> Vec<Window> {
+    let regions = session.regions();
+    let Some(first) = regions.first() else {
+        return Vec::new();
+    };
+    let [bx0, by0, bx1, by1] = first.rect;
+    let to_px = |v: f64, lo: f64, hi: f64, len: usize| {
+        let x = (v - lo) / (hi - lo) * len as f64;
+        ((x + 1e-9).floor().max(0.0) as usize).min(len)
+    };
+    let mut out = grid_windows(first.grid, h, w);
+    for r in regions.iter().skip(1) {
+        let [rows, cols] = r.grid;
+        for (row, col) in (0..rows).flat_map(|row| (0..cols).map(move |col| (row, col))) {
+            let [x0, y0, x1, y1] = r.cell_rect(row, col);
+            out.push((
+                to_px(y0, by0, by1, h)..to_px(y1, by0, by1, h),
+                to_px(x0, bx0, bx1, w)..to_px(x1, bx0, bx1, w),
+            ));
+        }
+    }
+    out
+}
+
 /// A copy of `pixels` `[3, h, w]` with the pixels of `patches` (row-major indices into a
 /// `grid` `[rows, cols]` that splits the image evenly) set to `colour`.
 pub fn fill_patches(
@@ -196,13 +236,23 @@ pub fn fill_patches(
     patches: &[usize],
     colour: [f32; 3],
 ) -> Array {
+    let windows = grid_windows(grid, pixels.shape[1], pixels.shape[2]);
+    fill_windows(pixels, &windows, patches, colour)
+}
+
+/// A copy of `pixels` `[3, h, w]` with the windows of `cells` (indices into `windows`) set to
+/// `colour`.
+pub fn fill_windows(
+    pixels: &Array,
+    windows: &[Window],
+    cells: &[usize],
+    colour: [f32; 3],
+) -> Array {
     let mut out = pixels.clone();
     let (h, w) = (pixels.shape[1], pixels.shape[2]);
-    let [rows, cols] = grid;
-    for &p in patches {
-        let xs = cell_range(p % cols, cols, w);
+    for (ys, xs) in cells.iter().filter_map(|&c| windows.get(c)) {
         for (ch, &value) in colour.iter().enumerate() {
-            for y in cell_range(p / cols, rows, h) {
+            for y in ys.clone() {
                 let row = (ch * h + y) * w;
                 out.data[row + xs.start..row + xs.end].fill(value);
             }
@@ -219,7 +269,7 @@ pub struct Deletion<'a> {
     n_input: usize,
     target: u32,
     pixels: Array,
-    grid: [usize; 2],
+    windows: Vec<Window>,
     colour: [f32; 3],
     batch: usize,
     known: HashMap<Vec<usize>, f32>,
@@ -269,7 +319,7 @@ impl<'a> Deletion<'a> {
             target,
             colour: mean_colour(px),
             pixels: px.clone(),
-            grid,
+            windows: cell_windows(session, px.shape[1], px.shape[2]),
             batch: DEFAULT_BATCH,
             known: HashMap::new(),
             passes: 0,
@@ -282,9 +332,9 @@ impl<'a> Deletion<'a> {
         self
     }
 
-    /// Number of patches P of the image grid.
+    /// Number of patches P: the cells of every image region.
     pub fn patches(&self) -> usize {
-        self.grid[0] * self.grid[1]
+        self.windows.len()
     }
 
     /// Number of modified images the model has read so far.
@@ -407,7 +457,7 @@ impl<'a> Deletion<'a> {
         let hw = (self.pixels.shape[1], self.pixels.shape[2]);
         let pictures: Vec<Vec<f32>> = sets
             .iter()
-            .map(|set| fill_patches(&self.pixels, self.grid, set, self.colour).data)
+            .map(|set| fill_windows(&self.pixels, &self.windows, set, self.colour).data)
             .collect();
         let rows = self
             .model

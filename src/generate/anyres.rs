@@ -3,27 +3,25 @@
 //! count, the packed features are embedded like LLaVA's and the decoder runs through the same
 //! prefill / decode stages as LLaVA-1.5 ([`super::Decoding`]).
 //!
-//! The session stores the image as fitted into the canvas (aspect kept, no padding), and two
-//! image regions over it ([`regions`]): the base view's grid and the stitched high-resolution
-//! grid, whose newline tokens are separators.
+//! The session stores the image as fitted into the canvas (aspect kept, no padding) and two
+//! image regions over it ([`regions`]): `Base`, the base view's grid, and `Highres`, the
+//! stitched high-resolution grid, whose newline tokens are separators.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{validate, Capture, Decoding, GenerateError, Progress, RunRequest};
+use super::{
+    validate, Capture, Decoding, GenerateError, ModelShape, Progress, RunRequest, SessionBuilder,
+};
 use crate::explain::relevancy::RelevancyMaps;
 use crate::model::config::AnyresConfig;
 use crate::model::tracked::{AnyresRows, AnyresTrackedPass};
 use crate::model::{LlavaNext, ModelDir};
 use crate::processing::anyres::{AnyresImageConfig, AnyresLayout, FeatureSource};
 use crate::processing::PromptProcessor;
-use crate::session::{
-    Array, GenerationInfo, ImageInfo, Manifest, ModelFamily, ModelInfo, Session, TokenStrings,
-    SCHEMA,
-};
+use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
 
 /// A LLaVA-NeXT / OneVision model with its preprocessors.
 pub struct AnyresLoaded {
@@ -83,45 +81,21 @@ pub fn is_anyres(dir: &ModelDir) -> bool {
         .is_some()
 }
 
-/// Which view of the image a region is (the session's `RegionKind`, schema 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnyresRegionKind {
-    /// The base view (the image resized to the tower's size).
-    Base,
-    /// The stitched high-resolution grid.
-    Highres,
-}
-
-/// One image region's fields, in the shape of the session's `ImageRegion` (schema 2).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AnyresRegion {
-    /// Base or high resolution.
-    pub kind: AnyresRegionKind,
-    /// `[start, len]` in input positions; len = rows·cols + separators.
-    pub span: [usize; 2],
-    /// `[rows, cols]` of cells.
-    pub grid: [usize; 2],
-    /// `[x0, y0, x1, y1]` of the original image the grid covers.
-    pub rect: [f64; 4],
-    /// Absolute positions of the newline tokens (Highres); ascending.
-    pub separators: Vec<usize>,
-}
-
 /// The two regions of an anyres image whose tokens start at input position `start`: the base
 /// view (the whole image) then the stitched grid with its newline separators.
-pub fn regions(layout: &AnyresLayout, start: usize) -> [AnyresRegion; 2] {
+pub fn regions(layout: &AnyresLayout, start: usize) -> [ImageRegion; 2] {
     let side = layout.rule.side;
     let [h, w] = layout.image_hw;
-    let base = AnyresRegion {
-        kind: AnyresRegionKind::Base,
+    let base = ImageRegion {
+        kind: RegionKind::Base,
         span: [start, layout.rule.base],
         grid: [side, side],
         rect: [0.0, 0.0, w as f64, h as f64],
         separators: Vec::new(),
     };
     let hi_start = start + layout.rule.base;
-    let highres = AnyresRegion {
-        kind: AnyresRegionKind::Highres,
+    let highres = ImageRegion {
+        kind: RegionKind::Highres,
         span: [hi_start, layout.num_tokens() - layout.rule.base],
         grid: layout.grid,
         rect: layout.highres_rect(),
@@ -182,80 +156,34 @@ pub fn generate(
         .insert("prefill".into(), clock.elapsed().as_secs_f64());
     run.decode(logits, &loaded.prompts, request, cancel, on_progress)?;
 
-    let positions = n + run.output.len() - 1;
-    let (layers, heads) = (llava.num_layers(), llava.num_heads());
-    let to_array = |(shape, data): (Vec<usize>, Vec<f32>)| Array::new(shape, data);
-    let attn_gen = run
-        .recorder
-        .generated_rows(layers, heads, positions)
-        .and_then(to_array);
-    let mut attn_full = BTreeMap::new();
-    for &layer in &run.recorder.mode().full_layers {
-        if let Some(a) = run.recorder.full(layer, positions).and_then(to_array) {
-            attn_full.insert(layer, a);
-        }
-    }
     let cfg = llava.config();
-    let [base, _highres] = regions(layout, encoded.image_span[0]);
-    let manifest = Manifest {
-        schema: SCHEMA.into(),
-        model: ModelInfo {
-            path: loaded.name.clone(),
+    let builder = SessionBuilder {
+        model_name: &loaded.name,
+        shape: ModelShape {
             architecture: cfg.architecture.clone(),
-            text_layers: layers,
-            text_heads: heads,
+            text_layers: llava.num_layers(),
+            text_heads: llava.num_heads(),
             vision_layers: cfg.vision_config.num_hidden_layers,
             vision_heads: cfg.vision_config.num_attention_heads,
-            image_grid: base.grid,
-            family: Some(ModelFamily {
+            family: ModelFamily {
                 decoder: cfg.text_config.family.as_str().into(),
                 vision: cfg.vision_config.family.as_str().into(),
-            }),
+            },
         },
-        prompt: request.prompt.clone(),
-        image: ImageInfo {
-            path: request.image.display().to_string(),
-            mode: "anyres".into(),
-            original_size: [image.width(), image.height()],
-        },
-        generation: GenerationInfo {
-            max_new_tokens: request.max_new_tokens,
-            temperature: request.temperature,
-            top_p: request.top_p,
-            seed: request.seed,
-        },
-        tokens: TokenStrings {
-            input: encoded.tokens,
-            output: run
-                .output
-                .iter()
-                .map(|&id| loaded.prompts.decode_token(id))
-                .collect(),
-        },
-        // Session schema 1 has one grid: the base view's (its span is the first 16 of the
-        // image tokens); the high-resolution region joins with schema 2's regions.
-        image_span: base.span,
-        relevancy_tokens: Vec::new(),
-        causal: None,
+        request,
+        image_mode: "anyres".into(),
+        original_size: [image.width(), image.height()],
+        regions: regions(layout, encoded.image_span[0]).to_vec(),
+        encoded,
+        pixel_values: Array::new(pixels.fitted.shape.to_vec(), pixels.fitted.data).ok_or_else(
+            || GenerateError::Setting("pixel values do not match their shape".into()),
+        )?,
+        output: run.output,
         timings: run.timings,
     };
-    let fitted = pixels.fitted;
-    Ok(Session {
-        manifest,
-        input_ids: encoded.ids.iter().map(|&i| i as i64).collect(),
-        output_ids: run.output.iter().map(|&i| i as i64).collect(),
-        pixel_values: Array::new(fitted.shape.to_vec(), fitted.data).ok_or_else(|| {
-            GenerateError::Setting("pixel values do not match their shape".into())
-        })?,
-        attn_gen,
-        attn_full,
-        // The vision attention of an anyres run is one [P, P] per view; the session has no
-        // place for several views yet.
-        attn_vit: None,
-        relevancy_llm: None,
-        relevancy_vit: None,
-        relevancy_combined: None,
-    })
+    // The vision attention of an anyres run is one [P, P] per view, not over a region's
+    // cells: not stored.
+    Ok(builder.build(&loaded.prompts, &run.recorder, false))
 }
 
 /// Output tokens carried by one decoder backward of the anyres relevancy pass.
@@ -268,7 +196,7 @@ pub fn place(
     per_view: &[Vec<f32>],
     class_token: bool,
     layout: &AnyresLayout,
-    kinds: &[AnyresRegionKind],
+    kinds: &[RegionKind],
 ) -> Vec<f32> {
     let skip = usize::from(class_token);
     let pf = layout.rule.side * layout.rule.side;
@@ -284,8 +212,9 @@ pub fn place(
     let mut out = Vec::new();
     for kind in kinds {
         let part = match kind {
-            AnyresRegionKind::Base => base,
-            AnyresRegionKind::Highres => grid,
+            RegionKind::Base => base,
+            RegionKind::Highres => grid,
+            RegionKind::Image => &[],
         };
         for s in part {
             if let FeatureSource::Cells(cells) = s {
@@ -303,7 +232,7 @@ pub fn relevancy_maps(
     loaded: &AnyresLoaded,
     image: &image::DynamicImage,
     session: &Session,
-    kinds: &[AnyresRegionKind],
+    kinds: &[RegionKind],
     tokens: &[usize],
     on_token: &mut dyn FnMut(usize),
 ) -> Result<RelevancyMaps, GenerateError> {

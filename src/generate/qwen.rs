@@ -1,7 +1,7 @@
 //! Generation with a Qwen2-VL / Qwen2.5-VL model: the image cut into native-resolution patches
 //! (`smart_resize` within the pixel budget), the prompt's `<|image_pad|>` expanded to the
-//! merged tokens, M-RoPE positions in prefill and decode, and a session in today's format
-//! (the image grid is the merged grid `[rows, cols]`, rarely square).
+//! merged tokens, M-RoPE positions in prefill and decode, and a session with one image region
+//! (the merged grid `[rows, cols]`, rarely square, over the whole image).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +9,10 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{capture_mode, validate, GenerateError, Progress, RunRequest, Sampler};
+use super::{
+    capture_mode, validate, GenerateError, ModelShape, Progress, RunRequest, Sampler,
+    SessionBuilder,
+};
 use crate::explain::relevancy::RelevancyMaps;
 use crate::model::config::QwenVlVariant;
 use crate::model::qwen_vl::MropePositions;
@@ -17,10 +20,7 @@ use crate::model::tracked::QwenTrackedPass;
 use crate::model::{AttentionRecorder, ModelDir, QwenVl};
 use crate::processing::qwen_vl::{QwenImageConfig, QwenPixels};
 use crate::processing::{EncodedPrompt, PromptProcessor};
-use crate::session::{
-    Array, GenerationInfo, ImageInfo, Manifest, ModelFamily, ModelInfo, Session, TokenStrings,
-    SCHEMA,
-};
+use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
 
 /// The image placeholder of the Qwen VL chat template.
 pub const IMAGE_PAD: &str = "<|image_pad|>";
@@ -199,78 +199,45 @@ pub fn generate(
         output.len() as f64 / seconds.max(1e-9),
     );
 
-    let positions = encoded.ids.len() + output.len() - 1;
-    let (layers, heads) = (model.num_layers(), model.num_heads());
-    let to_array = |(shape, data): (Vec<usize>, Vec<f32>)| Array::new(shape, data);
-    let attn_gen = recorder
-        .generated_rows(layers, heads, positions)
-        .and_then(to_array);
-    let mut attn_full = BTreeMap::new();
-    for &layer in &recorder.mode().full_layers {
-        if let Some(a) = recorder.full(layer, positions).and_then(to_array) {
-            attn_full.insert(layer, a);
-        }
-    }
     let mcfg = model.config();
     let (decoder, vision) = match mcfg.variant {
         QwenVlVariant::Qwen2Vl => ("qwen2_vl_text", "qwen2_vl_vision"),
         QwenVlVariant::Qwen25Vl => ("qwen2_5_vl_text", "qwen2_5_vl_vision"),
     };
-    let manifest = Manifest {
-        schema: SCHEMA.into(),
-        model: ModelInfo {
-            path: loaded.name.clone(),
+    let region = ImageRegion {
+        kind: RegionKind::Image,
+        span: encoded.image_span,
+        grid,
+        rect: [0.0, 0.0, image.width() as f64, image.height() as f64],
+        separators: Vec::new(),
+    };
+    let pixel_values = picture(&cfg, &pixels)
+        .ok_or_else(|| GenerateError::Setting("pixel values do not match their shape".into()))?;
+    let builder = SessionBuilder {
+        model_name: &loaded.name,
+        shape: ModelShape {
             architecture: mcfg.architecture.clone(),
-            text_layers: layers,
-            text_heads: heads,
+            text_layers: model.num_layers(),
+            text_heads: model.num_heads(),
             vision_layers: mcfg.vision_config.depth,
             vision_heads: mcfg.vision_config.num_heads,
-            image_grid: grid,
-            family: Some(ModelFamily {
+            family: ModelFamily {
                 decoder: decoder.into(),
                 vision: vision.into(),
-            }),
+            },
         },
-        prompt: request.prompt.clone(),
-        image: ImageInfo {
-            path: request.image.display().to_string(),
-            mode: "native".into(),
-            original_size: [image.width(), image.height()],
-        },
-        generation: GenerationInfo {
-            max_new_tokens: request.max_new_tokens,
-            temperature: request.temperature,
-            top_p: request.top_p,
-            seed: request.seed,
-        },
-        tokens: TokenStrings {
-            input: encoded.tokens,
-            output: output
-                .iter()
-                .map(|&id| loaded.prompts.decode_token(id))
-                .collect(),
-        },
-        image_span: encoded.image_span,
-        relevancy_tokens: Vec::new(),
-        causal: None,
+        request,
+        image_mode: "native".into(),
+        original_size: [image.width(), image.height()],
+        encoded,
+        regions: vec![region],
+        pixel_values,
+        output,
         timings,
     };
-    Ok(Session {
-        manifest,
-        input_ids: encoded.ids.iter().map(|&i| i as i64).collect(),
-        output_ids: output.iter().map(|&i| i as i64).collect(),
-        pixel_values: picture(&cfg, &pixels).ok_or_else(|| {
-            GenerateError::Setting("pixel values do not match their shape".into())
-        })?,
-        attn_gen,
-        attn_full,
-        // The vision attention of a Qwen run is [P, P] over patches, not the grid's cells;
-        // today's session has no place for it.
-        attn_vit: None,
-        relevancy_llm: None,
-        relevancy_vit: None,
-        relevancy_combined: None,
-    })
+    // The vision attention of a Qwen run is [P, P] over patches, not the grid's cells; the
+    // session has no place for it.
+    Ok(builder.build(&loaded.prompts, &recorder, false))
 }
 
 /// Relevancy of output tokens `tokens` of a session `generate` made with `loaded`, in the

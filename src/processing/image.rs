@@ -245,6 +245,42 @@ impl ImageProcessor {
         Ok(self.normalise(&pixels, ch, cw))
     }
 
+    /// The rectangle `[x0, y0, x1, y1]` of a `width`×`height` image, in its pixels, that the
+    /// pixel values of `mode` show: the crop window mapped back through the resize (and the
+    /// square padding of [`ImageMode::Pad`]), kept inside the centred square of the longer side.
+    pub fn covered_rect(&self, width: u32, height: u32, mode: ImageMode) -> [f64; 4] {
+        let (w, h) = (width as usize, height as usize);
+        let side = w.max(h);
+        let (ox, oy, sw, sh) = if mode == ImageMode::Pad && w != h {
+            if w > h {
+                (0, (w - h) / 2, side, side)
+            } else {
+                ((h - w) / 2, 0, side, side)
+            }
+        } else {
+            (0, 0, w, h)
+        };
+        let (resize_to, crop) = self.plan(sh, sw, mode);
+        let (rh, rw) = resize_to.unwrap_or((sh, sw));
+        let (ch, cw) = crop.unwrap_or((rh, rw));
+        let top = (rh as i64 - ch as i64).div_euclid(2) as f64;
+        let left = (rw as i64 - cw as i64).div_euclid(2) as f64;
+        let sx = sw as f64 / rw.max(1) as f64;
+        let sy = sh as f64 / rh.max(1) as f64;
+        let (ox, oy) = (ox as f64, oy as f64);
+        let (lo_x, lo_y) = (
+            (w as f64 - side as f64) / 2.0,
+            (h as f64 - side as f64) / 2.0,
+        );
+        let (hi_x, hi_y) = (lo_x + side as f64, lo_y + side as f64);
+        [
+            (left * sx - ox).clamp(lo_x, hi_x),
+            (top * sy - oy).clamp(lo_y, hi_y),
+            ((left + cw as f64) * sx - ox).clamp(lo_x, hi_x),
+            ((top + ch as f64) * sy - oy).clamp(lo_y, hi_y),
+        ]
+    }
+
     /// Decides the resize size and the crop size for an `h`×`w` image.
     #[allow(clippy::type_complexity)]
     fn plan(
@@ -436,6 +472,23 @@ mod tests {
             .preprocess(&DynamicImage::ImageRgb8(img.clone()), ImageMode::Default)
             .unwrap();
         assert_eq!(p.to_image(&px), img);
+    }
+
+    #[test]
+    fn covered_rect_maps_the_crop_back_to_the_image() {
+        let p = processor(r#"{"size": 8, "crop_size": 8}"#);
+        assert_eq!(
+            p.covered_rect(16, 8, ImageMode::Default),
+            [4.0, 0.0, 12.0, 8.0]
+        );
+        assert_eq!(
+            p.covered_rect(16, 8, ImageMode::Resize),
+            [0.0, 0.0, 16.0, 8.0]
+        );
+        assert_eq!(
+            p.covered_rect(16, 8, ImageMode::Pad),
+            [0.0, -4.0, 16.0, 12.0]
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::explain::attention::{self as attn, Grid, HeadAgg};
 use crate::explain::catalogue::{
-    self, CatalogueError, CausalHeads, MapId, Need, Options, RelevancySource,
+    self, CatalogueError, CausalHeads, MapId, Need, Options, RegionMap, RelevancySource,
 };
 use crate::explain::relevancy::views::{self, Normalization, Reliance, TextRelevancy};
 use crate::job::ModelService;
@@ -103,6 +103,8 @@ pub struct ReportMap {
     pub head: Option<usize>,
     /// The image map.
     pub map: Grid,
+    /// The map over every image region (cells only), each with its rectangle of the image.
+    pub regions: Vec<RegionMap>,
     /// What the map shows.
     pub title: String,
     /// Values over text positions (absolute positions outside the image span).
@@ -251,6 +253,7 @@ pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportErr
         layer: e.layer,
         head: e.head,
         map: e.grid,
+        regions: e.regions,
         title: e.title,
         text: e.text,
         causal: e.causal,
@@ -285,6 +288,7 @@ pub fn to_json(s: &Session, r: &ReportMap) -> Value {
         "title": r.title,
         "grid": [r.map.rows, r.map.cols],
         "map": map,
+        "regions": regions_json(&r.regions),
         "min": lo,
         "max": hi,
         "text": text,
@@ -315,6 +319,80 @@ pub fn to_json(s: &Session, r: &ReportMap) -> Value {
     out
 }
 
+/// Every region's map as JSON: kind, rectangle of the original image, aspect ratio, grid and
+/// the values as rows.
+fn regions_json(regions: &[RegionMap]) -> Value {
+    regions
+        .iter()
+        .map(|m| {
+            let rows: Vec<Vec<f32>> = m
+                .grid
+                .values
+                .chunks(m.grid.cols.max(1))
+                .map(<[f32]>::to_vec)
+                .collect();
+            json!({
+                "kind": m.kind.name(),
+                "rect": m.rect,
+                "aspect": m.aspect(),
+                "grid": [m.grid.rows, m.grid.cols],
+                "map": rows,
+            })
+        })
+        .collect()
+}
+
+/// The smallest and largest value over every region's cells (the first region's when the
+/// report has no regions).
+pub fn regions_range(r: &ReportMap) -> (f32, f32) {
+    let all: Vec<f32> = r
+        .regions
+        .iter()
+        .flat_map(|m| m.grid.values.iter().copied())
+        .collect();
+    if all.is_empty() {
+        r.map.min_max()
+    } else {
+        attn::min_max(&all)
+    }
+}
+
+/// The PNG of the report: each region's map blended over the picture at the region's true
+/// aspect ratio, regions stacked top to bottom with a 4-pixel gap.
+pub fn png_raster(s: &Session, r: &ReportMap, look: &Look) -> overlay::Raster {
+    let img = overlay::denormalize(&s.pixel_values);
+    let range = regions_range(r);
+    let parts: Vec<overlay::Raster> = if r.regions.is_empty() {
+        vec![overlay::overlay(&img, &r.map, range, look.colormap, 0.6)]
+    } else {
+        r.regions
+            .iter()
+            .map(|m| {
+                let blended = overlay::overlay(&img, &m.grid, range, look.colormap, 0.6);
+                overlay::at_aspect(&blended, m.aspect())
+            })
+            .collect()
+    };
+    let gap = 4;
+    let width = parts.iter().map(|p| p.width).max().unwrap_or(0);
+    let height =
+        parts.iter().map(|p| p.height).sum::<usize>() + gap * parts.len().saturating_sub(1);
+    let mut pixels = vec![crate::style::Rgb(0, 0, 0); width * height];
+    let mut y0 = 0;
+    for p in &parts {
+        for y in 0..p.height {
+            let row = (y0 + y) * width;
+            pixels[row..row + p.width].copy_from_slice(&p.pixels[y * p.width..(y + 1) * p.width]);
+        }
+        y0 += p.height + gap;
+    }
+    overlay::Raster {
+        width,
+        height,
+        pixels,
+    }
+}
+
 /// Runs `lvlmscope report`.
 pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
     let theme = match &opts.theme {
@@ -334,9 +412,7 @@ pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
     }
     let r = compute(&s, &opts)?;
     if let Some(png) = &opts.png {
-        let img = overlay::denormalize(&s.pixel_values);
-        let out = overlay::overlay(&img, &r.map, r.map.min_max(), look.colormap, 0.6);
-        overlay::write_png(&out, png).map_err(ReportError::from)?;
+        overlay::write_png(&png_raster(&s, &r, &look), png).map_err(ReportError::from)?;
     }
     let mut stdout = std::io::stdout().lock();
     if opts.json {

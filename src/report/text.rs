@@ -8,6 +8,7 @@ use crate::style::{rgb_to_ansi256, shade, ColorMode, Look, Rgb};
 
 use super::overlay::{denormalize, overlay, resample, Raster};
 use super::{RelevancyReport, ReportMap};
+use crate::explain::catalogue::RegionMap;
 
 fn display(t: &str) -> String {
     t.replace('▁', " ").replace("<0x0A>", "↵")
@@ -102,7 +103,7 @@ pub fn print(out: &mut dyn Write, s: &Session, r: &ReportMap, look: &Look) -> st
         }
     }
     writeln!(out, "{bold}answer{reset}  {}", answer.trim())?;
-    let (lo, hi) = r.map.min_max();
+    let (lo, hi) = super::regions_range(r);
     writeln!(
         out,
         "{bold}token {}{reset} {:?} at position {} · {} · min {lo:.4} max {hi:.4} · {}",
@@ -220,13 +221,24 @@ fn bar(frac: f32, width: usize) -> String {
     format!("{}{}", "█".repeat(n), "·".repeat(width - n))
 }
 
-/// The image with the map blended over it.
+/// The image with the map blended over it: every region drawn at its true aspect ratio (a
+/// heading names each when there are several).
 fn image_view(out: &mut dyn Write, r: &ReportMap, s: &Session, look: &Look) -> std::io::Result<()> {
     let mode = look.mode;
-    let (lo, hi) = r.map.min_max();
+    let range = super::regions_range(r);
     let img = denormalize(&s.pixel_values);
-    let blended = overlay(&img, &r.map, (lo, hi), look.colormap, 0.6);
+    let whole = [RegionMap {
+        kind: crate::session::RegionKind::Image,
+        rect: [0.0, 0.0, img.width as f64, img.height as f64],
+        grid: r.map.clone(),
+    }];
+    let regions: &[RegionMap] = if r.regions.is_empty() {
+        &whole
+    } else {
+        &r.regions
+    };
     if mode != ColorMode::NoColor && graphics_terminal() {
+        let blended = super::png_raster(s, r, look);
         let bytes: Vec<u8> = blended
             .pixels
             .iter()
@@ -247,15 +259,41 @@ fn image_view(out: &mut dyn Write, r: &ReportMap, s: &Session, look: &Look) -> s
         }
     }
     let (tw, _) = viuer::terminal_size();
-    let w = (tw as usize).clamp(16, 64);
-    let h = (w * img.height / img.width.max(1)).max(2);
+    for m in regions {
+        if regions.len() > 1 {
+            writeln!(
+                out,
+                "{} region · {}x{} cells",
+                m.kind.name(),
+                m.grid.rows,
+                m.grid.cols
+            )?;
+        }
+        region_blocks(out, &img, m, range, look, tw as usize)?;
+    }
+    Ok(())
+}
+
+/// One region's map over the picture in half blocks, `term_width` columns at most, its height
+/// from the region's aspect ratio.
+fn region_blocks(
+    out: &mut dyn Write,
+    img: &Raster,
+    m: &RegionMap,
+    range: (f32, f32),
+    look: &Look,
+    term_width: usize,
+) -> std::io::Result<()> {
+    let blended = overlay(img, &m.grid, range, look.colormap, 0.6);
+    let w = term_width.clamp(16, 64);
+    let h = ((w as f64 / m.aspect()).round() as usize).clamp(2, 4 * w);
     let small = resample(&blended, w, h);
     let levels: Vec<f32> = (0..w * h)
         .map(|i| {
             let (x, y) = (i % w, i / w);
-            let (row, col) = super::overlay::patch_at(&r.map, w, h, x, y);
-            crate::style::normalize(r.map.get(row, col), (lo, hi))
+            let (row, col) = super::overlay::patch_at(&m.grid, w, h, x, y);
+            crate::style::normalize(m.grid.get(row, col), range)
         })
         .collect();
-    block_grid(out, &small, &levels, mode)
+    block_grid(out, &small, &levels, look.mode)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use super::manifest::{Manifest, SCHEMA};
+use super::manifest::{Manifest, SCHEMA, SCHEMA_1};
 use super::{Array, Session};
 
 /// The metadata key that holds the JSON manifest.
@@ -32,8 +32,9 @@ pub enum SessionError {
         /// What the parser said.
         reason: String,
     },
-    /// The file is safetensors but not a session of this schema.
-    #[error("{path} is not an lvlmscope session of schema {SCHEMA}: {reason}")]
+    /// The file is safetensors but not a session of a schema this reader knows (1 or 2), or
+    /// its contents contradict each other.
+    #[error("{path} is not a valid lvlmscope session ({SCHEMA} or {SCHEMA_1}): {reason}")]
     Schema {
         /// The file.
         path: PathBuf,
@@ -182,13 +183,13 @@ pub fn load(path: &Path) -> Result<Session, SessionError> {
         .and_then(|m| m.get(MANIFEST_KEY))
         .ok_or_else(|| schema("it has no lvlmscope manifest".into()))?;
     let manifest: Manifest = serde_json::from_str(manifest_json).map_err(|e| {
-        if manifest_json.contains(SCHEMA) {
+        if manifest_json.contains(SCHEMA) || manifest_json.contains(SCHEMA_1) {
             schema(format!("its manifest is malformed ({e})"))
         } else {
             schema("its manifest names another schema".into())
         }
     })?;
-    if manifest.schema != SCHEMA {
+    if manifest.schema != SCHEMA && manifest.schema != SCHEMA_1 {
         return Err(schema(format!("it says schema {:?}", manifest.schema)));
     }
     let read_f = |name: &str| -> Result<Option<Array>, SessionError> {
@@ -280,14 +281,7 @@ fn validate(s: &Session) -> Result<(), String> {
             "image_span [{start}, {len}] lies outside the {n} input positions"
         ));
     }
-    let [rows, cols] = s.manifest.model.image_grid;
-    let patches = rows.checked_mul(cols);
-    if patches.is_none_or(|p| p != len && p + 1 != len) {
-        return Err(format!(
-            "its manifest claims a {rows}x{cols} image grid, but the image span holds {len} positions"
-        ));
-    }
-    let patches = patches.unwrap_or(0);
+    let patches = check_image(s)?;
     let model = &s.manifest.model;
     for (what, v) in [
         ("text_layers", model.text_layers),
@@ -338,4 +332,34 @@ fn validate(s: &Session) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Checks the image regions (the manifest's, or the one a schema 1 file describes) against the
+/// input positions, the image span (which may hold more, e.g. a leading CLS feature),
+/// `model.image_grid` and the image size; returns the number
+/// of cells of all regions (the width of `relevancy.vit` / `relevancy.combined`).
+fn check_image(s: &Session) -> Result<usize, String> {
+    let m = &s.manifest;
+    let [start, len] = m.image_span;
+    let [rows, cols] = m.model.image_grid;
+    let regions = s.regions();
+    if len > 0 && regions.is_empty() {
+        return Err(format!(
+            "its manifest claims a {rows}x{cols} image grid, but the image span holds {len} positions"
+        ));
+    }
+    if m.schema == SCHEMA_1 && !m.regions.is_empty() {
+        return Err(format!("it says schema {SCHEMA_1} but lists image regions"));
+    }
+    super::regions::check_regions(&regions, s.num_input(), [start, len], m.image.original_size)?;
+    if let Some(first) = regions.first() {
+        if first.grid != [rows, cols] {
+            return Err(format!(
+                "its manifest claims a {rows}x{cols} image grid, but its first image region is \
+                 {}x{}",
+                first.grid[0], first.grid[1]
+            ));
+        }
+    }
+    Ok(regions.iter().map(|r| r.cells()).sum())
 }

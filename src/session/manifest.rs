@@ -6,13 +6,19 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::explain::causal::CausalParams;
 
-/// The schema tag every session file carries; readers refuse any other.
-pub const SCHEMA: &str = "lvlmscope.session/1";
+use super::regions::ImageRegion;
+
+/// The schema tag every session file written now carries.
+pub const SCHEMA: &str = "lvlmscope.session/2";
+
+/// The schema tag of files written before image regions; readers still accept it (its image is
+/// one region made from `image_span`, `model.image_grid` and `image.original_size`).
+pub const SCHEMA_1: &str = "lvlmscope.session/1";
 
 /// Everything about a run that is not a tensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Always [`SCHEMA`].
+    /// [`SCHEMA`] (or [`SCHEMA_1`] in older files).
     pub schema: String,
     /// Which model produced the run and its shape.
     pub model: ModelInfo,
@@ -24,8 +30,14 @@ pub struct Manifest {
     pub generation: GenerationInfo,
     /// Token strings of the input (after image-token expansion) and of the output.
     pub tokens: TokenStrings,
-    /// `[start, len]` of the image features in input positions.
+    /// `[start, len]` of the image features in input positions: the span covering every
+    /// region (first start .. last end, plus a leading CLS feature under LLaVA's `full`
+    /// feature strategy).
     pub image_span: [usize; 2],
+    /// The image regions in input order; empty means one `Image` region made from
+    /// `image_span`, `model.image_grid` and `image.original_size` (as in schema 1 files).
+    #[serde(default)]
+    pub regions: Vec<ImageRegion>,
     /// Output token indices whose relevancy rows are stored.
     #[serde(default)]
     pub relevancy_tokens: Vec<usize>,
@@ -52,7 +64,7 @@ pub struct ModelInfo {
     pub vision_layers: usize,
     /// Vision-tower attention heads.
     pub vision_heads: usize,
-    /// `[rows, cols]` of the image patch grid.
+    /// `[rows, cols]` of the image patch grid (the first region's grid).
     pub image_grid: [usize; 2],
     /// The decoder and vision-tower families; absent in files written before there were
     /// several.

@@ -1,4 +1,5 @@
-//! The record of one run and its safetensors file (schema `lvlmscope.session/1`).
+//! The record of one run and its safetensors file (schema `lvlmscope.session/2`; files of
+//! schema 1 still open).
 //!
 //! A [`Session`] holds plain `Vec`s, not device tensors, so that views and explanation code can
 //! read it without the model, and a session file can be opened on a machine without a GPU.
@@ -6,14 +7,18 @@
 mod array;
 mod file;
 pub mod manifest;
+mod regions;
 pub mod synthetic;
 
 pub use array::Array;
 pub use file::{load, save, AttentionDtype, SessionError};
 pub use manifest::{
     CausalHead, CausalParams, CausalResults, CausalToken, GenerationInfo, ImageInfo, Manifest,
-    ModelFamily, ModelInfo, TokenStrings, SCHEMA,
+    ModelFamily, ModelInfo, TokenStrings, SCHEMA, SCHEMA_1,
 };
+pub use regions::{check_regions, schema1_region, square_input_rect, ImageRegion, RegionKind};
+
+use std::borrow::Cow;
 
 use std::collections::BTreeMap;
 
@@ -67,6 +72,34 @@ impl Session {
     pub fn image_range(&self) -> std::ops::Range<usize> {
         let [start, len] = self.manifest.image_span;
         start..start + len
+    }
+
+    /// The image regions in input order: the manifest's, or for a manifest without any (as in
+    /// schema 1 files) the one region its image span and grid describe. Empty when the run has
+    /// no image or such a grid does not fit the span (a loaded file is refused for that).
+    pub fn regions(&self) -> Cow<'_, [ImageRegion]> {
+        let m = &self.manifest;
+        if !m.regions.is_empty() {
+            return Cow::Borrowed(&m.regions);
+        }
+        if m.image_span[1] == 0 {
+            return Cow::Owned(Vec::new());
+        }
+        let one = schema1_region(
+            m.image_span,
+            m.model.image_grid,
+            &m.image.mode,
+            m.image.original_size,
+        );
+        Cow::Owned(one.into_iter().collect())
+    }
+
+    /// Absolute input positions of every region's cells, region by region, each row-major.
+    pub fn cell_positions(&self) -> Vec<usize> {
+        self.regions()
+            .iter()
+            .flat_map(ImageRegion::cell_positions)
+            .collect()
     }
 
     /// The token string at absolute position `p` (input tokens, then output tokens).

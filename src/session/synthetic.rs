@@ -357,6 +357,7 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
             Vec::new()
         },
         image_span: [shape.image.start, patches],
+        regions: Vec::new(),
         causal: None,
         timings: BTreeMap::new(),
         tokens,

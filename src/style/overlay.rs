@@ -92,6 +92,25 @@ pub fn resample(src: &Raster, width: usize, height: usize) -> Raster {
     }
 }
 
+/// `src` resampled to the aspect ratio `aspect` (width / height), keeping its larger side, so a
+/// picture of a wide image looks wide; unchanged when it already has that aspect (within one
+/// pixel) or is empty.
+pub fn at_aspect(src: &Raster, aspect: f64) -> Raster {
+    if src.width == 0 || src.height == 0 || !(aspect.is_finite() && aspect > 0.0) {
+        return src.clone();
+    }
+    let (w, h) = (src.width as f64, src.height as f64);
+    let (nw, nh) = if aspect >= w / h {
+        (w, (w / aspect).round().max(1.0))
+    } else {
+        ((h * aspect).round().max(1.0), h)
+    };
+    if (nw - w).abs() < 1.0 && (nh - h).abs() < 1.0 {
+        return src.clone();
+    }
+    resample(src, nw as usize, nh as usize)
+}
+
 /// The grid patch under pixel (`x`, `y`) of a `width × height` raster: `(row, col)`.
 pub fn patch_at(map: &Grid, width: usize, height: usize, x: usize, y: usize) -> (usize, usize) {
     let r = (y * map.rows / height.max(1)).min(map.rows.saturating_sub(1));

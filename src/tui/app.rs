@@ -1,148 +1,60 @@
-//! The app's one model: what is loaded, what is selected, and the numbers the panes draw.
+//! The app: the session, the focus, the selection of the map shown, the components that own
+//! the rest of the state, and the channels of work in progress (a live run, a model job).
 //!
 //! Derived numbers (the current map, the small multiples, the grids, ...) live in [`View`] and
 //! are recomputed by [`App::refresh`] after every change, never while drawing; per-token
 //! aggregates over the whole of `attn.gen` are computed once per session ([`TokenAggregates`]).
+//! The image pane (`image.rs`) still draws from `&App`, so its state (patch cursor, selected
+//! patches, patch mode, opacity, the image) stays here until it becomes a component.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use ratatui::layout::Rect;
 
 use crate::explain::attention::{HeadAgg, TokenAggregates};
 use crate::explain::catalogue::{CausalHeads, Layers, MapId};
-use crate::explain::relevancy::views::Normalization;
-use crate::job::ModelJob;
-use crate::session::{CausalParams, Session};
+use crate::session::Session;
 use crate::style::overlay::{denormalize, Raster};
-
-/// The explanation method shown (keys 1–3): the catalogue's family of maps.
-pub use crate::explain::catalogue::Family as Method;
-/// Which relevancy map the image pane shows (key `m` under the relevancy method).
-pub use crate::explain::catalogue::RelevancySource as RelSource;
 use crate::style::Look;
 
-use super::causal::CausalTree;
+pub use super::state::{
+    prompt_positions, Agg, AttnView, Method, Notice, Pane, PendingJob, RelSource, RunState,
+    Selection,
+};
+
 use super::component::Ctx;
-use super::faithfulness::FaithState;
+use super::grid::GridPane;
 use super::help::HelpOverlay;
 use super::keymap::Keymap;
-use super::run_form::{RunForm, RunState};
-use super::view::View;
+use super::method::MethodPane;
+use super::prompt::PromptPane;
+use super::run_form::RunFormPane;
+use super::status::StatusBar;
+use super::tokens::AnswerPane;
+use super::view::{View, ViewInput};
 
-/// The panes that take the keyboard, in Tab order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pane {
-    /// The answer tokens.
-    Answer,
-    /// The prompt tokens.
-    Prompt,
-    /// The image and its map.
-    Image,
-    /// The method pane (small multiples, bars, causal heads).
-    Method,
-    /// The heads × layers grid.
-    Grid,
-}
-
-impl Pane {
-    /// Tab order.
-    pub const ORDER: [Pane; 5] = [
-        Pane::Answer,
-        Pane::Prompt,
-        Pane::Image,
-        Pane::Method,
-        Pane::Grid,
-    ];
-
-    /// The pane after (`step` = 1) or before (`step` = −1) this one.
-    pub fn cycle(self, step: isize) -> Pane {
-        let i = Self::ORDER.iter().position(|&p| p == self).unwrap_or(0) as isize;
-        let n = Self::ORDER.len() as isize;
-        Self::ORDER[((i + step).rem_euclid(n)) as usize]
-    }
-
-    /// The pane's title.
-    pub fn title(self) -> &'static str {
-        match self {
-            Pane::Answer => "Answer",
-            Pane::Prompt => "Prompt",
-            Pane::Image => "Image",
-            Pane::Method => "Method",
-            Pane::Grid => "Heads × layers",
+/// The [`Ctx`] of an app, borrowing only the fields that are not components, so that a
+/// component can be borrowed mutably beside it.
+macro_rules! ctx {
+    ($app:expr) => {
+        $crate::tui::component::Ctx {
+            look: &$app.look,
+            keymap: &$app.keymap,
+            session: $app.session.as_ref(),
+            view: &$app.view,
+            sel: &$app.sel,
+            focus: $app.focus,
+            run: &$app.run,
+            job: $app.job.as_ref(),
+            patch_mode: $app.patch_mode,
+            patches: &$app.patches,
+            opacity: $app.opacity,
+            modified: $app.modified,
         }
-    }
+    };
 }
-
-/// How heads are combined (key `m`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Agg {
-    /// The current head only.
-    Head,
-    /// Mean over heads.
-    Mean,
-    /// Maximum over heads.
-    Max,
-}
-
-impl Agg {
-    /// The next mode.
-    pub fn next(self) -> Agg {
-        match self {
-            Agg::Head => Agg::Mean,
-            Agg::Mean => Agg::Max,
-            Agg::Max => Agg::Head,
-        }
-    }
-}
-
-/// What the method pane shows under the attention method (key `v`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttnView {
-    /// All heads of the layer as small multiples, sorted by mean image attention.
-    Heads,
-    /// The share of attention each answer token gives to the image.
-    Share,
-    /// Answer → prompt-word attention.
-    Words,
-}
-
-impl AttnView {
-    /// The next view.
-    pub fn next(self) -> AttnView {
-        match self {
-            AttnView::Heads => AttnView::Share,
-            AttnView::Share => AttnView::Words,
-            AttnView::Words => AttnView::Heads,
-        }
-    }
-}
-
-/// A line for the status bar: information or an error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    /// The text.
-    pub text: String,
-    /// Whether it reports a failure.
-    pub error: bool,
-}
-
-/// A model job (relevancy, faithfulness) running on the job worker.
-#[derive(Debug, Clone)]
-pub struct PendingJob {
-    /// Its id, echoed by the worker's messages.
-    pub id: u64,
-    /// What it computes.
-    pub job: ModelJob,
-    /// The current stage ("loading model …", "relevancy of token 3", "faithfulness of token 3").
-    pub stage: String,
-    /// Fraction of the stage done.
-    pub fraction: f64,
-    /// Set to cancel it.
-    pub cancel: Arc<AtomicBool>,
-}
+pub(crate) use ctx;
 
 /// The app's state.
 #[derive(Debug)]
@@ -153,143 +65,102 @@ pub struct App {
     pub aggregates: Option<TokenAggregates>,
     /// Where the session came from or was last saved.
     pub session_path: Option<PathBuf>,
-    /// Colours.
-    pub look: Look,
-    /// The focused pane.
-    pub focus: Pane,
-    /// The method shown.
-    pub method: Method,
-    /// Cursor over answer tokens.
-    pub token: usize,
-    /// Answer tokens selected with space (empty: the cursor token alone).
-    pub tokens: BTreeSet<usize>,
-    /// Cursor over prompt positions (an input position outside the image).
-    pub prompt_cursor: usize,
-    /// Prompt positions selected with space.
-    pub prompt_selected: BTreeSet<usize>,
-    /// Decoder layer.
-    pub layer: usize,
-    /// Head (used when `agg` is [`Agg::Head`]).
-    pub head: usize,
-    /// Head aggregation.
-    pub agg: Agg,
-    /// Patch mode: the image pane's cursor selects patches and answer tokens show their
-    /// attention to the selection.
-    pub patch_mode: bool,
-    /// Patch cursor (row-major grid index).
-    pub patch: usize,
-    /// Selected patches.
-    pub patches: BTreeSet<usize>,
-    /// Method-pane view under the attention method.
-    pub attn_view: AttnView,
-    /// Relevancy source.
-    pub rel_source: RelSource,
-    /// Heads × layers grid over every answer token (true) or the selection (false).
-    pub grid_all_tokens: bool,
-    /// Map opacity over the image.
-    pub opacity: f32,
-    /// The help overlay.
-    pub help: HelpOverlay,
-    /// The status-bar notice.
-    pub notice: Option<Notice>,
-    /// A live run in progress or its form.
-    pub run: RunState,
-    /// The new-run form, while open.
-    pub form: Option<RunForm>,
-    /// Set when the app should exit.
-    pub quit: bool,
-    /// Numbers derived from the selection, recomputed by [`App::refresh`].
-    pub view: View,
-    /// The terminal's size (updated on resize): mouse clicks are mapped through the layout of
-    /// a frame this big.
-    pub screen: Rect,
-    /// The session's image as RGB.
-    pub image: Option<Raster>,
-    /// CLEANN parameters for the next causal computation (keys `a A t T r R`).
-    pub causal_params: CausalParams,
-    /// The radius of the causal explanation shown (keys `- +`; clamped to the search radius).
-    pub causal_radius: usize,
-    /// The possible-d-separation tree of the shown head, recomputed on demand.
-    pub causal_tree: Option<CausalTree>,
-    /// How relevancy rows are normalised for the text bars and the decoder map (key `N`).
-    pub rel_norm: Normalization,
-    /// The model job in progress, if any (one at a time).
-    pub job: Option<PendingJob>,
-    /// The id of the last model job asked for.
-    pub last_job_id: u64,
     /// Counts the sessions shown; a job's result is stored only in the session it was asked
     /// for.
     pub epoch: u64,
     /// The session holds results not yet saved (relevancy or causal computed in the app).
     pub modified: bool,
-    /// Faithfulness of the maps (key `f`), measured for this session.
-    pub faith: FaithState,
+    /// Colours.
+    pub look: Look,
     /// Keys → actions (the theme's `[keys]` table over the defaults).
     pub keymap: Keymap,
+    /// The focused pane.
+    pub focus: Pane,
+    /// Which map is shown: method, layer, heads, relevancy source and normalisation.
+    pub sel: Selection,
+    /// The answer pane (token cursor and selection).
+    pub answer: AnswerPane,
+    /// The prompt pane (prompt cursor and selection).
+    pub prompt: PromptPane,
+    /// The method pane (attention view, causal parameters, faithfulness).
+    pub method: MethodPane,
+    /// The heads × layers pane (its scope).
+    pub grid: GridPane,
+    /// The status line (the notice).
+    pub status: StatusBar,
+    /// The new-run form.
+    pub form: RunFormPane,
+    /// The help overlay.
+    pub help: HelpOverlay,
+    /// The image pane's patch mode: its cursor selects patches and answer tokens show their
+    /// attention to the selection.
+    pub patch_mode: bool,
+    /// The image pane's patch cursor (row-major grid index).
+    pub patch: usize,
+    /// The image pane's selected patches.
+    pub patches: BTreeSet<usize>,
+    /// Map opacity over the image.
+    pub opacity: f32,
+    /// The session's image as RGB.
+    pub image: Option<Raster>,
+    /// Numbers derived from the selection, recomputed by [`App::refresh`].
+    pub view: View,
+    /// The terminal's size (updated on resize): mouse clicks are mapped through the layout of
+    /// a frame this big.
+    pub screen: Rect,
+    /// A live run in progress (its worker reports through messages).
+    pub run: RunState,
+    /// The model job in progress, if any (one at a time).
+    pub job: Option<PendingJob>,
+    /// The id of the last model job asked for.
+    pub last_job_id: u64,
+    /// Set when the app should exit.
+    pub quit: bool,
 }
 
 impl App {
     /// An app with nothing loaded; a theme whose `[keys]` table cannot be read leaves the
     /// default keys and says why in the status line.
     pub fn new(look: Look) -> Self {
-        let (keymap, notice) = match Keymap::with_overrides(&look.theme.keys) {
-            Ok(k) => (k, None),
-            Err(e) => (
-                Keymap::default(),
-                Some(Notice {
-                    text: format!("theme keys: {e}; the default keys apply"),
-                    error: true,
-                }),
-            ),
-        };
+        let mut status = StatusBar::default();
+        let keymap = Keymap::with_overrides(&look.theme.keys).unwrap_or_else(|e| {
+            status.notify(format!("theme keys: {e}; the default keys apply"), true);
+            Keymap::default()
+        });
         Self {
             session: None,
             aggregates: None,
             session_path: None,
+            epoch: 0,
+            modified: false,
             look,
+            keymap,
             focus: Pane::Answer,
-            method: Method::Attention,
-            token: 0,
-            tokens: BTreeSet::new(),
-            prompt_cursor: 0,
-            prompt_selected: BTreeSet::new(),
-            layer: 0,
-            head: 0,
-            agg: Agg::Mean,
+            sel: Selection::default(),
+            answer: AnswerPane::default(),
+            prompt: PromptPane::default(),
+            method: MethodPane::default(),
+            grid: GridPane::default(),
+            status,
+            form: RunFormPane::default(),
+            help: HelpOverlay::default(),
             patch_mode: false,
             patch: 0,
             patches: BTreeSet::new(),
-            attn_view: AttnView::Heads,
-            rel_source: RelSource::Combined,
-            grid_all_tokens: true,
             opacity: 0.6,
-            help: HelpOverlay::default(),
-            notice,
-            run: RunState::default(),
-            form: None,
-            quit: false,
+            image: None,
             view: View::default(),
             screen: Rect::default(),
-            image: None,
-            causal_params: CausalParams::default(),
-            causal_radius: usize::MAX,
-            causal_tree: None,
-            rel_norm: Normalization::default(),
+            run: RunState::default(),
             job: None,
             last_job_id: 0,
-            epoch: 0,
-            modified: false,
-            faith: FaithState::default(),
-            keymap,
+            quit: false,
         }
     }
 
     /// What components read from the app.
     pub fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            look: &self.look,
-            keymap: &self.keymap,
-        }
+        ctx!(self)
     }
 
     /// An app showing `session`.
@@ -303,23 +174,18 @@ impl App {
     pub fn set_session(&mut self, session: Session, path: Option<PathBuf>) {
         self.aggregates = TokenAggregates::compute(&session).ok();
         self.image = Some(denormalize(&session.pixel_values));
-        self.token = 0;
-        self.tokens.clear();
-        self.prompt_selected.clear();
+        self.answer = AnswerPane::default();
+        self.prompt = PromptPane::for_session(&session);
         self.patches.clear();
         self.patch = 0;
-        self.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
-        self.head = 0;
-        self.prompt_cursor = prompt_positions(&session).first().copied().unwrap_or(0);
-        self.causal_params = CausalParams::of_session(&session);
-        self.causal_radius = self.causal_params.search_radius;
-        self.causal_tree = None;
+        self.sel.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
+        self.sel.head = 0;
+        self.method.open_session(&session);
         if let Some(job) = self.job.take() {
             job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         self.epoch += 1;
         self.modified = false;
-        self.faith = self.faith.for_new_session();
         self.session = Some(session);
         self.session_path = path;
         self.refresh();
@@ -327,11 +193,7 @@ impl App {
 
     /// The answer tokens the views use: the selection, or the cursor token.
     pub fn selected_tokens(&self) -> Vec<usize> {
-        if self.tokens.is_empty() {
-            vec![self.token]
-        } else {
-            self.tokens.iter().copied().collect()
-        }
+        self.answer.tokens()
     }
 
     /// Number of answer tokens (0 without a session).
@@ -341,44 +203,17 @@ impl App {
 
     /// Decoder layers and heads of the session (0, 0 without one).
     pub fn layers_heads(&self) -> (usize, usize) {
-        self.session.as_ref().map_or((0, 0), |s| {
-            (s.manifest.model.text_layers, s.manifest.model.text_heads)
-        })
+        self.ctx().layers_heads()
     }
 
     /// The patch grid `[rows, cols]` (`[0, 0]` without a session).
     pub fn grid(&self) -> [usize; 2] {
-        self.session
-            .as_ref()
-            .map_or([0, 0], |s| s.manifest.model.image_grid)
-    }
-
-    /// The head aggregation as the explain layer spells it.
-    pub fn head_agg(&self) -> HeadAgg {
-        match self.agg {
-            Agg::Head => HeadAgg::Head(self.head),
-            Agg::Mean => HeadAgg::Mean,
-            Agg::Max => HeadAgg::Max,
-        }
-    }
-
-    /// The raw-attention map of the current layer and heads (what the attention method shows).
-    pub fn attention_id(&self) -> MapId {
-        MapId::attention(self.layer, self.layers_heads().0, self.head_agg())
+        self.ctx().grid()
     }
 
     /// The catalogue id of the map the image pane shows.
     pub fn map_id(&self) -> MapId {
-        match self.method {
-            Method::Attention => self.attention_id(),
-            Method::Relevancy => MapId::relevancy(self.rel_source, self.rel_norm),
-            Method::Causal => MapId::Causal(match self.agg {
-                Agg::Mean => CausalHeads::Sum,
-                Agg::Max => CausalHeads::Max,
-                Agg::Head => CausalHeads::Head(self.head),
-            }),
-            Method::Random => MapId::Random,
-        }
+        self.sel.map_id(self.layers_heads().0)
     }
 
     /// Sets the method, layer, heads and relevancy source so that the image pane shows `id`,
@@ -386,6 +221,7 @@ impl App {
     /// its image map (the mean over layers).
     pub fn show(&mut self, id: MapId) -> bool {
         let (layers, _) = self.layers_heads();
+        let sel = &mut self.sel;
         let heads = match id {
             MapId::Attention {
                 layers: Layers::Mean,
@@ -398,24 +234,24 @@ impl App {
             _ => None,
         };
         match heads {
-            Some(HeadAgg::Mean) => self.agg = Agg::Mean,
-            Some(HeadAgg::Max) => self.agg = Agg::Max,
+            Some(HeadAgg::Mean) => sel.agg = Agg::Mean,
+            Some(HeadAgg::Max) => sel.agg = Agg::Max,
             Some(HeadAgg::Head(h)) => {
-                self.agg = Agg::Head;
-                self.head = h;
+                sel.agg = Agg::Head;
+                sel.head = h;
             }
             None => {}
         }
-        self.method = id.family();
+        sel.method = id.family();
         match id {
             MapId::Attention {
                 layers: Layers::At(l),
                 ..
-            } => self.layer = l,
-            MapId::Attention { .. } => self.layer = layers.saturating_sub(1),
+            } => sel.layer = l,
+            MapId::Attention { .. } => sel.layer = layers.saturating_sub(1),
             MapId::Relevancy { source, norm } => {
-                self.rel_source = source;
-                self.rel_norm = norm;
+                sel.rel_source = source;
+                sel.rel_norm = norm;
             }
             MapId::Causal(_) | MapId::Random => {}
         }
@@ -425,21 +261,27 @@ impl App {
 
     /// Shows a notice in the status bar.
     pub fn notify(&mut self, text: impl Into<String>, error: bool) {
-        self.notice = Some(Notice {
-            text: text.into(),
-            error,
-        });
+        self.status.notify(text, error);
     }
 
     /// Recomputes the derived numbers for the current selection.
     pub fn refresh(&mut self) {
-        self.view = View::compute(self);
-        super::causal::refresh_tree(self);
+        let tokens = self.answer.tokens();
+        let input = ViewInput {
+            session: self.session.as_ref(),
+            aggregates: self.aggregates.as_ref(),
+            sel: &self.sel,
+            tokens: &tokens,
+            cursor: self.answer.cursor(),
+            one_token: self.answer.selected().len() <= 1,
+            patches: self.patch_mode.then_some(&self.patches),
+            prompt_selected: self.prompt.selected(),
+            attn_view: self.method.attn_view(),
+            grid_all_tokens: self.grid.all_tokens(),
+            causal: self.method.causal(),
+            faith: self.method.faith(),
+        };
+        self.view = View::compute(&input);
+        self.method.refresh(self.session.as_ref(), &self.view);
     }
-}
-
-/// Input positions of the prompt that are not image features.
-pub fn prompt_positions(s: &Session) -> Vec<usize> {
-    let image = s.image_range();
-    (0..s.num_input()).filter(|p| !image.contains(p)).collect()
 }

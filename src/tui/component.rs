@@ -1,12 +1,23 @@
 //! Components: parts of the app that own their state, draw from `&self` and answer the actions
 //! the keymap makes of keys (the manner of gitui's `components/`; docs/design.md, "The app").
+//! A component reads the rest of the app through a [`Ctx`] and asks for changes outside itself
+//! with [`Effect`]s; it never imports the app.
+
+use std::collections::BTreeSet;
 
 use ratatui::layout::Rect;
+use ratatui::widgets::Block;
 use ratatui::Frame;
 
+use crate::explain::catalogue::MapId;
+use crate::session::Session;
 use crate::style::Look;
 
 use super::keymap::{Action, Keymap};
+use super::msg::Effect;
+use super::paint;
+use super::state::{Pane, PendingJob, RunState, Selection};
+use super::view::View;
 
 /// Whether a component used an action (then nobody else sees it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,13 +28,67 @@ pub enum Handled {
     No,
 }
 
-/// What components read from the rest of the app: colours and the keys.
+/// What components read from the rest of the app.
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     /// Colours.
     pub look: &'a Look,
     /// Keys → actions.
     pub keymap: &'a Keymap,
+    /// The loaded session, if any.
+    pub session: Option<&'a Session>,
+    /// The numbers derived from the selection.
+    pub view: &'a View,
+    /// Which map is shown.
+    pub sel: &'a Selection,
+    /// The focused pane.
+    pub focus: Pane,
+    /// A live run in progress.
+    pub run: &'a RunState,
+    /// The model job in progress, if any.
+    pub job: Option<&'a PendingJob>,
+    /// Patch mode is on (the image pane's).
+    pub patch_mode: bool,
+    /// Selected patches (the image pane's).
+    pub patches: &'a BTreeSet<usize>,
+    /// Map opacity over the image (the image pane's).
+    pub opacity: f32,
+    /// The session holds results not yet saved.
+    pub modified: bool,
+}
+
+impl Ctx<'_> {
+    /// Decoder layers and heads of the session (0, 0 without one).
+    pub fn layers_heads(&self) -> (usize, usize) {
+        self.session.map_or((0, 0), |s| {
+            (s.manifest.model.text_layers, s.manifest.model.text_heads)
+        })
+    }
+
+    /// The patch grid `[rows, cols]` (`[0, 0]` without a session).
+    pub fn grid(&self) -> [usize; 2] {
+        self.session.map_or([0, 0], |s| s.manifest.model.image_grid)
+    }
+
+    /// Number of answer tokens (0 without a session).
+    pub fn num_tokens(&self) -> usize {
+        self.session.map_or(0, Session::num_output)
+    }
+
+    /// The first answer token the views use.
+    pub fn token(&self) -> usize {
+        self.view.tokens.first().copied().unwrap_or(0)
+    }
+
+    /// The catalogue id of the map the image pane shows.
+    pub fn map_id(&self) -> MapId {
+        self.sel.map_id(self.layers_heads().0)
+    }
+
+    /// The frame of `pane`, highlighted when focused.
+    pub fn frame<'b>(&self, pane: Pane, title: String) -> Block<'b> {
+        paint::pane_frame(self.look, self.focus == pane, title)
+    }
 }
 
 /// A part of the app with its own state.
@@ -31,9 +96,10 @@ pub trait Component {
     /// Draws the component into `area`; changes nothing.
     fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx);
 
-    /// Does what `action` says if it is this component's.
-    fn handle(&mut self, action: Action) -> Handled;
+    /// Does what `action` says if it is this component's, pushing what it needs of the app
+    /// onto `out`.
+    fn handle(&mut self, action: Action, ctx: &Ctx, out: &mut Vec<Effect>) -> Handled;
 
     /// The actions the component answers now (for the footer and the help).
-    fn commands(&self) -> Vec<Action>;
+    fn commands(&self, ctx: &Ctx) -> Vec<Action>;
 }

@@ -8,7 +8,7 @@ use ratatui::Frame;
 use super::app::{App, Pane};
 use super::component::Component;
 use super::hits::Hits;
-use super::{grid, header, image, method, prompt, run_form, status, tokens};
+use super::{grid, header, image};
 
 /// The smallest terminal the layout works in.
 pub const MIN_SIZE: (u16, u16) = (40, 12);
@@ -60,16 +60,17 @@ pub fn hits(app: &App, area: Rect) -> Hits {
         return Hits::default();
     }
     let (_, panes, _) = layout(area, app);
+    let ctx = app.ctx();
     let mut hits = Hits {
         panes: panes.to_vec(),
         ..Hits::default()
     };
     for (pane, r) in panes {
         match pane {
-            Pane::Answer => hits.answer = tokens::hits(app, r),
-            Pane::Prompt => hits.prompt = prompt::hits(app, r),
+            Pane::Answer => hits.answer = app.answer.hits(&ctx, r),
+            Pane::Prompt => hits.prompt = app.prompt.hits(&ctx, r),
             Pane::Image => hits.image = image::geom(app, r),
-            Pane::Grid => hits.grid = grid::geom(app, r),
+            Pane::Grid => hits.grid = grid::geom(&ctx, r),
             Pane::Method => {}
         }
     }
@@ -99,19 +100,18 @@ pub fn draw(f: &mut Frame, app: &App) {
         return;
     }
     let (head, panes, foot) = layout(area, app);
-    header::draw(f, app, head);
+    let ctx = app.ctx();
+    header::draw(f, head, &ctx);
     for (pane, r) in panes {
         match pane {
-            Pane::Answer => tokens::draw(f, app, r),
-            Pane::Prompt => prompt::draw(f, app, r),
+            Pane::Answer => app.answer.draw(f, r, &ctx),
+            Pane::Prompt => app.prompt.draw(f, r, &ctx),
             Pane::Image => image::draw(f, app, r),
-            Pane::Method => method::draw(f, app, r),
-            Pane::Grid => grid::draw(f, app, r),
+            Pane::Method => app.method.draw(f, r, &ctx),
+            Pane::Grid => app.grid.draw(f, r, &ctx),
         }
     }
-    status::draw(f, app, foot);
-    app.help.draw(f, area, &app.ctx());
-    if let Some(form) = &app.form {
-        run_form::draw_form(f, app, form);
-    }
+    app.status.draw(f, foot, &ctx);
+    app.help.draw(f, area, &ctx);
+    app.form.draw(f, area, &ctx);
 }

@@ -1,5 +1,7 @@
 //! The heads × layers pane: mean attention from the answer to the image ("Image-to-Answer") and
-//! to the question ("Question-to-Answer"), one column per layer, two heads per cell row.
+//! to the question ("Question-to-Answer"), one column per layer, two heads per cell row. A
+//! component owning its scope (every answer token, or the selection; key `g`); its arrows move
+//! the shared layer and head.
 
 use ratatui::layout::Rect;
 use ratatui::style::Style;
@@ -9,18 +11,40 @@ use crate::explain::attention::min_max;
 use crate::session::Array;
 use crate::style::normalize;
 
-use super::app::{Agg, App, Pane};
-use super::blocks::{half_blocks, pane_block, pane_inner, put, Px};
+use super::blocks::{half_blocks, pane_inner, put, Px};
+use super::component::{Component, Ctx, Handled};
 use super::hits::GridGeom;
+use super::keymap::Action;
+use super::msg::Effect;
+use super::state::{clamp_step, Agg, Pane};
 
 /// The question grid's column when the pane is too narrow to show it.
 const NO_QUESTION_GRID: u16 = u16::MAX / 2;
 
+/// The heads × layers pane: whether its grids cover every answer token or the selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridPane {
+    all_tokens: bool,
+}
+
+impl Default for GridPane {
+    fn default() -> Self {
+        Self { all_tokens: true }
+    }
+}
+
+impl GridPane {
+    /// The grids cover every answer token (else the selected ones).
+    pub fn all_tokens(&self) -> bool {
+        self.all_tokens
+    }
+}
+
 /// Where the pane in `area` draws its grids; `None` when it draws none.
-pub fn geom(app: &App, area: Rect) -> Option<GridGeom> {
+pub fn geom(ctx: &Ctx, area: Rect) -> Option<GridGeom> {
     let inner = pane_inner(area);
-    let img = app.view.grid_image.as_ref()?;
-    app.view.grid_question.as_ref()?;
+    let img = ctx.view.grid_image.as_ref()?;
+    ctx.view.grid_question.as_ref()?;
     let (layers, heads) = (img.shape[0], img.shape[1]);
     if inner.height < 3 || inner.width < 8 || layers * heads == 0 {
         return None;
@@ -45,23 +69,59 @@ pub fn geom(app: &App, area: Rect) -> Option<GridGeom> {
     })
 }
 
+impl Component for GridPane {
+    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        draw(self, f, area, ctx);
+    }
+
+    /// `g` anywhere; arrows when focused (left/right: layer, up/down: head).
+    fn handle(&mut self, action: Action, ctx: &Ctx, out: &mut Vec<Effect>) -> Handled {
+        let (layers, heads) = ctx.layers_heads();
+        let sel = *ctx.sel;
+        let focused = ctx.focus == Pane::Grid;
+        let (dl, dh) = match action {
+            Action::GridScope => {
+                self.all_tokens = !self.all_tokens;
+                return Handled::Yes;
+            }
+            Action::Left if focused => (-1, 0),
+            Action::Right if focused => (1, 0),
+            Action::Up if focused => (0, -1),
+            Action::Down if focused => (0, 1),
+            _ => return Handled::No,
+        };
+        let mut next = sel.with_head(clamp_step(sel.head, dh, heads));
+        next.layer = clamp_step(sel.layer, dl, layers);
+        out.push(Effect::Select(next));
+        Handled::Yes
+    }
+
+    fn commands(&self, ctx: &Ctx) -> Vec<Action> {
+        let mut out = vec![Action::GridScope];
+        if ctx.focus == Pane::Grid {
+            out.extend([Action::Left, Action::Right, Action::Up, Action::Down]);
+        }
+        out
+    }
+}
+
 /// Draws the heads × layers pane into `area`.
-pub fn draw(f: &mut Frame, app: &App, area: Rect) {
-    let scope = if app.grid_all_tokens {
+fn draw(pane: &GridPane, f: &mut Frame, area: Rect, ctx: &Ctx) {
+    let scope = if pane.all_tokens {
         "all answer tokens"
     } else {
         "selected tokens"
     };
-    let block = pane_block(app, Pane::Grid, format!("Heads × layers · {scope}"));
+    let block = ctx.frame(Pane::Grid, format!("Heads × layers · {scope}"));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let (Some(img), Some(q)) = (&app.view.grid_image, &app.view.grid_question) else {
+    let (Some(img), Some(q)) = (&ctx.view.grid_image, &ctx.view.grid_question) else {
         return;
     };
-    let Some(geom) = geom(app, area) else {
+    let Some(geom) = geom(ctx, area) else {
         return;
     };
-    let look = &app.look;
+    let look = ctx.look;
     let (layers, heads) = (img.shape[0], img.shape[1]);
     let fg = Style::default().fg(look.color(look.theme.foreground));
     let dim = Style::default().fg(look.color(look.theme.dim));
@@ -80,7 +140,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             put(buf, inner, x1, inner.y, "Question→Answer", dim);
         }
     }
-    let cursor = (app.agg == Agg::Head).then_some((app.layer, app.head));
+    let sel = ctx.sel;
+    let cursor = (sel.agg == Agg::Head).then_some((sel.layer, sel.head));
     let grids: Vec<(u16, &Array)> = if side_by_side {
         vec![(x0, img), (x1, q)]
     } else {
@@ -109,7 +170,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             },
         );
     }
-    let (l, h) = (app.layer.min(layers - 1), app.head.min(heads - 1));
+    let (l, h) = (sel.layer.min(layers - 1), sel.head.min(heads - 1));
     let info = format!(
         "layer {l} head {h}: image {:.4} · question {:.4}{}",
         img.get(&[l, h]),

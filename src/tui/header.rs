@@ -6,24 +6,26 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use super::app::{Agg, App};
+use super::component::Ctx;
+use super::state::Agg;
 
 /// Draws the two header lines into `area`.
-pub fn draw(f: &mut Frame, app: &App, area: Rect) {
-    let look = &app.look;
+pub fn draw(f: &mut Frame, area: Rect, ctx: &Ctx) {
+    let look = ctx.look;
+    let sel = ctx.sel;
     let accent = Style::default()
         .fg(look.color(look.theme.accent))
         .add_modifier(Modifier::BOLD);
     let dim = Style::default().fg(look.color(look.theme.dim));
     let fg = Style::default().fg(look.color(look.theme.foreground));
-    let (layers, heads) = app.layers_heads();
-    let heads_txt = match app.agg {
-        Agg::Head => format!("head {}/{}", app.head, heads.saturating_sub(1)),
+    let (layers, heads) = ctx.layers_heads();
+    let heads_txt = match sel.agg {
+        Agg::Head => format!("head {}/{}", sel.head, heads.saturating_sub(1)),
         Agg::Mean => "mean of heads".into(),
         Agg::Max => "max of heads".into(),
     };
     let mut first = vec![Span::styled("lvlmscope ", accent)];
-    let (model, prompt) = match &app.session {
+    let (model, prompt) = match ctx.session {
         Some(s) => {
             let m = &s.manifest.model;
             let family = m
@@ -50,15 +52,15 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     first.push(Span::styled(model, fg));
     let settings = format!(
         "method {} · layer {}/{} · {} · map {} · opacity {:.1}",
-        app.method.name(),
-        app.layer,
+        sel.method.name(),
+        sel.layer,
         layers.saturating_sub(1),
         heads_txt,
         look.colormap.name(),
-        app.opacity
+        ctx.opacity
     );
     let mut second = vec![Span::styled(settings, accent)];
-    if app.modified {
+    if ctx.modified {
         second.push(Span::styled(
             " · unsaved results (s)",
             Style::default().fg(look.color(look.theme.warning)),

@@ -9,6 +9,7 @@ use ratatui::Frame;
 
 use super::component::{Component, Ctx, Handled};
 use super::keymap::{help_rows, Action};
+use super::msg::Effect;
 
 /// The help overlay: closed, or open over the whole frame until the next key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,7 +27,7 @@ impl Component for HelpOverlay {
     }
 
     /// While open, any action closes it; while closed, [`Action::Help`] opens it.
-    fn handle(&mut self, action: Action) -> Handled {
+    fn handle(&mut self, action: Action, _ctx: &Ctx, _out: &mut Vec<Effect>) -> Handled {
         if self.open || action == Action::Help {
             self.open = !self.open;
             Handled::Yes
@@ -35,7 +36,7 @@ impl Component for HelpOverlay {
         }
     }
 
-    fn commands(&self) -> Vec<Action> {
+    fn commands(&self, _ctx: &Ctx) -> Vec<Action> {
         if self.open {
             Vec::new()
         } else {

@@ -2,7 +2,7 @@
 
 use ratatui::layout::Rect;
 
-use super::app::Pane;
+use super::state::Pane;
 
 /// The geometry of the image pane's picture: patch `(r, c)` covers cells
 /// `x0 + c*cell_w .. x0 + (c+1)*cell_w` and half-cell rows `2*y0 + r*px_h ..`.

@@ -1,5 +1,6 @@
-//! The image pane: the preprocessed image in half blocks, the selected map blended over it, the
-//! patch cursor and selection, and a colour bar with the map's min and max.
+//! The image pane: the preprocessed image in half blocks at the true aspect ratio of the image
+//! region it shows (a wide image looks wide), the selected map blended over it, the patch
+//! cursor and selection (cells of the region), and a colour bar with the map's min and max.
 
 use ratatui::layout::Rect;
 use ratatui::style::Style;
@@ -13,16 +14,41 @@ use super::app::{App, Pane};
 use super::blocks::{half_blocks, pane_block, pane_inner, put, Px};
 use super::hits::ImageGeom;
 
-/// The picture's size inside a `w × h` cell area for a `rows × cols` grid: square patches of a
-/// whole number of pixels when they fit, else the whole area.
-pub fn picture_size(w: u16, h: u16, rows: usize, cols: usize) -> (u16, u16) {
+/// The picture's size in pixels (a cell is one pixel wide, two high) inside a `w × h` cell area
+/// for a `rows × cols` region whose image has the aspect ratio `aspect` (width / height): when
+/// square patches give that aspect (within 2 %), square patches of a whole number of pixels if
+/// they fit; otherwise the largest picture of that aspect. The whole area when nothing fits.
+pub fn picture_size(w: u16, h: u16, rows: usize, cols: usize, aspect: f64) -> (u16, u16) {
     let h_px = h as usize * 2;
-    let s = (w as usize / cols.max(1)).min(h_px / rows.max(1));
-    if s >= 1 {
-        ((cols * s) as u16, (rows * s) as u16)
+    let (rows, cols) = (rows.max(1), cols.max(1));
+    let square = cols as f64 / rows as f64;
+    let aspect = if aspect.is_finite() && aspect > 0.0 {
+        aspect
+    } else {
+        square
+    };
+    if (aspect / square - 1.0).abs() <= 0.02 {
+        let s = (w as usize / cols).min(h_px / rows);
+        if s >= 1 {
+            return ((cols * s) as u16, (rows * s) as u16);
+        }
+    }
+    let width = (w as f64).min(h_px as f64 * aspect).floor();
+    let height = (width / aspect).round().min(h_px as f64);
+    if width >= cols as f64 && height >= rows as f64 {
+        (width as u16, height as u16)
     } else {
         (w, h_px as u16)
     }
+}
+
+/// The aspect ratio (width / height) of the image the session's first region covers; 1
+/// without a session or a region.
+pub fn region_aspect(app: &App) -> f64 {
+    app.session
+        .as_ref()
+        .and_then(|s| s.regions().first().map(|r| r.aspect()))
+        .unwrap_or(1.0)
 }
 
 /// Where the image pane in `area` draws the picture; `None` when it draws none.
@@ -36,7 +62,8 @@ pub fn geom(app: &App, area: Rect) -> Option<ImageGeom> {
     if rows * cols == 0 || canvas.height == 0 {
         return None;
     }
-    let (width, height_px) = picture_size(canvas.width, canvas.height, rows, cols);
+    let aspect = region_aspect(app);
+    let (width, height_px) = picture_size(canvas.width, canvas.height, rows, cols, aspect);
     Some(ImageGeom {
         x0: canvas.x + (canvas.width - width) / 2,
         y0: canvas.y,

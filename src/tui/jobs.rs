@@ -1,6 +1,6 @@
 //! Model jobs on the open session (relevancy on demand, faithfulness of the maps): asking for
-//! one, its progress, Esc, and storing what comes back. The work itself runs on the job worker
-//! ([`super::worker`]).
+//! one, its progress, Esc, and storing what comes back; part of `update`. The work itself runs
+//! on the job worker ([`super::worker`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use crate::explain::relevancy;
 use crate::job::{JobOutput, JobProgress, ModelJob};
 
 use super::app::{App, PendingJob};
-use super::update::Cmd;
-use super::worker::JobDone;
+use super::msg::{Cmd, JobDone};
+use super::worker::JobRequest;
 
 /// Makes `job` the pending job and returns the command that starts it; refuses (with a notice)
 /// while another job runs.
@@ -25,7 +25,7 @@ pub fn start(app: &mut App, job: ModelJob) -> Vec<Cmd> {
         );
         return Vec::new();
     }
-    app.notice = None;
+    app.status.clear();
     begin(app, job)
 }
 
@@ -51,7 +51,7 @@ pub fn cancel(app: &mut App) {
     if let Some(p) = app.job.take() {
         p.cancel.store(true, Ordering::SeqCst);
         if matches!(p.job, ModelJob::Faithfulness { .. }) {
-            app.faith.halted = Some("cancelled".into());
+            app.method.faith_mut().halted = Some("cancelled".into());
         }
         app.notify(format!("cancelled {}", p.job.describe()), false);
     }
@@ -71,22 +71,6 @@ pub fn progress(app: &mut App, id: u64, p: JobProgress) {
     }
 }
 
-/// The status line while a job runs: "computing relevancy of token 3… (loading model) ·
-/// Esc cancels".
-pub fn status(app: &App) -> Option<String> {
-    let job = app.job.as_ref()?;
-    let pct = if job.fraction > 0.0 {
-        format!(" {:.0}%", job.fraction * 100.0)
-    } else {
-        String::new()
-    };
-    Some(format!(
-        "computing {}… ({}{pct}) · Esc cancels",
-        job.job.describe(),
-        job.stage
-    ))
-}
-
 /// A job ended: store its output in the session it was asked for.
 pub fn done(app: &mut App, done: JobDone) {
     let pending = app.job.as_ref().is_some_and(|j| j.id == done.id);
@@ -102,7 +86,7 @@ pub fn done(app: &mut App, done: JobDone) {
             if pending {
                 app.notify(format!("{what} failed: {e}"), true);
                 if matches!(done.job, ModelJob::Faithfulness { .. }) {
-                    app.faith.halted = Some(e);
+                    app.method.faith_mut().halted = Some(e);
                 }
             }
         }
@@ -114,7 +98,9 @@ pub fn done(app: &mut App, done: JobDone) {
             ..
         }) => {
             if let ModelJob::Faithfulness { maps, .. } = &done.job {
-                super::faithfulness::store(app, token, maps, original, &drops, seconds);
+                app.method
+                    .faith_mut()
+                    .store(token, maps, original, &drops, seconds);
             }
         }
         Ok(JobOutput::Relevancy(maps)) => {
@@ -141,4 +127,17 @@ pub fn done(app: &mut App, done: JobDone) {
             }
         }
     }
+}
+
+/// The job request for the app's pending job `id`, if that job is still pending.
+pub fn job_request(app: &App, id: u64) -> Option<JobRequest> {
+    let pending = app.job.as_ref().filter(|p| p.id == id)?;
+    let session = app.session.as_ref()?;
+    Some(JobRequest {
+        id,
+        epoch: app.epoch,
+        session: crate::job::service::job_input(session),
+        job: pending.job.clone(),
+        cancel: pending.cancel.clone(),
+    })
 }

@@ -1,27 +1,29 @@
 //! The ratatui app, in the Elm manner: one [`App`] model, a [`Msg`] for everything that can
-//! happen, [`update`], and [`draw`]. One pane per file. Long work (live runs, saving, causal
-//! explanations, model jobs such as relevancy and faithfulness) runs on worker threads and
-//! reports back as messages; the draw loop never waits.
+//! happen, [`update`], and [`draw`]. The panes are components (`component.rs`) that own their
+//! state and read the rest through shared model types (`state`, `msg`, `view`), never the app
+//! (docs/design.md, "The app"). Long work (live runs, saving, causal explanations, model jobs
+//! such as relevancy and faithfulness) runs on worker threads and reports back as messages; the
+//! draw loop never waits.
 
 pub mod app;
-mod blocks;
-pub mod causal;
+pub mod blocks;
 pub mod component;
 pub mod draw;
-pub mod faithfulness;
-mod grid;
+pub mod grid;
 mod header;
 pub mod help;
 pub mod hits;
 pub mod image;
 pub mod jobs;
 pub mod keymap;
-mod method;
-mod prompt;
-pub mod relevancy;
+pub mod method;
+pub mod msg;
+mod paint;
+pub mod prompt;
 pub mod run_form;
+pub mod state;
 pub mod status;
-mod tokens;
+pub mod tokens;
 pub mod update;
 pub mod view;
 pub mod worker;
@@ -100,7 +102,7 @@ pub fn initial_app(opts: &TuiOptions, look: Look) -> (App, Option<LiveRequest>) 
                 max_new_tokens: 64,
             });
         } else {
-            app.form = Some(run_form::RunForm::new(model, image, prompt));
+            app.form.open(model, image, prompt);
         }
     }
     (app, start)
@@ -207,12 +209,13 @@ impl Runtime {
                 let tx = self.tx.clone();
                 let s = s.clone();
                 std::thread::spawn(move || {
-                    let r = causal::compute(&s, t, &params);
+                    let r = crate::explain::causal::compute_token(&s, t, &params)
+                        .map_err(|e| e.to_string());
                     let _ = tx.send(Msg::CausalDone(t, params, r));
                 });
             }
             Cmd::ModelJob(id, job) => {
-                let Some(req) = worker::job_request(app, id) else {
+                let Some(req) = jobs::job_request(app, id) else {
                     return;
                 };
                 if self.job_worker.is_none() {

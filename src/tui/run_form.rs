@@ -1,16 +1,19 @@
-//! The new-run form (model, image, prompt, with path completion) and the state of a live run.
+//! The new-run form (model, image, prompt, with path completion): a component, open or
+//! closed, that takes the keyboard while open (its fields take text, so it reads keys rather
+//! than actions) and asks the app to start the run.
 
-use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
-use ratatui::layout::{Constraint, Layout, Rect};
+use crossterm::event::{KeyCode, KeyEvent};
+use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Gauge, Paragraph};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
-use super::app::App;
+use super::component::{Component, Ctx, Handled};
+use super::keymap::Action;
+use super::msg::{Effect, LiveRequest};
 
 /// The form's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,24 +125,114 @@ pub fn complete_path(input: &str) -> (String, Vec<String>) {
     (format!("{dir}{common}"), names)
 }
 
-/// A live run: its progress and the tokens streamed so far.
-#[derive(Debug, Default, Clone)]
-pub struct RunState {
-    /// A run is in progress.
-    pub active: bool,
-    /// The current stage.
-    pub stage: String,
-    /// Fraction of the stage done.
-    pub fraction: f64,
-    /// Tokens streamed so far.
-    pub tokens: Vec<String>,
-    /// Set to cancel the run.
-    pub cancel: Option<Arc<AtomicBool>>,
+/// The form as a component: closed, or open with its fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFormPane {
+    form: Option<RunForm>,
 }
 
-/// Draws the form as an overlay.
-pub fn draw_form(f: &mut Frame, app: &App, form: &RunForm) {
-    let area = f.area();
+impl RunFormPane {
+    /// The open form, if any.
+    pub fn form(&self) -> Option<&RunForm> {
+        self.form.as_ref()
+    }
+
+    /// Whether the form is open.
+    pub fn is_open(&self) -> bool {
+        self.form.is_some()
+    }
+
+    /// Opens the form with the given values.
+    pub fn open(&mut self, model: String, image: String, prompt: String) {
+        self.form = Some(RunForm::new(model, image, prompt));
+    }
+
+    /// A key while the form is open (`running`: a live run is in progress): edits the form,
+    /// closes it (Esc), or asks for the run (Enter).
+    pub fn key(&mut self, k: KeyEvent, running: bool) -> Vec<Effect> {
+        let Some(form) = self.form.as_mut() else {
+            return Vec::new();
+        };
+        match k.code {
+            KeyCode::Esc => self.form = None,
+            KeyCode::Up => form.move_field(false),
+            KeyCode::Down => form.move_field(true),
+            KeyCode::Tab => form.complete(),
+            KeyCode::Backspace => {
+                form.current().pop();
+            }
+            KeyCode::Char(c) => form.current().push(c),
+            KeyCode::Enter => return self.submit(running),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn submit(&mut self, running: bool) -> Vec<Effect> {
+        let Some(form) = self.form.as_mut() else {
+            return Vec::new();
+        };
+        if running {
+            let text = "a run is already in progress (Esc cancels it)";
+            return vec![Effect::Notify(text.into(), true)];
+        }
+        let missing = [
+            (Field::Model, &form.model),
+            (Field::Image, &form.image),
+            (Field::Prompt, &form.prompt),
+        ]
+        .into_iter()
+        .find(|(_, v)| v.trim().is_empty())
+        .map(|(f, _)| f);
+        if let Some(field) = missing {
+            form.field = field;
+            let text = "fill in model, image and prompt first";
+            return vec![Effect::Notify(text.into(), true)];
+        }
+        let req = LiveRequest {
+            model: form.model.trim().to_string(),
+            image: PathBuf::from(form.image.trim()),
+            prompt: form.prompt.clone(),
+            max_new_tokens: 64,
+        };
+        self.form = None;
+        vec![Effect::StartRun(req)]
+    }
+}
+
+impl Component for RunFormPane {
+    /// Draws the open form as an overlay over `area`.
+    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        if let Some(form) = &self.form {
+            draw_form(f, area, ctx, form);
+        }
+    }
+
+    /// `n` opens the form, filled in from the session shown.
+    fn handle(&mut self, action: Action, ctx: &Ctx, _out: &mut Vec<Effect>) -> Handled {
+        if action != Action::NewRun {
+            return Handled::No;
+        }
+        let s = ctx.session;
+        self.open(
+            s.map(|s| s.manifest.model.path.clone()).unwrap_or_default(),
+            s.map(|s| s.manifest.image.path.clone()).unwrap_or_default(),
+            s.map(|s| s.manifest.prompt.clone()).unwrap_or_default(),
+        );
+        Handled::Yes
+    }
+
+    fn commands(&self, _ctx: &Ctx) -> Vec<Action> {
+        if self.form.is_some() {
+            Vec::new()
+        } else {
+            vec![Action::NewRun]
+        }
+    }
+}
+
+/// Draws `form` as an overlay centred in `area`.
+fn draw_form(f: &mut Frame, area: Rect, ctx: &Ctx, form: &RunForm) {
     let w = area.width.saturating_sub(8).min(90);
     let h = 12u16.min(area.height);
     let r = Rect::new(
@@ -148,7 +241,7 @@ pub fn draw_form(f: &mut Frame, app: &App, form: &RunForm) {
         w,
         h,
     );
-    let look = &app.look;
+    let look = ctx.look;
     let accent = Style::default().fg(look.color(look.theme.accent));
     f.render_widget(Clear, r);
     let block = Block::default()
@@ -180,26 +273,5 @@ pub fn draw_form(f: &mut Frame, app: &App, form: &RunForm) {
     f.render_widget(
         Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }),
         inner,
-    );
-}
-
-/// Draws the progress gauge of a live run into `area`.
-pub fn draw_progress(f: &mut Frame, app: &App, area: Rect) {
-    let look = &app.look;
-    let [label, gauge] =
-        Layout::horizontal([Constraint::Length(28), Constraint::Min(1)]).areas(area);
-    f.render_widget(
-        Paragraph::new(format!(
-            " {} · {} tokens · Esc cancels",
-            app.run.stage,
-            app.run.tokens.len()
-        )),
-        label,
-    );
-    f.render_widget(
-        Gauge::default()
-            .gauge_style(Style::default().fg(look.color(look.theme.accent)))
-            .ratio(app.run.fraction.clamp(0.0, 1.0)),
-        gauge,
     );
 }

@@ -2,7 +2,6 @@
 //! session (relevancy on demand, faithfulness) through the [`JobRunner`] seam, on one
 //! long-lived job worker that keeps the loaded model between jobs.
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
@@ -10,37 +9,7 @@ use std::sync::Arc;
 use crate::job::{JobOutput, JobProgress, ModelJob, ModelService};
 use crate::session::Session;
 
-use super::app::App;
-use super::update::Msg;
-
-/// What a live run needs from the form.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveRequest {
-    /// Model folder or id.
-    pub model: String,
-    /// Image file.
-    pub image: PathBuf,
-    /// The prompt.
-    pub prompt: String,
-    /// Upper bound on generated tokens.
-    pub max_new_tokens: usize,
-}
-
-/// Progress of a live run, as the worker reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunEvent {
-    /// A new stage began ("loading model", "encoding image", "prefill", "decoding", ...).
-    Stage(String),
-    /// Fraction of the current stage done, in [0, 1].
-    Fraction(f64),
-    /// A generated token.
-    Token {
-        /// Its index in the answer.
-        index: usize,
-        /// Its text.
-        text: String,
-    },
-}
+pub use super::msg::{JobDone, LiveRequest, Msg, RunEvent};
 
 /// Runs the model; [`GenerateRunner`] runs it through `job::run`, tests use fakes.
 pub trait Runner: Send + Sync {
@@ -136,7 +105,7 @@ impl JobRunner for ModelService {
 pub struct JobRequest {
     /// Identifies the job in the messages that answer it.
     pub id: u64,
-    /// The app's session epoch when the job was asked for (see [`App::epoch`]).
+    /// The app's session epoch when the job was asked for (see `App::epoch`).
     pub epoch: u64,
     /// What the job reads: the session without its recorded tensors.
     pub session: Session,
@@ -144,32 +113,6 @@ pub struct JobRequest {
     pub job: ModelJob,
     /// Set to cancel the job.
     pub cancel: Arc<AtomicBool>,
-}
-
-/// The job request for the app's pending job `id`, if that job is still pending.
-pub fn job_request(app: &App, id: u64) -> Option<JobRequest> {
-    let pending = app.job.as_ref().filter(|p| p.id == id)?;
-    let session = app.session.as_ref()?;
-    Some(JobRequest {
-        id,
-        epoch: app.epoch,
-        session: crate::job::service::job_input(session),
-        job: pending.job.clone(),
-        cancel: pending.cancel.clone(),
-    })
-}
-
-/// How a model job ended.
-#[derive(Debug)]
-pub struct JobDone {
-    /// The job's id.
-    pub id: u64,
-    /// The session epoch it was asked for in.
-    pub epoch: u64,
-    /// The job.
-    pub job: ModelJob,
-    /// Its output, or one sentence saying why there is none.
-    pub result: Result<JobOutput, String>,
 }
 
 /// The job worker: one thread that owns the [`JobRunner`] (and so the loaded model) and runs

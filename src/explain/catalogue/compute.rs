@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{CatalogueError, CausalHeads, Explanation, Layers, MapId, RelevancySource};
+use super::{CatalogueError, CausalHeads, Explanation, Layers, MapId, RegionMap, RelevancySource};
 use crate::explain::attention::{self as attn, Grid, HeadAgg};
 use crate::explain::causal::{self, CausalParams};
 use crate::explain::relevancy::views::{prepare_row, Normalization};
@@ -42,10 +42,48 @@ fn blank(s: &Session) -> Explanation {
             cols,
             values: Vec::new(),
         },
+        regions: Vec::new(),
         text: BTreeMap::new(),
         layer: None,
         head: None,
         causal: None,
+    }
+}
+
+/// Input positions of every region's cells (region by region, each row-major); an error when
+/// the session's image span holds positions but no region fits it.
+pub(super) fn cells(s: &Session) -> Result<Vec<usize>, CatalogueError> {
+    let cells = s.cell_positions();
+    let [_, len] = s.manifest.image_span;
+    if cells.is_empty() && len > 0 {
+        let [rows, cols] = s.manifest.model.image_grid;
+        return Err(attn::AttentionError::Grid(len, rows, cols).into());
+    }
+    Ok(cells)
+}
+
+/// Sets the map's values: `values` holds one per cell of every region, in [`cells`]' order.
+fn set_values(out: &mut Explanation, s: &Session, values: Vec<f32>) {
+    let mut rest = values.as_slice();
+    out.regions = s
+        .regions()
+        .iter()
+        .map(|r| {
+            let (mine, tail) = rest.split_at(r.cells().min(rest.len()));
+            rest = tail;
+            RegionMap {
+                kind: r.kind,
+                rect: r.rect,
+                grid: Grid {
+                    rows: r.grid[0],
+                    cols: r.grid[1],
+                    values: mine.to_vec(),
+                },
+            }
+        })
+        .collect();
+    if let Some(first) = out.regions.first() {
+        out.grid = first.grid.clone();
     }
 }
 
@@ -95,41 +133,38 @@ fn attention(
     let mut out = blank(s);
     let upto = text_end(s, tokens);
     let n = tokens.len() as f32;
+    let cells = cells(s)?;
+    let mut values = vec![0f32; cells.len()];
     match layers {
         Layers::Last | Layers::At(_) => {
             let l = if let Layers::At(l) = layers { l } else { last };
-            out.grid = attn::tokens_image_map(s, tokens, l, heads)?;
             for &t in tokens {
-                add_text(
-                    &mut out.text,
-                    s,
-                    &attn::combined_row(s, t, l, heads)?,
-                    upto,
-                    n,
-                );
+                let row = attn::combined_row(s, t, l, heads)?;
+                for (o, &p) in values.iter_mut().zip(&cells) {
+                    *o += row[p] / n;
+                }
+                add_text(&mut out.text, s, &row, upto, n);
             }
             out.layer = Some(l);
             out.title = format!("attention · layer {l} · {}", heads_label(heads));
         }
         Layers::Mean => {
             let count = count.max(1);
-            let mut values = vec![0f32; attn::patch_positions(s)?.len()];
             for &t in tokens {
                 let mut one = vec![0f32; values.len()];
                 for l in 0..count {
-                    let g = attn::image_map(s, t, l, heads)?;
-                    one.iter_mut()
-                        .zip(&g.values)
-                        .for_each(|(o, v)| *o += v / count as f32);
                     let row = attn::combined_row(s, t, l, heads)?;
+                    for (o, &p) in one.iter_mut().zip(&cells) {
+                        *o += row[p] / count as f32;
+                    }
                     add_text(&mut out.text, s, &row, upto, n * count as f32);
                 }
                 values.iter_mut().zip(&one).for_each(|(o, v)| *o += v / n);
             }
-            out.grid.values = values;
             out.title = format!("attention · mean of layers · {}", heads_label(heads));
         }
     }
+    set_values(&mut out, s, values);
     out.head = match heads {
         HeadAgg::Head(h) => Some(h),
         _ => None,
@@ -160,22 +195,23 @@ fn relevancy(
         return Err(CatalogueError::NoRelevancy(t));
     }
     let a = table(s, source).ok_or(CatalogueError::NoTable(source.name()))?;
-    let [rows, cols] = s.manifest.model.image_grid;
-    let span = match source {
-        RelevancySource::Llm => attn::patch_positions(s)?,
-        _ => 0..rows * cols,
+    // The decoder's rows are over positions; the vision tables over every region's cells.
+    let columns = match source {
+        RelevancySource::Llm => cells(s)?,
+        _ => (0..cells(s)?.len()).collect(),
     };
+    let needed = columns.iter().max().map_or(0, |&c| c + 1);
     let width = a.shape.get(1).copied().unwrap_or(0);
-    if a.shape.len() != 2 || span.end > width {
+    if a.shape.len() != 2 || needed > width {
         return Err(CatalogueError::TableWidth {
             name: source.name(),
             width,
-            needed: span.end,
+            needed,
         });
     }
     let mut out = blank(s);
     let n = tokens.len() as f32;
-    let mut values = vec![0.0; rows * cols];
+    let mut values = vec![0.0; columns.len()];
     let upto = text_end(s, tokens);
     for &t in tokens {
         if t >= a.shape[0] {
@@ -185,8 +221,8 @@ fn relevancy(
             RelevancySource::Llm => Cow::Owned(prepare_row(a.row(&[t]), s.query_position(t), norm)),
             _ => Cow::Borrowed(a.row(&[t])),
         };
-        for (o, x) in values.iter_mut().zip(&row[span.clone()]) {
-            *o += x / n;
+        for (o, &c) in values.iter_mut().zip(&columns) {
+            *o += row[c] / n;
         }
         let decoder = s.relevancy_llm.as_ref().filter(|l| t < l.shape[0]);
         if let Some(l) = decoder {
@@ -194,7 +230,7 @@ fn relevancy(
             add_text(&mut out.text, s, &prepared, upto, n);
         }
     }
-    out.grid.values = values;
+    set_values(&mut out, s, values);
     let norm = match source {
         RelevancySource::Llm => format!(" · {}", norm.name()),
         _ => String::new(),
@@ -209,11 +245,12 @@ fn causal_map(
     heads: CausalHeads,
     compute: bool,
 ) -> Result<Explanation, CatalogueError> {
-    let patches = attn::patch_positions(s)?;
+    let cells = cells(s)?;
+    let index: BTreeMap<usize, usize> = cells.iter().enumerate().map(|(i, &p)| (p, i)).collect();
     let image = s.image_range();
     let mut out = blank(s);
     let n = tokens.len() as f32;
-    let mut values = vec![0.0f32; patches.len()];
+    let mut values = vec![0.0f32; cells.len()];
     for &t in tokens {
         let ct: Cow<CausalToken> = match causal::stored_token(s, t) {
             Some(ct) => Cow::Borrowed(ct),
@@ -226,17 +263,23 @@ fn causal_map(
             .filter(|h| !matches!(heads, CausalHeads::Head(x) if x != h.head))
             .collect();
         let one: Vec<f32> = match heads {
-            CausalHeads::Sum => causal::total_image_weights(&ct, (patches.start, patches.len()))
-                .into_iter()
-                .map(|w| w as f32)
-                .collect(),
+            CausalHeads::Sum => {
+                let mut total = vec![0f64; cells.len()];
+                for h in &ct.heads {
+                    for (&p, &w) in &h.image_weights {
+                        if let Some(&i) = index.get(&p) {
+                            total[i] += w;
+                        }
+                    }
+                }
+                total.into_iter().map(|w| w as f32).collect()
+            }
             CausalHeads::Max | CausalHeads::Head(_) => {
-                let mut one = vec![0.0f32; patches.len()];
+                let mut one = vec![0.0f32; cells.len()];
                 for h in &chosen {
                     for (&p, &w) in &h.image_weights {
-                        if patches.contains(&p) {
-                            let v = &mut one[p - patches.start];
-                            *v = v.max(w as f32);
+                        if let Some(&i) = index.get(&p) {
+                            one[i] = one[i].max(w as f32);
                         }
                     }
                 }
@@ -260,7 +303,7 @@ fn causal_map(
             out.causal = Some(ct.into_owned());
         }
     }
-    out.grid.values = values;
+    set_values(&mut out, s, values);
     out.layer = Some(CausalParams::of_session(s).layer);
     out.head = match heads {
         CausalHeads::Head(h) => Some(h),
@@ -276,11 +319,11 @@ fn causal_map(
 }
 
 fn random(s: &Session, seed: u64) -> Result<Explanation, CatalogueError> {
-    // The grid's size is checked against the image span before it sizes the map.
-    let patches = attn::patch_positions(s)?.len();
+    // The regions are checked against the input positions before they size the map.
+    let cells = cells(s)?.len();
     let mut out = blank(s);
     let mut rng = StdRng::seed_from_u64(seed);
-    out.grid.values = (0..patches).map(|_| rng.gen::<f32>()).collect();
+    set_values(&mut out, s, (0..cells).map(|_| rng.gen::<f32>()).collect());
     out.title = format!("random map · seed {seed}");
     Ok(out)
 }

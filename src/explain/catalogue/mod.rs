@@ -1,6 +1,7 @@
 //! The explanation catalogue: every map lvlmscope shows, named by one typed [`MapId`], and the
 //! one function, [`explain`], that turns a session, the explained answer tokens and a map id
-//! into the map over the image grid and the text positions, with its title. The app, `report`,
+//! into the map over the image regions (one grid of cells each, with the rectangle of the
+//! image it covers) and the text positions, with its title. The app, `report`,
 //! `eval` and the faithfulness block all call it, so one id always gives the same numbers
 //! (docs/design.md, "The catalogue").
 //!
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 
 use crate::explain::attention::{AttentionError, Grid};
 use crate::explain::causal::CausalUnavailable;
-use crate::session::{CausalToken, Session};
+use crate::session::{CausalToken, RegionKind, Session};
 
 pub use id::{CausalHeads, Family, Layers, MapId, MapIdError, RelevancySource};
 
@@ -29,8 +30,11 @@ pub struct Explanation {
     pub tokens: Vec<usize>,
     /// What the map is, for titles (`attention · layer 3 · mean of heads · token 0`).
     pub title: String,
-    /// The map over the image patch grid.
+    /// The map over the first image region's grid (the whole image map when the session has
+    /// one region, as LLaVA-1.5 and Qwen2-VL sessions do).
     pub grid: Grid,
+    /// The map over every image region, in input order: cells only, separators excluded.
+    pub regions: Vec<RegionMap>,
     /// Values over text positions (absolute positions outside the image span, up to the last
     /// explained token's query position); empty for maps without a text part.
     pub text: BTreeMap<usize, f32>,
@@ -40,6 +44,42 @@ pub struct Explanation {
     pub head: Option<usize>,
     /// The causal result of the first explained token (causal maps).
     pub causal: Option<CausalToken>,
+}
+
+/// A map over one image region: its rows × cols grid of cell values and the rectangle of the
+/// original image it covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionMap {
+    /// Which view of the image the region is.
+    pub kind: RegionKind,
+    /// `[x0, y0, x1, y1]` of the original image the grid covers.
+    pub rect: [f64; 4],
+    /// The values, one per cell, row-major.
+    pub grid: Grid,
+}
+
+impl RegionMap {
+    /// Width / height of the rectangle the region covers (its true aspect ratio).
+    pub fn aspect(&self) -> f64 {
+        let [x0, y0, x1, y1] = self.rect;
+        let (w, h) = (x1 - x0, y1 - y0);
+        if w > 0.0 && h > 0.0 {
+            w / h
+        } else {
+            1.0
+        }
+    }
+}
+
+impl Explanation {
+    /// Every region's values concatenated in input order (one per cell of the session, the
+    /// order of [`Session::cell_positions`]): what faithfulness and `eval` score.
+    pub fn cells(&self) -> Vec<f32> {
+        self.regions
+            .iter()
+            .flat_map(|r| r.grid.values.iter().copied())
+            .collect()
+    }
 }
 
 /// Why a map cannot be given; each is one sentence.
@@ -201,7 +241,7 @@ pub fn compared_maps(
         compute_causal: false,
     };
     ids.into_iter()
-        .map(|id| explain_with(s, &[t], &id, options).map(|e| (id, e.grid.values)))
+        .map(|id| explain_with(s, &[t], &id, options).map(|e| (id, e.cells())))
         .collect()
 }
 

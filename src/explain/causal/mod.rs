@@ -24,6 +24,7 @@ pub mod pag;
 mod params;
 pub mod pds_tree;
 pub mod pyset;
+mod shown;
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,7 @@ pub use params::{
     CausalParams, CausalUnavailable, ParamStep, MAX_ALPHA, MAX_SEARCH_RADIUS,
 };
 pub use pds_tree::PdsTree;
+pub use shown::{effective_radius, heads_by_importance, set_up_to, shown_head};
 
 /// Why a causal explanation could not be computed.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -4,7 +4,7 @@
 use crate::explain::catalogue::Family;
 use crate::explain::causal::ParamStep;
 
-use super::super::app::Pane;
+use super::super::state::Pane;
 use super::{Action, Keymap};
 
 /// One row of the help: the actions it describes (none: a note), the label of their default

@@ -1,22 +1,63 @@
-//! The numbers behind the panes for the current selection, computed once per change. The image
-//! pane's map comes from the explanation catalogue ([`crate::explain::catalogue::explain`],
-//! docs/design.md, "The catalogue"); this module only gathers what the panes show.
+//! The numbers behind the panes for the current selection, computed once per change from a
+//! [`ViewInput`] the app gathers from its components. The image pane's map comes from the
+//! explanation catalogue ([`crate::explain::catalogue::explain`], docs/design.md, "The
+//! catalogue"); this module only gathers what the panes show.
+
+pub mod causal;
+pub mod faith;
 
 use std::collections::BTreeSet;
 
 use crate::explain::attention::{
-    self as attn, min_max, patch_positions, Grid, HeadAgg, Region, Word,
+    self as attn, min_max, Grid, HeadAgg, Region, TokenAggregates, Word,
 };
-use crate::explain::catalogue::{self, CatalogueError, Explanation, Family};
+use crate::explain::catalogue::{self, CatalogueError, Family};
+use crate::explain::relevancy::views::{self as rel_views, TextRelevancy};
 use crate::session::{Array, CausalToken, Session};
 
-use super::app::{Agg, App, AttnView, Method};
-use super::causal;
-use crate::explain::relevancy::views::TextRelevancy;
+use super::state::{AttnView, Method, Selection};
+use causal::CausalState;
+use faith::{FaithState, FaithView};
+
+/// Most input words listed in the relevancy text bars.
+pub const TOP_WORDS: usize = 12;
+
+/// What the view is computed from: the session and what the components hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewInput<'a> {
+    /// The session.
+    pub session: Option<&'a Session>,
+    /// Its per-token aggregates.
+    pub aggregates: Option<&'a TokenAggregates>,
+    /// Which map is shown.
+    pub sel: &'a Selection,
+    /// The answer tokens the views use: the selection, or the cursor token.
+    pub tokens: &'a [usize],
+    /// The answer token under the cursor.
+    pub cursor: usize,
+    /// At most one answer token is selected (the image map is then that token's map).
+    pub one_token: bool,
+    /// The selected patches, in patch mode.
+    pub patches: Option<&'a BTreeSet<usize>>,
+    /// The selected prompt positions.
+    pub prompt_selected: &'a BTreeSet<usize>,
+    /// The method pane's view under attention.
+    pub attn_view: AttnView,
+    /// The heads × layers grid covers every answer token (else the selection).
+    pub grid_all_tokens: bool,
+    /// Causal parameters and radius.
+    pub causal: &'a CausalState,
+    /// Faithfulness measured so far.
+    pub faith: &'a FaithState,
+}
 
 /// Derived numbers for the panes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct View {
+    /// The answer tokens the views use: the selection, or the cursor token.
+    pub tokens: Vec<usize>,
+    /// The answer token under the cursor.
+    pub cursor: usize,
     /// The map the image pane blends over the image, if the method has one for the selection.
     pub map: Option<Grid>,
     /// What the map is.
@@ -61,25 +102,34 @@ pub struct View {
     /// The shown head's explaining positions reached within `causal_radius`, ascending.
     pub causal_set: Vec<usize>,
     /// Faithfulness of the maps of the first selected token (shown with `f`, or measured).
-    pub faith: Option<super::faithfulness::FaithView>,
+    pub faith: Option<FaithView>,
     /// An error from the attention views, if any.
     pub error: Option<String>,
 }
 
 impl View {
-    /// Computes the view of `app`'s selection.
-    pub fn compute(app: &App) -> View {
-        let mut v = View::default();
-        let Some(s) = &app.session else {
+    /// Computes the view of `input`.
+    pub fn compute(input: &ViewInput) -> View {
+        let mut v = View {
+            tokens: input.tokens.to_vec(),
+            cursor: input.cursor,
+            ..View::default()
+        };
+        let Some(s) = input.session else {
             v.map_missing = Some("no session loaded: press n for a new run".into());
             return v;
         };
-        let tokens = app.selected_tokens();
-        let agg = app.head_agg();
-        let l = app.layer;
-        image_map(&mut v, app, s, &tokens);
-        if app.method == Method::Relevancy {
-            super::relevancy::fill(&mut v, app, s, &tokens);
+        let tokens = input.tokens;
+        let sel = input.sel;
+        let agg = sel.head_agg();
+        let l = sel.layer;
+        image_map(&mut v, input, s);
+        if sel.method == Method::Relevancy {
+            v.rel_text = rel_views::session_text_relevancy(s, tokens[0], sel.rel_norm, TOP_WORDS);
+            v.reliance = rel_views::answer_reliance(s, sel.rel_norm)
+                .into_iter()
+                .map(|r| r.map(|r| r.image_share()))
+                .collect();
         }
         if let Some(m) = &v.map {
             v.range = m.min_max();
@@ -90,72 +140,80 @@ impl View {
                 errors.push(e.to_string());
             }
         };
-        keep(position_values(&mut v, s, &tokens, l, agg));
-        if app.patch_mode && !app.patches.is_empty() {
-            let patches: Vec<usize> = app.patches.iter().copied().collect();
+        keep(position_values(&mut v, s, tokens, l, agg));
+        if let Some(patches) = input.patches.filter(|p| !p.is_empty()) {
+            let patches: Vec<usize> = patches.iter().copied().collect();
             keep(attn::patch_attention(s, &patches, l, agg).map(|x| {
                 v.token_values = Some(x);
                 v.token_values_label = format!("attention to {} patch(es)", patches.len());
             }));
             keep(attn::patch_head_means(s, &patches, l).map(|x| v.patch_heads = x));
-        } else if !app.prompt_selected.is_empty() {
-            let pos: Vec<usize> = app.prompt_selected.iter().copied().collect();
+        } else if !input.prompt_selected.is_empty() {
+            let pos: Vec<usize> = input.prompt_selected.iter().copied().collect();
             keep(attn::position_attention(s, &pos, l, agg).map(|x| {
                 v.token_values = Some(x);
                 v.token_values_label = format!("attention to {} prompt token(s)", pos.len());
             }));
         }
-        if app.method == Method::Attention && app.attn_view == AttnView::Heads {
-            keep(attn::heads_by_image_attention(s, &tokens, l).map(|x| v.heads = x));
+        if sel.method == Method::Attention && input.attn_view == AttnView::Heads {
+            keep(attn::heads_by_image_attention(s, tokens, l).map(|x| v.heads = x));
         }
-        if app.method == Method::Attention && app.attn_view == AttnView::Words {
-            keep(attn::word_attention(s, &tokens, l, agg).map(|x| v.words = x));
+        if sel.method == Method::Attention && input.attn_view == AttnView::Words {
+            keep(attn::word_attention(s, tokens, l, agg).map(|x| v.words = x));
         }
-        if let Some(a) = &app.aggregates {
+        if let Some(a) = input.aggregates {
             let t_len = s.num_output();
             v.share_layer = (0..t_len).map(|t| a.image_share(t, Some(l))).collect();
             v.share_all = (0..t_len).map(|t| a.image_share(t, None)).collect();
-            let scope: Vec<usize> = if app.grid_all_tokens {
+            let scope: Vec<usize> = if input.grid_all_tokens {
                 (0..t_len).collect()
             } else {
-                tokens.clone()
+                tokens.to_vec()
             };
             v.grid_image = Some(a.heads_layers(&scope, Region::Image));
             v.grid_question = Some(a.heads_layers(&scope, Region::Question));
         }
         v.error = errors.into_iter().next();
-        v.faith = super::faithfulness::compute(app, s);
+        v.faith = faith::compute(input, s);
         v
     }
 }
 
 /// The image pane's map: the catalogue's map of the selection under the app's map id (the
 /// causal map explains the first selected token), or the sentence saying what it needs.
-fn image_map(v: &mut View, app: &App, s: &Session, tokens: &[usize]) {
-    let id = app.map_id();
+fn image_map(v: &mut View, input: &ViewInput, s: &Session) {
+    let id = input.sel.map_id(s.manifest.model.text_layers);
     let tokens = match id.family() {
-        Family::Causal => &tokens[..1],
-        _ => tokens,
+        Family::Causal => &input.tokens[..1],
+        _ => input.tokens,
     };
     match catalogue::explain(s, tokens, &id) {
         Ok(e) => match id.family() {
-            Family::Causal => causal_details(v, app, s, e),
+            Family::Causal => causal::details(v, input, s, e),
             _ => {
                 v.map_title = e.title;
                 v.map = Some(e.grid);
             }
         },
-        Err(e) => v.map_missing = Some(missing(app, s, e)),
+        Err(e) => v.map_missing = Some(missing(input, s, e)),
     }
 }
 
+/// The sentence shown where token `t`'s relevancy is missing.
+pub fn relevancy_hint(s: &Session, t: usize) -> String {
+    format!(
+        "no relevancy for token {t} in this session: press r to compute it with the model {}",
+        s.manifest.model.path
+    )
+}
+
 /// The sentence the image pane shows for a map the session cannot give yet.
-fn missing(app: &App, s: &Session, e: CatalogueError) -> String {
+fn missing(input: &ViewInput, s: &Session, e: CatalogueError) -> String {
     match e {
-        CatalogueError::NoRelevancy(t) => super::relevancy::missing_hint(s, t),
+        CatalogueError::NoRelevancy(t) => relevancy_hint(s, t),
         CatalogueError::NoTable(name) => format!("no {name} in this session (m: other source)"),
         CatalogueError::NoCausal(t) => {
-            let hint = if s.attn_full.contains_key(&app.causal_params.layer) {
+            let hint = if s.attn_full.contains_key(&input.causal.params.layer) {
                 "press c to compute it from attn.full"
             } else {
                 "run `lvlmscope run --causal` to compute it"
@@ -185,39 +243,6 @@ fn position_values(
     }
     v.position_values = acc;
     Ok(())
-}
-
-/// The causal pane's details of the token's result: the shown head, the radius, its explaining
-/// set, and the image patches to outline.
-fn causal_details(v: &mut View, app: &App, s: &Session, e: Explanation) {
-    let Some(ct) = e.causal else { return };
-    let max_radius = s
-        .manifest
-        .causal
-        .as_ref()
-        .map_or(app.causal_params.search_radius, |c| c.params.search_radius);
-    let radius = causal::effective_radius(app.causal_radius, max_radius);
-    v.causal_radius = radius;
-    if let Some(h) = causal::shown_head(&ct, app.agg, app.head) {
-        v.causal_head = Some(h.head);
-        v.causal_set = causal::set_up_to(h, radius);
-    }
-    if let Ok(patches) = patch_positions(s) {
-        let heads = ct
-            .heads
-            .iter()
-            .filter(|h| app.agg != Agg::Head || h.head == app.head);
-        for h in heads {
-            for pos in causal::set_up_to(h, radius) {
-                if patches.contains(&pos) {
-                    v.marked.insert(pos - patches.start);
-                }
-            }
-        }
-    }
-    v.map_title = format!("{} · marked: r ≤ {radius}", e.title);
-    v.map = Some(e.grid);
-    v.causal = Some(ct);
 }
 
 /// The (min, max) of values at positions outside the image and past the sink at 0.

@@ -1,88 +1,69 @@
 //! The relevancy view of the method pane: the input words most relevant to the selected answer
 //! token against the image's largest relevancy, and the answer coloured by how much each token
-//! relies on the image versus the text (the image map itself comes from the catalogue); and the
-//! relevancy keys (`r` computes the selected tokens on the job worker, `N` normalisation).
+//! relies on the image versus the text (the numbers come from the view, the image map from the
+//! catalogue); and key `r`, which asks the job worker for the selected tokens' relevancy.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::Frame;
 
-use crate::explain::catalogue::{self, MapId, Need};
-use crate::explain::relevancy::views;
+use crate::explain::catalogue::{self, Need};
 use crate::job::ModelJob;
 use crate::session::Session;
 
-use super::app::App;
-use super::blocks::{bars, display_token, flow, put};
-use super::update::Cmd;
-use super::view::View;
-
-/// Most input words listed in the text bars.
-pub const TOP_WORDS: usize = 12;
+use super::super::blocks::{display_token, flow, put};
+use super::super::component::Ctx;
+use super::super::msg::Effect;
+use super::super::paint::bars;
+use super::super::view::relevancy_hint;
 
 /// The label of the image's bar among the word bars.
 pub const IMAGE_BAR: &str = "image (max)";
 
 /// Asks the job worker for the relevancy of the selected answer tokens the session lacks (what
 /// the catalogue says the map needs).
-pub fn request(app: &mut App) -> Vec<Cmd> {
-    let Some(s) = &app.session else {
-        app.notify("no session loaded", true);
-        return Vec::new();
+pub fn request(ctx: &Ctx, out: &mut Vec<Effect>) {
+    let Some(s) = ctx.session else {
+        out.push(Effect::Notify("no session loaded".into(), true));
+        return;
     };
-    let tokens = app.selected_tokens();
-    let id = MapId::relevancy(app.rel_source, app.rel_norm);
+    let tokens = ctx.view.tokens.clone();
+    let id = catalogue::MapId::relevancy(ctx.sel.rel_source, ctx.sel.rel_norm);
     match catalogue::need(s, &tokens, &id) {
-        Need::Relevancy(todo) => super::jobs::start(app, ModelJob::Relevancy { tokens: todo }),
+        Need::Relevancy(todo) => out.push(Effect::StartJob(ModelJob::Relevancy { tokens: todo })),
         _ => {
             let what = ModelJob::Relevancy { tokens }.describe();
-            app.notify(format!("the session already holds {what}"), false);
-            Vec::new()
+            out.push(Effect::Notify(
+                format!("the session already holds {what}"),
+                false,
+            ));
         }
     }
 }
 
 /// The method pane's title under the relevancy method.
-pub fn title(app: &App) -> String {
+pub fn title(ctx: &Ctx) -> String {
     format!(
         "Relevancy · {} · {} (N)",
-        app.rel_source.name(),
-        app.rel_norm.name()
-    )
-}
-
-/// Fills the relevancy numbers of `v` besides the image map: the text relevancy of the first
-/// selected token, the reliance of every answer token.
-pub fn fill(v: &mut View, app: &App, s: &Session, tokens: &[usize]) {
-    v.rel_text = views::session_text_relevancy(s, tokens[0], app.rel_norm, TOP_WORDS);
-    v.reliance = views::answer_reliance(s, app.rel_norm)
-        .into_iter()
-        .map(|r| r.map(|r| r.image_share()))
-        .collect();
-}
-
-/// The sentence shown where token `t`'s relevancy is missing.
-pub fn missing_hint(s: &Session, t: usize) -> String {
-    format!(
-        "no relevancy for token {t} in this session: press r to compute it with the model {}",
-        s.manifest.model.path
+        ctx.sel.rel_source.name(),
+        ctx.sel.rel_norm.name()
     )
 }
 
 /// Draws the relevancy view into `area` (inside the method pane).
-pub fn draw(f: &mut Frame, app: &App, area: Rect) {
-    let Some(s) = &app.session else { return };
-    let look = &app.look;
+pub fn draw(f: &mut Frame, area: Rect, ctx: &Ctx) {
+    let Some(s) = ctx.session else { return };
+    let look = ctx.look;
     let fg = Style::default().fg(look.color(look.theme.foreground));
     let dim = Style::default().fg(look.color(look.theme.dim));
     let warn = Style::default().fg(look.color(look.theme.warning));
     let accent = Style::default().fg(look.color(look.theme.accent));
-    let t = app.selected_tokens()[0];
+    let t = ctx.token();
     let have = s.manifest.relevancy_tokens.len();
     let total = s.num_output();
-    let (header, style) = match (&app.view.rel_text, &app.job) {
+    let (header, style) = match (&ctx.view.rel_text, ctx.job) {
         (Some(_), _) => {
-            let share = app.view.reliance.get(t).copied().flatten().unwrap_or(0.0);
+            let share = ctx.view.reliance.get(t).copied().flatten().unwrap_or(0.0);
             (
                 format!(
                     "token {t} {:?} · image share {share:.2} · {have}/{total} computed",
@@ -95,13 +76,13 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             format!("computing {}… ({})", job.job.describe(), job.stage),
             fg,
         ),
-        (None, None) => (missing_hint(s, t), warn),
+        (None, None) => (relevancy_hint(s, t), warn),
     };
     put(f.buffer_mut(), area, area.x, area.y, &header, style);
     let body_h = area.height.saturating_sub(1);
-    let reliance_h = reliance_height(app, s, area.width).min(body_h / 2);
+    let reliance_h = reliance_height(ctx, s, area.width).min(body_h / 2);
     let bars_h = body_h - reliance_h;
-    match &app.view.rel_text {
+    match &ctx.view.rel_text {
         _ if bars_h == 0 => {}
         Some(tr) => {
             let mut rows = vec![(IMAGE_BAR.to_string(), tr.image_max, true)];
@@ -112,7 +93,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             );
             bars(
                 f,
-                app,
+                look,
                 Rect::new(area.x, area.y + 1, area.width, bars_h),
                 &rows,
             );
@@ -125,7 +106,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     }
     if reliance_h >= 2 {
         let r = Rect::new(area.x, area.bottom() - reliance_h, area.width, reliance_h);
-        draw_reliance(f, app, s, r);
+        draw_reliance(f, ctx, s, r);
     }
 }
 
@@ -139,8 +120,8 @@ fn chips(s: &Session) -> Vec<String> {
 }
 
 /// Lines the reliance block needs: a label, the flowed answer, the legend.
-fn reliance_height(app: &App, s: &Session, width: u16) -> u16 {
-    if app.view.reliance.iter().all(Option::is_none) {
+fn reliance_height(ctx: &Ctx, s: &Session, width: u16) -> u16 {
+    if ctx.view.reliance.iter().all(Option::is_none) {
         return 0;
     }
     let widths: Vec<usize> = chips(s).iter().map(|c| c.chars().count() + 1).collect();
@@ -152,8 +133,8 @@ fn reliance_height(app: &App, s: &Session, width: u16) -> u16 {
 
 /// The answer, each token coloured by the image share of its relevancy (0 text … 1 image),
 /// with a legend; tokens without relevancy dimmed.
-fn draw_reliance(f: &mut Frame, app: &App, s: &Session, area: Rect) {
-    let look = &app.look;
+fn draw_reliance(f: &mut Frame, ctx: &Ctx, s: &Session, area: Rect) {
+    let look = ctx.look;
     let dim = Style::default().fg(look.color(look.theme.dim));
     let fg = Style::default().fg(look.color(look.theme.foreground));
     let buf = f.buffer_mut();
@@ -168,7 +149,7 @@ fn draw_reliance(f: &mut Frame, app: &App, s: &Session, area: Rect) {
     let texts = chips(s);
     let cells: Vec<String> = texts
         .iter()
-        .zip(&app.view.reliance)
+        .zip(&ctx.view.reliance)
         .map(|(t, r)| match r {
             Some(x) if look.no_color() => format!("{}{t}", crate::style::shade(*x)),
             _ => t.clone(),
@@ -177,12 +158,12 @@ fn draw_reliance(f: &mut Frame, app: &App, s: &Session, area: Rect) {
     let widths: Vec<usize> = cells.iter().map(|c| c.chars().count()).collect();
     let places = flow(&widths, area.width as usize);
     let lines = area.height.saturating_sub(2) as usize;
-    let cursor = app.selected_tokens()[0];
+    let cursor = ctx.token();
     for (t, (text, &(x, line))) in cells.iter().zip(&places).enumerate() {
         if line >= lines {
             break;
         }
-        let mut style = match app.view.reliance.get(t).copied().flatten() {
+        let mut style = match ctx.view.reliance.get(t).copied().flatten() {
             Some(share) => Style::default()
                 .fg(look.map_color(share))
                 .add_modifier(Modifier::BOLD),

@@ -1,8 +1,5 @@
-//! The method pane: under attention, the heads of the layer as small multiples, the image share
-//! per answer token, answer → prompt-word attention, or the per-head means for selected patches;
-//! under relevancy, the text bars and the answer's reliance on the image ([`super::relevancy`]);
-//! under causal, the heads by importance and the explaining tokens. Under every method, the
-//! faithfulness block ([`super::faithfulness`], key `f`) takes the bottom of the pane.
+//! The attention views of the method pane: the heads of the layer as small multiples, the
+//! image share per answer token, and answer → prompt-word attention.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
@@ -11,77 +8,18 @@ use ratatui::Frame;
 use crate::explain::attention::{min_max, Word};
 use crate::style::normalize;
 
-use super::app::{Agg, App, AttnView, Method, Pane};
-use super::blocks::{bar, bars, display_token, half_blocks, pane_block, put, Px};
+use super::super::blocks::{bar, display_token, half_blocks, put, Px};
+use super::super::component::Ctx;
+use super::super::paint::bars;
+use super::super::state::Agg;
 
-/// Draws the method pane into `area`.
-pub fn draw(f: &mut Frame, app: &App, area: Rect) {
-    let title = match app.method {
-        Method::Attention if app.patch_mode && !app.patches.is_empty() => {
-            format!(
-                "Attention · per-head attention to the patches · layer {}",
-                app.layer
-            )
-        }
-        Method::Attention => match app.attn_view {
-            AttnView::Heads => format!(
-                "Attention · heads of layer {} by mean image attention (own scales)",
-                app.layer
-            ),
-            AttnView::Share => "Attention · share given to the image (layer │ all)".into(),
-            AttnView::Words => format!("Attention · answer → prompt words · layer {}", app.layer),
-        },
-        Method::Relevancy => super::relevancy::title(app),
-        Method::Causal => super::causal::title(app),
-        Method::Random => "Random baseline".into(),
-    };
-    let block = pane_block(app, Pane::Method, title);
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    if inner.width < 8 || inner.height < 2 {
-        return;
-    }
-    if app.session.is_none() {
-        return;
-    }
-    let faith_h = super::faithfulness::height(app).min(inner.height.saturating_sub(3));
-    let inner = if faith_h >= 2 {
-        let top = inner.height - faith_h;
-        let block = Rect::new(inner.x, inner.y + top, inner.width, faith_h);
-        super::faithfulness::draw(f, app, block);
-        Rect::new(inner.x, inner.y, inner.width, top)
-    } else {
-        inner
-    };
-    match app.method {
-        Method::Attention if app.patch_mode && !app.patches.is_empty() => {
-            let rows: Vec<(String, f32, bool)> = app
-                .view
-                .patch_heads
-                .iter()
-                .enumerate()
-                .map(|(h, v)| (format!("h{h}"), *v, app.agg == Agg::Head && h == app.head))
-                .collect();
-            bars(f, app, inner, &rows);
-        }
-        Method::Attention => match app.attn_view {
-            AttnView::Heads => small_multiples(f, app, inner),
-            AttnView::Share => share(f, app, inner),
-            AttnView::Words => words(f, app, inner, &app.view.words),
-        },
-        Method::Relevancy => super::relevancy::draw(f, app, inner),
-        Method::Causal => super::causal::draw(f, app, inner),
-        Method::Random => {}
-    }
-}
-
-fn small_multiples(f: &mut Frame, app: &App, area: Rect) {
-    let heads = &app.view.heads;
-    let [rows, cols] = app.grid();
+pub(super) fn small_multiples(f: &mut Frame, ctx: &Ctx, area: Rect) {
+    let heads = &ctx.view.heads;
+    let [rows, cols] = ctx.grid();
     if heads.is_empty() || rows * cols == 0 {
         return;
     }
-    let look = &app.look;
+    let look = ctx.look;
     // The largest tile width (in cells) that fits every head, else the smallest one.
     let fits = |tw: usize| {
         let per_row = (area.width as usize + 1) / (tw + 1);
@@ -112,7 +50,7 @@ fn small_multiples(f: &mut Frame, app: &App, area: Rect) {
                 level,
             }
         });
-        let current = app.agg == Agg::Head && *h == app.head;
+        let current = ctx.sel.agg == Agg::Head && *h == ctx.sel.head;
         let style = if current {
             fg.add_modifier(Modifier::REVERSED)
         } else {
@@ -142,15 +80,16 @@ fn pool_max(g: &crate::explain::attention::Grid, w: usize, h: usize) -> Vec<f32>
     out
 }
 
-fn share(f: &mut Frame, app: &App, area: Rect) {
-    let Some(s) = &app.session else { return };
-    let look = &app.look;
-    let v = &app.view;
+pub(super) fn share(f: &mut Frame, ctx: &Ctx, area: Rect) {
+    let Some(s) = ctx.session else { return };
+    let look = ctx.look;
+    let v = ctx.view;
     let fg = Style::default().fg(look.color(look.theme.foreground));
     let label_w = 12usize;
     let bar_w = ((area.width as usize).saturating_sub(label_w + 16) / 2).max(1);
     let height = area.height as usize;
-    let scroll = app.token.saturating_sub(height.saturating_sub(1));
+    let token = ctx.view.cursor;
+    let scroll = token.saturating_sub(height.saturating_sub(1));
     let buf = f.buffer_mut();
     for (row, t) in (scroll..s.num_output()).take(height).enumerate() {
         let y = area.y + row as u16;
@@ -158,7 +97,7 @@ fn share(f: &mut Frame, app: &App, area: Rect) {
             .chars()
             .take(label_w - 4)
             .collect();
-        let style = if t == app.token {
+        let style = if t == token {
             fg.add_modifier(Modifier::REVERSED)
         } else {
             fg
@@ -189,9 +128,9 @@ fn share(f: &mut Frame, app: &App, area: Rect) {
     }
 }
 
-fn words(f: &mut Frame, app: &App, area: Rect, words: &[(Word, f32)]) {
+pub(super) fn words(f: &mut Frame, ctx: &Ctx, area: Rect, words: &[(Word, f32)]) {
     if words.is_empty() {
-        let dim = Style::default().fg(app.look.color(app.look.theme.dim));
+        let dim = Style::default().fg(ctx.look.color(ctx.look.theme.dim));
         put(
             f.buffer_mut(),
             area,
@@ -208,5 +147,5 @@ fn words(f: &mut Frame, app: &App, area: Rect, words: &[(Word, f32)]) {
         .iter()
         .map(|(w, v)| (w.text.clone(), *v, max > 0.0 && *v == max))
         .collect();
-    bars(f, app, area, &rows);
+    bars(f, ctx.look, area, &rows);
 }

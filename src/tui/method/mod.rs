@@ -1,0 +1,204 @@
+//! The method pane: under attention, the heads of the layer as small multiples, the image share
+//! per answer token, answer → prompt-word attention, or the per-head means for selected patches
+//! ([`attention`]); under relevancy, the text bars and the answer's reliance on the image
+//! ([`relevancy`]); under causal, the heads by importance and the explaining tokens
+//! ([`causal`]). Under every method, the faithfulness block ([`faithfulness`], key `f`) takes
+//! the bottom of the pane. A component owning the attention view, the causal parameters and
+//! the faithfulness measured so far.
+
+mod attention;
+pub mod causal;
+pub mod faithfulness;
+pub mod relevancy;
+
+use ratatui::layout::Rect;
+use ratatui::Frame;
+
+use crate::job::ModelJob;
+use crate::session::Session;
+
+use super::component::{Component, Ctx, Handled};
+use super::keymap::Action;
+use super::msg::Effect;
+use super::paint::bars;
+use super::state::{clamp_step, Agg, AttnView, Method, Pane};
+use super::view::causal::CausalState;
+use super::view::faith::FaithState;
+use super::view::View;
+
+/// The method pane's own state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodPane {
+    attn_view: AttnView,
+    causal: CausalState,
+    faith: FaithState,
+}
+
+impl Default for MethodPane {
+    fn default() -> Self {
+        Self {
+            attn_view: AttnView::Heads,
+            causal: CausalState::default(),
+            faith: FaithState::default(),
+        }
+    }
+}
+
+impl MethodPane {
+    /// What the pane shows under the attention method (key `v`).
+    pub fn attn_view(&self) -> AttnView {
+        self.attn_view
+    }
+
+    /// The causal parameters, the shown radius and the cached tree.
+    pub fn causal(&self) -> &CausalState {
+        &self.causal
+    }
+
+    /// Faithfulness measured for this session (key `f`).
+    pub fn faith(&self) -> &FaithState {
+        &self.faith
+    }
+
+    /// Faithfulness, to store what a model job measured or why it stopped.
+    pub fn faith_mut(&mut self) -> &mut FaithState {
+        &mut self.faith
+    }
+
+    /// The pane for a newly opened session: its causal parameters, nothing measured.
+    pub fn open_session(&mut self, s: &Session) {
+        self.causal = CausalState::for_session(s);
+        self.faith = self.faith.for_new_session();
+    }
+
+    /// Recomputes the cached causal tree for the new `view` (after every change).
+    pub fn refresh(&mut self, s: Option<&Session>, view: &View) {
+        self.causal.refresh_tree(s, view);
+    }
+
+    /// The faithfulness job the current token needs, while the block is shown and no job runs.
+    pub fn missing_faith_job(&self, ctx: &Ctx) -> Option<ModelJob> {
+        faithfulness::missing_job(&self.faith, ctx)
+    }
+
+    /// Arrows over the small multiples: the next head in the order they are shown.
+    fn walk_heads(&self, step: isize, ctx: &Ctx, out: &mut Vec<Effect>) {
+        let order: Vec<usize> = ctx.view.heads.iter().map(|h| h.0).collect();
+        if order.is_empty() {
+            return;
+        }
+        let next = match order.iter().position(|&h| h == ctx.sel.head) {
+            Some(i) => clamp_step(i, step, order.len()),
+            None => 0,
+        };
+        out.push(Effect::Select(ctx.sel.with_head(order[next])));
+    }
+}
+
+impl Component for MethodPane {
+    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        draw(self, f, area, ctx);
+    }
+
+    fn handle(&mut self, action: Action, ctx: &Ctx, out: &mut Vec<Effect>) -> Handled {
+        let focused = ctx.focus == Pane::Method;
+        match action {
+            Action::AttentionView => self.attn_view = self.attn_view.next(),
+            Action::Left | Action::Up if focused => self.walk_heads(-1, ctx, out),
+            Action::Right | Action::Down if focused => self.walk_heads(1, ctx, out),
+            Action::Select if focused => {
+                if self.attn_view == AttnView::Heads && !ctx.view.heads.is_empty() {
+                    let mut sel = *ctx.sel;
+                    sel.agg = if sel.agg == Agg::Head {
+                        Agg::Mean
+                    } else {
+                        Agg::Head
+                    };
+                    out.push(Effect::Select(sel));
+                }
+            }
+            Action::ComputeCausal => causal::request(&self.causal, ctx, out),
+            Action::RadiusDown | Action::RadiusUp => {
+                causal::step_radius(&mut self.causal, action, ctx)
+            }
+            Action::Causal(step) => causal::step_params(&mut self.causal, step, ctx, out),
+            Action::ComputeRelevancy => relevancy::request(ctx, out),
+            Action::Faithfulness => faithfulness::toggle(&mut self.faith, ctx, out),
+            _ => return Handled::No,
+        }
+        Handled::Yes
+    }
+
+    fn commands(&self, ctx: &Ctx) -> Vec<Action> {
+        let mut out = vec![Action::AttentionView, Action::Faithfulness];
+        if ctx.focus == Pane::Method {
+            out.extend([Action::Up, Action::Down, Action::Select]);
+        }
+        out.extend(
+            Action::ALL
+                .into_iter()
+                .filter(|a| a.scope() == Some(ctx.sel.method)),
+        );
+        out
+    }
+}
+
+/// Draws the method pane into `area`.
+fn draw(pane: &MethodPane, f: &mut Frame, area: Rect, ctx: &Ctx) {
+    let sel = ctx.sel;
+    let patches = ctx.patch_mode && !ctx.patches.is_empty();
+    let title = match sel.method {
+        Method::Attention if patches => {
+            format!(
+                "Attention · per-head attention to the patches · layer {}",
+                sel.layer
+            )
+        }
+        Method::Attention => match pane.attn_view {
+            AttnView::Heads => format!(
+                "Attention · heads of layer {} by mean image attention (own scales)",
+                sel.layer
+            ),
+            AttnView::Share => "Attention · share given to the image (layer │ all)".into(),
+            AttnView::Words => format!("Attention · answer → prompt words · layer {}", sel.layer),
+        },
+        Method::Relevancy => relevancy::title(ctx),
+        Method::Causal => causal::title(&pane.causal, ctx),
+        Method::Random => "Random baseline".into(),
+    };
+    let block = ctx.frame(Pane::Method, title);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if inner.width < 8 || inner.height < 2 || ctx.session.is_none() {
+        return;
+    }
+    let faith_h = faithfulness::height(&pane.faith, ctx).min(inner.height.saturating_sub(3));
+    let inner = if faith_h >= 2 {
+        let top = inner.height - faith_h;
+        let block = Rect::new(inner.x, inner.y + top, inner.width, faith_h);
+        faithfulness::draw(&pane.faith, f, block, ctx);
+        Rect::new(inner.x, inner.y, inner.width, top)
+    } else {
+        inner
+    };
+    match sel.method {
+        Method::Attention if patches => {
+            let rows: Vec<(String, f32, bool)> = ctx
+                .view
+                .patch_heads
+                .iter()
+                .enumerate()
+                .map(|(h, v)| (format!("h{h}"), *v, sel.agg == Agg::Head && h == sel.head))
+                .collect();
+            bars(f, ctx.look, inner, &rows);
+        }
+        Method::Attention => match pane.attn_view {
+            AttnView::Heads => attention::small_multiples(f, ctx, inner),
+            AttnView::Share => attention::share(f, ctx, inner),
+            AttnView::Words => attention::words(f, ctx, inner, &ctx.view.words),
+        },
+        Method::Relevancy => relevancy::draw(f, inner, ctx),
+        Method::Causal => causal::draw(&pane.causal, f, inner, ctx),
+        Method::Random => {}
+    }
+}

@@ -1,0 +1,229 @@
+//! The app's shared model types: the panes, which map is shown ([`Selection`]), notices, and
+//! the work in progress (a live run, a model job). Components read these instead of the app,
+//! so nothing below the app imports it (docs/design.md, "The app").
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::explain::attention::HeadAgg;
+use crate::explain::catalogue::{CausalHeads, MapId};
+use crate::explain::relevancy::views::Normalization;
+use crate::job::ModelJob;
+use crate::session::Session;
+
+/// The explanation method shown (keys 1–3): the catalogue's family of maps.
+pub use crate::explain::catalogue::Family as Method;
+/// Which relevancy map the image pane shows (key `m` under the relevancy method).
+pub use crate::explain::catalogue::RelevancySource as RelSource;
+
+/// The panes that take the keyboard, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    /// The answer tokens.
+    Answer,
+    /// The prompt tokens.
+    Prompt,
+    /// The image and its map.
+    Image,
+    /// The method pane (small multiples, bars, causal heads).
+    Method,
+    /// The heads × layers grid.
+    Grid,
+}
+
+impl Pane {
+    /// Tab order.
+    pub const ORDER: [Pane; 5] = [
+        Pane::Answer,
+        Pane::Prompt,
+        Pane::Image,
+        Pane::Method,
+        Pane::Grid,
+    ];
+
+    /// The pane after (`step` = 1) or before (`step` = −1) this one.
+    pub fn cycle(self, step: isize) -> Pane {
+        let i = Self::ORDER.iter().position(|&p| p == self).unwrap_or(0) as isize;
+        let n = Self::ORDER.len() as isize;
+        Self::ORDER[((i + step).rem_euclid(n)) as usize]
+    }
+
+    /// The pane's title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Pane::Answer => "Answer",
+            Pane::Prompt => "Prompt",
+            Pane::Image => "Image",
+            Pane::Method => "Method",
+            Pane::Grid => "Heads × layers",
+        }
+    }
+}
+
+/// How heads are combined (key `m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    /// The current head only.
+    Head,
+    /// Mean over heads.
+    Mean,
+    /// Maximum over heads.
+    Max,
+}
+
+impl Agg {
+    /// The next mode.
+    pub fn next(self) -> Agg {
+        match self {
+            Agg::Head => Agg::Mean,
+            Agg::Mean => Agg::Max,
+            Agg::Max => Agg::Head,
+        }
+    }
+}
+
+/// What the method pane shows under the attention method (key `v`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnView {
+    /// All heads of the layer as small multiples, sorted by mean image attention.
+    Heads,
+    /// The share of attention each answer token gives to the image.
+    Share,
+    /// Answer → prompt-word attention.
+    Words,
+}
+
+impl AttnView {
+    /// The next view.
+    pub fn next(self) -> AttnView {
+        match self {
+            AttnView::Heads => AttnView::Share,
+            AttnView::Share => AttnView::Words,
+            AttnView::Words => AttnView::Heads,
+        }
+    }
+}
+
+/// Which map the image pane shows: the method and the layer/head coordinates every pane
+/// shares (the header, the grid, the small multiples, the causal heads).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Selection {
+    /// The method shown.
+    pub method: Method,
+    /// Decoder layer.
+    pub layer: usize,
+    /// Head (used when `agg` is [`Agg::Head`]).
+    pub head: usize,
+    /// Head aggregation.
+    pub agg: Agg,
+    /// Relevancy source.
+    pub rel_source: RelSource,
+    /// How relevancy rows are normalised for the text bars and the decoder map (key `N`).
+    pub rel_norm: Normalization,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Self {
+            method: Method::Attention,
+            layer: 0,
+            head: 0,
+            agg: Agg::Mean,
+            rel_source: RelSource::Combined,
+            rel_norm: Normalization::default(),
+        }
+    }
+}
+
+impl Selection {
+    /// The same selection showing head `head` alone.
+    pub fn with_head(self, head: usize) -> Self {
+        Self {
+            head,
+            agg: Agg::Head,
+            ..self
+        }
+    }
+
+    /// The head aggregation as the explain layer spells it.
+    pub fn head_agg(&self) -> HeadAgg {
+        match self.agg {
+            Agg::Head => HeadAgg::Head(self.head),
+            Agg::Mean => HeadAgg::Mean,
+            Agg::Max => HeadAgg::Max,
+        }
+    }
+
+    /// The raw-attention map of the current layer and heads, in a model of `layers` layers.
+    pub fn attention_id(&self, layers: usize) -> MapId {
+        MapId::attention(self.layer, layers, self.head_agg())
+    }
+
+    /// The catalogue id of the map the image pane shows, in a model of `layers` layers.
+    pub fn map_id(&self, layers: usize) -> MapId {
+        match self.method {
+            Method::Attention => self.attention_id(layers),
+            Method::Relevancy => MapId::relevancy(self.rel_source, self.rel_norm),
+            Method::Causal => MapId::Causal(match self.agg {
+                Agg::Mean => CausalHeads::Sum,
+                Agg::Max => CausalHeads::Max,
+                Agg::Head => CausalHeads::Head(self.head),
+            }),
+            Method::Random => MapId::Random,
+        }
+    }
+}
+
+/// A line for the status bar: information or an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The text.
+    pub text: String,
+    /// Whether it reports a failure.
+    pub error: bool,
+}
+
+/// A model job (relevancy, faithfulness) running on the job worker.
+#[derive(Debug, Clone)]
+pub struct PendingJob {
+    /// Its id, echoed by the worker's messages.
+    pub id: u64,
+    /// What it computes.
+    pub job: ModelJob,
+    /// The current stage ("loading model …", "relevancy of token 3", "faithfulness of token 3").
+    pub stage: String,
+    /// Fraction of the stage done.
+    pub fraction: f64,
+    /// Set to cancel it.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// A live run: its progress and the tokens streamed so far.
+#[derive(Debug, Default, Clone)]
+pub struct RunState {
+    /// A run is in progress.
+    pub active: bool,
+    /// The current stage.
+    pub stage: String,
+    /// Fraction of the stage done.
+    pub fraction: f64,
+    /// Tokens streamed so far.
+    pub tokens: Vec<String>,
+    /// Set to cancel the run.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// `v` moved by `step` within `0..n` (0 when `n` is 0).
+pub fn clamp_step(v: usize, step: isize, n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (v as isize + step).clamp(0, n as isize - 1) as usize
+    }
+}
+
+/// Input positions of the prompt that are not image features.
+pub fn prompt_positions(s: &Session) -> Vec<usize> {
+    let image = s.image_range();
+    (0..s.num_input()).filter(|p| !image.contains(p)).collect()
+}

@@ -1,0 +1,44 @@
+//! Keys `s` and `e`: saving the session and exporting the map as a PNG (the work runs on the
+//! runtime's threads).
+
+use std::path::PathBuf;
+
+use super::super::app::{Agg, App};
+use super::Cmd;
+
+/// Key `s`: saves the session where it came from, or to a new file named by the time.
+pub(super) fn save(app: &mut App) -> Vec<Cmd> {
+    if app.session.is_none() {
+        app.notify("nothing to save: no session is loaded", true);
+        return Vec::new();
+    }
+    let path = app.session_path.clone().unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("lvlmscope-{secs}.safetensors"))
+    });
+    app.notify(format!("saving to {}…", path.display()), false);
+    vec![Cmd::Save(path)]
+}
+
+/// Key `e`: writes the map shown over the image, named by method, token, layer and heads.
+pub(super) fn export(app: &mut App) -> Vec<Cmd> {
+    if app.view.map.is_none() {
+        app.notify("no map to export for this selection", true);
+        return Vec::new();
+    }
+    let tokens = app.selected_tokens();
+    let what = match app.sel.agg {
+        Agg::Head => format!("h{}", app.sel.head),
+        Agg::Mean => "mean".into(),
+        Agg::Max => "max".into(),
+    };
+    let name = format!(
+        "lvlmscope-{}-t{}-l{}-{what}.png",
+        app.sel.method.name(),
+        tokens.first().copied().unwrap_or(0),
+        app.sel.layer
+    );
+    vec![Cmd::Export(PathBuf::from(name))]
+}

@@ -1,0 +1,201 @@
+//! `update`, the one place state changes: messages in, commands out. Keys become actions
+//! through the keymap; an action goes to the app's own handlers (focus, method, layer and
+//! heads, saving) or to the components, which answer with [`Effect`]s the app applies. Split by
+//! concern: actions here, the image pane and the mouse in [`nav`], saving and exporting in
+//! [`files`], what the workers send back in [`results`].
+
+mod files;
+mod nav;
+mod results;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::layout::Rect;
+
+use crate::session::Session;
+
+use super::app::{ctx, App, Method};
+use super::component::{Component, Handled};
+use super::keymap::Action;
+use super::msg::RunEvent;
+pub use super::msg::{Cmd, Effect, Msg};
+use super::state::clamp_step;
+
+/// Applies `msg` to `app`; returns the work to start.
+pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
+    let mut cmds = match msg {
+        Msg::Key(k) if k.kind != KeyEventKind::Release => key(app, k),
+        Msg::Key(_) => Vec::new(),
+        Msg::Resize(w, h) => {
+            app.screen = Rect::new(0, 0, w, h);
+            Vec::new()
+        }
+        Msg::Mouse(m) => {
+            nav::mouse(app, m);
+            Vec::new()
+        }
+        Msg::Interrupt => quit(app),
+        other => {
+            results::apply(app, other);
+            Vec::new()
+        }
+    };
+    app.refresh();
+    if app.quit {
+        return cmds;
+    }
+    if let Some(job) = app.method.missing_faith_job(&app.ctx()) {
+        cmds.extend(super::jobs::begin(app, job));
+    }
+    cmds
+}
+
+fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
+    if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
+        return quit(app);
+    }
+    if app.form.is_open() {
+        let effects = app.form.key(k, app.run.active);
+        return apply(app, effects);
+    }
+    let action = app.keymap.action(app.sel.method, &k);
+    if app.help.open {
+        // Any key closes the overlay, bound or not.
+        app.help
+            .handle(action.unwrap_or(Action::Help), &ctx!(app), &mut Vec::new());
+        return Vec::new();
+    }
+    match action {
+        Some(action) => act(app, action),
+        None => Vec::new(),
+    }
+}
+
+/// Does what `action` says (the keymap turned a key into it): the app's own actions first,
+/// then the components', the focused pane's first.
+fn act(app: &mut App, action: Action) -> Vec<Cmd> {
+    let (layers, heads) = app.layers_heads();
+    let sel = &mut app.sel;
+    match action {
+        Action::Quit => return quit(app),
+        Action::Cancel => return cancel(app),
+        Action::NextPane => app.focus = app.focus.cycle(1),
+        Action::PrevPane => app.focus = app.focus.cycle(-1),
+        Action::ShowAttention => sel.method = Method::Attention,
+        Action::ShowRelevancy => return show_method(app, Method::Relevancy),
+        Action::ShowCausal => return show_method(app, Method::Causal),
+        Action::LayerPrev => sel.layer = clamp_step(sel.layer, -1, layers),
+        Action::LayerNext => sel.layer = clamp_step(sel.layer, 1, layers),
+        Action::HeadPrev => *sel = sel.with_head(clamp_step(sel.head, -1, heads)),
+        Action::HeadNext => *sel = sel.with_head(clamp_step(sel.head, 1, heads)),
+        Action::RelevancySource => sel.rel_source = sel.rel_source.next(),
+        Action::Normalisation => sel.rel_norm = sel.rel_norm.toggle(),
+        Action::Heads => sel.agg = sel.agg.next(),
+        Action::ColorMap => app.look.colormap = app.look.colormap.next(),
+        Action::ClearSelection => {
+            app.answer.clear_selection();
+            app.prompt.clear_selection();
+            app.patches.clear();
+        }
+        Action::Save => return files::save(app),
+        Action::Export => return files::export(app),
+        _ if nav::image_action(app, action) => {}
+        _ => return to_components(app, action),
+    }
+    Vec::new()
+}
+
+/// Offers `action` to the components in turn until one takes it (a pane takes arrows and space
+/// only while focused); applies what it asked for.
+fn to_components(app: &mut App, action: Action) -> Vec<Cmd> {
+    let mut effects = Vec::new();
+    let ctx = ctx!(app);
+    let components: [&mut dyn Component; 7] = [
+        &mut app.help,
+        &mut app.answer,
+        &mut app.prompt,
+        &mut app.method,
+        &mut app.grid,
+        &mut app.form,
+        &mut app.status,
+    ];
+    for c in components {
+        if c.handle(action, &ctx, &mut effects) == Handled::Yes {
+            break;
+        }
+    }
+    apply(app, effects)
+}
+
+/// Applies what components asked for; returns the commands among it.
+fn apply(app: &mut App, effects: Vec<Effect>) -> Vec<Cmd> {
+    let mut cmds = Vec::new();
+    for e in effects {
+        match e {
+            Effect::Notify(text, error) => app.notify(text, error),
+            Effect::Select(sel) => app.sel = sel,
+            Effect::Focus(p) => app.focus = p,
+            Effect::StartJob(job) => cmds.extend(super::jobs::start(app, job)),
+            Effect::StartRun(req) => {
+                app.run = super::state::RunState {
+                    active: true,
+                    stage: "starting".into(),
+                    ..Default::default()
+                };
+                cmds.push(Cmd::StartRun(req));
+            }
+            Effect::Cmd(c) => cmds.push(c),
+        }
+    }
+    cmds
+}
+
+/// Esc: cancels the live run, else the model job, else leaves patch mode, else goes to the
+/// components (the status line dismisses its notice).
+fn cancel(app: &mut App) -> Vec<Cmd> {
+    if let Some(c) = &app.run.cancel {
+        c.store(true, std::sync::atomic::Ordering::SeqCst);
+        app.notify("cancelling the run…", false);
+    } else if app.job.is_some() {
+        super::jobs::cancel(app);
+    } else if app.patch_mode {
+        app.patch_mode = false;
+    } else {
+        return to_components(app, Action::Cancel);
+    }
+    Vec::new()
+}
+
+/// Whether `s` was made by the embedded demo model, whose relevancy and causal results take
+/// under 0.1 s (its folder is `demo-<content hash>`, see [`crate::demo::demo_model_dir`]).
+fn is_demo(s: &Session) -> bool {
+    let folder = format!("demo-{}", crate::demo::demo_model_hash());
+    std::path::Path::new(&s.manifest.model.path)
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy() == folder)
+}
+
+/// Shows `method`; on the embedded demo, whose results are cheap, asks for the selection's
+/// missing relevancy or causal result at once instead of waiting for a key.
+fn show_method(app: &mut App, method: Method) -> Vec<Cmd> {
+    app.sel.method = method;
+    app.refresh();
+    if !app.session.as_ref().is_some_and(is_demo) || app.view.map.is_some() {
+        return Vec::new();
+    }
+    match method {
+        Method::Relevancy if app.job.is_none() => to_components(app, Action::ComputeRelevancy),
+        Method::Causal => to_components(app, Action::ComputeCausal),
+        _ => Vec::new(),
+    }
+}
+
+fn quit(app: &mut App) -> Vec<Cmd> {
+    if let Some(c) = &app.run.cancel {
+        c.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    if let Some(job) = &app.job {
+        job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    app.quit = true;
+    Vec::new()
+}

@@ -104,3 +104,38 @@ fn qwen_huge_min_pixels_flag_is_refused() {
     ];
     assert_clear_failure(run(&model, out.path(), &huge), "lower --min-pixels");
 }
+
+/// A session of the LLaVA fixture with attention, relevancy and causal maps, saved into `out`.
+fn llava_session(out: &Path) -> PathBuf {
+    let model = fixtures().join("tiny-llava-full");
+    let (code, stderr) = run(&model, out, &["--relevancy"]);
+    assert_eq!(code, 0, "{stderr}");
+    out.join("s.session")
+}
+
+#[test]
+fn knockout_huge_patch_range_is_refused_without_allocating_it() {
+    let out = tempfile::tempdir().unwrap();
+    let session = llava_session(out.path());
+    let session = session.to_str().unwrap();
+    let args = [
+        "knockout",
+        session,
+        "--block",
+        "patches:0-4000000000",
+        "--layers",
+        "0",
+    ];
+    assert_clear_failure(lvlmscope(&args), "patch 4000000000 does not exist");
+    let args = [
+        "knockout",
+        session,
+        "--block",
+        "patches:2-5",
+        "--layers",
+        "0",
+        "--json",
+    ];
+    let (code, stderr) = lvlmscope(&args);
+    assert_eq!(code, 0, "{stderr}");
+}

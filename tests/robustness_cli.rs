@@ -139,3 +139,41 @@ fn knockout_huge_patch_range_is_refused_without_allocating_it() {
     let (code, stderr) = lvlmscope(&args);
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn qwen_truncated_weights_are_named_truncated() {
+    for name in ["tiny-qwen2-vl", "tiny-qwen2_5-vl"] {
+        let model = model_copy(name);
+        let weights = model.path().join("model.safetensors");
+        let len = std::fs::metadata(&weights).unwrap().len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&weights)
+            .unwrap();
+        file.set_len(len / 2).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        assert_clear_failure(run(model.path(), out.path(), &[]), "is truncated");
+    }
+}
+
+#[test]
+fn qwen_absurd_max_new_tokens_blames_the_tokens_not_the_image() {
+    let out = tempfile::tempdir().unwrap();
+    let model = fixtures().join("tiny-qwen2-vl");
+    let image = fixtures().join("image.png");
+    let save = out.path().join("s.session");
+    let args = [
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        "What is this?",
+        "--save",
+        save.to_str().unwrap(),
+        "--max-new-tokens",
+        "1000000000",
+    ];
+    assert_clear_failure(lvlmscope(&args), "lower --max-new-tokens");
+}

@@ -42,7 +42,7 @@ impl std::fmt::Display for KeyBlock {
 
 /// More patches than any image grid holds: a range reaching past this cannot be valid, so only
 /// its end is kept (the grid check then names it) instead of billions of indices.
-const MAX_PATCHES: usize = 1 << 24;
+const MAX_PATCHES: usize = 1 << 20;
 
 fn parse_patches(list: &str) -> Option<Vec<usize>> {
     let mut out = Vec::new();

@@ -14,6 +14,7 @@
 
 pub mod mrope;
 pub mod vision;
+mod windows;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;

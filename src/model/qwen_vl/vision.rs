@@ -19,6 +19,8 @@ use crate::model::ops::{linear_backward, Activation};
 use crate::model::tape::{AttnSaved, MlpSaved, NormSaved, NormSlot, Site, Tape};
 use crate::processing::qwen_vl::patch_positions;
 
+use super::windows::WindowGroups;
+
 const EPS: f64 = 1e-6;
 const ROPE_THETA: f32 = 10000.0;
 
@@ -124,7 +126,7 @@ pub(crate) struct BlockSaved<'s> {
 
 /// One vision block.
 #[derive(Debug, Clone)]
-struct Block {
+pub(super) struct Block {
     norm1: Norm,
     attn: Attention,
     norm2: Norm,
@@ -175,7 +177,12 @@ impl Block {
         })
     }
 
-    fn forward(&self, xs: &Tensor, inputs: &AttnInputs, tape: &mut dyn Tape) -> Result<Tensor> {
+    pub(super) fn forward(
+        &self,
+        xs: &Tensor,
+        inputs: &AttnInputs,
+        tape: &mut dyn Tape,
+    ) -> Result<Tensor> {
         let h = self
             .norm1
             .forward_taped(xs, tape, self.site, NormSlot::Attention)?;
@@ -438,81 +445,5 @@ impl QwenVision {
             features,
             last_hidden,
         })
-    }
-}
-
-/// The patches of each window, windows of equal size batched together, so that a windowed
-/// block whose attention no tape observes runs window by window: the same block forward over
-/// `[windows, size, embed]` instead of one `[P, P]` product with a mask. Norms and MLPs act
-/// per patch, so only the attention's arrangement changes, and keys outside a window get
-/// weight exactly zero either way.
-struct WindowGroups {
-    /// Per window size: the patch indices (processor order), window after window.
-    groups: Vec<(usize, Tensor)>,
-    /// Where each patch of the processor order sits in the grouped order.
-    inverse: Tensor,
-}
-
-impl WindowGroups {
-    fn new(windows: &[(usize, usize)], device: &Device) -> Result<Self> {
-        let mut by_window: std::collections::BTreeMap<(usize, usize), Vec<u32>> =
-            std::collections::BTreeMap::new();
-        for (p, w) in windows.iter().enumerate() {
-            by_window.entry(*w).or_default().push(p as u32);
-        }
-        let mut by_size: std::collections::BTreeMap<usize, Vec<u32>> =
-            std::collections::BTreeMap::new();
-        for patches in by_window.into_values() {
-            by_size.entry(patches.len()).or_default().extend(patches);
-        }
-        let mut inverse = vec![0u32; windows.len()];
-        let mut at = 0u32;
-        let mut groups = Vec::with_capacity(by_size.len());
-        for (size, patches) in by_size {
-            for &p in &patches {
-                inverse[p as usize] = at;
-                at += 1;
-            }
-            groups.push((size, Tensor::new(patches.as_slice(), device)?));
-        }
-        Ok(Self {
-            groups,
-            inverse: Tensor::new(inverse.as_slice(), device)?,
-        })
-    }
-
-    /// `block` over `xs` `[1, P, embed]`, attention within each window.
-    fn forward(
-        &self,
-        block: &Block,
-        xs: &Tensor,
-        (cos, sin): (&Tensor, &Tensor),
-        tape: &mut dyn Tape,
-    ) -> Result<Tensor> {
-        let flat = xs.squeeze(0)?;
-        let (_, embed) = flat.dims2()?;
-        let half = cos.dim(1)?;
-        let mut outs = Vec::with_capacity(self.groups.len());
-        for (size, index) in &self.groups {
-            let count = index.dim(0)? / size;
-            let part = flat
-                .index_select(index, 0)?
-                .reshape((count, *size, embed))?;
-            let c = cos.index_select(index, 0)?.reshape((count, *size, half))?;
-            let s = sin.index_select(index, 0)?.reshape((count, *size, half))?;
-            let inputs = AttnInputs {
-                rope: Some((&c, &s)),
-                mask: None,
-                offset: 0,
-            };
-            outs.push(
-                block
-                    .forward(&part, &inputs, tape)?
-                    .reshape((count * size, embed))?,
-            );
-        }
-        Tensor::cat(&outs, 0)?
-            .index_select(&self.inverse, 0)?
-            .unsqueeze(0)
     }
 }

@@ -26,6 +26,19 @@ Per size, each a separate process (loading included), peak RSS from the kernel (
      as tools/qwen_vl_relevancy.py (the reference the tests use)
 It prints wall seconds and peak RSS of A-D and the ratios A/C and B/D per size, and how each
 grows from one size to the next.
+
+Measured 2026-11-30 (one run, release build, a 2-core machine shared with compile jobs, so C's
+in-process generate times are noisy; whole-process wall seconds and peak RSS):
+
+  patches   A run   C hf gen   A/C  |  B run+rel   D hf rel   B/D  | B-A memory
+      256   0.76 s   8.30 s   0.09  |    2.41 s    47.33 s   0.05  |      0 MiB
+     1024   2.01 s  17.31 s   0.12  |   24.81 s    81.32 s   0.31  |    588 MiB
+     4096   7.75 s  15.82 s   0.49  |  305.56 s   390.59 s   0.78  |   9507 MiB
+  peak RSS at 4096 patches: A 1.3 GiB, C 1.9 GiB, B 10.6 GiB, D 17.6 GiB
+
+Before the window-by-window forward (same script, an earlier run) A took 29.93 s at 4096
+patches (A/C 1.12): every windowed block ran one masked [P, P] product. Relevancy (B) still
+computes the windowed blocks' attention backward over [P, P], as the tracked tape observes them.
 """
 
 from __future__ import annotations

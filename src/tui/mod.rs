@@ -18,7 +18,6 @@ pub mod jobs;
 pub mod keymap;
 pub mod method;
 pub mod msg;
-mod paint;
 pub mod prompt;
 pub mod run_form;
 pub mod state;
@@ -243,7 +242,13 @@ pub fn export_png(app: &App, path: &std::path::Path) -> Result<(), String> {
         return Err("no map to export".into());
     };
     let img = denormalize(&s.pixel_values);
-    let out = overlay(&img, map, app.view.range, app.look.colormap, app.opacity);
+    let out = overlay(
+        &img,
+        map,
+        app.view.range,
+        app.look.colormap,
+        app.image.opacity(),
+    );
     write_png(&out, path).map_err(|e| e.to_string())
 }
 

@@ -8,13 +8,11 @@
 pub mod app;
 pub mod blocks;
 pub mod component;
-pub mod draw;
 pub mod grid;
 mod header;
 pub mod help;
 pub mod hits;
 pub mod image;
-pub mod jobs;
 pub mod keymap;
 pub mod method;
 pub mod msg;
@@ -27,8 +25,10 @@ pub mod update;
 pub mod view;
 pub mod worker;
 
+pub use app::draw;
+pub use app::draw::draw;
 pub use app::App;
-pub use draw::draw;
+pub use update::jobs;
 pub use update::{update, Cmd, Msg};
 pub use worker::{GenerateRunner, JobRunner, LiveRequest, RunEvent, Runner};
 

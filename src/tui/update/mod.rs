@@ -5,6 +5,7 @@
 //! [`files`], what the workers send back in [`results`].
 
 mod files;
+pub mod jobs;
 mod nav;
 mod results;
 
@@ -44,7 +45,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
         return cmds;
     }
     if let Some(job) = app.method.missing_faith_job(&app.ctx()) {
-        cmds.extend(super::jobs::begin(app, job));
+        cmds.extend(jobs::begin(app, job));
     }
     cmds
 }
@@ -136,7 +137,7 @@ fn apply(app: &mut App, effects: Vec<Effect>) -> Vec<Cmd> {
             Effect::Notify(text, error) => app.notify(text, error),
             Effect::Select(sel) => app.sel = sel,
             Effect::Focus(p) => app.focus = p,
-            Effect::StartJob(job) => cmds.extend(super::jobs::start(app, job)),
+            Effect::StartJob(job) => cmds.extend(jobs::start(app, job)),
             Effect::StartRun(req) => {
                 app.run = super::state::RunState {
                     active: true,
@@ -158,7 +159,7 @@ fn cancel(app: &mut App) -> Vec<Cmd> {
         c.store(true, std::sync::atomic::Ordering::SeqCst);
         app.notify("cancelling the run…", false);
     } else if app.job.is_some() {
-        super::jobs::cancel(app);
+        jobs::cancel(app);
     } else {
         return to_components(app, Action::Cancel);
     }

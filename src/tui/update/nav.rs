@@ -2,8 +2,8 @@
 
 use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
 
+use super::super::app::draw::hits;
 use super::super::app::App;
-use super::super::draw::hits;
 
 /// A click: focuses the pane under it and moves that pane's cursor there.
 pub(super) fn mouse(app: &mut App, m: MouseEvent) {

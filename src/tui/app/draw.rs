@@ -5,10 +5,10 @@ use ratatui::style::Style;
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::app::{App, Pane};
-use super::component::Component;
-use super::hits::Hits;
-use super::{grid, header};
+use super::super::component::Component;
+use super::super::hits::Hits;
+use super::super::{grid, header};
+use super::{App, Pane};
 
 /// The smallest terminal the layout works in.
 pub const MIN_SIZE: (u16, u16) = (40, 12);

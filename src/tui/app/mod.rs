@@ -5,6 +5,8 @@
 //! are recomputed by [`App::refresh`] after every change, never while drawing; per-token
 //! aggregates over the whole of `attn.gen` are computed once per session ([`TokenAggregates`]).
 
+pub mod draw;
+
 use std::path::PathBuf;
 
 use ratatui::layout::Rect;

@@ -5,6 +5,7 @@
 //! each token to a callback), and assemble the `Session` from the recorded attention.
 //! [`crate::job::run`] puts loading, generation and explanations together.
 
+pub mod anyres;
 mod assemble;
 pub mod qwen;
 mod sample;
@@ -174,6 +175,13 @@ impl LoadedModel {
     /// Resolves `name` (folder or cached model id) and loads everything a run needs.
     pub fn load(name: &str, dtype: DType, device: &Device) -> Result<Self, GenerateError> {
         let dir = ModelDir::resolve(name)?;
+        if anyres::is_anyres(&dir) {
+            return Err(GenerateError::Setting(format!(
+                "{name} is a LLaVA-NeXT / OneVision model, which runs through `lvlmscope run` \
+                 (with --causal) but not yet through this LLaVA path (relevancy, faithfulness, \
+                 eval, the app's live runs)"
+            )));
+        }
         if qwen::is_qwen_vl(&dir) {
             return Err(GenerateError::Setting(format!(
                 "{name} is a Qwen2-VL / Qwen2.5-VL model, which runs through `lvlmscope run` \
@@ -314,7 +322,7 @@ impl<'m> Decoding<'m> {
     fn decode(
         &mut self,
         mut logits: Tensor,
-        loaded: &LoadedModel,
+        prompts: &PromptProcessor,
         request: &RunRequest,
         cancel: &AtomicBool,
         on_progress: &mut dyn FnMut(Progress),
@@ -322,7 +330,7 @@ impl<'m> Decoding<'m> {
         on_progress(Progress::Stage("decoding".into()));
         let clock = Instant::now();
         let mut sampler = Sampler::new(request.temperature, request.top_p, request.seed);
-        let eos = loaded.prompts.eos_token_ids().to_vec();
+        let eos = prompts.eos_token_ids().to_vec();
         let mut shown = String::new();
         loop {
             if cancel.load(Ordering::Relaxed) {
@@ -331,7 +339,7 @@ impl<'m> Decoding<'m> {
             let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;
             let id = sampler.sample(&row);
             self.output.push(id);
-            let text = loaded.prompts.decode(&self.output);
+            let text = prompts.decode(&self.output);
             let piece = text
                 .strip_prefix(shown.as_str())
                 .unwrap_or(&text)
@@ -435,7 +443,7 @@ pub fn generate(
     let prepared = prepare(loaded, image, request)?;
     let mut run = Decoding::new(&loaded.model, capture);
     let logits = run.prefill(&prepared, on_progress)?;
-    run.decode(logits, loaded, request, cancel, on_progress)?;
+    run.decode(logits, &loaded.prompts, request, cancel, on_progress)?;
     run.into_session(prepared, loaded, image, request)
 }
 

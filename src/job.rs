@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use crate::explain::causal::{self, CausalError};
 use crate::explain::relevancy::{self, RelevancyError};
-use crate::generate::{self, qwen, GenerateError, LoadedModel, Progress, RunRequest};
+use crate::generate::{self, anyres, qwen, GenerateError, LoadedModel, Progress, RunRequest};
 use crate::model::ModelDir;
-use crate::session::{CausalParams, Session};
+use crate::session::{CausalParams, RegionKind, Session};
 
 /// Why a job failed; each variant is one clear sentence.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,9 @@ pub fn run(
     let dir = ModelDir::resolve(&request.model).map_err(GenerateError::from)?;
     if qwen::is_qwen_vl(&dir) {
         return run_qwen(request, dir, &device, cancel, on_progress);
+    }
+    if anyres::is_anyres(&dir) {
+        return run_anyres(request, dir, &device, cancel, on_progress);
     }
     let loaded = LoadedModel::load(&request.model, request.dtype, &device)?;
     let load_seconds = started.elapsed().as_secs_f64();
@@ -107,6 +110,42 @@ fn run_qwen(
         let total = tokens.len().max(1) as f64;
         let mut done = 0usize;
         let maps = qwen::relevancy_maps(&loaded, &session, &tokens, &mut |_| {
+            done += 1;
+            on_progress(Progress::Fraction(done as f64 / total));
+        })?;
+        relevancy::store(&mut session, &maps)?;
+    }
+    if request.causal {
+        on_progress(Progress::Stage("causal explanations".into()));
+        add_causal(&mut session)?;
+    }
+    Ok(session)
+}
+
+/// [`run`] for a LLaVA-NeXT / OneVision folder.
+fn run_anyres(
+    request: &RunRequest,
+    dir: ModelDir,
+    device: &candle_core::Device,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Session, JobError> {
+    let started = Instant::now();
+    let loaded = anyres::AnyresLoaded::load(&request.model, dir, request.dtype, device)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let image = crate::processing::load_image(&request.image).map_err(GenerateError::from)?;
+    let mut session = anyres::generate(&loaded, &image, request, cancel, on_progress)?;
+    session
+        .manifest
+        .timings
+        .insert("load_model".into(), load_seconds);
+    if request.relevancy {
+        on_progress(Progress::Stage("relevancy".into()));
+        let tokens: Vec<usize> = (0..session.num_output()).collect();
+        let total = tokens.len().max(1) as f64;
+        let mut done = 0usize;
+        let kinds: Vec<RegionKind> = session.manifest.regions.iter().map(|r| r.kind).collect();
+        let maps = anyres::relevancy_maps(&loaded, &image, &session, &kinds, &tokens, &mut |_| {
             done += 1;
             on_progress(Progress::Fraction(done as f64 / total));
         })?;

@@ -100,6 +100,19 @@ fn prepare(
     let encoded = loaded.prompts.encode(&request.prompt, tokens)?;
     let n = encoded.ids.len();
     let context = loaded.model.config().text_config.max_position_embeddings;
+    let text = n - tokens.min(n);
+    if text.saturating_add(request.max_new_tokens) >= context {
+        let advice = if request.max_new_tokens >= context {
+            "lower --max-new-tokens"
+        } else {
+            "shorten the prompt"
+        };
+        return Err(GenerateError::Setting(format!(
+            "the prompt's text is {text} tokens and {} new tokens were asked for, but the \
+             model's context is {context} positions; {advice}",
+            request.max_new_tokens
+        )));
+    }
     if n + request.max_new_tokens > context {
         let (h, w) = pixels.resized_hw;
         return Err(GenerateError::Setting(format!(

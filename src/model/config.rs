@@ -11,6 +11,7 @@
 //! (`rope_theta` / `rope_scaling` in `text_config`) and the one transformers 5 writes
 //! (`rope_parameters`, `layer_types`).
 
+mod anyres;
 mod qwen_vl;
 mod text;
 mod vision;
@@ -22,6 +23,7 @@ use serde::Deserialize;
 use super::ops::Activation;
 use super::ModelError;
 
+pub use anyres::{parse_anyres_max, AnyresConfig, AnyresVariant};
 pub use qwen_vl::{QwenVisionConfig, QwenVlConfig, QwenVlVariant};
 pub use text::{AttentionType, RopeScaling, TextConfig, TextFamily};
 pub use vision::{VisionConfig, VisionFamily};
@@ -104,7 +106,7 @@ fn unsupported(msg: impl Into<String>) -> ModelError {
 }
 
 /// Top-level `model_type`s of checkpoints that later issues will support.
-const PLANNED: [&str; 3] = ["llava_next", "llava_next_video", "llava_onevision"];
+const PLANNED: [&str; 1] = ["llava_next_video"];
 
 /// Refuse a top-level `model_type` other than `llava`, in one sentence naming what is supported.
 fn check_model_type(mt: &str) -> Result<(), ModelError> {
@@ -113,7 +115,9 @@ fn check_model_type(mt: &str) -> Result<(), ModelError> {
     }
     let when = if PLANNED.contains(&mt) {
         "not supported yet"
-    } else if QwenVlVariant::from_model_type(mt).is_some() {
+    } else if QwenVlVariant::from_model_type(mt).is_some()
+        || AnyresVariant::from_model_type(mt).is_some()
+    {
         "run by `lvlmscope run` (with --relevancy and --causal) but not by this LLaVA path"
     } else {
         "not supported"

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::config::QwenVlConfig;
+use super::config::{AnyresConfig, QwenVlConfig};
 use super::{LlavaConfig, ModelError};
 
 /// The files of one model folder.
@@ -144,6 +144,8 @@ impl ModelDir {
         })?;
         if QwenVlConfig::variant_of(&text).is_some() {
             QwenVlConfig::from_json(&text, &config)?;
+        } else if AnyresConfig::variant_of(&text).is_some() {
+            AnyresConfig::from_json(&text, &config)?;
         } else {
             LlavaConfig::from_json(&text, &config)?;
         }

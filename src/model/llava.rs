@@ -59,7 +59,7 @@ impl Llava {
         Self::build(cfg, &weights, dtype, device)
     }
 
-    fn build(
+    pub(crate) fn build(
         cfg: LlavaConfig,
         w: &Weights,
         dtype: DType,

@@ -10,6 +10,7 @@
 //! backward rule of each block lives next to its forward (`Attention::backward`,
 //! `RmsNorm::backward`, ...); this module puts them together.
 
+mod anyres;
 mod decoder;
 mod qwen;
 mod saved;
@@ -17,6 +18,7 @@ mod vision;
 
 use candle_core::{DType, Result, Tensor};
 
+pub use self::anyres::{AnyresRows, AnyresTrackedPass};
 pub use self::qwen::{QwenRows, QwenTrackedPass};
 
 use self::decoder::DecoderPass;

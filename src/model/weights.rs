@@ -34,7 +34,7 @@ fn dtype_size(dtype: &str) -> Option<usize> {
 }
 
 /// Read and check one safetensors header against the file size; returns tensor name → shape.
-fn check_file(path: &Path) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
+pub(crate) fn check_file(path: &Path) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
     let io = |source| ModelError::Io {
         path: path.to_path_buf(),
         source,

@@ -30,6 +30,8 @@ pub enum ProcessorKind {
     Clip,
     /// `SiglipImageProcessor` (and its `Fast` / `Pil` variants).
     Siglip,
+    /// `LlavaOnevisionImageProcessor`: exact 384×384, no crop, OpenAI CLIP mean/std.
+    LlavaOnevision,
 }
 
 impl ProcessorKind {
@@ -37,6 +39,8 @@ impl ProcessorKind {
     pub fn from_type_name(name: &str) -> Self {
         if name.starts_with("SiglipImageProcessor") {
             ProcessorKind::Siglip
+        } else if name.starts_with("LlavaOnevisionImageProcessor") {
+            ProcessorKind::LlavaOnevision
         } else {
             ProcessorKind::Clip
         }
@@ -55,6 +59,15 @@ impl ProcessorKind {
                 do_center_crop: false,
                 image_mean: SIGLIP_MEAN_STD,
                 image_std: SIGLIP_MEAN_STD,
+                ..PreprocessorConfig::default()
+            },
+            ProcessorKind::LlavaOnevision => PreprocessorConfig {
+                kind: ProcessorKind::LlavaOnevision,
+                size: ResizeTarget::Exact {
+                    height: 384,
+                    width: 384,
+                },
+                do_center_crop: false,
                 ..PreprocessorConfig::default()
             },
         }

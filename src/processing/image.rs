@@ -92,7 +92,7 @@ pub struct ImageProcessor {
 
 /// Converts to RGB8; with `composite`, transparency is composited onto white (as transformers'
 /// `convert_to_rgb` does), otherwise the alpha channel is dropped.
-fn to_rgb(img: &DynamicImage, composite: bool) -> Cow<'_, RgbImage> {
+pub(crate) fn to_rgb(img: &DynamicImage, composite: bool) -> Cow<'_, RgbImage> {
     if let DynamicImage::ImageRgb8(rgb) = img {
         return Cow::Borrowed(rgb);
     }
@@ -384,7 +384,7 @@ impl ImageProcessor {
 
     /// Rescale and normalise, in transformers' precision: `(v as f64 * factor) as f32`, then
     /// `(x - mean) / std` in f32; the result is channel-major.
-    fn normalise(&self, pixels: &[u8], h: usize, w: usize) -> PixelValues {
+    pub(crate) fn normalise(&self, pixels: &[u8], h: usize, w: usize) -> PixelValues {
         let c = &self.config;
         let mean = c.image_mean.map(|m| m as f32);
         let std = c.image_std.map(|s| s as f32);

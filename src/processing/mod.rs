@@ -6,6 +6,7 @@
 //! [`ImageMode`]s. Prompt side: [`PromptProcessor`] applies the model's chat template,
 //! tokenizes, and expands the image token into one id per image feature ([`EncodedPrompt`]).
 
+pub mod anyres;
 pub mod config;
 mod error;
 pub mod image;

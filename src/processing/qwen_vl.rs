@@ -98,6 +98,10 @@ fn round_half_even(x: f64) -> f64 {
     }
 }
 
+/// Most pixels a Qwen VL image may be resized to: far above any model's `max_pixels`, low enough
+/// that a lying `min_pixels` cannot ask for a terabyte-sized picture.
+pub const MAX_RESIZED_PIXELS: usize = 64 << 20;
+
 /// transformers' `smart_resize`: (height, width) rounded to multiples of `factor`, scaled down
 /// (floor) when above `max_pixels`, scaled up (ceil) when below `min_pixels` — without a second
 /// check against `max_pixels` after scaling up, as transformers does.
@@ -125,6 +129,16 @@ pub fn smart_resize(
         let beta = (min_pixels as f64 / (h * w)).sqrt();
         h_bar = (h * beta / f).ceil() * f;
         w_bar = (w * beta / f).ceil() * f;
+    }
+    if h_bar * w_bar > MAX_RESIZED_PIXELS as f64 {
+        return Err(ProcessingError::config(
+            "image size",
+            format!(
+                "min_pixels {min_pixels} and max_pixels {max_pixels} would resize it to \
+                 {w_bar}x{h_bar} pixels, more than the {MAX_RESIZED_PIXELS} lvlmscope accepts; \
+                 lower --min-pixels or --max-pixels"
+            ),
+        ));
     }
     Ok((h_bar as usize, w_bar as usize))
 }

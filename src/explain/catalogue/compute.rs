@@ -65,7 +65,7 @@ pub(super) fn cells(s: &Session) -> Result<Vec<usize>, CatalogueError> {
 }
 
 /// Sets the map's values: `values` holds one per cell of every region, in [`cells`]' order.
-fn set_values(out: &mut Explanation, s: &Session, values: Vec<f32>) {
+pub(super) fn set_values(out: &mut Explanation, s: &Session, values: Vec<f32>) {
     let mut rest = values.as_slice();
     out.regions = s
         .regions()

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::{CatalogueError, Explanation};
-use crate::explain::attention::{self as attn, HeadAgg};
+use crate::explain::attention as attn;
 use crate::session::Session;
 
 /// The most heads one map may name.
@@ -253,16 +253,15 @@ pub(super) fn heads_map(
         .max()
         .unwrap_or(0);
     let n = (tokens.len() * set.len as usize) as f32;
-    let mut values = vec![0f32; attn::patch_positions(s)?.len()];
+    let cells = super::compute::cells(s)?;
+    let mut values = vec![0f32; cells.len()];
     let mut text = BTreeMap::new();
     for &t in tokens {
         for (l, h) in set.heads() {
-            let g = attn::image_map(s, t, l, HeadAgg::Head(h))?;
-            values
-                .iter_mut()
-                .zip(&g.values)
-                .for_each(|(o, v)| *o += v / n);
             let row = attn::attention_row(s, t, l, h)?;
+            for (o, &p) in values.iter_mut().zip(&cells) {
+                *o += row.get(p).copied().unwrap_or(0.0) / n;
+            }
             for (p, v) in row.iter().enumerate().take(upto) {
                 if !image.contains(&p) {
                     *text.entry(p).or_insert(0.0) += v / n;
@@ -270,7 +269,7 @@ pub(super) fn heads_map(
             }
         }
     }
-    out.grid.values = values;
+    super::compute::set_values(&mut out, s, values);
     out.text = text;
     out.layer = set.layer();
     out.head = match set.len {

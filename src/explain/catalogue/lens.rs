@@ -29,7 +29,7 @@ pub(super) fn lens_map(
             .zip(&lens.map)
             .for_each(|(o, v)| *o += v / n);
     }
-    out.grid.values = values;
+    super::compute::set_values(&mut out, s, values);
     out.layer = Some(layer);
     out.title = format!(
         "logit lens · layer {layer} · p(answer token) per patch · {}",

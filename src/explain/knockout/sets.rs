@@ -40,6 +40,10 @@ impl std::fmt::Display for KeyBlock {
     }
 }
 
+/// More patches than any image grid holds: a range reaching past this cannot be valid, so only
+/// its end is kept (the grid check then names it) instead of billions of indices.
+const MAX_PATCHES: usize = 1 << 20;
+
 fn parse_patches(list: &str) -> Option<Vec<usize>> {
     let mut out = Vec::new();
     for part in list.split(',').map(str::trim) {
@@ -49,7 +53,11 @@ fn parse_patches(list: &str) -> Option<Vec<usize>> {
                 if a > b {
                     return None;
                 }
-                out.extend(a..=b);
+                if b >= MAX_PATCHES {
+                    out.push(b);
+                } else {
+                    out.extend(a..=b);
+                }
             }
             None => out.push(part.parse().ok()?),
         }

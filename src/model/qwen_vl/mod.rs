@@ -59,6 +59,9 @@ impl QwenVl {
             });
         }
         let cfg = QwenVlConfig::from_file(&dir.config)?;
+        for file in &dir.weights {
+            super::weights::check_file(file)?;
+        }
         // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on them
         // not being modified while the model is alive.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&dir.weights, dtype, device) }

@@ -1,0 +1,271 @@
+//! Generation with a LLaVA-NeXT / LLaVA-OneVision model: the image becomes a base view and
+//! tiles ([`AnyresImageConfig`]), the prompt's image token is expanded to the layout's token
+//! count, the packed features are embedded like LLaVA's and the decoder runs through the same
+//! prefill / decode stages as LLaVA-1.5 ([`super::Decoding`]).
+//!
+//! The session stores the image as fitted into the canvas (aspect kept, no padding) and two
+//! image regions over it ([`regions`]): `Base`, the base view's grid, and `Highres`, the
+//! stitched high-resolution grid, whose newline tokens are separators.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::{
+    validate, Capture, Decoding, GenerateError, ModelShape, Progress, RunRequest, SessionBuilder,
+};
+use crate::explain::relevancy::RelevancyMaps;
+use crate::model::config::AnyresConfig;
+use crate::model::tracked::{AnyresRows, AnyresTrackedPass};
+use crate::model::{LlavaNext, ModelDir};
+use crate::processing::anyres::{AnyresImageConfig, AnyresLayout, FeatureSource};
+use crate::processing::PromptProcessor;
+use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
+
+/// A LLaVA-NeXT / OneVision model with its preprocessors.
+pub struct AnyresLoaded {
+    /// What the user named the model.
+    pub name: String,
+    /// The resolved folder.
+    pub dir: ModelDir,
+    /// The network.
+    pub model: LlavaNext,
+    /// The image processor.
+    pub images: AnyresImageConfig,
+    /// Chat template and tokenizer.
+    pub prompts: PromptProcessor,
+}
+
+impl AnyresLoaded {
+    /// Load a resolved anyres folder.
+    pub fn load(
+        name: &str,
+        dir: ModelDir,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, GenerateError> {
+        // The config is read before anything else, so an unsupported one is named first.
+        let cfg = AnyresConfig::from_file(&dir.config)?;
+        let prompts = PromptProcessor::from_dir(&dir.root)?;
+        let model = LlavaNext::load(&dir, dtype, device)?;
+        let images =
+            AnyresImageConfig::from_dir(&dir.root, &cfg.image_grid_pinpoints, model.token_rule())?;
+        if images.rule.side != model.token_rule().side {
+            return Err(GenerateError::Setting(format!(
+                "the processor gives {0}x{0} features a tile but the vision tower {1}x{1}",
+                images.rule.side,
+                model.token_rule().side
+            )));
+        }
+        let llava = model.config();
+        prompts.check_vocab(
+            llava.llava.text_config.vocab_size,
+            llava.llava.image_token_index,
+        )?;
+        Ok(Self {
+            name: name.to_string(),
+            dir,
+            model,
+            images,
+            prompts,
+        })
+    }
+}
+
+/// Whether the model folder `dir` holds a LLaVA-NeXT or LLaVA-OneVision model.
+pub fn is_anyres(dir: &ModelDir) -> bool {
+    std::fs::read_to_string(&dir.config)
+        .ok()
+        .and_then(|t| AnyresConfig::variant_of(&t))
+        .is_some()
+}
+
+/// The two regions of an anyres image whose tokens start at input position `start`: the base
+/// view (the whole image) then the stitched grid with its newline separators.
+pub fn regions(layout: &AnyresLayout, start: usize) -> [ImageRegion; 2] {
+    let side = layout.rule.side;
+    let [h, w] = layout.image_hw;
+    let base = ImageRegion {
+        kind: RegionKind::Base,
+        span: [start, layout.rule.base],
+        grid: [side, side],
+        rect: [0.0, 0.0, w as f64, h as f64],
+        separators: Vec::new(),
+    };
+    let hi_start = start + layout.rule.base;
+    let highres = ImageRegion {
+        kind: RegionKind::Highres,
+        span: [hi_start, layout.num_tokens() - layout.rule.base],
+        grid: layout.grid,
+        rect: layout.highres_rect(),
+        separators: layout
+            .newline_offsets()
+            .into_iter()
+            .map(|o| start + o)
+            .collect(),
+    };
+    [base, highres]
+}
+
+/// Generate an answer for one image and prompt with a loaded anyres model.
+pub fn generate(
+    loaded: &AnyresLoaded,
+    image: &image::DynamicImage,
+    request: &RunRequest,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Session, GenerateError> {
+    validate(request)?;
+    let model = &loaded.model;
+    let llava = model.llava();
+    let pixels = loaded.images.preprocess(image)?;
+    let layout = &pixels.layout;
+    let encoded = loaded
+        .prompts
+        .encode(&request.prompt, layout.num_tokens())?;
+    let n = encoded.ids.len();
+    let context = llava.config().text_config.max_position_embeddings;
+    if n + request.max_new_tokens > context {
+        return Err(GenerateError::TooLong {
+            prompt: n,
+            new: request.max_new_tokens,
+            context,
+        });
+    }
+    let capture = if request.causal {
+        Capture::Full
+    } else {
+        request.capture
+    };
+    let mut run = Decoding::new(llava, capture);
+
+    on_progress(Progress::Stage("encoding image".into()));
+    let clock = Instant::now();
+    let pixel_tensor =
+        Tensor::from_vec(pixels.data.clone(), pixels.shape.to_vec(), llava.device())?;
+    let features = model.image_features(&pixel_tensor, layout, &mut run.recorder)?;
+    run.timings
+        .insert("encode_image".into(), clock.elapsed().as_secs_f64());
+
+    on_progress(Progress::Stage("prefill".into()));
+    let clock = Instant::now();
+    let embeds = llava.embed(&encoded.ids, Some(&features))?;
+    let logits = llava.forward(&embeds, 0, &mut run.cache, &mut run.recorder, false)?;
+    run.timings
+        .insert("prefill".into(), clock.elapsed().as_secs_f64());
+    run.decode(logits, &loaded.prompts, request, cancel, on_progress)?;
+
+    let cfg = llava.config();
+    let builder = SessionBuilder {
+        model_name: &loaded.name,
+        shape: ModelShape {
+            architecture: cfg.architecture.clone(),
+            text_layers: llava.num_layers(),
+            text_heads: llava.num_heads(),
+            vision_layers: cfg.vision_config.num_hidden_layers,
+            vision_heads: cfg.vision_config.num_attention_heads,
+            family: ModelFamily {
+                decoder: cfg.text_config.family.as_str().into(),
+                vision: cfg.vision_config.family.as_str().into(),
+            },
+        },
+        request,
+        image_mode: "anyres".into(),
+        original_size: [image.width(), image.height()],
+        regions: regions(layout, encoded.image_span[0]).to_vec(),
+        encoded,
+        pixel_values: Array::new(pixels.fitted.shape.to_vec(), pixels.fitted.data).ok_or_else(
+            || GenerateError::Setting("pixel values do not match their shape".into()),
+        )?,
+        output: run.output,
+        timings: run.timings,
+    };
+    // The vision attention of an anyres run is one [P, P] per view, not over a region's
+    // cells: not stored.
+    Ok(builder.build(&loaded.prompts, &run.recorder, false))
+}
+
+/// Output tokens carried by one decoder backward of the anyres relevancy pass.
+const RELEVANCY_CHUNK: usize = 4;
+
+/// One per-view row (`[views][Pv]`) placed on the cells of `kinds`' regions, in order: a Base
+/// cell is the base view's patch; a Highres cell is the tile patch it was stitched from, or
+/// for a pooled cell the bilinear mix of its patches with the pooling weights.
+pub fn place(
+    per_view: &[Vec<f32>],
+    class_token: bool,
+    layout: &AnyresLayout,
+    kinds: &[RegionKind],
+) -> Vec<f32> {
+    let skip = usize::from(class_token);
+    let pf = layout.rule.side * layout.rule.side;
+    let value = |src: usize| -> f32 {
+        per_view
+            .get(src / pf)
+            .and_then(|row| row.get(skip + src % pf))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let sources = layout.sources();
+    let (base, grid) = sources.split_at(layout.rule.base.min(sources.len()));
+    let mut out = Vec::new();
+    for kind in kinds {
+        let part = match kind {
+            RegionKind::Base => base,
+            RegionKind::Highres => grid,
+            RegionKind::Image => &[],
+        };
+        for s in part {
+            if let FeatureSource::Cells(cells) = s {
+                out.push(cells.iter().map(|&(src, w)| w * value(src)).sum());
+            }
+        }
+    }
+    out
+}
+
+/// Relevancy of output tokens `tokens` of a session `generate` made with `loaded` from
+/// `image`: `llm` rows over the positions; `vit` and `combined` per view, placed on the cells
+/// of the regions `kinds` (see [`place`]).
+pub fn relevancy_maps(
+    loaded: &AnyresLoaded,
+    image: &image::DynamicImage,
+    session: &Session,
+    kinds: &[RegionKind],
+    tokens: &[usize],
+    on_token: &mut dyn FnMut(usize),
+) -> Result<RelevancyMaps, GenerateError> {
+    let start = Instant::now();
+    let model = &loaded.model;
+    let pixels = loaded.images.preprocess(image)?;
+    let pv = Tensor::from_vec(
+        pixels.data.clone(),
+        pixels.shape.to_vec(),
+        model.llava().device(),
+    )?;
+    let ids = |v: &[i64]| v.iter().map(|&i| i as u32).collect::<Vec<_>>();
+    let (input, output) = (ids(&session.input_ids), ids(&session.output_ids));
+    let pass = AnyresTrackedPass::forward(model, &input, &output, &pv, &pixels.layout)?;
+    let mut maps = RelevancyMaps::default();
+    for chunk in tokens.chunks(RELEVANCY_CHUNK) {
+        for row in pass.relevancy(chunk, RELEVANCY_CHUNK)? {
+            let AnyresRows {
+                token,
+                llm,
+                vit,
+                combined,
+                class_token,
+            } = row;
+            on_token(token);
+            maps.tokens.push(token);
+            maps.llm.push(llm);
+            maps.vit
+                .push(place(&vit, class_token, &pixels.layout, kinds));
+            maps.combined
+                .push(place(&combined, class_token, &pixels.layout, kinds));
+        }
+    }
+    maps.seconds = start.elapsed().as_secs_f64();
+    Ok(maps)
+}

@@ -87,7 +87,10 @@ fn a_tall_image_is_tall_in_every_view() {
     // the app's image pane: a tall picture of the same aspect
     let look = Look::new(Theme::dark(), ColorMode::TrueColor);
     let app = App::with_session(look, s, None);
-    let geom = image::geom(&app, Rect::new(0, 0, 80, 40)).expect("a picture");
+    let geom = app
+        .image
+        .geom(&app.ctx(), Rect::new(0, 0, 80, 40))
+        .expect("a picture");
     let got = geom.width as f64 / geom.height_px as f64;
     assert!((got - aspect).abs() < 0.03, "pane aspect {got} ({geom:?})");
     assert_eq!([geom.rows, geom.cols], [region.grid.rows, region.grid.cols]);

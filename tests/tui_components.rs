@@ -1,12 +1,15 @@
 //! The components' own lists of the actions they answer (`Component::commands`) agree with the
-//! keymap: every such action has a key and a row in the `?` help, under every method and focus.
+//! keymap: every such action has a key and a row in the `?` help, under every method and focus;
+//! the image pane owns its patch mode, selection, opacity and region.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
 use lvlmscope::style::{ColorMode, Look, Theme};
 use lvlmscope::tui::component::Component;
 use lvlmscope::tui::keymap::HELP;
+use lvlmscope::tui::state::Pane;
 use lvlmscope::tui::{update, App, Msg};
+use ratatui::layout::Rect;
 
 fn press(app: &mut App, code: KeyCode) {
     update(app, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)));
@@ -21,7 +24,8 @@ fn every_command_has_a_key_and_a_help_row() {
         press(&mut app, KeyCode::Char(method));
         for _ in 0..5 {
             let ctx = app.ctx();
-            let components: [&dyn Component; 7] = [
+            let components: [&dyn Component; 8] = [
+                &app.image,
                 &app.answer,
                 &app.prompt,
                 &app.method,
@@ -44,4 +48,43 @@ fn every_command_has_a_key_and_a_help_row() {
         }
     }
     assert!(seen > 100, "only {seen} commands listed");
+}
+
+#[test]
+fn image_pane_owns_patch_mode_opacity_and_region() {
+    let look = Look::new(Theme::dark(), ColorMode::TrueColor);
+    let mut app = App::with_session(look, synthetic_session(&SyntheticSpec::tiny()), None);
+    assert!(!app.image.patch_mode());
+    press(&mut app, KeyCode::Char('p'));
+    assert!(app.image.patch_mode());
+    assert_eq!(app.focus, Pane::Image);
+    press(&mut app, KeyCode::Char('l'));
+    press(&mut app, KeyCode::Char(' '));
+    assert_eq!(app.image.patches().iter().copied().collect::<Vec<_>>(), [1]);
+    assert!(
+        !app.view.patch_heads.is_empty(),
+        "the view reads the pane's selection"
+    );
+    // Esc leaves patch mode and keeps the selection; `x` clears it.
+    press(&mut app, KeyCode::Esc);
+    assert!(!app.image.patch_mode());
+    assert!(app.view.patch_heads.is_empty());
+    assert_eq!(app.image.patches().len(), 1);
+    press(&mut app, KeyCode::Char('x'));
+    assert!(app.image.patches().is_empty());
+    // `o` cycles the opacity 0.6 → 1 → 0 → 0.6.
+    let mut seen = vec![app.image.opacity()];
+    for _ in 0..3 {
+        press(&mut app, KeyCode::Char('o'));
+        seen.push(app.image.opacity());
+    }
+    assert_eq!(seen, [0.6, 1.0, 0.0, 0.6]);
+    // A region index past the session's regions draws the first region.
+    let area = Rect::new(0, 0, 60, 30);
+    let first = app.image.geom(&app.ctx(), area).expect("a picture");
+    app.image.set_region(7);
+    assert_eq!(app.ctx().region, 7);
+    assert_eq!(app.image.geom(&app.ctx(), area), Some(first));
+    let first_aspect = app.session.as_ref().unwrap().regions()[0].aspect();
+    assert_eq!(app.ctx().aspect(), Some(first_aspect));
 }

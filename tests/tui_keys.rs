@@ -17,7 +17,7 @@ use ratatui::Terminal;
 fn app() -> App {
     let look = Look::new(Theme::dark(), ColorMode::TrueColor);
     let mut app = App::with_session(look, synthetic_session(&SyntheticSpec::tiny()), None);
-    app.opacity = 1.0;
+    app.image.set_opacity(1.0);
     app
 }
 
@@ -141,11 +141,14 @@ fn patch_selection_colours_answer_tokens_by_their_attention() {
     assert_eq!(app.focus, Pane::Image);
     press(&mut app, KeyCode::Char('l'));
     press(&mut app, KeyCode::Char('j'));
-    assert_eq!(app.patch, 5);
+    assert_eq!(app.image.patch(), 5);
     press(&mut app, KeyCode::Char(' '));
     press(&mut app, KeyCode::Char('h'));
     press(&mut app, KeyCode::Char(' '));
-    assert_eq!(app.patches.iter().copied().collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(
+        app.image.patches().iter().copied().collect::<Vec<_>>(),
+        vec![4, 5]
+    );
     let start = s.manifest.image_span[0];
     let per_token: Vec<f32> = (0..5)
         .map(|t| {
@@ -233,7 +236,7 @@ fn mouse_clicks_select_tokens_and_patches() {
     let geom = hits(&app, whole(120, 40)).image.unwrap();
     let (x, y, _) = geom.patch_center(10);
     update(&mut app, click(x, y));
-    assert_eq!((app.patch, app.focus), (10, Pane::Image));
+    assert_eq!((app.image.patch(), app.focus), (10, Pane::Image));
 }
 
 #[test]

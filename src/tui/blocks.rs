@@ -10,8 +10,6 @@ use ratatui::Frame;
 
 use crate::style::{shade, Look, Rgb};
 
-use super::app::{App, Pane};
-
 /// One pixel to draw: its colour, and its map level in [0, 1] for drawing without colour.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Px {
@@ -75,10 +73,8 @@ pub fn bar(frac: f32, width: usize) -> String {
     s
 }
 
-/// The frame of a pane, highlighted when focused.
-pub fn pane_block<'a>(app: &App, pane: Pane, title: String) -> Block<'a> {
-    let look = &app.look;
-    let focused = app.focus == pane;
+/// The frame of a pane, highlighted when `focused`.
+pub fn pane_frame<'a>(look: &Look, focused: bool, title: String) -> Block<'a> {
     let color = if focused {
         look.theme.border_focus
     } else {
@@ -142,8 +138,7 @@ pub fn put(buf: &mut Buffer, area: Rect, x: u16, y: u16, text: &str, style: Styl
 }
 
 /// Rows of `label ████ value`, scaled to the largest value; `true` highlights a row.
-pub fn bars(f: &mut Frame, app: &App, area: Rect, rows: &[(String, f32, bool)]) {
-    let look = &app.look;
+pub fn bars(f: &mut Frame, look: &Look, area: Rect, rows: &[(String, f32, bool)]) {
     let max = rows.iter().map(|r| r.1).fold(0.0f32, f32::max);
     let label_w = rows
         .iter()

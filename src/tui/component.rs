@@ -13,9 +13,9 @@ use crate::explain::catalogue::MapId;
 use crate::session::Session;
 use crate::style::Look;
 
+use super::blocks;
 use super::keymap::{Action, Keymap};
 use super::msg::Effect;
-use super::paint;
 use super::state::{Pane, PendingJob, RunState, Selection};
 use super::view::View;
 
@@ -53,6 +53,8 @@ pub struct Ctx<'a> {
     pub patches: &'a BTreeSet<usize>,
     /// Map opacity over the image (the image pane's).
     pub opacity: f32,
+    /// Which of the session's image regions the image pane shows (an index).
+    pub region: usize,
     /// The session holds results not yet saved.
     pub modified: bool,
 }
@@ -80,6 +82,16 @@ impl Ctx<'_> {
         self.view.tokens.first().copied().unwrap_or(0)
     }
 
+    /// Width / height of the image region the image pane shows (the first region when the
+    /// index is past the session's regions); `None` without a session or a region.
+    pub fn aspect(&self) -> Option<f64> {
+        let regions = self.session?.regions();
+        regions
+            .get(self.region)
+            .or_else(|| regions.first())
+            .map(|r| r.aspect())
+    }
+
     /// The catalogue id of the map the image pane shows.
     pub fn map_id(&self) -> MapId {
         self.sel.map_id(self.layers_heads().0)
@@ -87,7 +99,7 @@ impl Ctx<'_> {
 
     /// The frame of `pane`, highlighted when focused.
     pub fn frame<'b>(&self, pane: Pane, title: String) -> Block<'b> {
-        paint::pane_frame(self.look, self.focus == pane, title)
+        blocks::pane_frame(self.look, self.focus == pane, title)
     }
 }
 

@@ -1,18 +1,155 @@
 //! The image pane: the preprocessed image in half blocks at the true aspect ratio of the image
 //! region it shows (a wide image looks wide), the selected map blended over it, the patch
 //! cursor and selection (cells of the region), and a colour bar with the map's min and max.
+//! A component owning patch mode, the patch cursor and selection, the opacity, the image and
+//! which of the session's regions it shows.
+
+use std::collections::BTreeSet;
 
 use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
-use crate::style::overlay::resample;
+use crate::session::Session;
+use crate::style::overlay::{denormalize, resample, Raster};
 use crate::style::{normalize, Rgb};
 
-use super::app::{App, Pane};
-use super::blocks::{half_blocks, pane_block, pane_inner, put, Px};
+use super::blocks::{half_blocks, pane_inner, put, Px};
+use super::component::{Component, Ctx, Handled};
 use super::hits::ImageGeom;
+use super::keymap::Action;
+use super::msg::Effect;
+use super::state::{clamp_step, Pane};
+
+/// The image pane's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagePane {
+    patch_mode: bool,
+    patch: usize,
+    patches: BTreeSet<usize>,
+    opacity: f32,
+    image: Option<Raster>,
+    region: usize,
+}
+
+impl Default for ImagePane {
+    fn default() -> Self {
+        Self {
+            patch_mode: false,
+            patch: 0,
+            patches: BTreeSet::new(),
+            opacity: 0.6,
+            image: None,
+            region: 0,
+        }
+    }
+}
+
+impl ImagePane {
+    /// A pane showing `session`'s image, first region, no patch selected.
+    pub fn open_session(&mut self, session: &Session) {
+        self.image = Some(denormalize(&session.pixel_values));
+        self.patches.clear();
+        self.patch = 0;
+        self.region = 0;
+    }
+
+    /// Patch mode is on: the cursor selects patches and answer tokens show their attention to
+    /// the selection.
+    pub fn patch_mode(&self) -> bool {
+        self.patch_mode
+    }
+
+    /// The patch cursor (row-major grid index).
+    pub fn patch(&self) -> usize {
+        self.patch
+    }
+
+    /// The selected patches.
+    pub fn patches(&self) -> &BTreeSet<usize> {
+        &self.patches
+    }
+
+    /// Map opacity over the image, in [0, 1].
+    pub fn opacity(&self) -> f32 {
+        self.opacity
+    }
+
+    /// Sets the map opacity (clamped to [0, 1]; not a number leaves it as it is).
+    pub fn set_opacity(&mut self, opacity: f32) {
+        if opacity.is_finite() {
+            self.opacity = opacity.clamp(0.0, 1.0);
+        }
+    }
+
+    /// Which of the session's image regions the pane shows (an index; 0, the first, by default).
+    pub fn region(&self) -> usize {
+        self.region
+    }
+
+    /// Shows the session's region `index` (its aspect ratio); an index past the session's
+    /// regions falls back to the first when drawing.
+    pub fn set_region(&mut self, index: usize) {
+        self.region = index;
+    }
+
+    /// Forgets the selected patches.
+    pub fn clear_patches(&mut self) {
+        self.patches.clear();
+    }
+
+    /// Leaves patch mode; `false` if it was off.
+    pub fn leave_patch_mode(&mut self) -> bool {
+        std::mem::replace(&mut self.patch_mode, false)
+    }
+
+    /// A click on patch `p`: moves the cursor there and, in patch mode, toggles its selection.
+    pub fn click(&mut self, p: usize) {
+        self.patch = p;
+        if self.patch_mode {
+            self.toggle(p);
+        }
+    }
+
+    fn toggle(&mut self, p: usize) {
+        if !self.patches.remove(&p) {
+            self.patches.insert(p);
+        }
+    }
+
+    fn move_patch(&mut self, ctx: &Ctx, dx: isize, dy: isize) {
+        let [rows, cols] = ctx.grid();
+        if rows * cols > 0 {
+            let r = clamp_step(self.patch / cols, dy, rows);
+            let c = clamp_step(self.patch % cols, dx, cols);
+            self.patch = r * cols + c;
+        }
+    }
+
+    /// Where the pane in `area` draws the picture; `None` when it draws none.
+    pub fn geom(&self, ctx: &Ctx, area: Rect) -> Option<ImageGeom> {
+        let inner = pane_inner(area);
+        if inner.height < 3 || inner.width < 4 || self.image.is_none() {
+            return None;
+        }
+        let [rows, cols] = ctx.grid();
+        let canvas = Rect::new(inner.x, inner.y + 1, inner.width, inner.height - 2);
+        if rows * cols == 0 || canvas.height == 0 {
+            return None;
+        }
+        let aspect = ctx.aspect().unwrap_or(1.0);
+        let (width, height_px) = picture_size(canvas.width, canvas.height, rows, cols, aspect);
+        Some(ImageGeom {
+            x0: canvas.x + (canvas.width - width) / 2,
+            y0: canvas.y,
+            width,
+            height_px,
+            rows,
+            cols,
+        })
+    }
+}
 
 /// The picture's size in pixels (a cell is one pixel wide, two high) inside a `w × h` cell area
 /// for a `rows × cols` region whose image has the aspect ratio `aspect` (width / height): when
@@ -42,115 +179,137 @@ pub fn picture_size(w: u16, h: u16, rows: usize, cols: usize, aspect: f64) -> (u
     }
 }
 
-/// The aspect ratio (width / height) of the image the session's first region covers; 1
-/// without a session or a region.
-pub fn region_aspect(app: &App) -> f64 {
-    app.session
-        .as_ref()
-        .and_then(|s| s.regions().first().map(|r| r.aspect()))
-        .unwrap_or(1.0)
-}
-
-/// Where the image pane in `area` draws the picture; `None` when it draws none.
-pub fn geom(app: &App, area: Rect) -> Option<ImageGeom> {
-    let inner = pane_inner(area);
-    if inner.height < 3 || inner.width < 4 || app.image.is_none() {
-        return None;
-    }
-    let [rows, cols] = app.grid();
-    let canvas = Rect::new(inner.x, inner.y + 1, inner.width, inner.height - 2);
-    if rows * cols == 0 || canvas.height == 0 {
-        return None;
-    }
-    let aspect = region_aspect(app);
-    let (width, height_px) = picture_size(canvas.width, canvas.height, rows, cols, aspect);
-    Some(ImageGeom {
-        x0: canvas.x + (canvas.width - width) / 2,
-        y0: canvas.y,
-        width,
-        height_px,
-        rows,
-        cols,
-    })
-}
-
-/// Draws the image pane into `area`.
-pub fn draw(f: &mut Frame, app: &App, area: Rect) {
-    let look = &app.look;
-    let mut title = if app.patch_mode {
-        format!("Image · patch mode · {} selected", app.patches.len())
-    } else {
-        "Image".to_string()
-    };
-    if let Some(d) = app.view.faith.as_ref().and_then(|fv| fv.current_drop()) {
-        title.push_str(&format!(" · Δp {d:+.3}"));
-    }
-    let block = pane_block(app, Pane::Image, title);
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    if inner.height < 3 || inner.width < 4 {
-        return;
-    }
-    let dim = Style::default().fg(look.color(look.theme.dim));
-    let warn = Style::default().fg(look.color(look.theme.warning));
-    let buf = f.buffer_mut();
-    let view = &app.view;
-    put(buf, inner, inner.x, inner.y, &view.map_title, dim);
-    let [rows, cols] = app.grid();
-    let (Some(image), Some(geom)) = (&app.image, geom(app, area)) else {
-        return;
-    };
-    let ImageGeom {
-        x0,
-        y0,
-        width,
-        height_px,
-        ..
-    } = geom;
-    // Resampled per frame (a few thousand pixels), so drawing changes no state.
-    let raster = resample(image, width as usize, height_px as usize);
-    let colors: Vec<(Rgb, f32)> = match &view.map {
-        Some(m) => m
-            .values
-            .iter()
-            .map(|&v| {
-                let x = normalize(v, view.range);
-                (look.map_rgb(x), x)
-            })
-            .collect(),
-        None => vec![(Rgb(0, 0, 0), 0.0); rows * cols],
-    };
-    let alpha = if view.map.is_some() { app.opacity } else { 0.0 };
-    let show_cursor = app.focus == Pane::Image || app.patch_mode;
-    let (w, h) = (width as usize, height_px as usize);
-    let theme = &look.theme;
-    half_blocks(buf, look, (x0, y0), (width, height_px), |x, y| {
-        let (r, c) = (y * rows / h, x * cols / w);
-        let p = r * cols + c;
-        let (map_rgb, level) = colors[p];
-        let base = raster.get(x, y);
-        let mut rgb = base.blend(map_rgb, alpha);
-        let edge = is_edge(x, y, r, c, w, h, rows, cols);
-        if show_cursor && p == app.patch && edge {
-            rgb = theme.cursor;
-        } else if app.patches.contains(&p) && edge {
-            rgb = theme.foreground;
-        } else if view.marked.contains(&p) && edge {
-            rgb = theme.accent;
+impl Component for ImagePane {
+    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        let look = ctx.look;
+        let view = ctx.view;
+        let mut title = if self.patch_mode {
+            format!("Image · patch mode · {} selected", self.patches.len())
+        } else {
+            "Image".to_string()
+        };
+        if let Some(d) = view.faith.as_ref().and_then(|fv| fv.current_drop()) {
+            title.push_str(&format!(" · Δp {d:+.3}"));
         }
-        Px { rgb, level }
-    });
-    let bar_y = inner.bottom() - 1;
-    if let Some(msg) = &view.map_missing {
-        let r = Rect::new(inner.x, inner.y, inner.width, 2.min(inner.height));
-        f.render_widget(
-            Paragraph::new(msg.as_str())
-                .style(warn)
-                .wrap(Wrap { trim: true }),
-            r,
-        );
-    } else {
-        color_bar(f, app, Rect::new(inner.x, bar_y, inner.width, 1));
+        let block = ctx.frame(Pane::Image, title);
+        let inner = block.inner(area);
+        f.render_widget(block, area);
+        if inner.height < 3 || inner.width < 4 {
+            return;
+        }
+        let dim = Style::default().fg(look.color(look.theme.dim));
+        let warn = Style::default().fg(look.color(look.theme.warning));
+        let buf = f.buffer_mut();
+        put(buf, inner, inner.x, inner.y, &view.map_title, dim);
+        let [rows, cols] = ctx.grid();
+        let (Some(image), Some(geom)) = (&self.image, self.geom(ctx, area)) else {
+            return;
+        };
+        let ImageGeom {
+            x0,
+            y0,
+            width,
+            height_px,
+            ..
+        } = geom;
+        // Resampled per frame (a few thousand pixels), so drawing changes no state.
+        let raster = resample(image, width as usize, height_px as usize);
+        let colors: Vec<(Rgb, f32)> = match &view.map {
+            Some(m) => m
+                .values
+                .iter()
+                .map(|&v| {
+                    let x = normalize(v, view.range);
+                    (look.map_rgb(x), x)
+                })
+                .collect(),
+            None => vec![(Rgb(0, 0, 0), 0.0); rows * cols],
+        };
+        let alpha = if view.map.is_some() {
+            self.opacity
+        } else {
+            0.0
+        };
+        let show_cursor = ctx.focus == Pane::Image || self.patch_mode;
+        let (w, h) = (width as usize, height_px as usize);
+        let theme = &look.theme;
+        half_blocks(buf, look, (x0, y0), (width, height_px), |x, y| {
+            let (r, c) = (y * rows / h, x * cols / w);
+            let p = r * cols + c;
+            let (map_rgb, level) = colors.get(p).copied().unwrap_or((Rgb(0, 0, 0), 0.0));
+            let base = raster.get(x, y);
+            let mut rgb = base.blend(map_rgb, alpha);
+            let edge = is_edge(x, y, r, c, w, h, rows, cols);
+            if show_cursor && p == self.patch && edge {
+                rgb = theme.cursor;
+            } else if self.patches.contains(&p) && edge {
+                rgb = theme.foreground;
+            } else if view.marked.contains(&p) && edge {
+                rgb = theme.accent;
+            }
+            Px { rgb, level }
+        });
+        let bar_y = inner.bottom() - 1;
+        if let Some(msg) = &view.map_missing {
+            let r = Rect::new(inner.x, inner.y, inner.width, 2.min(inner.height));
+            f.render_widget(
+                Paragraph::new(msg.as_str())
+                    .style(warn)
+                    .wrap(Wrap { trim: true }),
+                r,
+            );
+        } else {
+            color_bar(f, ctx, Rect::new(inner.x, bar_y, inner.width, 1));
+        }
+    }
+
+    fn handle(&mut self, action: Action, ctx: &Ctx, out: &mut Vec<Effect>) -> Handled {
+        let focused = ctx.focus == Pane::Image;
+        match action {
+            Action::PatchMode => {
+                self.patch_mode = !self.patch_mode;
+                if self.patch_mode {
+                    out.push(Effect::Focus(Pane::Image));
+                }
+            }
+            Action::Opacity => {
+                self.opacity = match self.opacity {
+                    o if o < 0.5 => 0.6,
+                    o if o < 0.9 => 1.0,
+                    _ => 0.0,
+                }
+            }
+            Action::Select if focused => {
+                if ctx.session.is_some() {
+                    self.patch_mode = true;
+                    self.toggle(self.patch);
+                }
+            }
+            Action::Left if focused => self.move_patch(ctx, -1, 0),
+            Action::Right if focused => self.move_patch(ctx, 1, 0),
+            Action::Up if focused => self.move_patch(ctx, 0, -1),
+            Action::Down if focused => self.move_patch(ctx, 0, 1),
+            Action::Cancel if self.patch_mode => self.patch_mode = false,
+            _ => return Handled::No,
+        }
+        Handled::Yes
+    }
+
+    fn commands(&self, ctx: &Ctx) -> Vec<Action> {
+        let mut out = vec![Action::PatchMode, Action::Opacity];
+        if ctx.focus == Pane::Image {
+            out.extend([
+                Action::Left,
+                Action::Right,
+                Action::Up,
+                Action::Down,
+                Action::Select,
+            ]);
+        }
+        if self.patch_mode {
+            out.push(Action::Cancel);
+        }
+        out
     }
 }
 
@@ -175,9 +334,9 @@ fn is_edge(
 }
 
 /// The colour bar: `min` label, a gradient, `max` label.
-fn color_bar(f: &mut Frame, app: &App, area: Rect) {
-    let look = &app.look;
-    let (lo, hi) = app.view.range;
+fn color_bar(f: &mut Frame, ctx: &Ctx, area: Rect) {
+    let look = ctx.look;
+    let (lo, hi) = ctx.view.range;
     let left = format!("{lo:.4} ");
     let right = format!(" {hi:.4} {}", look.colormap.name());
     let fg = Style::default().fg(look.color(look.theme.foreground));

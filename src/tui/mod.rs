@@ -8,17 +8,14 @@
 pub mod app;
 pub mod blocks;
 pub mod component;
-pub mod draw;
 pub mod grid;
 mod header;
 pub mod help;
 pub mod hits;
 pub mod image;
-pub mod jobs;
 pub mod keymap;
 pub mod method;
 pub mod msg;
-mod paint;
 pub mod prompt;
 pub mod run_form;
 pub mod state;
@@ -28,8 +25,10 @@ pub mod update;
 pub mod view;
 pub mod worker;
 
+pub use app::draw;
+pub use app::draw::draw;
 pub use app::App;
-pub use draw::draw;
+pub use update::jobs;
 pub use update::{update, Cmd, Msg};
 pub use worker::{GenerateRunner, JobRunner, LiveRequest, RunEvent, Runner};
 
@@ -243,7 +242,13 @@ pub fn export_png(app: &App, path: &std::path::Path) -> Result<(), String> {
         return Err("no map to export".into());
     };
     let img = denormalize(&s.pixel_values);
-    let out = overlay(&img, map, app.view.range, app.look.colormap, app.opacity);
+    let out = overlay(
+        &img,
+        map,
+        app.view.range,
+        app.look.colormap,
+        app.image.opacity(),
+    );
     write_png(&out, path).map_err(|e| e.to_string())
 }
 

@@ -8,9 +8,9 @@ use ratatui::Frame;
 use crate::explain::attention::{min_max, Word};
 use crate::style::normalize;
 
+use super::super::blocks::bars;
 use super::super::blocks::{bar, display_token, half_blocks, put, Px};
 use super::super::component::Ctx;
-use super::super::paint::bars;
 use super::super::state::Agg;
 
 pub(super) fn small_multiples(f: &mut Frame, ctx: &Ctx, area: Rect) {
@@ -20,14 +20,16 @@ pub(super) fn small_multiples(f: &mut Frame, ctx: &Ctx, area: Rect) {
         return;
     }
     let look = ctx.look;
+    // Tiles keep the aspect of the image region shown (square patches without one).
+    let aspect = ctx.aspect().unwrap_or(cols as f64 / rows as f64);
     // The largest tile width (in cells) that fits every head, else the smallest one.
     let fits = |tw: usize| {
         let per_row = (area.width as usize + 1) / (tw + 1);
-        let th = (tw * rows).div_ceil(cols).div_ceil(2) + 1;
+        let th = tile_height_px(tw, aspect).div_ceil(2) + 1;
         per_row > 0 && heads.len().div_ceil(per_row) * th <= area.height as usize
     };
     let tw = (4..=24).rev().find(|&tw| fits(tw)).unwrap_or(4);
-    let th_px = (tw * rows).div_ceil(cols).max(1);
+    let th_px = tile_height_px(tw, aspect);
     let th = th_px.div_ceil(2) + 1;
     let per_row = ((area.width as usize + 1) / (tw + 1)).max(1);
     let fg = Style::default().fg(look.color(look.theme.foreground));
@@ -59,6 +61,18 @@ pub(super) fn small_multiples(f: &mut Frame, ctx: &Ctx, area: Rect) {
         let label: String = format!("h{h} {mean:.1e}").chars().take(tw).collect();
         put(buf, area, x, y + th as u16 - 1, &label, style);
     }
+}
+
+/// The height in pixels of a tile `width` pixels wide showing an image of aspect `aspect`
+/// (width / height), rounded up: at least one pixel, at most four times the width.
+pub(super) fn tile_height_px(width: usize, aspect: f64) -> usize {
+    let h = if aspect.is_finite() && aspect > 0.0 {
+        // A hair below so that an exact ratio is not rounded up by float error.
+        (width as f64 / aspect - 1e-6).ceil()
+    } else {
+        width as f64
+    };
+    (h as usize).clamp(1, width.max(1) * 4)
 }
 
 /// Max-pools a grid to `w × h` pixels.
@@ -148,4 +162,23 @@ pub(super) fn words(f: &mut Frame, ctx: &Ctx, area: Rect, words: &[(Word, f32)])
         .map(|(w, v)| (w.text.clone(), *v, max > 0.0 && *v == max))
         .collect();
     bars(f, ctx.look, area, &rows);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tile_height_px;
+
+    #[test]
+    fn tiles_follow_the_image_aspect() {
+        assert_eq!(tile_height_px(24, 1.0), 24);
+        // 640 × 480: a wide tile.
+        assert_eq!(tile_height_px(24, 640.0 / 480.0), 18);
+        // 3 rows × 4 cols of square patches, rounded up as before.
+        assert_eq!(tile_height_px(7, 4.0 / 3.0), 6);
+        // A tall image: taller than wide, bounded.
+        assert_eq!(tile_height_px(10, 0.5), 20);
+        assert_eq!(tile_height_px(10, 0.01), 40);
+        assert_eq!(tile_height_px(10, f64::NAN), 10);
+        assert_eq!(tile_height_px(4, 100.0), 1);
+    }
 }

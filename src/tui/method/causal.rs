@@ -11,11 +11,11 @@ use crate::explain::attention::patch_positions;
 use crate::explain::causal::{effective_radius, heads_by_importance, shown_head, ParamStep};
 use crate::session::Session;
 
+use super::super::blocks::bars;
 use super::super::blocks::{display_token, put};
 use super::super::component::Ctx;
 use super::super::keymap::Action;
 use super::super::msg::{Cmd, Effect};
-use super::super::paint::bars;
 use super::super::state::Agg;
 use super::super::view::causal::{stored_params, CausalState};
 

@@ -17,10 +17,10 @@ use ratatui::Frame;
 use crate::job::ModelJob;
 use crate::session::Session;
 
+use super::blocks::bars;
 use super::component::{Component, Ctx, Handled};
 use super::keymap::Action;
 use super::msg::Effect;
-use super::paint::bars;
 use super::state::{clamp_step, Agg, AttnView, Method, Pane};
 use super::view::causal::CausalState;
 use super::view::faith::FaithState;

@@ -11,10 +11,10 @@ use crate::explain::catalogue::{self, Need};
 use crate::job::ModelJob;
 use crate::session::Session;
 
+use super::super::blocks::bars;
 use super::super::blocks::{display_token, flow, put};
 use super::super::component::Ctx;
 use super::super::msg::Effect;
-use super::super::paint::bars;
 use super::super::view::relevancy_hint;
 
 /// The label of the image's bar among the word bars.

@@ -1,10 +1,11 @@
 //! `update`, the one place state changes: messages in, commands out. Keys become actions
 //! through the keymap; an action goes to the app's own handlers (focus, method, layer and
 //! heads, saving) or to the components, which answer with [`Effect`]s the app applies. Split by
-//! concern: actions here, the image pane and the mouse in [`nav`], saving and exporting in
+//! concern: actions here, the mouse in [`nav`], saving and exporting in
 //! [`files`], what the workers send back in [`results`].
 
 mod files;
+pub mod jobs;
 mod nav;
 mod results;
 
@@ -44,7 +45,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
         return cmds;
     }
     if let Some(job) = app.method.missing_faith_job(&app.ctx()) {
-        cmds.extend(super::jobs::begin(app, job));
+        cmds.extend(jobs::begin(app, job));
     }
     cmds
 }
@@ -94,11 +95,10 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
         Action::ClearSelection => {
             app.answer.clear_selection();
             app.prompt.clear_selection();
-            app.patches.clear();
+            app.image.clear_patches();
         }
         Action::Save => return files::save(app),
         Action::Export => return files::export(app),
-        _ if nav::image_action(app, action) => {}
         _ => return to_components(app, action),
     }
     Vec::new()
@@ -108,9 +108,12 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
 /// only while focused); applies what it asked for.
 fn to_components(app: &mut App, action: Action) -> Vec<Cmd> {
     let mut effects = Vec::new();
-    let ctx = ctx!(app);
-    let components: [&mut dyn Component; 7] = [
+    // The image pane is borrowed mutably beside the context: it reads a copy of its selection.
+    let patches = app.image.patches().clone();
+    let ctx = ctx!(app, &patches);
+    let components: [&mut dyn Component; 8] = [
         &mut app.help,
+        &mut app.image,
         &mut app.answer,
         &mut app.prompt,
         &mut app.method,
@@ -134,7 +137,7 @@ fn apply(app: &mut App, effects: Vec<Effect>) -> Vec<Cmd> {
             Effect::Notify(text, error) => app.notify(text, error),
             Effect::Select(sel) => app.sel = sel,
             Effect::Focus(p) => app.focus = p,
-            Effect::StartJob(job) => cmds.extend(super::jobs::start(app, job)),
+            Effect::StartJob(job) => cmds.extend(jobs::start(app, job)),
             Effect::StartRun(req) => {
                 app.run = super::state::RunState {
                     active: true,
@@ -149,16 +152,14 @@ fn apply(app: &mut App, effects: Vec<Effect>) -> Vec<Cmd> {
     cmds
 }
 
-/// Esc: cancels the live run, else the model job, else leaves patch mode, else goes to the
-/// components (the status line dismisses its notice).
+/// Esc: cancels the live run, else the model job, else goes to the components (the image pane
+/// leaves patch mode, else the status line dismisses its notice).
 fn cancel(app: &mut App) -> Vec<Cmd> {
     if let Some(c) = &app.run.cancel {
         c.store(true, std::sync::atomic::Ordering::SeqCst);
         app.notify("cancelling the run…", false);
     } else if app.job.is_some() {
-        super::jobs::cancel(app);
-    } else if app.patch_mode {
-        app.patch_mode = false;
+        jobs::cancel(app);
     } else {
         return to_components(app, Action::Cancel);
     }

@@ -37,8 +37,8 @@ pub(super) fn apply(app: &mut App, msg: Msg) {
             Ok(ct) => store_causal(app, t, params, ct),
             Err(e) => app.notify(e, true),
         },
-        Msg::Job(id, p) => super::super::jobs::progress(app, id, p),
-        Msg::JobDone(done) => super::super::jobs::done(app, done),
+        Msg::Job(id, p) => super::jobs::progress(app, id, p),
+        Msg::JobDone(done) => super::jobs::done(app, done),
         Msg::Key(_) | Msg::Mouse(_) | Msg::Resize(..) | Msg::Interrupt => {}
     }
 }

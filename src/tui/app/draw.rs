@@ -5,10 +5,10 @@ use ratatui::style::Style;
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::app::{App, Pane};
-use super::component::Component;
-use super::hits::Hits;
-use super::{grid, header, image};
+use super::super::component::Component;
+use super::super::hits::Hits;
+use super::super::{grid, header};
+use super::{App, Pane};
 
 /// The smallest terminal the layout works in.
 pub const MIN_SIZE: (u16, u16) = (40, 12);
@@ -69,7 +69,7 @@ pub fn hits(app: &App, area: Rect) -> Hits {
         match pane {
             Pane::Answer => hits.answer = app.answer.hits(&ctx, r),
             Pane::Prompt => hits.prompt = app.prompt.hits(&ctx, r),
-            Pane::Image => hits.image = image::geom(app, r),
+            Pane::Image => hits.image = app.image.geom(&ctx, r),
             Pane::Grid => hits.grid = grid::geom(&ctx, r),
             Pane::Method => {}
         }
@@ -106,7 +106,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         match pane {
             Pane::Answer => app.answer.draw(f, r, &ctx),
             Pane::Prompt => app.prompt.draw(f, r, &ctx),
-            Pane::Image => image::draw(f, app, r),
+            Pane::Image => app.image.draw(f, r, &ctx),
             Pane::Method => app.method.draw(f, r, &ctx),
             Pane::Grid => app.grid.draw(f, r, &ctx),
         }

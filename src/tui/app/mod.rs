@@ -4,10 +4,9 @@
 //! Derived numbers (the current map, the small multiples, the grids, ...) live in [`View`] and
 //! are recomputed by [`App::refresh`] after every change, never while drawing; per-token
 //! aggregates over the whole of `attn.gen` are computed once per session ([`TokenAggregates`]).
-//! The image pane (`image.rs`) still draws from `&App`, so its state (patch cursor, selected
-//! patches, patch mode, opacity, the image) stays here until it becomes a component.
 
-use std::collections::BTreeSet;
+pub mod draw;
+
 use std::path::PathBuf;
 
 use ratatui::layout::Rect;
@@ -15,7 +14,6 @@ use ratatui::layout::Rect;
 use crate::explain::attention::{HeadAgg, TokenAggregates};
 use crate::explain::catalogue::{CausalHeads, Layers, MapId};
 use crate::session::Session;
-use crate::style::overlay::{denormalize, Raster};
 use crate::style::Look;
 
 pub use super::state::{
@@ -26,6 +24,7 @@ pub use super::state::{
 use super::component::Ctx;
 use super::grid::GridPane;
 use super::help::HelpOverlay;
+use super::image::ImagePane;
 use super::keymap::Keymap;
 use super::method::MethodPane;
 use super::prompt::PromptPane;
@@ -35,9 +34,13 @@ use super::tokens::AnswerPane;
 use super::view::{View, ViewInput};
 
 /// The [`Ctx`] of an app, borrowing only the fields that are not components, so that a
-/// component can be borrowed mutably beside it.
+/// component can be borrowed mutably beside it; the image pane's selected patches are given
+/// as the second argument when the image pane is to be borrowed mutably too.
 macro_rules! ctx {
     ($app:expr) => {
+        $crate::tui::app::ctx!($app, $app.image.patches())
+    };
+    ($app:expr, $patches:expr) => {
         $crate::tui::component::Ctx {
             look: &$app.look,
             keymap: &$app.keymap,
@@ -47,9 +50,10 @@ macro_rules! ctx {
             focus: $app.focus,
             run: &$app.run,
             job: $app.job.as_ref(),
-            patch_mode: $app.patch_mode,
-            patches: &$app.patches,
-            opacity: $app.opacity,
+            patch_mode: $app.image.patch_mode(),
+            patches: $patches,
+            opacity: $app.image.opacity(),
+            region: $app.image.region(),
             modified: $app.modified,
         }
     };
@@ -92,17 +96,8 @@ pub struct App {
     pub form: RunFormPane,
     /// The help overlay.
     pub help: HelpOverlay,
-    /// The image pane's patch mode: its cursor selects patches and answer tokens show their
-    /// attention to the selection.
-    pub patch_mode: bool,
-    /// The image pane's patch cursor (row-major grid index).
-    pub patch: usize,
-    /// The image pane's selected patches.
-    pub patches: BTreeSet<usize>,
-    /// Map opacity over the image.
-    pub opacity: f32,
-    /// The session's image as RGB.
-    pub image: Option<Raster>,
+    /// The image pane (patch mode, cursor and selection, opacity, the image, its region).
+    pub image: ImagePane,
     /// Numbers derived from the selection, recomputed by [`App::refresh`].
     pub view: View,
     /// The terminal's size (updated on resize): mouse clicks are mapped through the layout of
@@ -144,11 +139,7 @@ impl App {
             status,
             form: RunFormPane::default(),
             help: HelpOverlay::default(),
-            patch_mode: false,
-            patch: 0,
-            patches: BTreeSet::new(),
-            opacity: 0.6,
-            image: None,
+            image: ImagePane::default(),
             view: View::default(),
             screen: Rect::default(),
             run: RunState::default(),
@@ -173,11 +164,9 @@ impl App {
     /// Replaces the session, resets the selection and recomputes everything.
     pub fn set_session(&mut self, session: Session, path: Option<PathBuf>) {
         self.aggregates = TokenAggregates::compute(&session).ok();
-        self.image = Some(denormalize(&session.pixel_values));
+        self.image.open_session(&session);
         self.answer = AnswerPane::default();
         self.prompt = PromptPane::for_session(&session);
-        self.patches.clear();
-        self.patch = 0;
         self.sel.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
         self.sel.head = 0;
         self.method.open_session(&session);
@@ -275,7 +264,7 @@ impl App {
             tokens: &tokens,
             cursor: self.answer.cursor(),
             one_token: self.answer.selected().len() <= 1,
-            patches: self.patch_mode.then_some(&self.patches),
+            patches: self.image.patch_mode().then_some(self.image.patches()),
             prompt_selected: self.prompt.selected(),
             attn_view: self.method.attn_view(),
             grid_all_tokens: self.grid.all_tokens(),

@@ -1,6 +1,6 @@
 //! Model jobs on the open session (relevancy on demand, faithfulness of the maps): asking for
 //! one, its progress, Esc, and storing what comes back; part of `update`. The work itself runs
-//! on the job worker ([`super::worker`]).
+//! on the job worker ([`super::super::worker`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,9 +8,9 @@ use std::sync::Arc;
 use crate::explain::relevancy;
 use crate::job::{JobOutput, JobProgress, ModelJob};
 
-use super::app::{App, PendingJob};
-use super::msg::{Cmd, JobDone};
-use super::worker::JobRequest;
+use super::super::app::{App, PendingJob};
+use super::super::msg::{Cmd, JobDone};
+use super::super::worker::JobRequest;
 
 /// Makes `job` the pending job and returns the command that starts it; refuses (with a notice)
 /// while another job runs.

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::explain::causal::{self, CausalError};
-use crate::explain::relevancy::{self, RelevancyError};
+use crate::explain::relevancy::{self, RelevancyError, RelevancyMaps};
 use crate::generate::{self, anyres, qwen, GenerateError, LoadedModel, Progress, RunRequest};
 use crate::model::ModelDir;
 use crate::session::{CausalParams, RegionKind, Session};
@@ -104,21 +104,12 @@ fn run_qwen(
         .manifest
         .timings
         .insert("load_model".into(), load_seconds);
-    if request.relevancy {
-        on_progress(Progress::Stage("relevancy".into()));
-        let tokens: Vec<usize> = (0..session.num_output()).collect();
-        let total = tokens.len().max(1) as f64;
-        let mut done = 0usize;
-        let maps = qwen::relevancy_maps(&loaded, &session, &tokens, &mut |_| {
-            done += 1;
-            on_progress(Progress::Fraction(done as f64 / total));
-        })?;
-        relevancy::store(&mut session, &maps)?;
-    }
-    if request.causal {
-        on_progress(Progress::Stage("causal explanations".into()));
-        add_causal(&mut session)?;
-    }
+    add_requested(
+        &mut session,
+        &request,
+        on_progress,
+        |s, tokens, on_token| Ok(qwen::relevancy_maps(&loaded, s, tokens, on_token)?),
+    )?;
     Ok(session)
 }
 
@@ -139,23 +130,40 @@ fn run_anyres(
         .manifest
         .timings
         .insert("load_model".into(), load_seconds);
+    let kinds: Vec<RegionKind> = session.manifest.regions.iter().map(|r| r.kind).collect();
+    add_requested(&mut session, request, on_progress, |s, tokens, on_token| {
+        Ok(anyres::relevancy_maps(
+            &loaded, &image, s, &kinds, tokens, on_token,
+        )?)
+    })?;
+    Ok(session)
+}
+
+/// The explanations `request` asks for after generation, for a pipeline whose relevancy pass
+/// is `rows` (output tokens → rows, calling its last argument once per token done): relevancy of
+/// every output token stored in `session`, then the causal results.
+fn add_requested(
+    session: &mut Session,
+    request: &RunRequest,
+    on_progress: &mut dyn FnMut(Progress),
+    rows: impl FnOnce(&Session, &[usize], &mut dyn FnMut(usize)) -> Result<RelevancyMaps, JobError>,
+) -> Result<(), JobError> {
     if request.relevancy {
         on_progress(Progress::Stage("relevancy".into()));
         let tokens: Vec<usize> = (0..session.num_output()).collect();
         let total = tokens.len().max(1) as f64;
         let mut done = 0usize;
-        let kinds: Vec<RegionKind> = session.manifest.regions.iter().map(|r| r.kind).collect();
-        let maps = anyres::relevancy_maps(&loaded, &image, &session, &kinds, &tokens, &mut |_| {
+        let maps = rows(session, &tokens, &mut |_| {
             done += 1;
             on_progress(Progress::Fraction(done as f64 / total));
         })?;
-        relevancy::store(&mut session, &maps)?;
+        relevancy::store(session, &maps)?;
     }
     if request.causal {
         on_progress(Progress::Stage("causal explanations".into()));
-        add_causal(&mut session)?;
+        add_causal(session)?;
     }
-    Ok(session)
+    Ok(())
 }
 
 /// Fills the session's causal results for every output token, with the default parameters on

@@ -99,7 +99,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
 }
 
 fn clean(t: &str) -> String {
-    t.replace('▁', " ")
+    lvlmscope::session::piece_text(t)
 }
 
 fn percent(v: Option<f32>) -> String {

@@ -58,6 +58,18 @@ fn run_records_rows_equal_to_transformers_and_report_opens() {
         assert_eq!(s.output_ids, want, "{model}");
         let ids: Vec<i64> = r["input_ids"].to_vec1().unwrap();
         assert_eq!(s.input_ids, ids, "{model}");
+        let words: Vec<String> = lvlmscope::explain::attention::prompt_words(&s)
+            .into_iter()
+            .map(|w| w.text)
+            .collect();
+        assert!(
+            words.join(" ").contains("What is in the picture?"),
+            "{model}: byte-level pieces read as words {words:?}"
+        );
+        for t in &s.manifest.tokens.input {
+            let shown = lvlmscope::style::display_token(t);
+            assert!(!shown.contains('Ġ'), "{model}: {t:?} shown as {shown:?}");
+        }
         assert_eq!(s.manifest.model.image_grid, [3, 4], "{model}");
         assert_eq!(s.manifest.image_span, [15, 12], "{model}");
         let [region] = &s.manifest.regions[..] else {

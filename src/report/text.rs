@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::session::Session;
+use crate::session::{piece_text, Session};
 use crate::style::{rgb_to_ansi256, shade, ColorMode, Look, Rgb};
 
 use super::overlay::{denormalize, overlay, resample, Raster};
@@ -11,7 +11,7 @@ use super::{RelevancyReport, ReportMap};
 use crate::explain::catalogue::RegionMap;
 
 fn display(t: &str) -> String {
-    t.replace('▁', " ").replace("<0x0A>", "↵")
+    piece_text(t).replace('\n', "↵")
 }
 
 fn fg(mode: ColorMode, c: Rgb) -> String {
@@ -94,7 +94,7 @@ pub fn print(out: &mut dyn Write, s: &Session, r: &ReportMap, look: &Look) -> st
     let mut answer = String::new();
     for (i, t) in s.manifest.tokens.output.iter().enumerate() {
         if i == r.token {
-            if t.starts_with('▁') {
+            if piece_text(t).starts_with(' ') {
                 answer.push(' ');
             }
             answer.push_str(&format!("[{}]", display(t).trim()));

@@ -7,6 +7,7 @@
 mod array;
 mod file;
 pub mod manifest;
+mod pieces;
 mod regions;
 pub mod synthetic;
 
@@ -16,6 +17,7 @@ pub use manifest::{
     CausalHead, CausalParams, CausalResults, CausalToken, GenerationInfo, ImageInfo, Manifest,
     ModelFamily, ModelInfo, TokenStrings, SCHEMA, SCHEMA_1,
 };
+pub use pieces::piece_text;
 pub use regions::{check_regions, schema1_region, square_input_rect, ImageRegion, RegionKind};
 
 use std::borrow::Cow;

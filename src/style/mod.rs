@@ -10,6 +10,8 @@ pub use theme::{Theme, ThemeError, BUILTIN};
 
 use ratatui::style::Color;
 
+use crate::session::piece_text;
+
 /// How many colours the terminal shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColorMode {
@@ -128,12 +130,10 @@ impl Default for Look {
     }
 }
 
-/// A token string as shown: the `▁` word marker as a space, control tokens made visible.
+/// A token string as shown: the text it stands for ([`piece_text`]: word markers as spaces,
+/// byte-level pieces decoded), trimmed, with newlines made visible.
 pub fn display_token(t: &str) -> String {
-    let s = t
-        .replace('▁', " ")
-        .replace("<0x0A>", "↵")
-        .replace('\n', "↵");
+    let s = piece_text(t).replace('\n', "↵");
     let trimmed = s.trim();
     if trimmed.is_empty() {
         "␣".into()

@@ -1,7 +1,7 @@
 //! Answer → prompt-word attention: sub-word pieces merged into words.
 
 use super::{combined_row, AttentionError, HeadAgg};
-use crate::session::Session;
+use crate::session::{piece_text, Session};
 
 /// One prompt word: the text pieces merged and the input positions they occupy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +16,8 @@ fn is_special(piece: &str) -> bool {
     piece.len() > 2 && piece.starts_with('<') && piece.ends_with('>')
 }
 
-/// The prompt's words: input tokens outside the image span, a piece starting with `▁` (or a
-/// special token such as `<s>`) starting a new word.
+/// The prompt's words: input tokens outside the image span, a piece whose text starts with a
+/// space (`▁`, `Ġ`) or a special token such as `<s>` starting a new word.
 pub fn prompt_words(s: &Session) -> Vec<Word> {
     let image = s.image_range();
     let mut words: Vec<Word> = Vec::new();
@@ -28,8 +28,12 @@ pub fn prompt_words(s: &Session) -> Vec<Word> {
             continue;
         }
         let special = is_special(piece);
-        let starts = special || prev_special || piece.starts_with('▁') || words.is_empty();
-        let text = piece.replace('▁', " ");
+        let text = if special {
+            piece.to_string()
+        } else {
+            piece_text(piece)
+        };
+        let starts = special || prev_special || text.starts_with(' ') || words.is_empty();
         if starts {
             words.push(Word {
                 text: text.trim_start().to_string(),

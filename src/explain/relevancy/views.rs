@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::math::residual_normalize_row;
-use crate::session::Session;
+use crate::session::{piece_text, Session};
 
 /// LVLM-Interpret's `SEPARATORS_LIST`: tokens that never join a word.
 pub const SEPARATORS: &[&str] = &[
@@ -13,9 +13,6 @@ pub const SEPARATORS: &[&str] = &[
     "-", "_", "+", "=", "*", "&", "^", "%", "$", "#", "@", "~", "`", " ", "\t", "\n", "\r", "\x0b",
     "\x0c",
 ];
-
-/// The SentencePiece word-start marker.
-pub const WORD_START: char = '▁';
 
 /// How a relevancy row is prepared before it is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -74,8 +71,18 @@ fn is_separator(piece: &str) -> bool {
     SEPARATORS.contains(&piece)
 }
 
+/// A piece's text inside a word: byte-fallback pieces (`<0x0A>`) kept as spelled, as
+/// LVLM-Interpret keeps them; every other piece as the text it stands for ([`piece_text`]).
+fn word_text(piece: &str) -> String {
+    if piece.starts_with("<0x") {
+        piece.to_string()
+    } else {
+        piece_text(piece)
+    }
+}
+
 /// Merge `(position, piece, value)` triples, in order, into words: a piece starts a new word
-/// when it begins with `▁`, when it is a separator, or when the piece before it was a
+/// when its text begins with a space (`▁`, byte-level `Ġ`), when it is a separator, or when the piece before it was a
 /// separator (separators stand alone); otherwise it extends the current word. A word's value
 /// is the mean of its pieces. (LVLM-Interpret's `compute_word_rel_map` uses the same rule,
 /// except that it lets a piece without `▁` extend a separator.)
@@ -84,17 +91,18 @@ pub fn merge_words(pieces: &[(usize, &str, f32)]) -> Vec<Word> {
     let mut prev_sep = true;
     for &(pos, piece, value) in pieces {
         let sep = is_separator(piece);
-        let starts = prev_sep || sep || piece.starts_with(WORD_START);
+        let text = word_text(piece);
+        let starts = prev_sep || sep || text.starts_with(' ');
         match words.last_mut() {
             Some((w, count)) if !starts => {
-                w.text.push_str(piece);
+                w.text.push_str(&text);
                 w.positions.push(pos);
                 w.value += value;
                 *count += 1;
             }
             _ => words.push((
                 Word {
-                    text: piece.to_string(),
+                    text,
                     positions: vec![pos],
                     value,
                 },
@@ -107,7 +115,7 @@ pub fn merge_words(pieces: &[(usize, &str, f32)]) -> Vec<Word> {
         .into_iter()
         .map(|(mut w, count)| {
             w.value /= count as f32;
-            w.text = w.text.replace(WORD_START, " ").trim().to_string();
+            w.text = w.text.trim().to_string();
             w
         })
         .collect()

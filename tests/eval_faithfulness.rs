@@ -1,95 +1,23 @@
 //! Deletion curves and probability drops (`explain::faithfulness`) on the tiny fixture model,
 //! checked against transformers' logits and against plain single-image forward passes.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod reference_session;
 
-use candle_core::{DType, Device, Tensor};
+use reference_session::{fixtures, load_fixture, reference_session};
+
+use candle_core::{Device, Tensor};
 use lvlmscope::explain::faithfulness::{
     deletion_curve, fill_patches, mean_colour, probability_drop, softmax_at, Deletion,
     FaithfulnessError,
 };
-use lvlmscope::model::{AttentionRecorder, Llava, ModelDir};
-use lvlmscope::session::{
-    Array, GenerationInfo, ImageInfo, Manifest, ModelInfo, Session, TokenStrings, SCHEMA,
-};
+use lvlmscope::model::{AttentionRecorder, Llava};
+use lvlmscope::session::{Array, Session};
 
 const MODEL: &str = "tiny-llava-gqa";
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn load_model() -> Llava {
-    let dir = ModelDir::resolve(fixtures().join(MODEL).to_str().unwrap()).unwrap();
-    Llava::load(&dir, DType::F32, &Device::Cpu).unwrap()
-}
 
 fn reference() -> std::collections::HashMap<String, Tensor> {
     let path = fixtures().join(format!("reference/{MODEL}.safetensors"));
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-/// A session with the reference run's ids and pixel values (what `generate` would record).
-fn session(model: &Llava) -> Session {
-    let r = reference();
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join(format!("reference/{MODEL}.json"))).unwrap(),
-    )
-    .unwrap();
-    let span = &json["image_span"];
-    let px = &r["pixel_values"];
-    let cfg = model.config();
-    Session {
-        manifest: Manifest {
-            schema: SCHEMA.to_string(),
-            model: ModelInfo {
-                path: MODEL.to_string(),
-                architecture: "LlavaForConditionalGeneration".to_string(),
-                text_layers: cfg.text_config.num_hidden_layers,
-                text_heads: cfg.text_config.num_attention_heads,
-                vision_layers: model.vision_layers_run(),
-                vision_heads: cfg.vision_config.num_attention_heads,
-                image_grid: model.image_grid(),
-                family: None,
-            },
-            prompt: json["prompt"].as_str().unwrap().to_string(),
-            image: ImageInfo {
-                path: "image.png".to_string(),
-                mode: "default".to_string(),
-                original_size: [48, 36],
-            },
-            generation: GenerationInfo {
-                max_new_tokens: 8,
-                temperature: 0.0,
-                top_p: 1.0,
-                seed: 0,
-            },
-            tokens: TokenStrings::default(),
-            image_span: [
-                span[0].as_u64().unwrap() as usize,
-                span[1].as_u64().unwrap() as usize,
-            ],
-            regions: Vec::new(),
-            relevancy_tokens: Vec::new(),
-            causal: None,
-            timings: BTreeMap::new(),
-            lens: Vec::new(),
-        },
-        input_ids: r["input_ids"].to_vec1::<i64>().unwrap(),
-        output_ids: r["output_ids"].to_vec1::<i64>().unwrap(),
-        pixel_values: Array::new(
-            px.dims().to_vec(),
-            px.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        )
-        .unwrap(),
-        attn_gen: None,
-        attn_full: BTreeMap::new(),
-        attn_vit: None,
-        relevancy_llm: None,
-        relevancy_vit: None,
-        relevancy_combined: None,
-    }
 }
 
 /// Probability of `output_ids[t]` after one ordinary single-image forward with `pixels`.
@@ -117,8 +45,8 @@ fn scrambled_map(p: usize) -> Vec<f32> {
 
 #[test]
 fn k_zero_is_the_probability_of_the_ordinary_forward() {
-    let model = load_model();
-    let s = session(&model);
+    let model = load_fixture(MODEL);
+    let s = reference_session(MODEL, &model);
     let logits = reference()["logits"].to_vec2::<f32>().unwrap();
     let p = 16;
     for t in [0, 3, 7] {
@@ -141,8 +69,8 @@ fn k_zero_is_the_probability_of_the_ordinary_forward() {
 
 #[test]
 fn removing_every_patch_gives_the_mean_colour_image() {
-    let model = load_model();
-    let s = session(&model);
+    let model = load_fixture(MODEL);
+    let s = reference_session(MODEL, &model);
     let colour = mean_colour(&s.pixel_values);
     let plane = s.pixel_values.data.len() / 3;
     let flat: Vec<f32> = colour
@@ -166,8 +94,8 @@ fn removing_every_patch_gives_the_mean_colour_image() {
 
 #[test]
 fn every_point_matches_a_single_forward_on_the_filled_image() {
-    let model = load_model();
-    let s = session(&model);
+    let model = load_fixture(MODEL);
+    let s = reference_session(MODEL, &model);
     let map = scrambled_map(16);
     let ks = [0, 1, 2, 3, 8, 13, 16];
     let mut d = Deletion::new(&model, &s, 1).unwrap().with_batch(3);
@@ -211,8 +139,8 @@ fn filling_touches_only_the_chosen_patches() {
 
 #[test]
 fn probability_drop_is_the_fall_at_the_fraction() {
-    let model = load_model();
-    let s = session(&model);
+    let model = load_fixture(MODEL);
+    let s = reference_session(MODEL, &model);
     let map = scrambled_map(16);
     let curve = deletion_curve(&model, &s, 0, &map, &[0, 4, 16]).unwrap();
     let drop = probability_drop(&model, &s, 0, &map, 0.25).unwrap();
@@ -224,8 +152,8 @@ fn probability_drop_is_the_fall_at_the_fraction() {
 
 #[test]
 fn different_maps_give_different_curves_and_ties_follow_patch_order() {
-    let model = load_model();
-    let s = session(&model);
+    let model = load_fixture(MODEL);
+    let s = reference_session(MODEL, &model);
     let ks = [0, 4, 8];
     let mut d = Deletion::new(&model, &s, 0).unwrap();
     // A constant map removes patches 0, 1, 2, ... in index order: the same as a map that
@@ -241,8 +169,8 @@ fn different_maps_give_different_curves_and_ties_follow_patch_order() {
 
 #[test]
 fn bad_requests_are_errors() {
-    let model = load_model();
-    let s = session(&model);
+    let model = load_fixture(MODEL);
+    let s = reference_session(MODEL, &model);
     let map = scrambled_map(16);
     assert!(matches!(
         deletion_curve(&model, &s, 8, &map, &[0]),
@@ -276,8 +204,8 @@ fn bad_requests_are_errors() {
 
 #[test]
 fn a_batch_of_images_gives_each_image_its_own_features_and_logits() {
-    let model = load_model();
-    let s = session(&model);
+    let model = load_fixture(MODEL);
+    let s = reference_session(MODEL, &model);
     let px = &s.pixel_values;
     let flipped = Array::new(px.shape.clone(), px.data.iter().rev().copied().collect()).unwrap();
     let single = |a: &Array| {

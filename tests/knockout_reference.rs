@@ -4,108 +4,19 @@
 //! positions and the same greedy ids; the lens curve and patch map match; the last layer's
 //! readout is the model's own probability.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod reference_session;
 
-use candle_core::{DType, Device, Tensor};
+use reference_session::{fixtures, load_fixture, reference_session};
+
 use lvlmscope::explain::knockout::{self, KeyBlock, KnockoutError, KnockoutRequest, QuerySet};
 use lvlmscope::explain::lens;
-use lvlmscope::model::{Llava, ModelDir};
-use lvlmscope::session::{
-    Array, GenerationInfo, ImageInfo, Manifest, ModelInfo, Session, TokenStrings, SCHEMA,
-};
 use serde_json::Value;
 
 const TOL: f32 = 1e-4;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn load_model(name: &str) -> Llava {
-    let dir = ModelDir::resolve(fixtures().join(name).to_str().unwrap()).unwrap();
-    Llava::load(&dir, DType::F32, &Device::Cpu).unwrap()
-}
-
 fn json(file: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference").join(file)).unwrap())
         .unwrap()
-}
-
-/// The session of the fixture's reference run.
-fn session(name: &str, model: &Llava) -> Session {
-    let r = candle_core::safetensors::load(
-        fixtures()
-            .join("reference")
-            .join(format!("{name}.safetensors")),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let j = json(&format!("{name}.json"));
-    let strings = |k: &str| -> Vec<String> {
-        j[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect()
-    };
-    let span = j["image_span"].as_array().unwrap();
-    let px: &Tensor = &r["pixel_values"];
-    let cfg = model.config();
-    let manifest = Manifest {
-        schema: SCHEMA.to_string(),
-        model: ModelInfo {
-            path: fixtures().join(name).display().to_string(),
-            architecture: "LlavaForConditionalGeneration".to_string(),
-            text_layers: cfg.text_config.num_hidden_layers,
-            text_heads: cfg.text_config.num_attention_heads,
-            vision_layers: model.vision_layers_run(),
-            vision_heads: cfg.vision_config.num_attention_heads,
-            image_grid: model.image_grid(),
-            family: None,
-        },
-        prompt: j["prompt"].as_str().unwrap().to_string(),
-        image: ImageInfo {
-            path: "image.png".to_string(),
-            mode: "default".to_string(),
-            original_size: [48, 36],
-        },
-        generation: GenerationInfo {
-            max_new_tokens: 8,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-        },
-        tokens: TokenStrings {
-            input: strings("input_tokens"),
-            output: strings("output_tokens"),
-        },
-        image_span: [
-            span[0].as_u64().unwrap() as usize,
-            span[1].as_u64().unwrap() as usize,
-        ],
-        regions: Vec::new(),
-        relevancy_tokens: Vec::new(),
-        causal: None,
-        timings: BTreeMap::new(),
-        lens: Vec::new(),
-    };
-    Session {
-        manifest,
-        input_ids: r["input_ids"].to_vec1::<i64>().unwrap(),
-        output_ids: r["output_ids"].to_vec1::<i64>().unwrap(),
-        pixel_values: Array::new(
-            px.dims().to_vec(),
-            px.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        )
-        .unwrap(),
-        attn_gen: None,
-        attn_full: BTreeMap::new(),
-        attn_vit: None,
-        relevancy_llm: None,
-        relevancy_vit: None,
-        relevancy_combined: None,
-    }
 }
 
 fn usizes(v: &Value) -> Vec<usize> {
@@ -142,8 +53,8 @@ fn knockout_matches_masking_in_transformers() {
     let mut worst = 0f32;
     let mut checked = 0;
     for name in models() {
-        let model = load_model(&name);
-        let mut s = session(&name, &model);
+        let model = load_fixture(&name);
+        let mut s = reference_session(&name, &model);
         for case in reference["cases"].as_array().unwrap() {
             if case["model"] != name.as_str() {
                 continue;
@@ -189,8 +100,8 @@ fn lens_matches_the_readout_in_transformers() {
     let reference = json("knockout.json");
     let mut worst = 0f32;
     for name in models() {
-        let model = load_model(&name);
-        let s = session(&name, &model);
+        let model = load_fixture(&name);
+        let s = reference_session(&name, &model);
         for case in reference["lens"].as_array().unwrap() {
             if case["model"] != name.as_str() {
                 continue;
@@ -243,8 +154,8 @@ fn lens_matches_the_readout_in_transformers() {
 #[test]
 fn bad_requests_are_one_sentence() {
     let name = "tiny-llava-gqa";
-    let model = load_model(name);
-    let s = session(name, &model);
+    let model = load_fixture(name);
+    let s = reference_session(name, &model);
     let req = |token, block: &str, layers| KnockoutRequest {
         token,
         block: block.parse().unwrap(),

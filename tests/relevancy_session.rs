@@ -2,104 +2,21 @@
 //! reference (`tools/relevancy_reference.py`): every output token's decoder, vision and
 //! combined rows; LVLM-Interpret's first-token formulas; storing, caching and errors.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+mod reference_session;
 
-use candle_core::{DType, Device, Tensor};
+use reference_session::{fixtures, load_fixture, reference_session};
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
 use lvlmscope::explain::relevancy::{self, views, RelevancyError, RelevancyOptions};
-use lvlmscope::model::{Llava, ModelDir};
-use lvlmscope::session::{
-    Array, GenerationInfo, ImageInfo, Manifest, ModelInfo, Session, TokenStrings, SCHEMA,
-};
+use lvlmscope::session::Array;
 
 const MODELS: [&str; 2] = ["tiny-llava-gqa", "tiny-llava-full"];
 const TOL: f32 = 1e-4;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn load_model(name: &str) -> Llava {
-    let dir = ModelDir::resolve(fixtures().join(name).to_str().unwrap()).unwrap();
-    Llava::load(&dir, DType::F32, &Device::Cpu).unwrap()
-}
-
 fn load_ref(file: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixtures().join("reference").join(file), &Device::Cpu).unwrap()
-}
-
-fn session(name: &str, model: &Llava) -> Session {
-    let r = load_ref(&format!("{name}.safetensors"));
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("reference").join(format!("{name}.json")))
-            .unwrap(),
-    )
-    .unwrap();
-    let strings = |k: &str| -> Vec<String> {
-        json[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect()
-    };
-    let span = json["image_span"].as_array().unwrap();
-    let px = r["pixel_values"].clone();
-    let cfg = model.config();
-    let manifest = Manifest {
-        schema: SCHEMA.to_string(),
-        model: ModelInfo {
-            path: name.to_string(),
-            architecture: "LlavaForConditionalGeneration".to_string(),
-            text_layers: cfg.text_config.num_hidden_layers,
-            text_heads: cfg.text_config.num_attention_heads,
-            vision_layers: model.vision_layers_run(),
-            vision_heads: cfg.vision_config.num_attention_heads,
-            image_grid: model.image_grid(),
-            family: None,
-        },
-        prompt: json["prompt"].as_str().unwrap().to_string(),
-        image: ImageInfo {
-            path: "image.png".to_string(),
-            mode: "default".to_string(),
-            original_size: [48, 36],
-        },
-        generation: GenerationInfo {
-            max_new_tokens: 8,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-        },
-        tokens: TokenStrings {
-            input: strings("input_tokens"),
-            output: strings("output_tokens"),
-        },
-        image_span: [
-            span[0].as_u64().unwrap() as usize,
-            span[1].as_u64().unwrap() as usize,
-        ],
-        regions: Vec::new(),
-        relevancy_tokens: Vec::new(),
-        causal: None,
-        timings: BTreeMap::new(),
-        lens: Vec::new(),
-    };
-    Session {
-        manifest,
-        input_ids: r["input_ids"].to_vec1::<i64>().unwrap(),
-        output_ids: r["output_ids"].to_vec1::<i64>().unwrap(),
-        pixel_values: Array::new(
-            px.dims().to_vec(),
-            px.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        )
-        .unwrap(),
-        attn_gen: None,
-        attn_full: BTreeMap::new(),
-        attn_vit: None,
-        relevancy_llm: None,
-        relevancy_vit: None,
-        relevancy_combined: None,
-    }
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -113,8 +30,8 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn every_token_matches_the_autograd_reference() {
     for name in MODELS {
-        let model = load_model(name);
-        let mut s = session(name, &model);
+        let model = load_fixture(name);
+        let mut s = reference_session(name, &model);
         let rel = load_ref(&format!("{name}.relevancy.safetensors"));
         let t_len = s.num_output();
         let tokens: Vec<usize> = (0..t_len).rev().collect();
@@ -158,8 +75,8 @@ fn every_token_matches_the_autograd_reference() {
 #[test]
 fn first_token_equals_lvlm_interpret_formulas() {
     for name in MODELS {
-        let model = load_model(name);
-        let s = session(name, &model);
+        let model = load_fixture(name);
+        let s = reference_session(name, &model);
         let rel = load_ref(&format!("{name}.relevancy.safetensors"));
         let maps = relevancy::relevancy(&model, &s, &[0], &mut |_| {}).unwrap();
         let n = s.num_input();
@@ -189,8 +106,8 @@ fn first_token_equals_lvlm_interpret_formulas() {
 #[test]
 fn subsets_leave_zero_rows_and_accumulate() {
     let name = MODELS[0];
-    let model = load_model(name);
-    let mut s = session(name, &model);
+    let model = load_fixture(name);
+    let mut s = reference_session(name, &model);
     let rel = load_ref(&format!("{name}.relevancy.safetensors"));
     let want = rel["relevancy_llm"].to_vec2::<f32>().unwrap();
     assert_eq!(
@@ -223,8 +140,8 @@ fn subsets_leave_zero_rows_and_accumulate() {
 #[test]
 fn errors_are_clear() {
     let name = MODELS[0];
-    let model = load_model(name);
-    let s = session(name, &model);
+    let model = load_fixture(name);
+    let s = reference_session(name, &model);
     match relevancy::relevancy(&model, &s, &[8], &mut |_| {}) {
         Err(RelevancyError::TokenOutOfRange { token: 8, count: 8 }) => {}
         other => panic!("expected TokenOutOfRange, got {other:?}"),

@@ -1,0 +1,103 @@
+//! The session of a tiny LLaVA fixture's transformers reference run
+//! (`tests/fixtures/reference/{name}.safetensors` and `.json`, written by `tools/make_fixtures.py`):
+//! its ids, token strings, image span and pixel values, with no attention recorded — what
+//! `generate` would record before any explanation. Shared by the tests that check explanations
+//! computed from such a session against transformers and autograd.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use lvlmscope::model::Llava;
+use lvlmscope::session::{
+    Array, GenerationInfo, ImageInfo, Manifest, ModelInfo, Session, TokenStrings, SCHEMA,
+};
+
+/// The committed test fixtures.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The reference run of fixture `name` as a session of `model` (the fixture loaded); the
+/// session's model path is the fixture's folder, so jobs can load the model from it.
+pub fn reference_session(name: &str, model: &Llava) -> Session {
+    let reference = fixtures().join("reference");
+    let r =
+        candle_core::safetensors::load(reference.join(format!("{name}.safetensors")), &Device::Cpu)
+            .unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reference.join(format!("{name}.json"))).unwrap(),
+    )
+    .unwrap();
+    let strings = |k: &str| -> Vec<String> {
+        json[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let span = json["image_span"].as_array().unwrap();
+    let px: &Tensor = &r["pixel_values"];
+    let cfg = model.config();
+    let manifest = Manifest {
+        schema: SCHEMA.to_string(),
+        model: ModelInfo {
+            path: fixtures().join(name).display().to_string(),
+            architecture: "LlavaForConditionalGeneration".to_string(),
+            text_layers: cfg.text_config.num_hidden_layers,
+            text_heads: cfg.text_config.num_attention_heads,
+            vision_layers: model.vision_layers_run(),
+            vision_heads: cfg.vision_config.num_attention_heads,
+            image_grid: model.image_grid(),
+            family: None,
+        },
+        prompt: json["prompt"].as_str().unwrap().to_string(),
+        image: ImageInfo {
+            path: "image.png".to_string(),
+            mode: "default".to_string(),
+            original_size: [48, 36],
+        },
+        generation: GenerationInfo {
+            max_new_tokens: 8,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+        },
+        tokens: TokenStrings {
+            input: strings("input_tokens"),
+            output: strings("output_tokens"),
+        },
+        image_span: [
+            span[0].as_u64().unwrap() as usize,
+            span[1].as_u64().unwrap() as usize,
+        ],
+        regions: Vec::new(),
+        relevancy_tokens: Vec::new(),
+        causal: None,
+        timings: BTreeMap::new(),
+        lens: Vec::new(),
+    };
+    Session {
+        manifest,
+        input_ids: r["input_ids"].to_vec1::<i64>().unwrap(),
+        output_ids: r["output_ids"].to_vec1::<i64>().unwrap(),
+        pixel_values: Array::new(
+            px.dims().to_vec(),
+            px.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        )
+        .unwrap(),
+        attn_gen: None,
+        attn_full: BTreeMap::new(),
+        attn_vit: None,
+        relevancy_llm: None,
+        relevancy_vit: None,
+        relevancy_combined: None,
+    }
+}
+
+/// Fixture `name` loaded in F32 on the CPU.
+pub fn load_fixture(name: &str) -> Llava {
+    let dir = lvlmscope::model::ModelDir::resolve(fixtures().join(name).to_str().unwrap()).unwrap();
+    Llava::load(&dir, candle_core::DType::F32, &Device::Cpu).unwrap()
+}

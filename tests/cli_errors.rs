@@ -1,40 +1,8 @@
 //! Bad input on the command line: one clear sentence on stderr, a non-zero exit, never a panic.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod cli_support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lvlmscope");
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-/// Runs the binary and returns (exit code, stderr).
-fn lvlmscope(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("HF_HUB_CACHE", "/nonexistent-hf-cache")
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Asserts a failed run that printed exactly one line naming the problem.
-fn assert_clear_failure((code, stderr): (i32, String), needle: &str) {
-    assert_ne!(code, 0, "must fail: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic trace: {stderr}");
-    assert!(!stderr.contains("RUST_BACKTRACE"), "panic trace: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line expected: {stderr:?}");
-    assert!(lines[0].starts_with("lvlmscope: "), "{stderr}");
-    assert!(
-        lines[0].to_lowercase().contains(&needle.to_lowercase()),
-        "expected {needle:?} in {stderr:?}"
-    );
-}
+use cli_support::{assert_clear_failure, fixtures, lvlmscope};
 
 /// A copy of the gqa fixture model in a temporary folder, to break.
 fn model_copy() -> tempfile::TempDir {

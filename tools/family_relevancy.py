@@ -30,7 +30,6 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relevancy_reference as rr  # noqa: E402
@@ -120,6 +119,17 @@ def lvlm_llm_first(model, ref: dict, dtype: torch.dtype) -> torch.Tensor:
     return r[-1]
 
 
+def cls_first_rows(model, ref: dict, tensors: dict) -> dict:
+    """LVLM-Interpret's vision and combined first-token rows, for a tower with a CLS token (its
+    decoder row checked against ours)."""
+    if not has_cls(model):
+        return {}
+    lv = rr.lvlm_first(model, ref, torch.float64)
+    d = (lv["lvlm_llm_first"] - tensors["lvlm_llm_first"]).abs().max().item()
+    assert d < 1e-9, f"lvlm_llm_first differs from relevancy_reference.py's by {d}"
+    return {"lvlm_vit_first": lv["lvlm_vit_first"], "lvlm_all_first": lv["lvlm_all_first"]}
+
+
 def main() -> int:
     from transformers import LlavaForConditionalGeneration
 
@@ -130,34 +140,10 @@ def main() -> int:
     for name in MODELS:
         if args.only not in (None, name):
             continue
-        ref = load_file(str(FIX / "reference" / f"{name}.safetensors"))
         model = LlavaForConditionalGeneration.from_pretrained(
             str(FIX / name), attn_implementation="eager", dtype=torch.float32).eval()
-        for p in model.parameters():
-            p.requires_grad_(True)
-        r32 = relevancy(model, ref, torch.float32)
-        err = (r32.pop("logits") - ref["logits"]).abs().max().item()
-        assert err < 1e-4, f"{name}: manual forward differs from the reference logits by {err}"
-        r64 = relevancy(model, ref, torch.float64)
-        r64.pop("logits")
-        tensors = dict(r64)
-        tensors["lvlm_llm_first"] = lvlm_llm_first(model, ref, torch.float64)
-        if has_cls(model):
-            lv = rr.lvlm_first(model, ref, torch.float64)
-            d = (lv["lvlm_llm_first"] - tensors["lvlm_llm_first"]).abs().max().item()
-            assert d < 1e-9, f"{name}: lvlm_llm_first differs from relevancy_reference.py's by {d}"
-            tensors["lvlm_vit_first"], tensors["lvlm_all_first"] = lv["lvlm_vit_first"], lv["lvlm_all_first"]
-        n = ref["input_ids"].shape[0]
-        d_first = (tensors["lvlm_llm_first"] - r64["relevancy_llm"][0, :n]).abs().max().item()
-        save_file(
-            {k: v.float().contiguous() for k, v in sorted(tensors.items())},
-            str(FIX / "reference" / f"{name}.relevancy.safetensors"),
-            metadata={"definition": "tools/family_relevancy.py, computed in float64"},
-        )
-        diffs = {k: (r32[k].double() - r64[k]).abs().max().item() for k in r64}
-        print(f"{name}: " + ", ".join(f"{k} {list(v.shape)} max {v.max().item():.4g}" for k, v in sorted(tensors.items())))
-        print(f"  f32 vs f64 max abs diff: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(diffs.items()))
-              + f"; forward vs reference logits {err:.3g}; LVLM-Interpret first-token row vs ours {d_first:.3g}")
+        rr.write_reference(name, model, relevancy, lvlm_llm_first, "family_relevancy.py",
+                           extra=cls_first_rows)
     return 0
 
 

@@ -26,12 +26,10 @@ Stored keys (float64 computation, stored F32):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_qwen_vl_fixtures as mq  # noqa: E402
@@ -99,31 +97,9 @@ def main() -> int:
         if args.only not in (None, name):
             continue
         spec = mq.SPECS[name]
-        ref = load_file(str(FIX / "reference" / f"{name}.safetensors"))
         model = mq.model_class(spec).from_pretrained(str(FIX / name), attn_implementation="eager",
                                                      dtype=torch.float32).eval()
-        for p in model.parameters():
-            p.requires_grad_(True)
-        r32 = relevancy(model, ref, torch.float32)
-        err = (r32.pop("logits") - ref["logits"]).abs().max().item()
-        assert err < 1e-4, f"{name}: manual forward differs from the reference logits by {err}"
-        r64 = relevancy(model, ref, torch.float64)
-        r64.pop("logits")
-        tensors = dict(r64)
-        tensors["lvlm_llm_first"] = lvlm_llm_first(model, ref, torch.float64)
-        n = ref["input_ids"].shape[0]
-        d_first = (tensors["lvlm_llm_first"] - r64["relevancy_llm"][0, :n]).abs().max().item()
-        save_file({k: v.float().contiguous() for k, v in sorted(tensors.items())},
-                  str(FIX / "reference" / f"{name}.relevancy.safetensors"),
-                  metadata={"definition": "tools/qwen_vl_relevancy.py, computed in float64"})
-        diffs = {k: (r32[k].double() - r64[k]).abs().max().item() for k in r64}
-        print(f"{name}: " + ", ".join(f"{k} {list(v.shape)} max {v.max().item():.4g}" for k, v in sorted(tensors.items())))
-        print("  f32 vs f64 max abs diff: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(diffs.items()))
-              + f"; forward vs reference logits {err:.3g}; first-token prefill row vs ours {d_first:.3g}")
-        meta_path = FIX / "reference" / f"{name}.json"
-        meta = json.loads(meta_path.read_text())
-        meta["relevancy_f32_vs_f64_max_abs_diff"] = {k: float(f"{v:.3g}") for k, v in sorted(diffs.items())}
-        meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        rr.write_reference(name, model, relevancy, lvlm_llm_first, "qwen_vl_relevancy.py", record_diffs=True)
     return 0
 
 

@@ -140,6 +140,44 @@ def relevancy(model, ref: dict, dtype: torch.dtype) -> tuple[torch.Tensor, torch
     return torch.stack(rel_llm), torch.stack(rel_vit), torch.stack(rel_comb), logits.detach()
 
 
+def write_reference(name: str, model, relevancy_of, llm_first, script: str, extra=None,
+                    record_diffs: bool = False) -> None:
+    """Computes fixture `name`'s relevancy tables with `relevancy_of(model, ref, dtype)` (a dict
+    of tables plus "logits") in float32 (checked against the reference logits) and float64
+    (stored), adds LVLM-Interpret's first-token decoder row `llm_first(model, ref, dtype)` and
+    whatever `extra(model, ref, tensors)` returns, writes `{name}.relevancy.safetensors`, prints
+    the f32-vs-f64 differences and, with `record_diffs`, keeps them in `{name}.json`."""
+    import json
+
+    ref = load_file(str(FIX / "reference" / f"{name}.safetensors"))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    r32 = relevancy_of(model, ref, torch.float32)
+    err = (r32.pop("logits") - ref["logits"]).abs().max().item()
+    assert err < 1e-4, f"{name}: manual forward differs from the reference logits by {err}"
+    r64 = relevancy_of(model, ref, torch.float64)
+    r64.pop("logits")
+    tensors = dict(r64)
+    tensors["lvlm_llm_first"] = llm_first(model, ref, torch.float64)
+    if extra is not None:
+        tensors.update(extra(model, ref, tensors))
+    n = ref["input_ids"].shape[0]
+    d_first = (tensors["lvlm_llm_first"] - r64["relevancy_llm"][0, :n]).abs().max().item()
+    save_file({k: v.float().contiguous() for k, v in sorted(tensors.items())},
+              str(FIX / "reference" / f"{name}.relevancy.safetensors"),
+              metadata={"definition": f"tools/{script}, computed in float64"})
+    diffs = {k: (r32[k].double() - r64[k]).abs().max().item() for k in r64}
+    print(f"{name}: " + ", ".join(f"{k} {list(v.shape)} max {v.max().item():.4g}"
+                                  for k, v in sorted(tensors.items())))
+    print("  f32 vs f64 max abs diff: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(diffs.items()))
+          + f"; forward vs reference logits {err:.3g}; first-token prefill row vs ours {d_first:.3g}")
+    if record_diffs:
+        meta_path = FIX / "reference" / f"{name}.json"
+        meta = json.loads(meta_path.read_text())
+        meta["relevancy_f32_vs_f64_max_abs_diff"] = {k: float(f"{v:.3g}") for k, v in sorted(diffs.items())}
+        meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+
+
 def main() -> int:
     from transformers import LlavaForConditionalGeneration
 

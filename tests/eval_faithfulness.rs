@@ -1,9 +1,9 @@
 //! Deletion curves and probability drops (`explain::faithfulness`) on the tiny fixture model,
 //! checked against transformers' logits and against plain single-image forward passes.
 
-mod reference_session;
+mod fixture_support;
 
-use reference_session::{fixtures, load_fixture, reference_session};
+use fixture_support::{fixtures, load_fixture, reference_session};
 
 use candle_core::{Device, Tensor};
 use lvlmscope::explain::faithfulness::{

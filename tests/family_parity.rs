@@ -3,12 +3,13 @@
 //! (decoder, vision, combined). `tiny-llava-imgtok` generates its own image-token id, which is
 //! embedded as an ordinary token.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod fixture_support;
 
-use candle_core::{DType, Device, Tensor};
+use fixture_support::{argmax, ids, load_fixture, max_diff, reference};
+
+use candle_core::Tensor;
 use lvlmscope::model::tracked::TrackedPass;
-use lvlmscope::model::{AttentionRecorder, CaptureMode, Llava, ModelDir};
+use lvlmscope::model::{AttentionRecorder, CaptureMode, Llava};
 
 const FAMILIES: [&str; 4] = [
     "tiny-llava-gemma",
@@ -17,47 +18,8 @@ const FAMILIES: [&str; 4] = [
     "tiny-llava-imgtok",
 ];
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn load(name: &str) -> Llava {
-    let dir = ModelDir::resolve(fixtures().join(name).to_str().unwrap()).unwrap();
-    Llava::load(&dir, DType::F32, &Device::Cpu).unwrap()
-}
-
-fn reference(file: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join("reference").join(file), &Device::Cpu).unwrap()
-}
-
-fn ids(t: &Tensor) -> Vec<u32> {
-    t.to_vec1::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|i| i as u32)
-        .collect()
-}
-
 fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// Greedy prefill + decode with the KV cache from `feats`, recording the generated rows:
@@ -89,7 +51,7 @@ fn greedy(model: &Llava, input: &[u32], feats: &Tensor, t_len: usize) -> (Vec<u3
 #[test]
 fn greedy_ids_and_attention_rows_match_transformers() {
     for name in FAMILIES {
-        let model = load(name);
+        let model = load_fixture(name);
         let r = reference(&format!("{name}.safetensors"));
         let (input, want) = (ids(&r["input_ids"]), ids(&r["output_ids"]));
         let (n, t_len) = (input.len(), want.len());
@@ -134,7 +96,7 @@ fn greedy_ids_and_attention_rows_match_transformers() {
 #[test]
 fn relevancy_matches_autograd() {
     for name in FAMILIES {
-        let model = load(name);
+        let model = load_fixture(name);
         let r = reference(&format!("{name}.safetensors"));
         let rel = reference(&format!("{name}.relevancy.safetensors"));
         let (input, output) = (ids(&r["input_ids"]), ids(&r["output_ids"]));

@@ -4,9 +4,9 @@
 //! positions and the same greedy ids; the lens curve and patch map match; the last layer's
 //! readout is the model's own probability.
 
-mod reference_session;
+mod fixture_support;
 
-use reference_session::{fixtures, load_fixture, reference_session};
+use fixture_support::{fixtures, load_fixture, reference_session};
 
 use lvlmscope::explain::knockout::{self, KeyBlock, KnockoutError, KnockoutRequest, QuerySet};
 use lvlmscope::explain::lens;

@@ -4,18 +4,17 @@
 //! with eager attention: logits and attentions of one forward over `input_ids +
 //! output_ids[:-1]`, greedy output ids, image features and vision attentions.
 
+mod fixture_support;
+
+use fixture_support::{argmax, fixtures, max_diff};
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use lvlmscope::model::weights::KeyLayout;
 use lvlmscope::model::{AttentionRecorder, CaptureMode, KvCache, Llava, ModelDir};
 
 const MODELS: [&str; 2] = ["tiny-llava-gqa", "tiny-llava-full"];
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn load(name: &str, dtype: DType) -> Llava {
     let dir = ModelDir::resolve(fixtures().join(name).to_str().unwrap()).unwrap();
@@ -58,24 +57,6 @@ fn flat(t: &Tensor) -> Vec<f32> {
         .unwrap()
         .to_vec1()
         .unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// The image features to feed the decoder: the reference's own (to test the decoder alone) or

@@ -2,37 +2,22 @@
 //! reference (`tools/relevancy_reference.py`): every output token's decoder, vision and
 //! combined rows; LVLM-Interpret's first-token formulas; storing, caching and errors.
 
-mod reference_session;
+mod fixture_support;
 
-use reference_session::{fixtures, load_fixture, reference_session};
+use fixture_support::{load_fixture, max_diff, reference, reference_session};
 
-use std::collections::HashMap;
-
-use candle_core::{Device, Tensor};
 use lvlmscope::explain::relevancy::{self, views, RelevancyError, RelevancyOptions};
 use lvlmscope::session::Array;
 
 const MODELS: [&str; 2] = ["tiny-llava-gqa", "tiny-llava-full"];
 const TOL: f32 = 1e-4;
 
-fn load_ref(file: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join("reference").join(file), &Device::Cpu).unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
-
 #[test]
 fn every_token_matches_the_autograd_reference() {
     for name in MODELS {
         let model = load_fixture(name);
         let mut s = reference_session(name, &model);
-        let rel = load_ref(&format!("{name}.relevancy.safetensors"));
+        let rel = reference(&format!("{name}.relevancy.safetensors"));
         let t_len = s.num_output();
         let tokens: Vec<usize> = (0..t_len).rev().collect();
         let mut progress = Vec::new();
@@ -77,7 +62,7 @@ fn first_token_equals_lvlm_interpret_formulas() {
     for name in MODELS {
         let model = load_fixture(name);
         let s = reference_session(name, &model);
-        let rel = load_ref(&format!("{name}.relevancy.safetensors"));
+        let rel = reference(&format!("{name}.relevancy.safetensors"));
         let maps = relevancy::relevancy(&model, &s, &[0], &mut |_| {}).unwrap();
         let n = s.num_input();
         let llm_first = rel["lvlm_llm_first"].to_vec1::<f32>().unwrap();
@@ -108,7 +93,7 @@ fn subsets_leave_zero_rows_and_accumulate() {
     let name = MODELS[0];
     let model = load_fixture(name);
     let mut s = reference_session(name, &model);
-    let rel = load_ref(&format!("{name}.relevancy.safetensors"));
+    let rel = reference(&format!("{name}.relevancy.safetensors"));
     let want = rel["relevancy_llm"].to_vec2::<f32>().unwrap();
     assert_eq!(
         relevancy::ensure(&model, &mut s, &[5, 2, 5], &mut |_| {}).unwrap(),

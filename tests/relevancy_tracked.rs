@@ -1,50 +1,22 @@
 //! The tracked (gradient) pass against the PyTorch-autograd reference on the tiny fixtures:
 //! logits of the tracked forward, decoder relevancy rows, vision relevancy rows, combined rows.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod fixture_support;
 
-use candle_core::{DType, Device, Tensor};
+use fixture_support::{fixtures, ids, load_fixture, max_diff, reference};
+
+use candle_core::{DType, Device};
 use lvlmscope::model::tracked::TrackedPass;
 use lvlmscope::model::{Llava, ModelDir};
 
 const MODELS: [&str; 2] = ["tiny-llava-gqa", "tiny-llava-full"];
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn load_model(name: &str) -> Llava {
-    let dir = ModelDir::resolve(fixtures().join(name).to_str().unwrap()).unwrap();
-    Llava::load(&dir, DType::F32, &Device::Cpu).unwrap()
-}
-
-fn load_ref(file: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join("reference").join(file), &Device::Cpu).unwrap()
-}
-
-fn ids(t: &Tensor) -> Vec<u32> {
-    t.to_vec1::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|i| i as u32)
-        .collect()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
-
 #[test]
 fn tracked_pass_matches_reference() {
     for name in MODELS {
-        let model = load_model(name);
-        let r = load_ref(&format!("{name}.safetensors"));
-        let rel = load_ref(&format!("{name}.relevancy.safetensors"));
+        let model = load_fixture(name);
+        let r = reference(&format!("{name}.safetensors"));
+        let rel = reference(&format!("{name}.relevancy.safetensors"));
         let input = ids(&r["input_ids"]);
         let output = ids(&r["output_ids"]);
         let (n, t_len) = (input.len(), output.len());
@@ -97,8 +69,8 @@ fn half_precision_pass_stays_close() {
     for name in MODELS {
         let dir = ModelDir::resolve(fixtures().join(name).to_str().unwrap()).unwrap();
         let model = Llava::load(&dir, DType::F16, &Device::Cpu).unwrap();
-        let r = load_ref(&format!("{name}.safetensors"));
-        let rel = load_ref(&format!("{name}.relevancy.safetensors"));
+        let r = reference(&format!("{name}.safetensors"));
+        let rel = reference(&format!("{name}.relevancy.safetensors"));
         let (input, output) = (ids(&r["input_ids"]), ids(&r["output_ids"]));
         let pass = TrackedPass::forward(&model, &input, &output, &r["pixel_values"]).unwrap();
         let rows = pass.relevancy(&[0, 7], 2, &mut |_| {}).unwrap();

@@ -1,10 +1,11 @@
-//! The session of a tiny LLaVA fixture's transformers reference run
-//! (`tests/fixtures/reference/{name}.safetensors` and `.json`, written by `tools/make_fixtures.py`):
-//! its ids, token strings, image span and pixel values, with no attention recorded — what
-//! `generate` would record before any explanation. Shared by the tests that check explanations
-//! computed from such a session against transformers and autograd.
+//! What the reference checks share: the committed tiny fixtures, their transformers reference
+//! files (`tests/fixtures/reference/`, written by the `tools/` scripts), a LLaVA fixture's
+//! reference run as a session, and the comparisons (largest difference, argmax).
+//!
+//! Each test crate uses a different part of it, hence the crate-wide `dead_code` allowance.
+#![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
@@ -100,4 +101,38 @@ pub fn reference_session(name: &str, model: &Llava) -> Session {
 pub fn load_fixture(name: &str) -> Llava {
     let dir = lvlmscope::model::ModelDir::resolve(fixtures().join(name).to_str().unwrap()).unwrap();
     Llava::load(&dir, candle_core::DType::F32, &Device::Cpu).unwrap()
+}
+
+/// The tensors of reference file `file` (under `tests/fixtures/reference/`).
+pub fn reference(file: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixtures().join("reference").join(file), &Device::Cpu).unwrap()
+}
+
+/// An i64 id tensor as token ids.
+pub fn ids(t: &Tensor) -> Vec<u32> {
+    t.to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|i| i as u32)
+        .collect()
+}
+
+/// The largest absolute difference between two equally long slices.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// The index of the largest value (the first of equals), as a token id.
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
 }

@@ -91,19 +91,20 @@ impl SyntheticSpec {
 
     /// Shaped like LLaVA-OneVision-0.5B on a square image: 24 layers × 14 heads, a 27×27 base
     /// view and a 46×46 stitched high-resolution region with 46 separators (2891 image
-    /// positions), 64 answer tokens.
+    /// positions), 64 answer tokens, relevancy stored, a 1104×1104 picture (as fitted into a
+    /// large `image_grid_pinpoints` resolution).
     pub fn onevision() -> Self {
         Self {
             layers: 24,
             heads: 14,
             grid: [27, 27],
-            patch_px: 8,
+            patch_px: 24,
             prefix_len: 5,
             question_len: 40,
             answer_len: 64,
             seed: 13,
             full_last_layer: false,
-            relevancy: false,
+            relevancy: true,
             highres: Some([46, 46]),
         }
     }

@@ -274,3 +274,25 @@ fn tiny_terminals_draw_both_regions() {
         press(&mut app, 'b');
     }
 }
+
+#[test]
+fn a_large_picture_is_kept_at_most_512_pixels_on_its_longest_side() {
+    use lvlmscope::style::overlay::Raster;
+    use lvlmscope::style::Rgb;
+    use lvlmscope::tui::image::{capped, PICTURE_MAX_SIDE};
+    let raster = |width: usize, height: usize| Raster {
+        width,
+        height,
+        pixels: (0..width * height)
+            .map(|i| Rgb((i % width * 255 / width) as u8, 0, 0))
+            .collect(),
+    };
+    let wide = capped(raster(2048, 1024));
+    assert_eq!((wide.width, wide.height), (PICTURE_MAX_SIDE, 256));
+    // a box filter: the left edge stays dark, the right edge bright
+    assert!(wide.get(0, 0).0 < 5 && wide.get(511, 0).0 > 250);
+    let tall = capped(raster(300, 1500));
+    assert_eq!((tall.width, tall.height), (102, 512));
+    let small = raster(336, 336);
+    assert_eq!(capped(small.clone()), small);
+}

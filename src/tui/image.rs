@@ -50,7 +50,7 @@ impl ImagePane {
     /// A pane showing `session`'s image, no patch selected, in its stitched high-resolution
     /// region when it has one (LLaVA-NeXT, OneVision), else its first.
     pub fn open_session(&mut self, session: &Session) {
-        self.image = Some(denormalize(&session.pixel_values));
+        self.image = Some(capped(denormalize(&session.pixel_values)));
         self.set_region(default_region(session));
     }
 
@@ -161,6 +161,26 @@ impl ImagePane {
             cols,
         })
     }
+}
+
+/// The longest side, in pixels, of the picture the pane keeps: more than a pane of a large
+/// terminal draws (one pixel per column, two per row), and small enough that resampling it
+/// for every frame costs little (an anyres image can be fitted at 2000 pixels and more).
+pub const PICTURE_MAX_SIDE: usize = 512;
+
+/// `raster` box-filtered down to [`PICTURE_MAX_SIDE`] on its longest side, aspect kept; as it
+/// is when it is no larger.
+pub fn capped(raster: Raster) -> Raster {
+    let side = raster.width.max(raster.height);
+    if side <= PICTURE_MAX_SIDE {
+        return raster;
+    }
+    let scale = |n: usize| {
+        ((n * PICTURE_MAX_SIDE) as f64 / side as f64)
+            .round()
+            .max(1.0) as usize
+    };
+    resample(&raster, scale(raster.width), scale(raster.height))
 }
 
 /// The picture's size in pixels (a cell is one pixel wide, two high) inside a `w × h` cell area

@@ -95,6 +95,14 @@ fn opens_on_the_high_res_region_and_b_toggles() {
     assert_eq!(app.grid(), [4, 4]);
     let t = text(&frame(&app, 140, 44));
     assert!(t.contains("Image · base 4×4 · high-res 6×8"), "{t}");
+    let cmds = press(&mut app, 'e');
+    let [Cmd::Export(name)] = cmds.as_slice() else {
+        panic!("{cmds:?}")
+    };
+    assert!(
+        name.to_string_lossy().ends_with("-mean-base.png"),
+        "{name:?}"
+    );
     press(&mut app, 'b');
     assert_eq!(app.image.region(), 1);
     // The key is listed by the image pane and named in the help.

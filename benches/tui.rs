@@ -3,7 +3,13 @@
 //!
 //! Besides criterion's estimate, it prints the 50th/99th percentiles and the maximum of single
 //! key presses over a fixed replay that visits every view (the target is p99 ≤ 16 ms).
+//!
+//! The `onevision/*` cases do the same on an anyres-sized session (LLaVA-OneVision-0.5B shape:
+//! 24 layers × 14 heads, a 27×27 base view and a 46×46 stitched high-res region with 46
+//! separators, 2891 image positions, 64 answer tokens), one case per common key: next token,
+//! toggle region, move the patch cursor, switch method; each prints its own percentiles.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -63,6 +69,84 @@ fn percentiles() {
     );
 }
 
+/// Milliseconds at the 50th and 99th percentiles and the maximum of `times`.
+fn quantiles(times: &mut [Duration]) -> (f64, f64, f64) {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    (at(0.5), at(0.99), at(1.0))
+}
+
+/// The keys of each anyres case and the presses that put the app in its place first.
+const ONEVISION_CASES: [(&str, &str, &str); 4] = [
+    ("next_token", "", "llllllllllhhhhhhhhhh"),
+    ("toggle_region", "", "b"),
+    ("patch_cursor", "\t\t", "lllljjjjhhhhkkkk"),
+    ("switch_method", "", "123"),
+];
+
+fn press(app: &mut App, term: &mut Terminal<TestBackend>, c: char) {
+    let code = match c {
+        '\t' => KeyCode::Tab,
+        c => KeyCode::Char(c),
+    };
+    step(app, term, code);
+}
+
+fn bench_onevision(c: &mut Criterion) {
+    let state: RefCell<Option<(App, Terminal<TestBackend>)>> = RefCell::new(None);
+    for (name, prelude, keys) in ONEVISION_CASES {
+        let times: RefCell<Vec<Duration>> = RefCell::new(Vec::new());
+        let mut group = c.benchmark_group("onevision");
+        group.sample_size(20);
+        group.measurement_time(Duration::from_secs(2));
+        group.warm_up_time(Duration::from_millis(500));
+        group.bench_function(name, |b| {
+            let mut guard = state.borrow_mut();
+            let (app, term) = guard.get_or_insert_with(|| {
+                let s = synthetic_session(&SyntheticSpec::onevision());
+                let app =
+                    App::with_session(Look::new(Theme::dark(), ColorMode::TrueColor), s, None);
+                let mut term = Terminal::new(TestBackend::new(200, 60)).expect("test backend");
+                term.draw(|f| draw(f, &app)).expect("draw");
+                (app, term)
+            });
+            // Back to the answer pane, attention, high-res; then the case's own place.
+            while app.focus != lvlmscope::tui::state::Pane::Answer {
+                press(app, term, '\t');
+            }
+            press(app, term, '1');
+            if app.image.region() != 1 {
+                press(app, term, 'b');
+            }
+            prelude.chars().for_each(|k| press(app, term, k));
+            let keys: Vec<char> = keys.chars().collect();
+            let mut i = 0usize;
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t0 = Instant::now();
+                    press(app, term, keys[i % keys.len()]);
+                    let dt = t0.elapsed();
+                    times.borrow_mut().push(dt);
+                    total += dt;
+                    i += 1;
+                }
+                total
+            })
+        });
+        group.finish();
+        let mut times = times.into_inner();
+        if !times.is_empty() {
+            let (p50, p99, max) = quantiles(&mut times);
+            println!(
+                "onevision/{name}: key→frame over {} presses (200×60, 2891 image positions): \
+                 p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+                times.len()
+            );
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
     percentiles();
     let (mut app, mut term) = setup();
@@ -76,5 +160,5 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, bench_onevision);
 criterion_main!(benches);

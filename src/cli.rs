@@ -187,6 +187,10 @@ pub struct ReportArgs {
     /// Where the model runs: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Image regions to draw and print: base, highres (LLaVA-NeXT, OneVision), image (one
+    /// region), or all.
+    #[arg(long, default_value = "all")]
+    pub region: lvlmscope::report::RegionChoice,
 }
 
 /// Flags of `lvlmscope eval`.

@@ -170,6 +170,7 @@ fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
         json: args.json,
         theme: args.theme,
         residual: args.residual,
+        region: args.region,
     })
 }
 

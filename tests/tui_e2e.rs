@@ -1,6 +1,7 @@
 //! End to end in a real terminal: tmux runs the binary on a fixture session, send-keys drives it,
 //! capture-pane checks text and colours; after `q` (and after SIGTERM) the shell is usable again;
-//! `r` computes relevancy with the fixture model on the job worker and `s` saves it. Skips with a
+//! `r` computes relevancy with the fixture model on the job worker and `s` saves it; a
+//! two-region session opens on its high-res region and `b` shows the base view. Skips with a
 //! message when tmux is not installed.
 
 use std::path::Path;
@@ -189,6 +190,29 @@ fn keys_drive_the_app_and_quit_restores_the_shell() {
     tmux.wait_gone("Answer ·");
     tmux.send(&["echo done-$((40+2))", "Enter"]);
     tmux.wait_for("done-42");
+}
+
+#[test]
+fn a_two_region_session_opens_on_high_res_and_b_shows_the_base_view() {
+    if !tmux_available() {
+        eprintln!("skipping the end-to-end test: tmux is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("anyres.safetensors");
+    let s = synthetic_session(&SyntheticSpec::anyres_tiny());
+    save(&s, &path, AttentionDtype::F32).unwrap();
+    let tmux = start(dir.path(), "regions");
+    let bin = env!("CARGO_BIN_EXE_lvlmscope");
+    tmux.send(&[&format!("{bin} tui --session {}", path.display()), "Enter"]);
+    let text = tmux.wait_for("Image · high-res 6×8 · base 4×4");
+    assert!(text.contains("b base/high-res"), "{text}");
+    tmux.send(&["b"]);
+    tmux.wait_for("Image · base 4×4 · high-res 6×8");
+    tmux.send(&["q"]);
+    tmux.wait_gone("Answer ·");
+    tmux.send(&["echo regions-$((5+5))", "Enter"]);
+    tmux.wait_for("regions-10");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use crate::session::{Array, Session};
+use crate::session::{Array, ImageRegion, Session};
 
 mod aggregates;
 mod words;
@@ -210,6 +210,55 @@ pub fn tokens_image_map(
         }
     }
     Ok(Grid { rows, cols, values })
+}
+
+/// The map over one image region's cells (`region`'s grid, row-major, separators skipped) of
+/// layer `l`, heads combined by `agg`, averaged over `tokens`.
+pub fn tokens_region_map(
+    s: &Session,
+    tokens: &[usize],
+    l: usize,
+    agg: HeadAgg,
+    region: &ImageRegion,
+) -> Result<Grid, AttentionError> {
+    if tokens.is_empty() {
+        return Err(AttentionError::NoTokens);
+    }
+    let cells = region.cell_positions();
+    let mut values = vec![0.0; cells.len()];
+    for &t in tokens {
+        let row = combined_row(s, t, l, agg)?;
+        if let Some(&p) = cells.iter().find(|&&p| p >= row.len()) {
+            return Err(AttentionError::Patch(p, row.len()));
+        }
+        for (o, &p) in values.iter_mut().zip(&cells) {
+            *o += row[p] / tokens.len() as f32;
+        }
+    }
+    Ok(Grid {
+        rows: region.grid[0],
+        cols: region.grid[1],
+        values,
+    })
+}
+
+/// [`heads_by_image_attention`] over one image region: every head's map of the region's cells
+/// at layer `l`, averaged over `tokens`, with its mean, highest mean first.
+pub fn heads_by_region_attention(
+    s: &Session,
+    tokens: &[usize],
+    l: usize,
+    region: &ImageRegion,
+) -> Result<Vec<(usize, f32, Grid)>, AttentionError> {
+    let heads = s.manifest.model.text_heads;
+    let mut out = (0..heads)
+        .map(|h| {
+            let g = tokens_region_map(s, tokens, l, HeadAgg::Head(h), region)?;
+            Ok((h, g.mean(), g))
+        })
+        .collect::<Result<Vec<_>, AttentionError>>()?;
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(out)
 }
 
 /// Every head's image map of layer `l`, averaged over `tokens`, with its mean, sorted by mean

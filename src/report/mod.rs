@@ -6,7 +6,10 @@
 pub mod causal;
 pub mod interventions;
 pub mod overlay;
+mod region;
 mod text;
+
+pub use region::{MissingRegion, RegionChoice, RegionChoiceError};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,6 +47,8 @@ pub struct ReportOptions {
     /// Relevancy text bars with LVLM-Interpret's residual normalisation instead of the
     /// self-removed row.
     pub residual: bool,
+    /// Which image regions to draw and print (default: all).
+    pub region: RegionChoice,
 }
 
 /// Why a report cannot be made.
@@ -83,6 +88,9 @@ pub enum ReportError {
     /// The map cannot be given from this session.
     #[error(transparent)]
     Map(CatalogueError),
+    /// `--region` names a region the session lacks.
+    #[error(transparent)]
+    Region(#[from] MissingRegion),
     /// Writing to the terminal failed.
     #[error("cannot write the report: {0}")]
     Io(#[from] std::io::Error),
@@ -101,9 +109,10 @@ pub struct ReportMap {
     pub layer: Option<usize>,
     /// Head, when one was chosen.
     pub head: Option<usize>,
-    /// The image map.
+    /// The image map (over the first region shown).
     pub map: Grid,
-    /// The map over every image region (cells only), each with its rectangle of the image.
+    /// The map over every image region shown (cells only), each with its rectangle of the
+    /// image.
     pub regions: Vec<RegionMap>,
     /// What the map shows.
     pub title: String,
@@ -222,7 +231,8 @@ impl From<CatalogueError> for ReportError {
 }
 
 /// Computes the view `opts` ask for: the catalogue's map (a causal result the session lacks is
-/// computed from `attn.full`), plus the attention's image share or the relevancy views.
+/// computed from `attn.full`) over the regions `--region` names, plus the attention's image
+/// share or the relevancy views.
 pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportError> {
     let t = opts.token.unwrap_or(0);
     let id = map_id(s, opts)?;
@@ -230,7 +240,11 @@ pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportErr
         seed: None,
         compute_causal: true,
     };
-    let e = catalogue::explain_with(s, &[t], &id, options)?;
+    let mut e = catalogue::explain_with(s, &[t], &id, options)?;
+    e.regions = opts.region.select(e.regions)?;
+    if let (RegionChoice::Only(_), Some(m)) = (opts.region, e.regions.first()) {
+        e.grid = m.grid.clone();
+    }
     let image_share = match (id, e.layer) {
         (MapId::Attention { .. }, Some(l)) => Some(attn::image_share(s, t, Some(l))?),
         _ => None,

@@ -9,7 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{Array, GenerationInfo, ImageInfo, Manifest, ModelInfo, Session, TokenStrings, SCHEMA};
+use super::{
+    Array, GenerationInfo, ImageInfo, ImageRegion, Manifest, ModelInfo, RegionKind, Session,
+    TokenStrings, SCHEMA,
+};
 
 /// The shape of a synthetic session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,10 @@ pub struct SyntheticSpec {
     pub full_last_layer: bool,
     /// Also store relevancy maps (`relevancy.llm`, `.vit`, `.combined`) for every token.
     pub relevancy: bool,
+    /// `[rows, cols]` of a stitched high-resolution region after the base view `grid`, each of
+    /// its rows closed by a separator (the LLaVA-NeXT / OneVision layout: two image regions
+    /// over the whole picture); `None`: one region.
+    pub highres: Option<[usize; 2]>,
 }
 
 impl SyntheticSpec {
@@ -50,6 +57,7 @@ impl SyntheticSpec {
             seed: 7,
             full_last_layer: true,
             relevancy: false,
+            highres: None,
         }
     }
 
@@ -67,6 +75,37 @@ impl SyntheticSpec {
             seed: 11,
             full_last_layer: false,
             relevancy: false,
+            highres: None,
+        }
+    }
+
+    /// A tiny two-region session for tests: [`SyntheticSpec::tiny`] with a 4×4 base view and
+    /// a 6×8 high-resolution region (6 separators), over a 4:3 picture; relevancy stored.
+    pub fn anyres_tiny() -> Self {
+        Self {
+            relevancy: true,
+            highres: Some([6, 8]),
+            ..Self::tiny()
+        }
+    }
+
+    /// Shaped like LLaVA-OneVision-0.5B on a square image: 24 layers × 14 heads, a 27×27 base
+    /// view and a 46×46 stitched high-resolution region with 46 separators (2891 image
+    /// positions), 64 answer tokens, relevancy stored, a 1104×1104 picture (as fitted into a
+    /// large `image_grid_pinpoints` resolution).
+    pub fn onevision() -> Self {
+        Self {
+            layers: 24,
+            heads: 14,
+            grid: [27, 27],
+            patch_px: 24,
+            prefix_len: 5,
+            question_len: 40,
+            answer_len: 64,
+            seed: 13,
+            full_last_layer: false,
+            relevancy: true,
+            highres: Some([46, 46]),
         }
     }
 }
@@ -127,6 +166,63 @@ fn object_patches(grid: [usize; 2], object: usize) -> Vec<usize> {
     out
 }
 
+/// Input positions of the image: the base grid, then the high-resolution rows, each closed by
+/// a separator.
+fn image_len(spec: &SyntheticSpec) -> usize {
+    let base = spec.grid[0] * spec.grid[1];
+    base + spec.highres.map_or(0, |[rows, cols]| rows * (cols + 1))
+}
+
+/// Where the cells of a synthetic image lie inside its span of input positions.
+struct ImageLayout {
+    /// Offsets of the cells inside the span, region by region, each row-major.
+    cells: Vec<usize>,
+    /// Offsets of the cells on object 0 (disc) and 1 (square), in every region.
+    objects: [Vec<usize>; 2],
+    /// The regions over a picture of `size` (`[width, height]`) when there are two; empty for
+    /// one (the manifest's image span and grid describe it).
+    regions: Vec<ImageRegion>,
+}
+
+fn image_layout(spec: &SyntheticSpec, start: usize, size: [usize; 2]) -> ImageLayout {
+    let base = spec.grid[0] * spec.grid[1];
+    let mut cells: Vec<usize> = (0..base).collect();
+    let mut objects = [object_patches(spec.grid, 0), object_patches(spec.grid, 1)];
+    let mut regions = Vec::new();
+    if let Some(hi) = spec.highres {
+        let [rows, cols] = hi;
+        let offset = |i: usize| base + (i / cols) * (cols + 1) + i % cols;
+        cells.extend((0..rows * cols).map(offset));
+        for (o, object) in objects.iter_mut().enumerate() {
+            object.extend(object_patches(hi, o).into_iter().map(offset));
+        }
+        let rect = [0.0, 0.0, size[0] as f64, size[1] as f64];
+        regions = vec![
+            ImageRegion {
+                kind: RegionKind::Base,
+                span: [start, base],
+                grid: spec.grid,
+                rect,
+                separators: Vec::new(),
+            },
+            ImageRegion {
+                kind: RegionKind::Highres,
+                span: [start + base, rows * (cols + 1)],
+                grid: hi,
+                rect,
+                separators: (0..rows)
+                    .map(|r| start + offset(r * cols + cols - 1) + 1)
+                    .collect(),
+            },
+        ];
+    }
+    ImageLayout {
+        cells,
+        objects,
+        regions,
+    }
+}
+
 /// CLIP's normalisation constants (mean, std) per channel.
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
@@ -181,8 +277,7 @@ fn token_strings(spec: &SyntheticSpec) -> TokenStrings {
     for i in 0..spec.prefix_len {
         input.push(prefix.get(i).copied().unwrap_or("▁please").to_string());
     }
-    let patches = spec.grid[0] * spec.grid[1];
-    input.extend(std::iter::repeat_n("<image>".to_string(), patches));
+    input.extend(std::iter::repeat_n("<image>".to_string(), image_len(spec)));
     let q = spec.question_len;
     let tail = ASSISTANT.len().min(q);
     for i in 0..q - tail {
@@ -218,9 +313,34 @@ struct Shape {
     n: usize,
     image: std::ops::Range<usize>,
     objects: [Vec<usize>; 2],
+    /// Per offset in the image span: whether it lies on object 0 / 1 (`objects` as a table).
+    on_object: [Vec<bool>; 2],
 }
 
 impl Shape {
+    fn new(
+        seed: u64,
+        layers: usize,
+        n: usize,
+        image: std::ops::Range<usize>,
+        objects: [Vec<usize>; 2],
+    ) -> Self {
+        let table = |o: &[usize]| {
+            let mut t = vec![false; image.len()];
+            o.iter().for_each(|&i| t[i] = true);
+            t
+        };
+        let on_object = [table(&objects[0]), table(&objects[1])];
+        Self {
+            seed,
+            layers,
+            n,
+            image,
+            objects,
+            on_object,
+        }
+    }
+
     /// How strongly head h of layer l looks at the image, in [0, 1].
     fn image_affinity(&self, l: usize, h: usize) -> f32 {
         let depth = (l as f32 + 0.5) / self.layers as f32;
@@ -235,6 +355,7 @@ impl Shape {
         let answer_t = q.checked_sub(self.n - 1);
         let focus = answer_t.unwrap_or(q) + l / 8;
         let object = &self.objects[focus % 2];
+        let on_object = &self.on_object[focus % 2];
         let mut hot = [usize::MAX; 3];
         for (k, slot) in hot.iter_mut().enumerate() {
             let pick = mix(self.seed ^ mix((focus * 7 + k) as u64)) as usize % object.len();
@@ -257,7 +378,7 @@ impl Shape {
             if self.image.contains(&key) {
                 if hot.contains(&key) {
                     x += img_gain * (1.5 + 5.5 * aff);
-                } else if object.contains(&(key - self.image.start)) {
+                } else if on_object[key - self.image.start] {
                     x += img_gain * 2.0 * aff;
                 }
             } else if key >= self.image.end && key < self.n {
@@ -293,17 +414,17 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
     spec.prefix_len = spec.prefix_len.max(1);
     spec.answer_len = spec.answer_len.max(1);
     let tokens = token_strings(&spec);
-    let patches = spec.grid[0] * spec.grid[1];
     let n = tokens.input.len();
     let t_len = tokens.output.len();
     let s_len = n + t_len - 1;
-    let shape = Shape {
-        seed: spec.seed,
-        layers: spec.layers,
-        n,
-        image: spec.prefix_len..spec.prefix_len + patches,
-        objects: [object_patches(spec.grid, 0), object_patches(spec.grid, 1)],
+    let picture_grid = spec.highres.unwrap_or(spec.grid);
+    let size = match spec.highres {
+        Some([rows, cols]) => [cols * spec.patch_px, rows * spec.patch_px],
+        None => [spec.grid[0].max(spec.grid[1]) * spec.patch_px; 2],
     };
+    let layout = image_layout(&spec, spec.prefix_len, size);
+    let image = spec.prefix_len..spec.prefix_len + image_len(&spec);
+    let shape = Shape::new(spec.seed, spec.layers, n, image, layout.objects.clone());
     let (layers, heads) = (spec.layers, spec.heads);
     let mut gen = Array::zeros(&[t_len, layers, heads, s_len]);
     for (i, row) in gen.data.chunks_exact_mut(s_len).enumerate() {
@@ -322,16 +443,20 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
         attn_full.insert(l, full);
     }
     let (relevancy_llm, relevancy_vit, relevancy_combined) = if spec.relevancy {
-        synthetic_relevancy(&gen, &shape, patches)
+        synthetic_relevancy(&gen, &shape, &layout.cells)
     } else {
         (None, None, None)
     };
-    let size = spec.grid[0].max(spec.grid[1]) * spec.patch_px;
+    let two = !layout.regions.is_empty();
     let manifest = Manifest {
         schema: SCHEMA.to_string(),
         model: ModelInfo {
             path: "synthetic".into(),
-            architecture: "LlavaForConditionalGeneration".into(),
+            architecture: if two {
+                "LlavaOnevisionForConditionalGeneration".into()
+            } else {
+                "LlavaForConditionalGeneration".into()
+            },
             text_layers: layers,
             text_heads: heads,
             vision_layers: 2,
@@ -342,8 +467,8 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
         prompt: "What colour is the round object and the square? Describe".into(),
         image: ImageInfo {
             path: "synthetic".into(),
-            mode: "default".into(),
-            original_size: [size as u32, size as u32],
+            mode: if two { "anyres" } else { "default" }.into(),
+            original_size: [size[0] as u32, size[1] as u32],
         },
         generation: GenerationInfo {
             max_new_tokens: t_len,
@@ -356,18 +481,17 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
         } else {
             Vec::new()
         },
-        image_span: [shape.image.start, patches],
-        regions: Vec::new(),
+        image_span: [shape.image.start, shape.image.len()],
+        regions: layout.regions,
         causal: None,
         timings: BTreeMap::new(),
         lens: Vec::new(),
         tokens,
     };
-    let grid = spec.grid;
-    let picture = if grid[0] == grid[1] {
-        picture(size)
+    let picture = if picture_grid[0] == picture_grid[1] {
+        picture(size[0])
     } else {
-        rect_picture(grid, spec.patch_px)
+        rect_picture(picture_grid, spec.patch_px)
     };
     Session {
         input_ids: manifest.tokens.input.iter().map(|s| token_id(s)).collect(),
@@ -402,8 +526,10 @@ fn rect_picture(grid: [usize; 2], patch_px: usize) -> Array {
 
 type Relevancy = (Option<Array>, Option<Array>, Option<Array>);
 
-/// Relevancy-like maps derived from the attention (mean over layers and heads), for views to draw.
-fn synthetic_relevancy(gen: &Array, shape: &Shape, patches: usize) -> Relevancy {
+/// Relevancy-like maps derived from the attention (mean over layers and heads), for views to
+/// draw; the vision tables have one column per cell (`cells`: their offsets in the image span).
+fn synthetic_relevancy(gen: &Array, shape: &Shape, cells: &[usize]) -> Relevancy {
+    let patches = cells.len();
     let (t_len, layers, heads, s_len) = (gen.shape[0], gen.shape[1], gen.shape[2], gen.shape[3]);
     let mut llm = Array::zeros(&[t_len, s_len]);
     for t in 0..t_len {
@@ -418,12 +544,12 @@ fn synthetic_relevancy(gen: &Array, shape: &Shape, patches: usize) -> Relevancy 
     let mut vit = Array::zeros(&[t_len, patches]);
     let mut combined = Array::zeros(&[t_len, patches]);
     for t in 0..t_len {
-        let object = &shape.objects[t % 2];
+        let object = &shape.on_object[t % 2];
         let row = llm.row(&[t]).to_vec();
-        for p in 0..patches {
-            let on = if object.contains(&p) { 1.0 } else { 0.05 };
+        for (p, &cell) in cells.iter().enumerate() {
+            let on = if object[cell] { 1.0 } else { 0.05 };
             vit.row_mut(&[t])[p] = on * (0.5 + 0.5 * unit(shape.seed, 7, t as u64, p as u64));
-            combined.row_mut(&[t])[p] = row[shape.image.start + p] * on;
+            combined.row_mut(&[t])[p] = row[shape.image.start + cell] * on;
         }
     }
     (Some(llm), Some(vit), Some(combined))
@@ -458,6 +584,29 @@ mod tests {
                 assert_eq!(full.row(&[h, n - 1 + t]), gen.row(&[t, spec.layers - 1, h]));
             }
         }
+    }
+
+    #[test]
+    fn anyres_spec_gives_two_regions_a_file_accepts() {
+        let s = synthetic_session(&SyntheticSpec::anyres_tiny());
+        let regions = s.regions();
+        let [base, hi] = &regions[..] else {
+            panic!("{} regions", regions.len())
+        };
+        assert_eq!((base.kind, base.grid), (RegionKind::Base, [4, 4]));
+        assert_eq!((hi.kind, hi.grid), (RegionKind::Highres, [6, 8]));
+        assert_eq!(hi.separators.len(), 6);
+        assert_eq!(s.manifest.image_span, [3, 16 + 6 * 9]);
+        assert_eq!(s.manifest.image.original_size, [32, 24]);
+        let cells = s.cell_positions();
+        assert_eq!(cells.len(), 16 + 48);
+        assert!(hi.separators.iter().all(|p| !cells.contains(p)));
+        assert_eq!(hi.separators[0], 3 + 16 + 8);
+        assert_eq!(s.relevancy_vit.as_ref().unwrap().shape, vec![5, 64]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("anyres.session");
+        crate::session::save(&s, &file, crate::session::AttentionDtype::F32).unwrap();
+        assert_eq!(crate::session::load(&file).unwrap(), s);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::style::Look;
 use super::blocks;
 use super::keymap::{Action, Keymap};
 use super::msg::Effect;
-use super::state::{Pane, PendingJob, RunState, Selection};
+use super::state::{Pane, PendingJob, RunState, Selection, ShownRegion};
 use super::view::View;
 
 /// Whether a component used an action (then nobody else sees it).
@@ -67,9 +67,25 @@ impl Ctx<'_> {
         })
     }
 
-    /// The patch grid `[rows, cols]` (`[0, 0]` without a session).
+    /// The patch grid `[rows, cols]` of the image region the image pane shows (`[0, 0]`
+    /// without a session; the manifest's grid for a session without regions).
     pub fn grid(&self) -> [usize; 2] {
-        self.session.map_or([0, 0], |s| s.manifest.model.image_grid)
+        match (self.session, self.shown_region()) {
+            (_, Some(r)) => r.region.grid,
+            (Some(s), None) => s.manifest.model.image_grid,
+            (None, None) => [0, 0],
+        }
+    }
+
+    /// The image region the image pane shows (the first when its index is past the session's
+    /// regions); `None` without a session or a region.
+    pub fn shown_region(&self) -> Option<ShownRegion> {
+        ShownRegion::of(self.session?, self.region)
+    }
+
+    /// How many image regions the session has (0 without one).
+    pub fn region_count(&self) -> usize {
+        self.session.map_or(0, |s| s.regions().len())
     }
 
     /// Number of answer tokens (0 without a session).

@@ -20,7 +20,7 @@ use super::component::{Component, Ctx, Handled};
 use super::hits::ImageGeom;
 use super::keymap::Action;
 use super::msg::Effect;
-use super::state::{clamp_step, Pane};
+use super::state::{clamp_step, default_region, Pane, ShownRegion};
 
 /// The image pane's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,12 +47,11 @@ impl Default for ImagePane {
 }
 
 impl ImagePane {
-    /// A pane showing `session`'s image, first region, no patch selected.
+    /// A pane showing `session`'s image, no patch selected, in its stitched high-resolution
+    /// region when it has one (LLaVA-NeXT, OneVision), else its first.
     pub fn open_session(&mut self, session: &Session) {
-        self.image = Some(denormalize(&session.pixel_values));
-        self.patches.clear();
-        self.patch = 0;
-        self.region = 0;
+        self.image = Some(capped(denormalize(&session.pixel_values)));
+        self.set_region(default_region(session));
     }
 
     /// Patch mode is on: the cursor selects patches and answer tokens show their attention to
@@ -61,14 +60,23 @@ impl ImagePane {
         self.patch_mode
     }
 
-    /// The patch cursor (row-major grid index).
+    /// The patch cursor (row-major index into the shown region's grid).
     pub fn patch(&self) -> usize {
         self.patch
     }
 
-    /// The selected patches.
+    /// The selected patches (row-major indices into the shown region's grid).
     pub fn patches(&self) -> &BTreeSet<usize> {
         &self.patches
+    }
+
+    /// The absolute input positions of the selected patches (through the shown region's
+    /// [`ImageRegion::cell_positions`](crate::session::ImageRegion::cell_positions)),
+    /// ascending; empty without a session.
+    pub fn selected_positions(&self, ctx: &Ctx) -> Vec<usize> {
+        ctx.shown_region()
+            .map(|r| r.positions(self.patches.iter().copied()))
+            .unwrap_or_default()
     }
 
     /// Map opacity over the image, in [0, 1].
@@ -83,15 +91,19 @@ impl ImagePane {
         }
     }
 
-    /// Which of the session's image regions the pane shows (an index; 0, the first, by default).
+    /// Which of the session's image regions the pane shows (an index; the high-resolution
+    /// region of a session that has one, else the first, after opening a session).
     pub fn region(&self) -> usize {
         self.region
     }
 
-    /// Shows the session's region `index` (its aspect ratio); an index past the session's
-    /// regions falls back to the first when drawing.
+    /// Shows the session's region `index` (its map, grid and aspect ratio); an index past the
+    /// session's regions falls back to the first. The patch cursor goes back to the first
+    /// cell and the selection is cleared, since cells of one region are not cells of another.
     pub fn set_region(&mut self, index: usize) {
         self.region = index;
+        self.patch = 0;
+        self.patches.clear();
     }
 
     /// Forgets the selected patches.
@@ -151,6 +163,26 @@ impl ImagePane {
     }
 }
 
+/// The longest side, in pixels, of the picture the pane keeps: more than a pane of a large
+/// terminal draws (one pixel per column, two per row), and small enough that resampling it
+/// for every frame costs little (an anyres image can be fitted at 2000 pixels and more).
+pub const PICTURE_MAX_SIDE: usize = 512;
+
+/// `raster` box-filtered down to [`PICTURE_MAX_SIDE`] on its longest side, aspect kept; as it
+/// is when it is no larger.
+pub fn capped(raster: Raster) -> Raster {
+    let side = raster.width.max(raster.height);
+    if side <= PICTURE_MAX_SIDE {
+        return raster;
+    }
+    let scale = |n: usize| {
+        ((n * PICTURE_MAX_SIDE) as f64 / side as f64)
+            .round()
+            .max(1.0) as usize
+    };
+    resample(&raster, scale(raster.width), scale(raster.height))
+}
+
 /// The picture's size in pixels (a cell is one pixel wide, two high) inside a `w × h` cell area
 /// for a `rows × cols` region whose image has the aspect ratio `aspect` (width / height): when
 /// square patches give that aspect (within 2 %), square patches of a whole number of pixels if
@@ -188,6 +220,9 @@ impl Component for ImagePane {
         } else {
             "Image".to_string()
         };
+        if let Some(s) = ctx.session.filter(|_| ctx.region_count() > 1) {
+            title.push_str(&format!(" · {}", ShownRegion::label(s, self.region)));
+        }
         if let Some(d) = view.faith.as_ref().and_then(|fv| fv.current_drop()) {
             title.push_str(&format!(" · Δp {d:+.3}"));
         }
@@ -290,6 +325,15 @@ impl Component for ImagePane {
             Action::Up if focused => self.move_patch(ctx, 0, -1),
             Action::Down if focused => self.move_patch(ctx, 0, 1),
             Action::Cancel if self.patch_mode => self.patch_mode = false,
+            Action::Region => match ctx.shown_region() {
+                Some(r) if r.count > 1 => self.set_region((r.index + 1) % r.count),
+                _ => out.push(Effect::Notify(
+                    "this session's image has one region (a LLaVA-NeXT or OneVision run has a \
+                     base and a high-res one)"
+                        .into(),
+                    false,
+                )),
+            },
             _ => return Handled::No,
         }
         Handled::Yes
@@ -297,6 +341,9 @@ impl Component for ImagePane {
 
     fn commands(&self, ctx: &Ctx) -> Vec<Action> {
         let mut out = vec![Action::PatchMode, Action::Opacity];
+        if ctx.region_count() > 1 {
+            out.push(Action::Region);
+        }
         if ctx.focus == Pane::Image {
             out.extend([
                 Action::Left,

@@ -9,7 +9,7 @@ use crate::explain::attention::HeadAgg;
 use crate::explain::catalogue::{CausalHeads, MapId};
 use crate::explain::relevancy::views::Normalization;
 use crate::job::ModelJob;
-use crate::session::Session;
+use crate::session::{ImageRegion, RegionKind, Session};
 
 /// The explanation method shown (keys 1–3): the catalogue's family of maps.
 pub use crate::explain::catalogue::Family as Method;
@@ -227,4 +227,89 @@ pub fn clamp_step(v: usize, step: isize, n: usize) -> usize {
 pub fn prompt_positions(s: &Session) -> Vec<usize> {
     let image = s.image_range();
     (0..s.num_input()).filter(|p| !image.contains(p)).collect()
+}
+
+/// The image region the image pane shows: the session's region at the pane's index (the first
+/// when the index is past the session's regions), with where its cells start among every
+/// region's cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShownRegion {
+    /// Its index among the session's regions.
+    pub index: usize,
+    /// How many regions the session has.
+    pub count: usize,
+    /// Cells of the regions before it: its cell `i` is cell `offset + i` of the session
+    /// ([`Session::cell_positions`], the order the catalogue's `cells()` and the attention
+    /// views' patch indices use).
+    pub offset: usize,
+    /// The region.
+    pub region: ImageRegion,
+}
+
+impl ShownRegion {
+    /// The region at `index` of `s` (the first when past them); `None` without regions.
+    pub fn of(s: &Session, index: usize) -> Option<ShownRegion> {
+        let regions = s.regions();
+        let index = if index < regions.len() { index } else { 0 };
+        let region = regions.get(index)?.clone();
+        Some(ShownRegion {
+            index,
+            count: regions.len(),
+            offset: regions[..index].iter().map(ImageRegion::cells).sum(),
+            region,
+        })
+    }
+
+    /// The session-wide cell indices of the region's cells `cells` (cells past the region are
+    /// left out).
+    pub fn session_cells(&self, cells: impl IntoIterator<Item = usize>) -> Vec<usize> {
+        let n = self.region.cells();
+        cells
+            .into_iter()
+            .filter(|&c| c < n)
+            .map(|c| self.offset + c)
+            .collect()
+    }
+
+    /// The absolute input positions of the region's cells `cells` (cells past the region are
+    /// left out).
+    pub fn positions(&self, cells: impl IntoIterator<Item = usize>) -> Vec<usize> {
+        let all = self.region.cell_positions();
+        cells
+            .into_iter()
+            .filter_map(|c| all.get(c).copied())
+            .collect()
+    }
+
+    /// `high-res 24×36 · base 24×24`: the region shown, then the others, for titles; empty
+    /// when the session has one region.
+    pub fn label(s: &Session, index: usize) -> String {
+        let regions = s.regions();
+        if regions.len() < 2 {
+            return String::new();
+        }
+        let shown = if index < regions.len() { index } else { 0 };
+        let name = |r: &ImageRegion| {
+            let kind = match r.kind {
+                RegionKind::Highres => "high-res",
+                RegionKind::Base => "base",
+                RegionKind::Image => "image",
+            };
+            format!("{kind} {}×{}", r.grid[0], r.grid[1])
+        };
+        std::iter::once(shown)
+            .chain((0..regions.len()).filter(|&i| i != shown))
+            .map(|i| name(&regions[i]))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    }
+}
+
+/// The region the app shows first: the stitched high-resolution one when `s` has one
+/// (LLaVA-NeXT, OneVision), else the first.
+pub fn default_region(s: &Session) -> usize {
+    s.regions()
+        .iter()
+        .position(|r| r.kind == RegionKind::Highres)
+        .unwrap_or(0)
 }

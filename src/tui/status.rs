@@ -40,13 +40,18 @@ impl StatusBar {
 
 /// The keys that apply in the current state, as (keys, action) pairs, from the keymap.
 pub fn current_keys(ctx: &Ctx) -> Vec<(String, &'static str)> {
-    super::keymap::footer(
+    let mut keys = super::keymap::footer(
         ctx.keymap,
         ctx.focus,
         ctx.sel.method,
         ctx.run.active,
         ctx.job.is_some(),
-    )
+    );
+    if ctx.region_count() > 1 {
+        // After the pane and its two moving/selecting entries: seen on a narrow terminal.
+        keys.insert(3.min(keys.len()), super::keymap::region_footer(ctx.keymap));
+    }
+    keys
 }
 
 /// The status line while a job runs: "computing relevancy of token 3… (loading model) ·

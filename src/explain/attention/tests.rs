@@ -48,6 +48,32 @@ fn several_tokens_average_their_maps() {
 }
 
 #[test]
+fn region_maps_read_the_region_cells_and_agree_with_the_whole_image() {
+    let s = tiny();
+    let one = &s.regions()[0];
+    assert_eq!(
+        tokens_region_map(&s, &[0, 2], 1, HeadAgg::Mean, one).unwrap(),
+        tokens_image_map(&s, &[0, 2], 1, HeadAgg::Mean).unwrap()
+    );
+    assert_eq!(
+        heads_by_region_attention(&s, &[1], 3, one).unwrap(),
+        heads_by_image_attention(&s, &[1], 3).unwrap()
+    );
+    let s = synthetic_session(&SyntheticSpec::anyres_tiny());
+    let a = s.attn_gen.as_ref().unwrap();
+    let hi = s.regions()[1].clone();
+    let g = tokens_region_map(&s, &[2], 1, HeadAgg::Head(3), &hi).unwrap();
+    assert_eq!((g.rows, g.cols), (6, 8));
+    for (i, &p) in hi.cell_positions().iter().enumerate() {
+        assert_eq!(g.values[i], a.get(&[2, 1, 3, p]));
+    }
+    let heads = heads_by_region_attention(&s, &[0, 1], 2, &hi).unwrap();
+    assert_eq!(heads.len(), 4);
+    assert!(heads.windows(2).all(|w| w[0].1 >= w[1].1));
+    assert!(heads.iter().all(|(_, _, g)| g.values.len() == 48));
+}
+
+#[test]
 fn heads_are_sorted_by_mean_image_attention() {
     let s = tiny();
     let sorted = heads_by_image_attention(&s, &[0, 1], 2).unwrap();

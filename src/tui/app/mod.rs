@@ -195,7 +195,7 @@ impl App {
         self.ctx().layers_heads()
     }
 
-    /// The patch grid `[rows, cols]` (`[0, 0]` without a session).
+    /// The patch grid `[rows, cols]` of the image region shown (`[0, 0]` without a session).
     pub fn grid(&self) -> [usize; 2] {
         self.ctx().grid()
     }
@@ -265,6 +265,7 @@ impl App {
             cursor: self.answer.cursor(),
             one_token: self.answer.selected().len() <= 1,
             patches: self.image.patch_mode().then_some(self.image.patches()),
+            region: self.image.region(),
             prompt_selected: self.prompt.selected(),
             attn_view: self.method.attn_view(),
             grid_all_tokens: self.grid.all_tokens(),

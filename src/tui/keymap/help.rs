@@ -27,7 +27,7 @@ const fn row(actions: &'static [Action], label: &'static str, text: &'static str
 }
 
 /// Every row of the help, in order; a row with no actions is a note.
-pub const HELP: [HelpRow; 36] = [
+pub const HELP: [HelpRow; 37] = [
     row(&[Action::Quit], "q, Ctrl-C", "quit"),
     row(&[Action::Help], "?", "this help (any key closes it)"),
     row(
@@ -193,6 +193,11 @@ pub const HELP: [HelpRow; 36] = [
         "Answer pane",
         "coloured by attention to selected patches or prompt tokens",
     ),
+    row(
+        &[Action::Region],
+        "b",
+        "image region: base view / stitched high-res (LLaVA-NeXT, OneVision)",
+    ),
 ];
 
 /// The help as `(keys, text)` rows under `keymap`.
@@ -226,6 +231,11 @@ fn pane_entries(pane: Pane) -> [FooterEntry; 2] {
         Pane::Method => [(ud, "↑↓", "head"), (&[Action::AttentionView], "v", "view")],
         Pane::Grid => [(lr, "←→", "layer"), (ud, "↑↓", "head")],
     }
+}
+
+/// The footer entry of the region key, for sessions with more than one image region.
+pub fn region_footer(keymap: &Keymap) -> (String, &'static str) {
+    (keymap.label(&[Action::Region], "b"), "base/high-res")
 }
 
 /// The footer under the focused `pane` and `method`, as `(keys, word)` pairs: the keys that

@@ -14,7 +14,7 @@ use crossterm::event::{KeyCode, KeyEvent};
 use crate::explain::catalogue::Family;
 use crate::explain::causal::ParamStep;
 
-pub use help::{footer, help_rows, HelpRow, HELP};
+pub use help::{footer, help_rows, region_footer, HelpRow, HELP};
 pub use key::{Key, KeymapError};
 
 /// Everything a key can do.
@@ -94,11 +94,13 @@ pub enum Action {
     Save,
     /// Export the current map as PNG.
     Export,
+    /// Show the next image region (base view / stitched high-res).
+    Region,
 }
 
 impl Action {
     /// Every action, in the order of the help.
-    pub const ALL: [Action; 42] = [
+    pub const ALL: [Action; 43] = [
         Action::Quit,
         Action::Help,
         Action::NextPane,
@@ -141,6 +143,7 @@ impl Action {
         Action::Cancel,
         Action::Save,
         Action::Export,
+        Action::Region,
     ];
 
     /// The action's name in a theme's `[keys]` table.
@@ -188,6 +191,7 @@ impl Action {
             Action::Cancel => "cancel",
             Action::Save => "save",
             Action::Export => "export",
+            Action::Region => "region",
         }
     }
 
@@ -249,6 +253,7 @@ impl Action {
             Action::Cancel => vec![k(KeyCode::Esc)],
             Action::Save => vec![c('s')],
             Action::Export => vec![c('e')],
+            Action::Region => vec![c('b')],
         }
     }
 }

@@ -7,7 +7,6 @@ use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::Frame;
 
-use crate::explain::attention::patch_positions;
 use crate::explain::causal::{effective_radius, heads_by_importance, shown_head, ParamStep};
 use crate::session::Session;
 
@@ -88,16 +87,25 @@ pub fn title(state: &CausalState, ctx: &Ctx) -> String {
     )
 }
 
-/// A position's label: `patch(r,c)` for image positions, else `token@position`.
+/// A position's label: `patch(r,c)` for a cell of the image (`base(r,c)`, `highres(r,c)` when
+/// the image has several regions), else `token@position` (separators included).
 fn label(s: &Session, p: usize) -> String {
-    match patch_positions(s).ok() {
-        Some(r) if r.contains(&p) => {
-            let [_, cols] = s.manifest.model.image_grid;
-            let i = p - r.start;
-            format!("patch({},{})", i / cols.max(1), i % cols.max(1))
+    let regions = s.regions();
+    for r in regions
+        .iter()
+        .filter(|r| (r.span[0]..r.span[0] + r.span[1]).contains(&p))
+    {
+        if let Ok(i) = r.cell_positions().binary_search(&p) {
+            let cols = r.grid[1].max(1);
+            let name = if regions.len() > 1 {
+                r.kind.name()
+            } else {
+                "patch"
+            };
+            return format!("{name}({},{})", i / cols, i % cols);
         }
-        _ => format!("{}@{p}", display_token(s.token_at(p))),
     }
+    format!("{}@{p}", display_token(s.token_at(p)))
 }
 
 /// Draws the causal result of the selected token into `area` (inside the method pane).

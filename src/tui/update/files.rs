@@ -22,7 +22,8 @@ pub(super) fn save(app: &mut App) -> Vec<Cmd> {
     vec![Cmd::Save(path)]
 }
 
-/// Key `e`: writes the map shown over the image, named by method, token, layer and heads.
+/// Key `e`: writes the map shown over the image, named by method, token, layer and heads (and
+/// the region shown, when the image has several).
 pub(super) fn export(app: &mut App) -> Vec<Cmd> {
     if app.view.map.is_none() {
         app.notify("no map to export for this selection", true);
@@ -34,8 +35,12 @@ pub(super) fn export(app: &mut App) -> Vec<Cmd> {
         Agg::Mean => "mean".into(),
         Agg::Max => "max".into(),
     };
+    let region = match app.ctx().shown_region() {
+        Some(r) if r.count > 1 => format!("-{}", r.region.kind.name()),
+        _ => String::new(),
+    };
     let name = format!(
-        "lvlmscope-{}-t{}-l{}-{what}.png",
+        "lvlmscope-{}-t{}-l{}-{what}{region}.png",
         app.sel.method.name(),
         tokens.first().copied().unwrap_or(0),
         app.sel.layer

@@ -3,12 +3,11 @@
 //! (the shown head, its explaining set, the patches to outline), read from the catalogue's
 //! result through [`crate::explain::causal`].
 
-use crate::explain::attention::patch_positions;
 use crate::explain::catalogue::Explanation;
 use crate::explain::causal::{effective_radius, head_tree, set_up_to, shown_head};
 use crate::session::{CausalParams, Session};
 
-use super::super::state::Agg;
+use super::super::state::{Agg, ShownRegion};
 use super::{View, ViewInput};
 
 /// The possible-d-separation tree of one head, recomputed on demand and cached.
@@ -104,7 +103,14 @@ pub fn stored_params(s: Option<&Session>) -> Option<&CausalParams> {
 
 /// The causal pane's details of the token's result: the shown head, the radius, its explaining
 /// set, and the image patches to outline.
-pub(super) fn details(v: &mut View, input: &ViewInput, s: &Session, e: Explanation) {
+pub(super) fn details(
+    v: &mut View,
+    input: &ViewInput,
+    s: &Session,
+    e: Explanation,
+    shown: Option<&ShownRegion>,
+) {
+    let grid = super::region_grid(&e, shown);
     let Some(ct) = e.causal else { return };
     let max_radius =
         stored_params(Some(s)).map_or(input.causal.params.search_radius, |p| p.search_radius);
@@ -116,20 +122,22 @@ pub(super) fn details(v: &mut View, input: &ViewInput, s: &Session, e: Explanati
         v.causal_head = Some(h.head);
         v.causal_set = set_up_to(h, radius);
     }
-    if let Ok(patches) = patch_positions(s) {
+    if let Some(r) = shown {
+        // Cell positions ascend through the region's span.
+        let cells = r.region.cell_positions();
         let heads = ct
             .heads
             .iter()
             .filter(|h| chosen.is_none_or(|c| h.head == c));
         for h in heads {
             for pos in set_up_to(h, radius) {
-                if patches.contains(&pos) {
-                    v.marked.insert(pos - patches.start);
+                if let Ok(i) = cells.binary_search(&pos) {
+                    v.marked.insert(i);
                 }
             }
         }
     }
     v.map_title = format!("{} · marked: r ≤ {radius}", e.title);
-    v.map = Some(e.grid);
+    v.map = Some(grid);
     v.causal = Some(ct);
 }

@@ -11,11 +11,11 @@ use std::collections::BTreeSet;
 use crate::explain::attention::{
     self as attn, min_max, Grid, HeadAgg, Region, TokenAggregates, Word,
 };
-use crate::explain::catalogue::{self, CatalogueError, Family};
+use crate::explain::catalogue::{self, CatalogueError, Explanation, Family};
 use crate::explain::relevancy::views::{self as rel_views, TextRelevancy};
 use crate::session::{Array, CausalToken, Session};
 
-use super::state::{AttnView, Method, Selection};
+use super::state::{AttnView, Method, Selection, ShownRegion};
 use causal::CausalState;
 use faith::{FaithState, FaithView};
 
@@ -37,8 +37,11 @@ pub struct ViewInput<'a> {
     pub cursor: usize,
     /// At most one answer token is selected (the image map is then that token's map).
     pub one_token: bool,
-    /// The selected patches, in patch mode.
+    /// The selected patches (cells of the shown region), in patch mode.
     pub patches: Option<&'a BTreeSet<usize>>,
+    /// Which of the session's image regions the image pane shows (an index; the first when
+    /// past the session's regions).
+    pub region: usize,
     /// The selected prompt positions.
     pub prompt_selected: &'a BTreeSet<usize>,
     /// The method pane's view under attention.
@@ -58,7 +61,8 @@ pub struct View {
     pub tokens: Vec<usize>,
     /// The answer token under the cursor.
     pub cursor: usize,
-    /// The map the image pane blends over the image, if the method has one for the selection.
+    /// The map the image pane blends over the image (over the shown region's cells), if the
+    /// method has one for the selection.
     pub map: Option<Grid>,
     /// What the map is.
     pub map_title: String,
@@ -66,7 +70,7 @@ pub struct View {
     pub map_missing: Option<String>,
     /// The map's (min, max), used for colours and the colour bar.
     pub range: (f32, f32),
-    /// Patches to outline (the causal explanation's image tokens).
+    /// Patches to outline (the causal explanation's image tokens in the shown region).
     pub marked: BTreeSet<usize>,
     /// A value per answer token to colour the answer pane with (reverse views).
     pub token_values: Option<Vec<f32>>,
@@ -74,7 +78,8 @@ pub struct View {
     pub token_values_label: String,
     /// Attention of the selected answer tokens over every position (layer, heads as chosen).
     pub position_values: Vec<f32>,
-    /// All heads of the layer with their mean image attention, sorted (small multiples).
+    /// All heads of the layer with their mean attention to the shown region, sorted (small
+    /// multiples).
     pub heads: Vec<(usize, f32, Grid)>,
     /// Image share per answer token at the current layer (mean over heads).
     pub share_layer: Vec<f32>,
@@ -123,7 +128,8 @@ impl View {
         let sel = input.sel;
         let agg = sel.head_agg();
         let l = sel.layer;
-        image_map(&mut v, input, s);
+        let shown = ShownRegion::of(s, input.region);
+        image_map(&mut v, input, s, shown.as_ref());
         if sel.method == Method::Relevancy {
             v.rel_text = rel_views::session_text_relevancy(s, tokens[0], sel.rel_norm, TOP_WORDS);
             v.reliance = rel_views::answer_reliance(s, sel.rel_norm)
@@ -142,7 +148,10 @@ impl View {
         };
         keep(position_values(&mut v, s, tokens, l, agg));
         if let Some(patches) = input.patches.filter(|p| !p.is_empty()) {
-            let patches: Vec<usize> = patches.iter().copied().collect();
+            let patches: Vec<usize> = match &shown {
+                Some(r) => r.session_cells(patches.iter().copied()),
+                None => patches.iter().copied().collect(),
+            };
             keep(attn::patch_attention(s, &patches, l, agg).map(|x| {
                 v.token_values = Some(x);
                 v.token_values_label = format!("attention to {} patch(es)", patches.len());
@@ -156,7 +165,11 @@ impl View {
             }));
         }
         if sel.method == Method::Attention && input.attn_view == AttnView::Heads {
-            keep(attn::heads_by_image_attention(s, tokens, l).map(|x| v.heads = x));
+            let heads = match &shown {
+                Some(r) => attn::heads_by_region_attention(s, tokens, l, &r.region),
+                None => attn::heads_by_image_attention(s, tokens, l),
+            };
+            keep(heads.map(|x| v.heads = x));
         }
         if sel.method == Method::Attention && input.attn_view == AttnView::Words {
             keep(attn::word_attention(s, tokens, l, agg).map(|x| v.words = x));
@@ -179,9 +192,10 @@ impl View {
     }
 }
 
-/// The image pane's map: the catalogue's map of the selection under the app's map id (the
-/// causal map explains the first selected token), or the sentence saying what it needs.
-fn image_map(v: &mut View, input: &ViewInput, s: &Session) {
+/// The image pane's map: the catalogue's map of the selection under the app's map id over the
+/// shown region (the causal map explains the first selected token), or the sentence saying
+/// what it needs.
+fn image_map(v: &mut View, input: &ViewInput, s: &Session, shown: Option<&ShownRegion>) {
     let id = input.sel.map_id(s.manifest.model.text_layers);
     let tokens = match id.family() {
         Family::Causal => &input.tokens[..1],
@@ -189,14 +203,21 @@ fn image_map(v: &mut View, input: &ViewInput, s: &Session) {
     };
     match catalogue::explain(s, tokens, &id) {
         Ok(e) => match id.family() {
-            Family::Causal => causal::details(v, input, s, e),
+            Family::Causal => causal::details(v, input, s, e, shown),
             _ => {
+                v.map = Some(region_grid(&e, shown));
                 v.map_title = e.title;
-                v.map = Some(e.grid);
             }
         },
         Err(e) => v.map_missing = Some(missing(input, s, e)),
     }
+}
+
+/// The explanation's map over the shown region (its first region's without one).
+fn region_grid(e: &Explanation, shown: Option<&ShownRegion>) -> Grid {
+    shown
+        .and_then(|r| e.regions.get(r.index))
+        .map_or_else(|| e.grid.clone(), |m| m.grid.clone())
 }
 
 /// The sentence shown where token `t`'s relevancy is missing.

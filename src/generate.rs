@@ -155,6 +155,9 @@ pub enum GenerateError {
     /// The run was cancelled by the user.
     #[error("the run was cancelled")]
     Cancelled,
+    /// The original image a session was made from cannot be read back, or is another image.
+    #[error("{0}")]
+    SessionImage(String),
 }
 
 /// A model with its preprocessors, loaded once and used for many runs.

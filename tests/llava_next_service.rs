@@ -227,3 +227,63 @@ fn a_session_whose_image_is_gone_or_changed_is_refused_in_one_sentence() {
     assert!(!text.contains('\n'), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn report_computes_anyres_relevancy_on_demand_as_the_run_stores_it() {
+    let dir = std::env::temp_dir().join(format!("lvlmscope-anyres-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = fixtures().join("image_tall.png");
+    let report = |session: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
+            .arg("report")
+            .arg(session)
+            .args(["--token", "1", "--method", "relevancy.combined", "--json"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    for model in MODELS {
+        let with = dir.join(format!("{model}-with.session"));
+        let without = dir.join(format!("{model}-without.session"));
+        let s = run(&request(model, &image, 3, true));
+        lvlmscope::session::save(&s, &with, lvlmscope::session::AttentionDtype::F32).unwrap();
+        let s = run(&request(model, &image, 3, false));
+        lvlmscope::session::save(&s, &without, lvlmscope::session::AttentionDtype::F32).unwrap();
+        let (a, b) = (report(&with), report(&without));
+        assert_eq!(a["map_id"], "relevancy.combined", "{model}");
+        // The run's backward carries several tokens at once, the report's one: equal to
+        // rounding.
+        let (x, y) = (
+            numbers(&[&a["map"], &a["text"]]),
+            numbers(&[&b["map"], &b["text"]]),
+        );
+        assert_eq!(x.len(), y.len(), "{model}");
+        assert!(!x.is_empty(), "{model}");
+        for (p, q) in x.iter().zip(&y) {
+            assert!((p - q).abs() < 1e-6, "{model}: {p} vs {q}");
+        }
+        assert_eq!(
+            a["text"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            b["text"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            "{model}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Every number in JSON values, in order (objects by key).
+fn numbers(values: &[&serde_json::Value]) -> Vec<f64> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<f64>) {
+        match v {
+            serde_json::Value::Number(n) => out.extend(n.as_f64()),
+            serde_json::Value::Array(xs) => xs.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    values.iter().for_each(|v| walk(v, &mut out));
+    out
+}

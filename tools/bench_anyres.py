@@ -50,8 +50,8 @@ times are noisy; whole-process wall seconds and peak RSS):
 
 Inside the processes at 2608 tokens: transformers' generate 12.4 s (OneVision) / 11.3 s (NeXT), its
 relevancy 390 s / 347 s; lvlmscope's prefill 13.2 s / 12.2 s, its relevancy 454 s / 388 s. Both
-relevancy passes are dominated by the rollout R <- R + Abar R, an [S, S] x [S, S] product per layer
-and output token (S ~ 2.6k): cubic in the number of image tokens, so 2.5x the tokens cost 6x the time.
+relevancy passes are dominated by the [S, S] work per layer and output token (the rollout
+R <- R + Abar R is an [S, S] x [S, S] product; S ~ 2.6k): 2.5x the image tokens cost 6x the time.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lvlmscope::batch::{BatchOptions, BatchProgress, Shard};
-use lvlmscope::generate::{parse_dtype, Capture, LoadedModel, RunRequest};
+use lvlmscope::generate::{parse_dtype, Capture, RunRequest};
+use lvlmscope::job::{ModelSpec, SessionModel};
 use lvlmscope::model::DeviceName;
 use lvlmscope::session::AttentionDtype;
 
@@ -83,7 +84,12 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         );
     }
     let device = request.device.open()?;
-    let loaded = LoadedModel::load(&args.model, dtype, &device)
+    let spec = ModelSpec {
+        path: args.model.clone(),
+        dtype,
+        device: device_name,
+    };
+    let loaded = SessionModel::load(&spec, &device)
         .with_context(|| format!("could not load the model {}", args.model))?;
     let options = BatchOptions {
         questions: args.questions,

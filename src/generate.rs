@@ -155,6 +155,9 @@ pub enum GenerateError {
     /// The run was cancelled by the user.
     #[error("the run was cancelled")]
     Cancelled,
+    /// The original image a session was made from cannot be read back, or is another image.
+    #[error("{0}")]
+    SessionImage(String),
 }
 
 /// A model with its preprocessors, loaded once and used for many runs.
@@ -177,16 +180,14 @@ impl LoadedModel {
         let dir = ModelDir::resolve(name)?;
         if anyres::is_anyres(&dir) {
             return Err(GenerateError::Setting(format!(
-                "{name} is a LLaVA-NeXT / OneVision model, which runs through `lvlmscope run` \
-                 (with --causal) but not yet through this LLaVA path (relevancy, faithfulness, \
-                 eval, the app's live runs)"
+                "{name} is a LLaVA-NeXT / OneVision model, which `run`, `batch`, `report` and \
+                 the app take but eval, knockout, the logit lens and the sanity check do not yet"
             )));
         }
         if qwen::is_qwen_vl(&dir) {
             return Err(GenerateError::Setting(format!(
-                "{name} is a Qwen2-VL / Qwen2.5-VL model, which runs through `lvlmscope run` \
-                 (with --relevancy and --causal) but not yet through this LLaVA path (relevancy \
-                 on demand, faithfulness, eval)"
+                "{name} is a Qwen2-VL / Qwen2.5-VL model, which `run`, `batch`, `report` and the \
+                 app take but eval, knockout, the logit lens and the sanity check do not yet"
             )));
         }
         let images = match &dir.preprocessor_config {

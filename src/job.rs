@@ -14,7 +14,6 @@ use std::time::Instant;
 use crate::explain::causal::{self, CausalError};
 use crate::explain::relevancy::{self, RelevancyError, RelevancyMaps};
 use crate::generate::{self, anyres, qwen, GenerateError, LoadedModel, Progress, RunRequest};
-use crate::model::ModelDir;
 use crate::session::{CausalParams, RegionKind, Session};
 
 /// Why a job failed; each variant is one clear sentence.
@@ -41,16 +40,14 @@ pub fn run(
     let device = request.device.open().map_err(GenerateError::from)?;
     on_progress(Progress::Stage("loading model".into()));
     let started = Instant::now();
-    let dir = ModelDir::resolve(&request.model).map_err(GenerateError::from)?;
-    if qwen::is_qwen_vl(&dir) {
-        return run_qwen(request, dir, &device, cancel, on_progress);
-    }
-    if anyres::is_anyres(&dir) {
-        return run_anyres(request, dir, &device, cancel, on_progress);
-    }
-    let loaded = LoadedModel::load(&request.model, request.dtype, &device)?;
+    let spec = ModelSpec {
+        path: request.model.clone(),
+        dtype: request.dtype,
+        device: request.device,
+    };
+    let model = SessionModel::load(&spec, &device)?;
     let load_seconds = started.elapsed().as_secs_f64();
-    let mut session = run_loaded(&loaded, request, cancel, on_progress)?;
+    let mut session = run_with(&model, request, cancel, on_progress)?;
     session
         .manifest
         .timings
@@ -58,8 +55,24 @@ pub fn run(
     Ok(session)
 }
 
-/// The part of [`run`] after loading: reads the image, generates with `loaded`, and adds the
-/// requested explanations. `lvlmscope batch` calls it once per line with one loaded model.
+/// The part of [`run`] after loading, for a model of any pipeline: reads the image, generates
+/// and adds the requested explanations. `lvlmscope batch` calls it once per line with one
+/// loaded model.
+pub fn run_with(
+    model: &SessionModel,
+    request: &RunRequest,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Session, JobError> {
+    match model {
+        SessionModel::Llava(m) => run_loaded(m, request, cancel, on_progress),
+        SessionModel::Qwen(m) => run_qwen(m, request, cancel, on_progress),
+        SessionModel::Anyres(m) => run_anyres(m, request, cancel, on_progress),
+    }
+}
+
+/// [`run_with`] for a model of the LLaVA family: reads the image, generates with `loaded`, and
+/// adds the requested explanations.
 pub fn run_loaded(
     loaded: &LoadedModel,
     request: &RunRequest,
@@ -83,57 +96,41 @@ pub fn run_loaded(
     Ok(session)
 }
 
-/// [`run`] for a Qwen2-VL / Qwen2.5-VL folder.
+/// [`run_with`] for a Qwen2-VL / Qwen2.5-VL model.
 fn run_qwen(
+    loaded: &qwen::QwenLoaded,
     request: &RunRequest,
-    dir: ModelDir,
-    device: &candle_core::Device,
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Session, JobError> {
-    let started = Instant::now();
-    let loaded = qwen::QwenLoaded::load(&request.model, dir, request.dtype, device)?;
-    let load_seconds = started.elapsed().as_secs_f64();
     let image = crate::processing::load_image(&request.image).map_err(GenerateError::from)?;
     let mut request = request.clone();
     if request.causal {
         request.capture = generate::Capture::Full;
     }
-    let mut session = qwen::generate(&loaded, &image, &request, cancel, on_progress)?;
-    session
-        .manifest
-        .timings
-        .insert("load_model".into(), load_seconds);
+    let mut session = qwen::generate(loaded, &image, &request, cancel, on_progress)?;
     add_requested(
         &mut session,
         &request,
         on_progress,
-        |s, tokens, on_token| Ok(qwen::relevancy_maps(&loaded, s, tokens, on_token)?),
+        |s, tokens, on_token| Ok(qwen::relevancy_maps(loaded, s, tokens, on_token)?),
     )?;
     Ok(session)
 }
 
-/// [`run`] for a LLaVA-NeXT / OneVision folder.
+/// [`run_with`] for a LLaVA-NeXT / OneVision model.
 fn run_anyres(
+    loaded: &anyres::AnyresLoaded,
     request: &RunRequest,
-    dir: ModelDir,
-    device: &candle_core::Device,
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Session, JobError> {
-    let started = Instant::now();
-    let loaded = anyres::AnyresLoaded::load(&request.model, dir, request.dtype, device)?;
-    let load_seconds = started.elapsed().as_secs_f64();
     let image = crate::processing::load_image(&request.image).map_err(GenerateError::from)?;
-    let mut session = anyres::generate(&loaded, &image, request, cancel, on_progress)?;
-    session
-        .manifest
-        .timings
-        .insert("load_model".into(), load_seconds);
+    let mut session = anyres::generate(loaded, &image, request, cancel, on_progress)?;
     let kinds: Vec<RegionKind> = session.manifest.regions.iter().map(|r| r.kind).collect();
     add_requested(&mut session, request, on_progress, |s, tokens, on_token| {
         Ok(anyres::relevancy_maps(
-            &loaded, &image, s, &kinds, tokens, on_token,
+            loaded, &image, s, &kinds, tokens, on_token,
         )?)
     })?;
     Ok(session)

@@ -262,3 +262,45 @@ fn setup_errors_are_one_sentence() {
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("nowhere.jsonl"));
 }
+
+#[test]
+fn anyres_and_qwen_vl_models_run_through_batch_like_run() {
+    for model in ["tiny-llava-onevision", "tiny-qwen2-vl"] {
+        let dir = questions(&[GOOD]);
+        let out = batch(dir.path(), model, &["--relevancy", "--faithfulness"]);
+        assert!(out.status.success(), "{model}: {}", stderr(&out));
+        let single = dir.path().join("single.session");
+        let run = Command::new(BIN)
+            .args(["run", "--model"])
+            .arg(fixtures().join(model))
+            .arg("--image")
+            .arg(dir.path().join("img/a.png"))
+            .args([
+                "--prompt",
+                "What is in the picture?",
+                "--max-new-tokens",
+                "4",
+            ])
+            .arg("--relevancy")
+            .arg("--save")
+            .arg(&single)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", stderr(&run));
+        let single = session::load(&single).unwrap();
+        let first = session::load(&dir.path().join("out/q_1.session")).unwrap();
+        assert_eq!(first.output_ids, single.output_ids, "{model}");
+        assert_eq!(first.input_ids, single.input_ids, "{model}");
+        assert_eq!(first.regions(), single.regions(), "{model}");
+        assert_eq!(first.relevancy_llm, single.relevancy_llm, "{model}");
+        let r = rows(&dir.path().join("out/summary.jsonl"));
+        assert_eq!(r[0]["status"], "ok", "{model}: {}", r[0]["error"]);
+        let dp = r[0]["faithfulness"]
+            .as_object()
+            .expect("faithfulness drops");
+        for id in ["attention.last.mean", "relevancy.combined", "random"] {
+            let v = dp.get(id).and_then(|v| v.as_f64());
+            assert!(v.is_some_and(f64::is_finite), "{model}: {id} in {dp:?}");
+        }
+    }
+}

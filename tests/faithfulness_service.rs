@@ -96,6 +96,7 @@ fn the_service_measures_what_probability_drop_measures() {
         token: t,
         maps: maps.clone(),
         fraction: DEFAULT_DROP_FRACTION,
+        region: None,
     };
     let mut stages = Vec::new();
     let out = service
@@ -136,6 +137,7 @@ fn the_service_measures_what_probability_drop_measures() {
         token: t,
         maps: vec![("short".into(), vec![1.0; 3])],
         fraction: 0.2,
+        region: None,
     };
     let err = service
         .run(&s, &bad, &AtomicBool::new(false), &mut |_| {})

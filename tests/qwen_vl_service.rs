@@ -109,6 +109,7 @@ fn deletion_rereads_the_run_and_removing_cells_changes_the_answer() {
         token: 1,
         maps: vec![("ramp".into(), map)],
         fraction: 0.5,
+        region: None,
     };
     let out = service
         .run(&session, &job, &AtomicBool::new(false), &mut |_| {})

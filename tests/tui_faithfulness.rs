@@ -188,6 +188,7 @@ fn f_measures_every_map_of_the_token_and_shows_the_drops() {
             token,
             maps,
             fraction,
+            ..
         },
     ) = &cmds[0]
     else {

@@ -1,5 +1,5 @@
 //! `lvlmscope batch`: many questions, one model load. Each line of a JSONL file (see [`input`])
-//! runs through the same job as `lvlmscope run` ([`crate::job::run_loaded`]) and is saved as
+//! runs through the same job as `lvlmscope run` ([`crate::job::run_with`], any model family) and is saved as
 //! `OUT/<id>.session`; a [`summary`] row per line is written after each one, so a killed batch
 //! leaves a consistent summary that `--resume` continues from. A bad line is a row with its
 //! error, never the end of the batch.
@@ -16,8 +16,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::explain::catalogue;
-use crate::explain::faithfulness::{Deletion, DEFAULT_DROP_FRACTION};
-use crate::generate::{LoadedModel, Progress, RunRequest};
+use crate::explain::faithfulness::DEFAULT_DROP_FRACTION;
+use crate::generate::{Progress, RunRequest};
+use crate::job::SessionModel;
 use crate::session::{self, AttentionDtype};
 
 /// Why a batch could not run at all (a bad line is not one: it becomes a summary row).
@@ -140,7 +141,7 @@ impl Outcome {
 /// Reads the questions, runs this shard's lines with `loaded`, and writes the sessions and the
 /// summary into `options.out`.
 pub fn run(
-    loaded: &LoadedModel,
+    loaded: &SessionModel,
     options: &BatchOptions,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(BatchProgress),
@@ -217,7 +218,7 @@ pub fn run(
 /// The row of a line whose session exists (its earlier row, or one rebuilt from the session);
 /// `None` when the line has to run.
 fn resumed_row(
-    loaded: &LoadedModel,
+    loaded: &SessionModel,
     options: &BatchOptions,
     entry: &Entry,
     earlier: Option<Row>,
@@ -242,7 +243,7 @@ fn resumed_row(
 
 /// Runs one good line and saves its session; any failure becomes the row's error.
 fn run_line(
-    loaded: &LoadedModel,
+    loaded: &SessionModel,
     options: &BatchOptions,
     id: &str,
     line: usize,
@@ -256,7 +257,7 @@ fn run_line(
         prompt: job.prompt.clone(),
         ..options.request.clone()
     };
-    let result = crate::job::run_loaded(loaded, &request, cancel, &mut |p| {
+    let result = crate::job::run_with(loaded, &request, cancel, &mut |p| {
         if let Progress::Stage(stage) = p {
             progress(BatchProgress::Stage(stage));
         }
@@ -287,13 +288,15 @@ fn run_line(
 /// The probability drop of the first answer token under each map the session can give (the
 /// catalogue's standard maps: attention always, relevancy and causal when computed, the random
 /// baseline seeded with 0), at [`DEFAULT_DROP_FRACTION`] of the patches.
-fn drops(loaded: &LoadedModel, s: &session::Session) -> Result<BTreeMap<String, f32>, String> {
+fn drops(loaded: &SessionModel, s: &session::Session) -> Result<BTreeMap<String, f32>, String> {
     if s.num_output() == 0 {
         return Ok(BTreeMap::new());
     }
     let failed = |e: String| format!("faithfulness failed: {e}");
     let maps = catalogue::compared_maps(s, 0, &[], 0).map_err(|e| failed(e.to_string()))?;
-    let mut deletion = Deletion::new(&loaded.model, s, 0).map_err(|e| failed(e.to_string()))?;
+    let mut deletion = loaded
+        .deletion(s, 0, None)
+        .map_err(|e| failed(e.to_string()))?;
     let values: Vec<Vec<f32>> = maps.iter().map(|(_, m)| m.clone()).collect();
     let d = deletion
         .probability_drops(&values, DEFAULT_DROP_FRACTION)
@@ -302,13 +305,13 @@ fn drops(loaded: &LoadedModel, s: &session::Session) -> Result<BTreeMap<String, 
 }
 
 /// The session's answer as readable text (special tokens left out).
-fn answer_text(loaded: &LoadedModel, session: &session::Session) -> String {
+fn answer_text(loaded: &SessionModel, session: &session::Session) -> String {
     let ids: Vec<u32> = session
         .output_ids
         .iter()
         .filter_map(|&i| u32::try_from(i).ok())
         .collect();
-    loaded.prompts.decode(&ids).trim().to_string()
+    loaded.prompts().decode(&ids).trim().to_string()
 }
 
 /// Writes both summary files, atomically.

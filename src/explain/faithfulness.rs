@@ -17,14 +17,24 @@
 //! decoder pass per batch). A [`Deletion`] keeps the probability of every set of removed
 //! patches it has computed, so curves of several maps of the same token share their common
 //! points (k = 0 and k = P always, often more).
+//!
+//! **Regions.** Maps give one value per cell of every image region; a deletion scores the cells
+//! of one region ([`Deletion::with_region`]; by default [`scored_region`]: LLaVA-NeXT /
+//! OneVision's high-resolution grid) or of all. An anyres model reads the original image with
+//! the cells' rectangles blanked ([`Deletion::on_picture`]), so both views see a deletion.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
-use crate::session::{Array, Session};
+use crate::session::{Array, RegionKind, Session};
 
 pub use scorer::PictureScorer;
+pub use windows::{
+    cell_windows, fill_patches, fill_windows, picture_windows, scored_region, Window,
+};
 
 mod scorer;
+mod windows;
 
 /// The fraction of patches [`probability_drop`] removes when a view has no other setting.
 pub const DEFAULT_DROP_FRACTION: f32 = 0.2;
@@ -80,6 +90,12 @@ pub enum FaithfulnessError {
         /// Grid columns.
         cols: usize,
     },
+    /// The region to score is not one of the session's.
+    #[error("the session has no {} image region to delete cells of", .0.name())]
+    NoRegion(RegionKind),
+    /// A picture given for the deletion is not `[3, h, w]` values.
+    #[error("the picture to delete cells of has shape {0:?}, not [3, height, width]")]
+    Picture(Vec<usize>),
     /// A token id in the session is negative or too large.
     #[error("the session holds token id {0}, which no model vocabulary can have")]
     BadId(i64),
@@ -147,83 +163,6 @@ pub fn mean_colour(pixels: &Array) -> [f32; 3] {
     out
 }
 
-/// Pixel rows (or columns) of grid row (column) `i` of `n` over `len` pixels.
-fn cell_range(i: usize, n: usize, len: usize) -> std::ops::Range<usize> {
-    i * len / n..(i + 1) * len / n
-}
-
-/// The pixel window of one cell: rows `.0`, columns `.1` of the `[3, h, w]` picture.
-pub type Window = (std::ops::Range<usize>, std::ops::Range<usize>);
-
-/// The windows of a `[rows, cols]` grid that splits an `h`×`w` picture evenly, row-major.
-fn grid_windows(grid: [usize; 2], h: usize, w: usize) -> Vec<Window> {
-    let [rows, cols] = grid;
-    (0..rows * cols)
-        .map(|p| (cell_range(p / cols, rows, h), cell_range(p % cols, cols, w)))
-        .collect()
-}
-
-/// The pixel window of every cell of `session`'s image regions (in the order of
-/// [`Session::cell_positions`]) in its `h`×`w` picture: the first region's grid splits the
-/// picture evenly; a later region's cells are their rectangles of the original image carried
-/// through the first region's rectangle onto the picture.
-pub fn cell_windows(session: &Session, h: usize, w: usize) -> Vec<Window> {
-    let regions = session.regions();
-    let Some(first) = regions.first() else {
-        return Vec::new();
-    };
-    let [bx0, by0, bx1, by1] = first.rect;
-    let to_px = |v: f64, lo: f64, hi: f64, len: usize| {
-        let x = (v - lo) / (hi - lo) * len as f64;
-        ((x + 1e-9).floor().max(0.0) as usize).min(len)
-    };
-    let mut out = grid_windows(first.grid, h, w);
-    for r in regions.iter().skip(1) {
-        let [rows, cols] = r.grid;
-        for (row, col) in (0..rows).flat_map(|row| (0..cols).map(move |col| (row, col))) {
-            let [x0, y0, x1, y1] = r.cell_rect(row, col);
-            out.push((
-                to_px(y0, by0, by1, h)..to_px(y1, by0, by1, h),
-                to_px(x0, bx0, bx1, w)..to_px(x1, bx0, bx1, w),
-            ));
-        }
-    }
-    out
-}
-
-/// A copy of `pixels` `[3, h, w]` with the pixels of `patches` (row-major indices into a
-/// `grid` `[rows, cols]` that splits the image evenly) set to `colour`.
-pub fn fill_patches(
-    pixels: &Array,
-    grid: [usize; 2],
-    patches: &[usize],
-    colour: [f32; 3],
-) -> Array {
-    let windows = grid_windows(grid, pixels.shape[1], pixels.shape[2]);
-    fill_windows(pixels, &windows, patches, colour)
-}
-
-/// A copy of `pixels` `[3, h, w]` with the windows of `cells` (indices into `windows`) set to
-/// `colour`.
-pub fn fill_windows(
-    pixels: &Array,
-    windows: &[Window],
-    cells: &[usize],
-    colour: [f32; 3],
-) -> Array {
-    let mut out = pixels.clone();
-    let (h, w) = (pixels.shape[1], pixels.shape[2]);
-    for (ys, xs) in cells.iter().filter_map(|&c| windows.get(c)) {
-        for (ch, &value) in colour.iter().enumerate() {
-            for y in ys.clone() {
-                let row = (ch * h + y) * w;
-                out.data[row + xs.start..row + xs.end].fill(value);
-            }
-        }
-    }
-    out
-}
-
 /// Deletion experiments on one output token of one session, with a cache of every set of
 /// removed patches already evaluated.
 pub struct Deletion<'a> {
@@ -233,6 +172,8 @@ pub struct Deletion<'a> {
     target: u32,
     pixels: Array,
     windows: Vec<Window>,
+    regions: Vec<(RegionKind, Range<usize>)>,
+    scope: Range<usize>,
     colour: [f32; 3],
     batch: usize,
     known: HashMap<Vec<usize>, f32>,
@@ -246,20 +187,7 @@ impl<'a> Deletion<'a> {
         session: &Session,
         token: usize,
     ) -> Result<Self, FaithfulnessError> {
-        let count = session.num_output();
-        if token >= count {
-            return Err(FaithfulnessError::Token { token, count });
-        }
-        let to_u32 = |&i: &i64| u32::try_from(i).map_err(|_| FaithfulnessError::BadId(i));
-        let mut ids: Vec<u32> = session
-            .input_ids
-            .iter()
-            .map(to_u32)
-            .collect::<Result<_, _>>()?;
-        for id in &session.output_ids[..token] {
-            ids.push(to_u32(id)?);
-        }
-        let target = to_u32(&session.output_ids[token])?;
+        let (ids, target) = token_ids(session, token)?;
         let grid = session.manifest.model.image_grid;
         let px = &session.pixel_values;
         let fits = px.shape.len() == 3
@@ -275,18 +203,88 @@ impl<'a> Deletion<'a> {
                 cols: grid[1],
             });
         }
-        Ok(Self {
+        let windows = cell_windows(session, px.shape[1], px.shape[2]);
+        Ok(Self::build(
+            model,
+            session,
+            ids,
+            target,
+            px.clone(),
+            windows,
+        ))
+    }
+
+    /// Deletion experiments on output token `token` of `session` whose cells are removed from
+    /// `picture`, `[3, h, w]` values of the rectangle `rect` (`[x0, y0, x1, y1]`, pixels) of the
+    /// original image, rather than from the session's pixel values: each cell's window is its
+    /// rectangle ([`crate::session::ImageRegion::cell_rect`]) carried onto the picture. The
+    /// model then reads such pictures (LLaVA-NeXT / OneVision read the original image and run
+    /// the whole anyres processor, so every view sees a deletion).
+    pub fn on_picture(
+        model: &'a dyn PictureScorer,
+        session: &Session,
+        token: usize,
+        picture: Array,
+        rect: [f64; 4],
+    ) -> Result<Self, FaithfulnessError> {
+        let (ids, target) = token_ids(session, token)?;
+        let fits = picture.shape.len() == 3
+            && picture.shape[0] == 3
+            && picture.shape[1] > 0
+            && picture.shape[2] > 0
+            && picture.data.len() == picture.shape.iter().product::<usize>();
+        if !fits {
+            return Err(FaithfulnessError::Picture(picture.shape.clone()));
+        }
+        let windows = picture_windows(session, rect, picture.shape[1], picture.shape[2]);
+        Ok(Self::build(model, session, ids, target, picture, windows))
+    }
+
+    fn build(
+        model: &'a dyn PictureScorer,
+        session: &Session,
+        ids: Vec<u32>,
+        target: u32,
+        pixels: Array,
+        windows: Vec<Window>,
+    ) -> Self {
+        let mut regions = Vec::new();
+        let mut start = 0;
+        for r in session.regions().iter() {
+            regions.push((r.kind, start..start + r.cells()));
+            start += r.cells();
+        }
+        Self {
             model,
             n_input: session.input_ids.len(),
             ids,
             target,
-            colour: mean_colour(px),
-            pixels: px.clone(),
-            windows: cell_windows(session, px.shape[1], px.shape[2]),
+            colour: mean_colour(&pixels),
+            pixels,
+            scope: 0..windows.len(),
+            windows,
+            regions,
             batch: DEFAULT_BATCH,
             known: HashMap::new(),
             passes: 0,
-        })
+        }
+    }
+
+    /// Scores only the cells of the image region `region` (maps still give one value per cell of
+    /// every region; only this region's values rank the cells removed); `None` scores every
+    /// cell, as [`Deletion::new`] does.
+    pub fn with_region(mut self, region: Option<RegionKind>) -> Result<Self, FaithfulnessError> {
+        self.scope = match region {
+            None => 0..self.windows.len(),
+            Some(kind) => self
+                .regions
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, r)| r.clone())
+                .filter(|r| r.end <= self.windows.len())
+                .ok_or(FaithfulnessError::NoRegion(kind))?,
+        };
+        Ok(self)
     }
 
     /// Sets how many images go through the model at once (at least 1).
@@ -295,8 +293,14 @@ impl<'a> Deletion<'a> {
         self
     }
 
-    /// Number of patches P: the cells of every image region.
+    /// Number of patches P the deletion scores: the cells of every image region, or of the
+    /// region chosen with [`Deletion::with_region`].
     pub fn patches(&self) -> usize {
+        self.scope.len()
+    }
+
+    /// Number of values a map has: one per cell of every image region.
+    pub fn cells(&self) -> usize {
         self.windows.len()
     }
 
@@ -311,10 +315,10 @@ impl<'a> Deletion<'a> {
     }
 
     fn check_map(&self, map: &[f32]) -> Result<(), FaithfulnessError> {
-        if map.len() != self.patches() {
+        if map.len() != self.cells() {
             return Err(FaithfulnessError::MapLength {
                 got: map.len(),
-                expected: self.patches(),
+                expected: self.cells(),
             });
         }
         Ok(())
@@ -331,7 +335,7 @@ impl<'a> Deletion<'a> {
     }
 
     /// Probabilities of the target token with each set of patches removed (a set is any
-    /// collection of patch indices; order and repeats do not matter).
+    /// collection of cell indices, over every region's cells; order and repeats do not matter).
     pub fn probabilities(&mut self, sets: &[Vec<usize>]) -> Result<Vec<f32>, FaithfulnessError> {
         let keys: Vec<Vec<usize>> = sets
             .iter()
@@ -342,10 +346,10 @@ impl<'a> Deletion<'a> {
                 k
             })
             .collect();
-        if let Some(&p) = keys.iter().flatten().find(|&&p| p >= self.patches()) {
+        if let Some(&p) = keys.iter().flatten().find(|&&p| p >= self.cells()) {
             return Err(FaithfulnessError::Patch {
                 patch: p,
-                patches: self.patches(),
+                patches: self.cells(),
             });
         }
         let mut todo: Vec<Vec<usize>> = Vec::new();
@@ -385,7 +389,10 @@ impl<'a> Deletion<'a> {
         let mut sets = Vec::with_capacity(maps.len() * ks.len());
         for map in maps {
             self.check_map(map)?;
-            let order = patch_order(map);
+            let order: Vec<usize> = patch_order(&map[self.scope.clone()])
+                .into_iter()
+                .map(|p| p + self.scope.start)
+                .collect();
             sets.extend(ks.iter().map(|&k| order[..k].to_vec()));
         }
         let probs = self.probabilities(&sets)?;
@@ -431,6 +438,26 @@ impl<'a> Deletion<'a> {
             .map(|row| softmax_at(row, self.target as usize))
             .collect())
     }
+}
+
+/// The ids a deletion of output token `token` re-reads (the prompt, then the answer before the
+/// token) and the token's id.
+fn token_ids(session: &Session, token: usize) -> Result<(Vec<u32>, u32), FaithfulnessError> {
+    let count = session.num_output();
+    if token >= count {
+        return Err(FaithfulnessError::Token { token, count });
+    }
+    let to_u32 = |&i: &i64| u32::try_from(i).map_err(|_| FaithfulnessError::BadId(i));
+    let mut ids: Vec<u32> = session
+        .input_ids
+        .iter()
+        .map(to_u32)
+        .collect::<Result<_, _>>()?;
+    for id in &session.output_ids[..token] {
+        ids.push(to_u32(id)?);
+    }
+    let target = to_u32(&session.output_ids[token])?;
+    Ok((ids, target))
 }
 
 /// The number of patches a probability drop removes: `round(fraction · patches)`; `fraction`

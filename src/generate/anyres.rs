@@ -18,7 +18,7 @@ use super::{
 use crate::explain::relevancy::RelevancyMaps;
 use crate::model::config::AnyresConfig;
 use crate::model::tracked::{AnyresRows, AnyresTrackedPass};
-use crate::model::{LlavaNext, ModelDir};
+use crate::model::{LlavaNext, ModelDir, NoTape};
 use crate::processing::anyres::{AnyresImageConfig, AnyresLayout, FeatureSource};
 use crate::processing::PromptProcessor;
 use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
@@ -268,4 +268,125 @@ pub fn relevancy_maps(
     }
     maps.seconds = start.elapsed().as_secs_f64();
     Ok(maps)
+}
+
+/// The original image a session `generate` made with `loaded` was made from, read back from the
+/// manifest's image path and checked against the session: its size, and the fitted picture the
+/// session stores (so an edited or replaced file is refused rather than explained).
+pub fn session_image(
+    loaded: &AnyresLoaded,
+    session: &Session,
+) -> Result<image::DynamicImage, GenerateError> {
+    let info = &session.manifest.image;
+    let image = crate::processing::load_image(std::path::Path::new(&info.path)).map_err(|e| {
+        GenerateError::SessionImage(format!(
+            "a LLaVA-NeXT / OneVision session is re-read from its original image, which cannot \
+             be read: {e}"
+        ))
+    })?;
+    let [w, h] = info.original_size;
+    if [image.width(), image.height()] != info.original_size {
+        return Err(GenerateError::SessionImage(format!(
+            "the image {} is {}x{} pixels, but the session was made from a {w}x{h} image",
+            info.path,
+            image.width(),
+            image.height()
+        )));
+    }
+    let fitted = loaded.images.preprocess(&image)?.fitted;
+    let stored = &session.pixel_values;
+    let same = stored.shape == fitted.shape.to_vec()
+        && stored
+            .data
+            .iter()
+            .zip(&fitted.data)
+            .all(|(a, b)| (a - b).abs() <= 1e-5);
+    if !same {
+        return Err(GenerateError::SessionImage(format!(
+            "the image {} is not the one the session was made from (its pixels differ)",
+            info.path
+        )));
+    }
+    Ok(image)
+}
+
+/// `image` as `[3, height, width]` planes of its RGB values scaled to [0, 1] (after the
+/// processor's RGB conversion): the picture deletion experiments blank cells in.
+pub fn picture_of(loaded: &AnyresLoaded, image: &image::DynamicImage) -> Array {
+    let rgb = crate::processing::image::to_rgb(image, loaded.images.images.config().do_convert_rgb);
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    let mut data = vec![0f32; 3 * h * w];
+    for (i, p) in rgb.pixels().enumerate() {
+        for c in 0..3 {
+            data[c * h * w + i] = f32::from(p.0[c]) / 255.0;
+        }
+    }
+    Array {
+        shape: vec![3, h, w],
+        data,
+    }
+}
+
+/// The image a [`picture_of`] picture `[3, h, w]` shows (values rounded to 8 bits).
+fn image_of_picture(
+    picture: &[f32],
+    h: usize,
+    w: usize,
+) -> candle_core::Result<image::DynamicImage> {
+    if picture.len() != 3 * h * w {
+        candle_core::bail!(
+            "a picture of {} values is not 3 planes of {h}x{w} pixels",
+            picture.len()
+        );
+    }
+    let mut rgb = vec![0u8; 3 * h * w];
+    for (i, px) in rgb.chunks_exact_mut(3).enumerate() {
+        for (c, v) in px.iter_mut().enumerate() {
+            *v = (picture[c * h * w + i] * 255.0).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    image::RgbImage::from_raw(w as u32, h as u32, rgb)
+        .map(image::DynamicImage::ImageRgb8)
+        .ok_or_else(|| candle_core::Error::Msg(format!("no {w}x{h} image")))
+}
+
+/// Logits of the token after `ids` (the prompt `ids[..n_input]`, its image tokens taking the
+/// picture's features, then generated tokens), one row per picture: each picture (a
+/// [`picture_of`] picture of `hw` pixels) goes through the whole anyres processor (base view
+/// and tiles), the tower runs once over every picture's views, the decoder once over the batch.
+pub fn next_token_logits(
+    loaded: &AnyresLoaded,
+    ids: &[u32],
+    n_input: usize,
+    pictures: &[Vec<f32>],
+    (h, w): (usize, usize),
+) -> candle_core::Result<Vec<Vec<f32>>> {
+    let llava = loaded.model.llava();
+    let mut data = Vec::new();
+    let mut shape = None;
+    let mut layout = None;
+    for picture in pictures {
+        let px = loaded
+            .images
+            .preprocess(&image_of_picture(picture, h, w)?)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        shape.get_or_insert(px.shape);
+        layout.get_or_insert(px.layout);
+        data.extend(px.data);
+    }
+    let (Some([v, c, th, tw]), Some(layout)) = (shape, layout) else {
+        return Ok(Vec::new());
+    };
+    let views = Tensor::from_vec(data, (pictures.len() * v, c, th, tw), llava.device())?;
+    let features = loaded.model.view_features(&views, &mut NoTape)?;
+    let embeds = (0..pictures.len())
+        .map(|b| {
+            let packed = loaded.model.pack(&features.narrow(0, b * v, v)?, &layout)?;
+            llava.embed_sequence(ids, n_input, Some(&packed))
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let embeds = Tensor::cat(&embeds, 0)?;
+    let mut cache = llava.new_cache();
+    let logits = llava.forward(&embeds, 0, &mut cache, &mut NoTape, false)?;
+    logits.squeeze(1)?.to_vec2()
 }

@@ -1,16 +1,19 @@
 //! The model a session was made with, whichever pipeline made it: the LLaVA family
-//! ([`LoadedModel`]) or Qwen2-VL / Qwen2.5-VL ([`QwenLoaded`]). Model-backed jobs on saved
-//! sessions (relevancy on demand, faithfulness) go through this one type, so the app and
-//! `report` serve both kinds of session the same way.
+//! ([`LoadedModel`]), Qwen2-VL / Qwen2.5-VL ([`QwenLoaded`]) or LLaVA-NeXT / OneVision
+//! ([`AnyresLoaded`]). Model-backed jobs on saved sessions (relevancy on demand, faithfulness)
+//! and `batch` go through this one type, so the app, `report` and `batch` serve every kind of
+//! session the same way.
 
 use candle_core::{Device, Tensor};
 
-use crate::explain::faithfulness::PictureScorer;
+use crate::explain::faithfulness::{scored_region, Deletion, PictureScorer};
 use crate::explain::relevancy::{self, RelevancyMaps};
+use crate::generate::anyres::{self, AnyresLoaded};
 use crate::generate::qwen::{self, QwenLoaded};
 use crate::generate::{GenerateError, LoadedModel};
 use crate::model::{ModelDir, NoTape};
-use crate::session::Session;
+use crate::processing::PromptProcessor;
+use crate::session::{RegionKind, Session};
 
 use super::service::{JobProgress, ModelSpec, ServiceError};
 
@@ -20,6 +23,8 @@ pub enum SessionModel {
     Llava(LoadedModel),
     /// Qwen2-VL or Qwen2.5-VL.
     Qwen(QwenLoaded),
+    /// LLaVA-NeXT or LLaVA-OneVision.
+    Anyres(Box<AnyresLoaded>),
 }
 
 impl SessionModel {
@@ -31,6 +36,11 @@ impl SessionModel {
                 &spec.path, dir, spec.dtype, device,
             )?));
         }
+        if anyres::is_anyres(&dir) {
+            return Ok(Self::Anyres(Box::new(AnyresLoaded::load(
+                &spec.path, dir, spec.dtype, device,
+            )?)));
+        }
         Ok(Self::Llava(LoadedModel::load(
             &spec.path, spec.dtype, device,
         )?))
@@ -41,6 +51,16 @@ impl SessionModel {
         match self {
             Self::Llava(m) => (m.model.num_layers(), m.model.num_heads()),
             Self::Qwen(m) => (m.model.num_layers(), m.model.num_heads()),
+            Self::Anyres(m) => (m.model.llava().num_layers(), m.model.llava().num_heads()),
+        }
+    }
+
+    /// The chat template and tokenizer.
+    pub fn prompts(&self) -> &PromptProcessor {
+        match self {
+            Self::Llava(m) => &m.prompts,
+            Self::Qwen(m) => &m.prompts,
+            Self::Anyres(m) => &m.prompts,
         }
     }
 
@@ -49,7 +69,37 @@ impl SessionModel {
         match self {
             Self::Llava(m) => &m.model,
             Self::Qwen(m) => m,
+            Self::Anyres(m) => m.as_ref(),
         }
+    }
+
+    /// Deletion experiments on output token `token` of `session`, scoring the cells of `region`
+    /// (`None`: [`scored_region`], the high-resolution grid of an anyres session, else every
+    /// cell). LLaVA and Qwen VL models re-read the session's pixel values with cells greyed; a
+    /// LLaVA-NeXT / OneVision model re-reads the original image (read back from the session's
+    /// image path) with the cells' rectangles blanked, through its whole processor.
+    pub fn deletion<'a>(
+        &'a self,
+        session: &Session,
+        token: usize,
+        region: Option<RegionKind>,
+    ) -> Result<Deletion<'a>, ServiceError> {
+        let region = region.or_else(|| scored_region(session));
+        let deletion = match self {
+            Self::Anyres(m) => {
+                let image = anyres::session_image(m, session).map_err(ServiceError::Image)?;
+                let rect = [0.0, 0.0, image.width() as f64, image.height() as f64];
+                Deletion::on_picture(
+                    m.as_ref(),
+                    session,
+                    token,
+                    anyres::picture_of(m, &image),
+                    rect,
+                )?
+            }
+            _ => Deletion::new(self.scorer(), session, token)?,
+        };
+        Ok(deletion.with_region(region)?)
     }
 
     /// Whether this model has the shape `session` records; `path` names it in the error.
@@ -82,6 +132,21 @@ impl SessionModel {
                 "it is a LLaVA-style model, the session was made by {}",
                 m.architecture
             )),
+            Self::Anyres(loaded) if loaded.model.config().llava.architecture != m.architecture => {
+                mismatch(format!(
+                    "it is a {}, the session was made by {}",
+                    loaded.model.config().llava.architecture,
+                    m.architecture
+                ))
+            }
+            Self::Llava(_) | Self::Qwen(_)
+                if session
+                    .regions()
+                    .iter()
+                    .any(|r| r.kind == RegionKind::Highres) =>
+            {
+                mismatch("the session was made by a LLaVA-NeXT / OneVision model".to_string())
+            }
             _ => Ok(()),
         }
     }
@@ -112,7 +177,33 @@ impl SessionModel {
                     ServiceError::Relevancy(relevancy::RelevancyError::Model(e.to_string()))
                 })
             }
+            Self::Anyres(m) => {
+                let image = anyres::session_image(m, session).map_err(ServiceError::Image)?;
+                let kinds: Vec<RegionKind> = session.regions().iter().map(|r| r.kind).collect();
+                let mut done = 0;
+                anyres::relevancy_maps(m, &image, session, &kinds, todo, &mut |_| {
+                    done += 1;
+                    on_token(done)
+                })
+                .map_err(|e| {
+                    ServiceError::Relevancy(relevancy::RelevancyError::Model(e.to_string()))
+                })
+            }
         }
+    }
+}
+
+impl PictureScorer for AnyresLoaded {
+    /// Each picture is a [`anyres::picture_of`] picture of the original image (RGB values in
+    /// [0, 1]), read through the whole anyres processor.
+    fn next_token_logits(
+        &self,
+        ids: &[u32],
+        n_input: usize,
+        pictures: &[Vec<f32>],
+        hw: (usize, usize),
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        anyres::next_token_logits(self, ids, n_input, pictures, hw)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::explain::faithfulness::{Deletion, FaithfulnessError, DEFAULT_BATCH};
 use crate::explain::relevancy::{self, RelevancyError, RelevancyMaps};
 use crate::generate::GenerateError;
 use crate::model::DeviceName;
-use crate::session::Session;
+use crate::session::{RegionKind, Session};
 
 use super::models::SessionModel;
 
@@ -59,6 +59,11 @@ pub enum ModelJob {
         maps: Vec<(String, Vec<f32>)>,
         /// Fraction of patches removed, in [0, 1].
         fraction: f32,
+        /// The image region whose cells are removed (the maps still hold every region's
+        /// cells); `None`: the session's default, the high-resolution grid of a LLaVA-NeXT /
+        /// OneVision session, else every cell
+        /// ([`crate::explain::faithfulness::scored_region`]).
+        region: Option<RegionKind>,
     },
 }
 
@@ -141,6 +146,10 @@ pub enum ServiceError {
     /// The user cancelled the job before it finished.
     #[error("cancelled")]
     Cancelled,
+    /// The session's original image could not be read back (LLaVA-NeXT / OneVision jobs
+    /// re-read it).
+    #[error(transparent)]
+    Image(GenerateError),
 }
 
 /// Holds the model of the latest job (one at a time: a second large model would not fit) and
@@ -241,7 +250,11 @@ impl ModelService {
                 token,
                 maps,
                 fraction,
-            } => faithfulness(loaded, session, *token, maps, *fraction, cancel, progress),
+                region,
+            } => {
+                let deletion = loaded.deletion(session, *token, *region)?;
+                faithfulness(deletion, *token, maps, *fraction, cancel, progress)
+            }
         }
     }
 
@@ -281,8 +294,7 @@ fn relevancy_rows(
 /// The probability drop of each map of `token`, with one [`Deletion`] (so the original image
 /// runs once); the images go through the model in batches, `cancel` is checked between them.
 fn faithfulness(
-    loaded: &SessionModel,
-    session: &Session,
+    mut deletion: Deletion<'_>,
     token: usize,
     maps: &[(String, Vec<f32>)],
     fraction: f32,
@@ -290,7 +302,6 @@ fn faithfulness(
     progress: &mut dyn FnMut(JobProgress),
 ) -> Result<JobOutput, ServiceError> {
     let started = Instant::now();
-    let mut deletion = Deletion::new(loaded.scorer(), session, token)?;
     let mut drops = Vec::with_capacity(maps.len());
     while drops.len() < maps.len() {
         if cancel.load(Ordering::SeqCst) {

@@ -51,6 +51,7 @@ pub fn missing_job(state: &FaithState, ctx: &Ctx) -> Option<ModelJob> {
         token: fv.token,
         maps: fv.missing.clone(),
         fraction: state.fraction,
+        region: None,
     })
 }
 

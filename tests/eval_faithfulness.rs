@@ -75,6 +75,7 @@ fn session(model: &Llava) -> Session {
             causal: None,
             timings: BTreeMap::new(),
             lens: Vec::new(),
+            turns: Vec::new(),
         },
         input_ids: r["input_ids"].to_vec1::<i64>().unwrap(),
         output_ids: r["output_ids"].to_vec1::<i64>().unwrap(),
@@ -89,6 +90,7 @@ fn session(model: &Llava) -> Session {
         relevancy_llm: None,
         relevancy_vit: None,
         relevancy_combined: None,
+        turns: Vec::new(),
     }
 }
 

@@ -89,6 +89,7 @@ fn session(name: &str, model: &Llava) -> Session {
         causal: None,
         timings: BTreeMap::new(),
         lens: Vec::new(),
+        turns: Vec::new(),
     };
     Session {
         manifest,
@@ -105,6 +106,7 @@ fn session(name: &str, model: &Llava) -> Session {
         relevancy_llm: None,
         relevancy_vit: None,
         relevancy_combined: None,
+        turns: Vec::new(),
     }
 }
 

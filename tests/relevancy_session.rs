@@ -83,6 +83,7 @@ fn session(name: &str, model: &Llava) -> Session {
         causal: None,
         timings: BTreeMap::new(),
         lens: Vec::new(),
+        turns: Vec::new(),
     };
     Session {
         manifest,
@@ -99,6 +100,7 @@ fn session(name: &str, model: &Llava) -> Session {
         relevancy_llm: None,
         relevancy_vit: None,
         relevancy_combined: None,
+        turns: Vec::new(),
     }
 }
 

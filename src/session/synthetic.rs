@@ -361,6 +361,7 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
         causal: None,
         timings: BTreeMap::new(),
         lens: Vec::new(),
+        turns: Vec::new(),
         tokens,
     };
     let grid = spec.grid;
@@ -380,6 +381,7 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
         relevancy_llm,
         relevancy_vit,
         relevancy_combined,
+        turns: Vec::new(),
     }
 }
 

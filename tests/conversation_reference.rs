@@ -1,0 +1,181 @@
+//! Conversations (issue 18) against transformers: a two-turn conversation on two fixtures equals
+//! `tools/conversation_reference.py` (turn 2's input ids through the chat template with the first
+//! answer included, its greedy answer, its attention rows within 1e-5), whether turn 2 continued
+//! from the KV cache (tiny-llava-gqa) or ran afresh because the template re-tokenises the first
+//! answer differently (tiny-llava-mistral); the session file keeps every turn; `run` refuses a
+//! conversation that cannot fit the model's context before anything runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use candle_core::{DType, Device};
+use lvlmscope::generate::conversation::Conversation;
+use lvlmscope::generate::{LoadedModel, RunRequest};
+use lvlmscope::session::{self, AttentionDtype, Session};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lvlmscope");
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn reference() -> Value {
+    let path = fixtures().join("reference/conversation.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+/// Runs the reference's two questions on `model` and returns the conversation's session.
+fn converse(model: &str, r: &Value) -> Session {
+    let folder = fixtures().join(model);
+    let loaded = LoadedModel::load(folder.to_str().unwrap(), DType::F32, &Device::Cpu).unwrap();
+    let prompts: Vec<String> = r["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    let request = RunRequest {
+        model: folder.display().to_string(),
+        image: fixtures().join("image.png"),
+        prompt: prompts[0].clone(),
+        max_new_tokens: r["max_new_tokens"].as_u64().unwrap() as usize,
+        ..RunRequest::default()
+    };
+    let image = lvlmscope::processing::load_image(&request.image).unwrap();
+    let cancel = AtomicBool::new(false);
+    let mut talk = Conversation::start(&loaded, image, &request, &cancel, &mut |_| {}).unwrap();
+    talk.follow_up(&prompts[1], &cancel, &mut |_| {}).unwrap();
+    talk.into_session()
+}
+
+fn check(model: &str, cached: bool) {
+    let all = reference();
+    let r = &all[model];
+    let s = converse(model, r);
+    assert_eq!(s.num_turns(), 2);
+    let first = s.turn(0).unwrap();
+    assert_eq!(
+        first.input_ids,
+        ids(&r["input_ids_turn1"]),
+        "{model} turn 1 input"
+    );
+    assert_eq!(
+        first.output_ids,
+        ids(&r["output_ids_turn1"]),
+        "{model} turn 1 answer"
+    );
+    assert_eq!(
+        s.input_ids,
+        ids(&r["input_ids_turn2"]),
+        "{model} turn 2 input"
+    );
+    assert_eq!(
+        s.output_ids,
+        ids(&r["output_ids_turn2"]),
+        "{model} turn 2 answer"
+    );
+    let info = s.current_turn().unwrap();
+    assert_eq!(info.reused > 0, cached, "{model}: KV cache reuse");
+    if cached {
+        // the cache held turn 1's input and answer but its last token; the answer (no end
+        // token: it stopped at the token budget) is spelled alike in turn 2's input
+        assert_eq!(info.reused, first.num_input() + first.num_output() - 1);
+        assert_eq!(
+            info.earlier_answers,
+            vec![[first.num_input(), first.num_output()]]
+        );
+    }
+    let a = s.attn_gen.as_ref().unwrap();
+    let rows = r["attention_turn2"].as_array().unwrap();
+    assert_eq!(a.shape[0], rows.len());
+    let mut worst = 0f64;
+    for (t, layers) in rows.iter().enumerate() {
+        for (l, heads) in layers.as_array().unwrap().iter().enumerate() {
+            for (h, row) in heads.as_array().unwrap().iter().enumerate() {
+                let row = row.as_array().unwrap();
+                assert_eq!(a.shape[3], row.len(), "{model}: row width");
+                for (k, want) in row.iter().enumerate() {
+                    let got = a.get(&[t, l, h, k]) as f64;
+                    worst = worst.max((got - want.as_f64().unwrap()).abs());
+                }
+            }
+        }
+    }
+    assert!(worst < 1e-5, "{model}: attention rows differ by {worst}");
+
+    // the file keeps every turn, and an earlier turn reads back as it was
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("c.session");
+    session::save(&s, &path, AttentionDtype::F32).unwrap();
+    let back = session::load(&path).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.turn(0).unwrap().into_owned(), first.into_owned());
+}
+
+#[test]
+fn gqa_follow_up_from_the_cache_equals_transformers() {
+    check("tiny-llava-gqa", true);
+}
+
+#[test]
+fn mistral_follow_up_afresh_equals_transformers() {
+    check("tiny-llava-mistral", false);
+}
+
+#[test]
+fn a_conversation_past_the_context_is_refused_before_it_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let save = tmp.path().join("long.session");
+    let long = "What is in the picture? ".repeat(12);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--model"])
+        .arg(fixtures().join("tiny-llava-gqa"))
+        .arg("--image")
+        .arg(fixtures().join("image.png"))
+        .args(["--max-new-tokens", "8", "--save"])
+        .arg(&save);
+    for _ in 0..4 {
+        cmd.args(["--prompt", &long]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("4 questions"), "{err}");
+    assert!(err.contains("context is 256 positions"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    assert!(!save.exists());
+}
+
+#[test]
+fn a_later_turn_past_the_context_is_refused_before_that_turn_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let save = tmp.path().join("late.session");
+    // the two questions fit with empty answers, not once the first answer (up to 96 tokens)
+    // is in the conversation
+    let second = "What is in the picture? ".repeat(10);
+    let out = Command::new(BIN)
+        .args(["run", "--model"])
+        .arg(fixtures().join("tiny-llava-gqa"))
+        .arg("--image")
+        .arg(fixtures().join("image.png"))
+        .args(["--max-new-tokens", "96", "--prompt", "Describe it."])
+        .args(["--prompt", &second, "--save"])
+        .arg(&save)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("turn 2 of the conversation"), "{err}");
+    assert!(!save.exists());
+}

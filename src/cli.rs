@@ -172,6 +172,9 @@ pub struct ReportArgs {
     /// Relevancy: LVLM-Interpret's residual normalisation of the text bars.
     #[arg(long)]
     pub residual: bool,
+    /// The conversation turn to report, 1-based (default: the last).
+    #[arg(long)]
+    pub turn: Option<usize>,
     /// Theme name or TOML file.
     #[arg(long)]
     pub theme: Option<String>,

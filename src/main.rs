@@ -159,6 +159,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
+    if args.method == "lens" && args.turn.is_some() {
+        anyhow::bail!(
+            "--turn is not supported with --method lens yet: the lens reads the last turn"
+        );
+    }
     if args.method == "lens" {
         return Ok(interventions::lens(&interventions::LensOptions {
             file: args.file,
@@ -182,6 +187,7 @@ fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
         json: args.json,
         theme: args.theme,
         residual: args.residual,
+        turn: args.turn,
     })
 }
 

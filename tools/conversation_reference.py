@@ -6,7 +6,7 @@ renders [user(image, Q1), assistant(A1), user(Q2)] the same way (the first answe
 from scratch (no cache: what transformers does for a new `generate` call) and decodes greedily;
 one eager forward over turn 2's input ids + its answer but the last token gives the answer's
 attention rows. Writes tests/fixtures/reference/conversation.json (read by
-tests/conversation_reference.rs):
+tests/conversations.rs):
 
   {"<fixture>": {"prompts", "rendered_turn2", "input_ids_turn1", "output_ids_turn1",
                  "answer_text_turn1", "input_ids_turn2", "output_ids_turn2",

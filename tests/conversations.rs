@@ -179,3 +179,126 @@ fn a_later_turn_past_the_context_is_refused_before_that_turn_runs() {
     assert!(err.contains("turn 2 of the conversation"), "{err}");
     assert!(!save.exists());
 }
+
+/// Runs `lvlmscope run` with the given questions on tiny-llava-gqa; returns the session file.
+fn run_questions(dir: &Path, prompts: &[&str], extra: &[&str]) -> PathBuf {
+    let save = dir.join("talk.session");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--model"])
+        .arg(fixtures().join("tiny-llava-gqa"))
+        .arg("--image")
+        .arg(fixtures().join("image.png"))
+        .args(["--max-new-tokens", "4", "--save"])
+        .arg(&save)
+        .args(extra);
+    for p in prompts {
+        cmd.args(["--prompt", p]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    save
+}
+
+fn report_json(file: &Path, extra: &[&str]) -> Result<Value, String> {
+    let out = Command::new(BIN)
+        .arg("report")
+        .arg(file)
+        .args(["--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn report_turn_prints_any_turn_and_refuses_one_out_of_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = run_questions(
+        tmp.path(),
+        &["What is in the picture?", "And on the left?", "Why?"],
+        &["--relevancy"],
+    );
+    let s = session::load(&file).unwrap();
+    assert_eq!(s.num_turns(), 3);
+    let last = report_json(&file, &["--method", "relevancy"]).unwrap();
+    assert_eq!(
+        (last["turn"].as_u64(), last["turns"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(last["position"].as_u64(), Some(s.num_input() as u64 - 1));
+    let parts = &last["reliance_parts"];
+    let total: f64 = [
+        "image",
+        "question",
+        "earlier_questions",
+        "earlier_answers",
+        "answer",
+    ]
+    .iter()
+    .map(|k| parts[k].as_f64().unwrap())
+    .sum();
+    assert!((total - 1.0).abs() < 1e-4, "{parts}");
+    assert!(parts["earlier_answers"].as_f64().unwrap() > 0.0, "{parts}");
+    for k in 1..=3usize {
+        let j = report_json(&file, &["--turn", &k.to_string()]).unwrap();
+        let turn = s.turn(k - 1).unwrap();
+        assert_eq!(j["turn"].as_u64(), Some(k as u64));
+        assert_eq!(j["position"].as_u64(), Some(turn.num_input() as u64 - 1));
+        assert_eq!(
+            j["token_text"].as_str(),
+            Some(turn.manifest.tokens.output[0].as_str())
+        );
+    }
+    // an earlier turn's relevancy is computed with the session's model on request
+    let first = report_json(&file, &["--turn", "1", "--method", "relevancy"]).unwrap();
+    assert_eq!(
+        first["reliance_parts"]["earlier_answers"].as_f64(),
+        Some(0.0)
+    );
+    for bad in ["0", "4"] {
+        let err = report_json(&file, &["--turn", bad]).unwrap_err();
+        assert!(err.contains("between 1 and 3"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn one_prompt_and_schema_1_sessions_are_one_turn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = run_questions(tmp.path(), &["What is in the picture?"], &[]);
+    let s = session::load(&file).unwrap();
+    assert_eq!(s.num_turns(), 1);
+    assert!(s.manifest.turns.is_empty() && s.turns.is_empty());
+    let old = fixtures().join("session-schema1.safetensors");
+    let j = report_json(&old, &[]).unwrap();
+    assert_eq!(
+        (j["turn"].as_u64(), j["turns"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(report_json(&old, &["--turn", "2"]).is_err());
+}
+
+#[test]
+fn a_file_whose_turns_lie_is_refused_in_one_sentence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = run_questions(tmp.path(), &["What is in the picture?", "Why?"], &[]);
+    let mut s = session::load(&file).unwrap();
+    s.manifest.turns[0].input_len += 1;
+    let bad = tmp.path().join("bad.session");
+    session::save(&s, &bad, AttentionDtype::F16).unwrap();
+    let err = session::load(&bad).unwrap_err().to_string();
+    assert!(err.contains("turn 1 claims"), "{err}");
+    let mut s = session::load(&file).unwrap();
+    s.turns.clear();
+    session::save(&s, &bad, AttentionDtype::F16).unwrap();
+    let err = session::load(&bad).unwrap_err().to_string();
+    assert!(err.contains("lists 2 turns"), "{err}");
+}

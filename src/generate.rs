@@ -388,19 +388,19 @@ impl<'m> Decoding<'m> {
         Ok(())
     }
 
-    /// Stage 4: gather the recorded attention and everything else into a session; the image
-    /// is one region, the grid's patches (after a CLS feature when the span holds one), over
+    /// Stage 4: gather the recorded attention and everything else into a session (the image
+    /// was `original_size` pixels); the image is one region, the grid's patches (after a CLS feature when the span holds one), over
     /// the part of the image the pixel values show.
     fn session(
         &self,
         prepared: &Prepared,
         loaded: &LoadedModel,
-        image: &image::DynamicImage,
+        original_size: [u32; 2],
         request: &RunRequest,
     ) -> Result<Session, GenerateError> {
         let model = self.model;
         let cfg = model.config();
-        let original_size = [image.width(), image.height()];
+        let [width, height] = original_size;
         let [start, len] = prepared.encoded.image_span;
         let grid = model.image_grid();
         let cells = grid[0] * grid[1];
@@ -410,7 +410,7 @@ impl<'m> Decoding<'m> {
             grid,
             rect: loaded
                 .images
-                .covered_rect(image.width(), image.height(), request.image_mode),
+                .covered_rect(width, height, request.image_mode),
             separators: Vec::new(),
         };
         let [c, h, w] = prepared.pixels.shape;
@@ -462,7 +462,7 @@ pub fn generate(
     let mut run = Decoding::new(&loaded.model, capture);
     let logits = run.prefill(&prepared, on_progress)?;
     run.decode(logits, &loaded.prompts, request, cancel, on_progress)?;
-    run.session(&prepared, loaded, image, request)
+    run.session(&prepared, loaded, [image.width(), image.height()], request)
 }
 
 /// The recorder's mode for a capture setting.

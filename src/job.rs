@@ -118,6 +118,38 @@ pub fn run_conversation(
     Ok(session)
 }
 
+/// A follow-up question on `session` (one question or a conversation): loads the session's
+/// model, runs the new turn afresh over the whole conversation (the session's KV cache is not
+/// kept between runs; see [`conversation::Conversation::resume`]) and returns the session with
+/// the turn added. The app's follow-up key runs this on its live-run worker.
+pub fn follow_up(
+    session: &Session,
+    prompt: &str,
+    max_new_tokens: usize,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Session, JobError> {
+    on_progress(Progress::Stage("loading model".into()));
+    let started = Instant::now();
+    let device = crate::model::DeviceName::Cpu
+        .open()
+        .map_err(GenerateError::from)?;
+    let loaded = LoadedModel::load(
+        &session.manifest.model.path,
+        candle_core::DType::F32,
+        &device,
+    )?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let mut talk = conversation::Conversation::resume(&loaded, session.clone(), max_new_tokens)?;
+    talk.follow_up(prompt, cancel, on_progress)?;
+    let mut session = talk.into_session();
+    session
+        .manifest
+        .timings
+        .insert("load_model".into(), load_seconds);
+    Ok(session)
+}
+
 /// The part of [`run`] after loading: reads the image, generates with `loaded`, and adds the
 /// requested explanations. `lvlmscope batch` calls it once per line with one loaded model.
 pub fn run_loaded(

@@ -21,7 +21,7 @@ use crate::session::{Session, TurnInfo};
 /// A conversation in progress: the model's state after the last turn and the session so far.
 pub struct Conversation<'m> {
     loaded: &'m LoadedModel,
-    image: image::DynamicImage,
+    original_size: [u32; 2],
     request: RunRequest,
     prepared: Prepared,
     run: Decoding<'m>,
@@ -105,15 +105,86 @@ impl<'m> Conversation<'m> {
         let mut run = Decoding::new(&loaded.model, capture);
         let logits = run.prefill(&prepared, on_progress)?;
         run.decode(logits, &loaded.prompts, request, cancel, on_progress)?;
-        let session = run.session(&prepared, loaded, &image, request)?;
+        let original_size = [image.width(), image.height()];
+        let session = run.session(&prepared, loaded, original_size, request)?;
         let answer = loaded.prompts.decode(&run.output);
         Ok(Self {
             loaded,
-            image,
+            original_size,
             request: request.clone(),
             prepared,
             run,
             history: vec![(request.prompt.trim().to_string(), answer)],
+            session,
+        })
+    }
+
+    /// Continues `session` (a conversation, or one question, made by `loaded`'s model) with
+    /// `loaded`: the image features are computed again from the session's pixel values and the
+    /// KV cache starts empty, so the next turn runs afresh. `max_new_tokens` bounds the next
+    /// answers; the sampling settings are the session's.
+    pub fn resume(
+        loaded: &'m LoadedModel,
+        session: Session,
+        max_new_tokens: usize,
+    ) -> Result<Self, GenerateError> {
+        let m = &session.manifest;
+        let image_mode = m.image.mode.parse().map_err(GenerateError::Processing)?;
+        let request = RunRequest {
+            model: m.model.path.clone(),
+            image: m.image.path.clone().into(),
+            prompt: m.prompt.clone(),
+            image_mode,
+            max_new_tokens,
+            temperature: m.generation.temperature,
+            top_p: m.generation.top_p,
+            seed: m.generation.seed,
+            capture: Capture::Full,
+            ..RunRequest::default()
+        };
+        validate(&request)?;
+        let mut history = Vec::with_capacity(session.num_turns());
+        for k in 0..session.num_turns() {
+            let turn = session
+                .turn(k)
+                .ok_or_else(|| GenerateError::Setting("the session's turns do not match".into()))?;
+            let ids: Vec<u32> = turn.output_ids.iter().map(|&i| i as u32).collect();
+            history.push((
+                turn.manifest.prompt.trim().to_string(),
+                loaded.prompts.decode(&ids),
+            ));
+        }
+        let shape = &session.pixel_values.shape;
+        if shape.len() != 3 {
+            return Err(GenerateError::Setting(
+                "the session's pixel values are not one [3, h, w] image".into(),
+            ));
+        }
+        let pixels = crate::processing::PixelValues {
+            shape: [shape[0], shape[1], shape[2]],
+            data: session.pixel_values.data.clone(),
+        };
+        let mut run = Decoding::new(&loaded.model, Capture::Full);
+        let [c, h, w] = pixels.shape;
+        let tensor = candle_core::Tensor::from_vec(
+            pixels.data.clone(),
+            (1, c, h, w),
+            loaded.model.device(),
+        )?;
+        run.features = Some(loaded.model.image_features(&tensor, &mut run.recorder)?);
+        let encoded = crate::processing::EncodedPrompt {
+            ids: session.input_ids.iter().map(|&i| i as u32).collect(),
+            tokens: session.manifest.tokens.input.clone(),
+            image_span: session.manifest.image_span,
+            text: String::new(),
+        };
+        Ok(Self {
+            loaded,
+            original_size: m.image.original_size,
+            request,
+            prepared: Prepared { pixels, encoded },
+            run,
+            history,
             session,
         })
     }
@@ -218,7 +289,7 @@ impl<'m> Conversation<'m> {
         };
         let next = self
             .run
-            .session(&prepared, self.loaded, &self.image, &request)?;
+            .session(&prepared, self.loaded, self.original_size, &request)?;
         let prev_earlier = self
             .session
             .current_turn()

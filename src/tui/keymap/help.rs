@@ -27,7 +27,7 @@ const fn row(actions: &'static [Action], label: &'static str, text: &'static str
 }
 
 /// Every row of the help, in order; a row with no actions is a note.
-pub const HELP: [HelpRow; 36] = [
+pub const HELP: [HelpRow; 38] = [
     row(&[Action::Quit], "q, Ctrl-C", "quit"),
     row(&[Action::Help], "?", "this help (any key closes it)"),
     row(
@@ -192,6 +192,16 @@ pub const HELP: [HelpRow; 36] = [
         &[],
         "Answer pane",
         "coloured by attention to selected patches or prompt tokens",
+    ),
+    row(
+        &[Action::FollowUp],
+        "F",
+        "follow-up question on the same image (Enter: ask, Esc: cancel)",
+    ),
+    row(
+        &[Action::TurnPrev, Action::TurnNext],
+        "( )",
+        "previous / next turn of the conversation",
     ),
 ];
 

@@ -94,11 +94,17 @@ pub enum Action {
     Save,
     /// Export the current map as PNG.
     Export,
+    /// Ask a follow-up question about the same image (a new turn).
+    FollowUp,
+    /// Show the conversation's previous turn.
+    TurnPrev,
+    /// Show the conversation's next turn.
+    TurnNext,
 }
 
 impl Action {
     /// Every action, in the order of the help.
-    pub const ALL: [Action; 42] = [
+    pub const ALL: [Action; 45] = [
         Action::Quit,
         Action::Help,
         Action::NextPane,
@@ -141,6 +147,9 @@ impl Action {
         Action::Cancel,
         Action::Save,
         Action::Export,
+        Action::FollowUp,
+        Action::TurnPrev,
+        Action::TurnNext,
     ];
 
     /// The action's name in a theme's `[keys]` table.
@@ -188,6 +197,9 @@ impl Action {
             Action::Cancel => "cancel",
             Action::Save => "save",
             Action::Export => "export",
+            Action::FollowUp => "follow_up",
+            Action::TurnPrev => "turn_prev",
+            Action::TurnNext => "turn_next",
         }
     }
 
@@ -249,6 +261,9 @@ impl Action {
             Action::Cancel => vec![k(KeyCode::Esc)],
             Action::Save => vec![c('s')],
             Action::Export => vec![c('e')],
+            Action::FollowUp => vec![c('F')],
+            Action::TurnPrev => vec![c('(')],
+            Action::TurnNext => vec![c(')')],
         }
     }
 }

@@ -175,10 +175,11 @@ mod tests {
 
     fn parts() -> TurnParts {
         // image 1..3, first answer 5..7, this question from 8, input 10 positions
+        let first_answer = 5..7;
         TurnParts {
             image: 1..3,
             question_start: 8,
-            earlier_answers: vec![5..7],
+            earlier_answers: Vec::from([first_answer]),
             input_len: 10,
         }
     }

@@ -302,3 +302,79 @@ fn a_file_whose_turns_lie_is_refused_in_one_sentence() {
     let err = session::load(&bad).unwrap_err().to_string();
     assert!(err.contains("turn.0.input_ids is missing"), "{err}");
 }
+
+/// Runs a three-turn conversation on a fixture folder through `lvlmscope run`.
+fn run_three_turns(model: &str, dir: &Path) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--model"])
+        .arg(fixtures().join(model))
+        .arg("--image")
+        .arg(fixtures().join("image.png"))
+        .args(["--max-new-tokens", "4", "--save"])
+        .arg(dir.join(format!("{model}.session")));
+    for p in ["What is in the picture?", "Where is the circle?", "Why?"] {
+        cmd.args(["--prompt", p]);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn every_llava_family_runs_a_conversation_whose_turns_fit_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    for model in [
+        "tiny-llava-gqa",
+        "tiny-llava-full",
+        "tiny-llava-mistral",
+        "tiny-llava-gemma",
+        "tiny-llava-qwen2-siglip",
+    ] {
+        let out = run_three_turns(model, tmp.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{model}: {err}");
+        let s = session::load(&tmp.path().join(format!("{model}.session"))).unwrap();
+        assert_eq!(s.num_turns(), 3, "{model}");
+        for k in 1..3 {
+            let (prev, turn) = (s.turn(k - 1).unwrap(), s.turn(k).unwrap());
+            let info = turn.current_turn().unwrap();
+            // the image is the same in every turn, before the first question's text
+            assert_eq!(
+                turn.manifest.image_span, prev.manifest.image_span,
+                "{model}"
+            );
+            let cached: Vec<i64> = prev
+                .input_ids
+                .iter()
+                .chain(&prev.output_ids[..prev.num_output() - 1])
+                .copied()
+                .collect();
+            // reused exactly when the new ids extend what the cache held
+            assert_eq!(
+                info.reused > 0,
+                turn.input_ids.starts_with(&cached),
+                "{model} turn {}",
+                k + 1
+            );
+            if info.reused > 0 {
+                assert_eq!(info.reused, cached.len(), "{model}");
+            }
+            assert!(
+                info.question_start >= prev.manifest.image_span[0],
+                "{model}"
+            );
+            let a = turn.attn_gen.as_ref().unwrap();
+            assert_eq!(a.shape[3], turn.num_input() + turn.num_output() - 1);
+        }
+    }
+}
+
+#[test]
+fn qwen_vl_and_anyres_refuse_a_second_question_in_one_sentence() {
+    let tmp = tempfile::tempdir().unwrap();
+    for model in ["tiny-qwen2-vl", "tiny-llava-next"] {
+        let out = run_three_turns(model, tmp.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{model}");
+        assert!(err.contains("take one question"), "{model}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{model}: {err}");
+    }
+}

@@ -94,9 +94,10 @@ pub struct RunArgs {
     /// Image file.
     #[arg(long)]
     pub image: PathBuf,
-    /// Question about the image.
-    #[arg(long)]
-    pub prompt: String,
+    /// Question about the image; repeat the flag for a conversation (each later one a
+    /// follow-up on the same image, all turns in one session).
+    #[arg(long, required = true)]
+    pub prompt: Vec<String>,
     /// Where to write the session file.
     #[arg(long)]
     pub save: PathBuf,
@@ -171,6 +172,9 @@ pub struct ReportArgs {
     /// Relevancy: LVLM-Interpret's residual normalisation of the text bars.
     #[arg(long)]
     pub residual: bool,
+    /// The conversation turn to report, 1-based (default: the last).
+    #[arg(long)]
+    pub turn: Option<usize>,
     /// Theme name or TOML file.
     #[arg(long)]
     pub theme: Option<String>,

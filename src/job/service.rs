@@ -344,5 +344,6 @@ pub fn job_input(session: &Session) -> Session {
         relevancy_llm: None,
         relevancy_vit: None,
         relevancy_combined: None,
+        turns: Vec::new(),
     }
 }

@@ -99,6 +99,7 @@ pub fn initial_app(opts: &TuiOptions, look: Look) -> (App, Option<LiveRequest>) 
                 image: PathBuf::from(image),
                 prompt,
                 max_new_tokens: 64,
+                history: None,
             });
         } else {
             app.form.open(model, image, prompt);
@@ -190,7 +191,9 @@ impl Runtime {
                 }
             },
             Cmd::Save(path) => {
-                let Some(s) = app.session.clone() else { return };
+                let Some(s) = app.conversation().cloned() else {
+                    return;
+                };
                 let tx = self.tx.clone();
                 std::thread::spawn(move || {
                     let r = session::save(&s, &path, AttentionDtype::F16)

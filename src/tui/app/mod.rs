@@ -55,6 +55,7 @@ macro_rules! ctx {
             opacity: $app.image.opacity(),
             region: $app.image.region(),
             modified: $app.modified,
+            turn: $app.turn_position(),
         }
     };
 }
@@ -63,8 +64,10 @@ pub(crate) use ctx;
 /// The app's state.
 #[derive(Debug)]
 pub struct App {
-    /// The loaded session, if any.
+    /// The loaded session, if any (the turn shown, when an earlier turn of a conversation is).
     pub session: Option<Session>,
+    /// The whole conversation while an earlier turn of it is shown (`session` is that turn).
+    pub talk: Option<Session>,
     /// Per-token aggregates of the loaded session.
     pub aggregates: Option<TokenAggregates>,
     /// Where the session came from or was last saved.
@@ -124,6 +127,7 @@ impl App {
         });
         Self {
             session: None,
+            talk: None,
             aggregates: None,
             session_path: None,
             epoch: 0,
@@ -163,6 +167,7 @@ impl App {
 
     /// Replaces the session, resets the selection and recomputes everything.
     pub fn set_session(&mut self, session: Session, path: Option<PathBuf>) {
+        self.talk = None;
         self.aggregates = TokenAggregates::compute(&session).ok();
         self.image.open_session(&session);
         self.answer = AnswerPane::default();
@@ -178,6 +183,44 @@ impl App {
         self.session = Some(session);
         self.session_path = path;
         self.refresh();
+    }
+
+    /// The whole conversation of the session shown (what is saved and followed up).
+    pub fn conversation(&self) -> Option<&Session> {
+        self.talk.as_ref().or(self.session.as_ref())
+    }
+
+    /// `(shown, total)`: the turn shown (1-based) and the conversation's turns; `(0, 0)`
+    /// without a session.
+    pub fn turn_position(&self) -> (usize, usize) {
+        let total = self.conversation().map_or(0, Session::num_turns);
+        let shown = self.session.as_ref().map_or(0, Session::num_turns);
+        (shown, total)
+    }
+
+    /// Shows turn `k` (0-based) of the conversation as the session (the views work on it as
+    /// on one question); results computed in the app for an earlier turn are not kept when
+    /// another turn is shown. `false` when there is no such turn.
+    pub fn show_turn(&mut self, k: usize) -> bool {
+        let Some(full) = self.talk.take().or_else(|| self.session.take()) else {
+            return false;
+        };
+        let last = full.num_turns() - 1;
+        let (path, modified) = (self.session_path.clone(), self.modified);
+        let shown = (k < last).then(|| full.turn(k).map(|t| t.into_owned()));
+        match shown {
+            Some(Some(turn)) => {
+                self.set_session(turn, path);
+                self.talk = Some(full);
+            }
+            None if k == last => self.set_session(full, path),
+            _ => {
+                self.session = Some(full);
+                return false;
+            }
+        }
+        self.modified = modified;
+        true
     }
 
     /// The answer tokens the views use: the selection, or the cursor token.

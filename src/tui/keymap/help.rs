@@ -27,7 +27,7 @@ const fn row(actions: &'static [Action], label: &'static str, text: &'static str
 }
 
 /// Every row of the help, in order; a row with no actions is a note.
-pub const HELP: [HelpRow; 37] = [
+pub const HELP: [HelpRow; 39] = [
     row(&[Action::Quit], "q, Ctrl-C", "quit"),
     row(&[Action::Help], "?", "this help (any key closes it)"),
     row(
@@ -197,6 +197,16 @@ pub const HELP: [HelpRow; 37] = [
         &[Action::Region],
         "b",
         "image region: base view / stitched high-res (LLaVA-NeXT, OneVision)",
+    ),
+    row(
+        &[Action::FollowUp],
+        "F",
+        "follow-up question on the same image (Enter: ask, Esc: cancel)",
+    ),
+    row(
+        &[Action::TurnPrev, Action::TurnNext],
+        "( )",
+        "previous / next turn of the conversation",
     ),
 ];
 

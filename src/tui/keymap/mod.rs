@@ -96,11 +96,17 @@ pub enum Action {
     Export,
     /// Show the next image region (base view / stitched high-res).
     Region,
+    /// Ask a follow-up question about the same image (a new turn).
+    FollowUp,
+    /// Show the conversation's previous turn.
+    TurnPrev,
+    /// Show the conversation's next turn.
+    TurnNext,
 }
 
 impl Action {
     /// Every action, in the order of the help.
-    pub const ALL: [Action; 43] = [
+    pub const ALL: [Action; 46] = [
         Action::Quit,
         Action::Help,
         Action::NextPane,
@@ -144,6 +150,9 @@ impl Action {
         Action::Save,
         Action::Export,
         Action::Region,
+        Action::FollowUp,
+        Action::TurnPrev,
+        Action::TurnNext,
     ];
 
     /// The action's name in a theme's `[keys]` table.
@@ -192,6 +201,9 @@ impl Action {
             Action::Save => "save",
             Action::Export => "export",
             Action::Region => "region",
+            Action::FollowUp => "follow_up",
+            Action::TurnPrev => "turn_prev",
+            Action::TurnNext => "turn_next",
         }
     }
 
@@ -254,6 +266,9 @@ impl Action {
             Action::Save => vec![c('s')],
             Action::Export => vec![c('e')],
             Action::Region => vec![c('b')],
+            Action::FollowUp => vec![c('F')],
+            Action::TurnPrev => vec![c('(')],
+            Action::TurnNext => vec![c(')')],
         }
     }
 }

@@ -304,3 +304,57 @@ fn a_large_picture_is_kept_at_most_512_pixels_on_its_longest_side() {
     let small = raster(336, 336);
     assert_eq!(capped(small.clone()), small);
 }
+
+#[test]
+fn faithfulness_deletes_cells_of_the_region_shown_and_keeps_each_regions_drops() {
+    use lvlmscope::job::{JobOutput, ModelJob};
+    use lvlmscope::tui::worker::JobDone;
+    let mut app = anyres();
+    let answer = |app: &mut App, cmds: Vec<Cmd>, drop: f32| -> Option<RegionKind> {
+        let [Cmd::ModelJob(id, job)] = cmds.as_slice() else {
+            panic!("expected one model job, got {cmds:?}")
+        };
+        let ModelJob::Faithfulness {
+            token,
+            maps,
+            region,
+            ..
+        } = job
+        else {
+            panic!("{job:?}")
+        };
+        let done = JobDone {
+            id: *id,
+            epoch: app.epoch,
+            job: job.clone(),
+            result: Ok(JobOutput::Faithfulness {
+                token: *token,
+                original: 0.5,
+                drops: maps.iter().map(|(n, _)| (n.clone(), drop)).collect(),
+                images: maps.len() + 1,
+                seconds: 0.1,
+            }),
+        };
+        update(app, Msg::JobDone(done));
+        *region
+    };
+    let cmds = press(&mut app, 'f');
+    assert_eq!(answer(&mut app, cmds, 0.25), Some(RegionKind::Highres));
+    let drops = |app: &App| -> Vec<Option<f32>> {
+        let fv = app.view.faith.as_ref().expect("the block");
+        fv.rows.iter().map(|r| r.drop).collect()
+    };
+    assert!(drops(&app).iter().all(|d| *d == Some(0.25)));
+    let t = text(&frame(&app, 160, 48));
+    assert!(t.contains("faithfulness of high-res · token 0"), "{t}");
+    // the base view: measured again, on base cells; the high-res drops are kept
+    let cmds = press(&mut app, 'b');
+    assert!(drops(&app).iter().all(Option::is_none));
+    assert_eq!(answer(&mut app, cmds, 0.5), Some(RegionKind::Base));
+    assert!(drops(&app).iter().all(|d| *d == Some(0.5)));
+    let t = text(&frame(&app, 160, 48));
+    assert!(t.contains("faithfulness of base · token 0"), "{t}");
+    let cmds = press(&mut app, 'b');
+    assert!(cmds.is_empty(), "nothing to measure again: {cmds:?}");
+    assert!(drops(&app).iter().all(|d| *d == Some(0.25)));
+}

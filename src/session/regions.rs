@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Which view of the image a region is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegionKind {
     /// The whole image as one grid (LLaVA-1.5, Qwen2-VL: the only region).

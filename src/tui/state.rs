@@ -281,6 +281,12 @@ impl ShownRegion {
             .collect()
     }
 
+    /// The region a deletion of its cells scores (faithfulness): its kind when the session
+    /// has several regions; `None` (every cell) when it has one.
+    pub fn scored_kind(&self) -> Option<RegionKind> {
+        (self.count > 1).then_some(self.region.kind)
+    }
+
     /// `high-res 24×36 · base 24×24`: the region shown, then the others, for titles; empty
     /// when the session has one region.
     pub fn label(s: &Session, index: usize) -> String {
@@ -289,14 +295,7 @@ impl ShownRegion {
             return String::new();
         }
         let shown = if index < regions.len() { index } else { 0 };
-        let name = |r: &ImageRegion| {
-            let kind = match r.kind {
-                RegionKind::Highres => "high-res",
-                RegionKind::Base => "base",
-                RegionKind::Image => "image",
-            };
-            format!("{kind} {}×{}", r.grid[0], r.grid[1])
-        };
+        let name = |r: &ImageRegion| format!("{} {}×{}", region_word(r.kind), r.grid[0], r.grid[1]);
         std::iter::once(shown)
             .chain((0..regions.len()).filter(|&i| i != shown))
             .map(|i| name(&regions[i]))
@@ -312,4 +311,13 @@ pub fn default_region(s: &Session) -> usize {
         .iter()
         .position(|r| r.kind == RegionKind::Highres)
         .unwrap_or(0)
+}
+
+/// How the app names a region kind: `high-res`, `base`, `image`.
+pub fn region_word(kind: RegionKind) -> &'static str {
+    match kind {
+        RegionKind::Highres => "high-res",
+        RegionKind::Base => "base",
+        RegionKind::Image => "image",
+    }
 }

@@ -21,6 +21,7 @@ use crate::job::ModelJob;
 use super::super::blocks::{bar, display_token, put};
 use super::super::component::Ctx;
 use super::super::msg::Effect;
+use super::super::state::region_word;
 use super::super::view::faith::{FaithState, BASELINE};
 
 /// Key `f`: shows or hides the block; on a block whose computation stopped (an error, Esc),
@@ -51,7 +52,7 @@ pub fn missing_job(state: &FaithState, ctx: &Ctx) -> Option<ModelJob> {
         token: fv.token,
         maps: fv.missing.clone(),
         fraction: state.fraction,
-        region: None,
+        region: fv.region,
     })
 }
 
@@ -104,8 +105,12 @@ pub fn draw(state: &FaithState, f: &mut Frame, area: Rect, ctx: &Ctx) {
     let p = fv
         .original
         .map_or_else(|| "p …".to_string(), |p| format!("p {p:.3}"));
+    let what = match fv.region {
+        Some(kind) => format!("faithfulness of {}", region_word(kind)),
+        None => "faithfulness".to_string(),
+    };
     let mut parts = vec![
-        "faithfulness".to_string(),
+        what,
         format!("token {} {word:?}", fv.token),
         p,
         format!("Δp@{pct}%"),

@@ -97,10 +97,10 @@ pub fn done(app: &mut App, done: JobDone) {
             seconds,
             ..
         }) => {
-            if let ModelJob::Faithfulness { maps, .. } = &done.job {
+            if let ModelJob::Faithfulness { maps, region, .. } = &done.job {
                 app.method
                     .faith_mut()
-                    .store(token, maps, original, &drops, seconds);
+                    .store(token, *region, maps, original, &drops, seconds);
             }
         }
         Ok(JobOutput::Relevancy(maps)) => {

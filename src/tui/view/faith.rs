@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use crate::explain::catalogue;
 use crate::explain::faithfulness::DEFAULT_DROP_FRACTION;
-use crate::session::Session;
+use crate::session::{RegionKind, Session};
 
+use super::super::state::ShownRegion;
 use super::ViewInput;
 
 /// The name of the baseline map, which is never the "best" one.
@@ -25,8 +26,9 @@ pub struct FaithState {
     pub shown: bool,
     /// Fraction of patches removed.
     pub fraction: f32,
-    /// Probability drop per (token, map name), with the map it was measured on.
-    pub drops: HashMap<(usize, String), (Vec<f32>, f32)>,
+    /// Probability drop per (token, scored region, map name), with the map it was measured
+    /// on; the region is `None` for a session with one region (every cell scored).
+    pub drops: HashMap<(usize, Option<RegionKind>, String), (Vec<f32>, f32)>,
     /// Probability of each token with the original image.
     pub original: HashMap<usize, f32>,
     /// Seconds the latest measurement of each token took.
@@ -58,10 +60,12 @@ impl FaithState {
         }
     }
 
-    /// Stores the drops a faithfulness job measured on `maps` (the job's maps).
+    /// Stores the drops a faithfulness job measured on `maps` (the job's maps), deleting cells
+    /// of `region`.
     pub fn store(
         &mut self,
         token: usize,
+        region: Option<RegionKind>,
         maps: &[(String, Vec<f32>)],
         original: f32,
         drops: &[(String, f32)],
@@ -70,7 +74,8 @@ impl FaithState {
         for (name, map) in maps {
             match drops.iter().find(|(n, _)| n == name) {
                 Some((_, d)) => {
-                    self.drops.insert((token, name.clone()), (map.clone(), *d));
+                    self.drops
+                        .insert((token, region, name.clone()), (map.clone(), *d));
                 }
                 None => {
                     self.halted = Some(format!("the model job measured no drop for {name}"));
@@ -101,6 +106,9 @@ pub struct FaithRow {
 pub struct FaithView {
     /// The answer token measured (the first selected one).
     pub token: usize,
+    /// The region whose cells the deletions remove: the image pane's, when the session has
+    /// several; `None` for one region (every cell).
+    pub region: Option<RegionKind>,
     /// Its probability with the original image, once measured.
     pub original: Option<f32>,
     /// Every map of the token, in the catalogue's order.
@@ -128,8 +136,10 @@ pub(super) fn compute(input: &ViewInput, s: &Session) -> Option<FaithView> {
     if !state.shown && !known {
         return None;
     }
+    let region = ShownRegion::of(s, input.region).and_then(|r| r.scored_kind());
     let mut out = FaithView {
         token: t,
+        region,
         original: state.original.get(&t).copied(),
         ..FaithView::default()
     };
@@ -150,7 +160,7 @@ pub(super) fn compute(input: &ViewInput, s: &Session) -> Option<FaithView> {
         let name = id.to_string();
         let drop = state
             .drops
-            .get(&(t, name.clone()))
+            .get(&(t, region, name.clone()))
             .filter(|(map, _)| *map == values)
             .map(|(_, d)| *d);
         if drop.is_none() {

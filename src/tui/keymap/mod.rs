@@ -94,11 +94,23 @@ pub enum Action {
     Save,
     /// Export the current map as PNG.
     Export,
+    /// Knock out the attention from the token to the selected patches or the map's top ones.
+    Knockout,
+    /// Next share of the map's patches a knockout blocks.
+    KnockoutPercent,
+    /// Next layer range a knockout blocks.
+    KnockoutLayers,
+    /// Show the logit lens.
+    ShowLens,
+    /// Compute the logit lens with the session's model.
+    ComputeLens,
+    /// Colour the heads × layers grid by attention or by a head score.
+    GridColouring,
 }
 
 impl Action {
     /// Every action, in the order of the help.
-    pub const ALL: [Action; 42] = [
+    pub const ALL: [Action; 48] = [
         Action::Quit,
         Action::Help,
         Action::NextPane,
@@ -141,6 +153,12 @@ impl Action {
         Action::Cancel,
         Action::Save,
         Action::Export,
+        Action::Knockout,
+        Action::KnockoutPercent,
+        Action::KnockoutLayers,
+        Action::ShowLens,
+        Action::ComputeLens,
+        Action::GridColouring,
     ];
 
     /// The action's name in a theme's `[keys]` table.
@@ -188,6 +206,12 @@ impl Action {
             Action::Cancel => "cancel",
             Action::Save => "save",
             Action::Export => "export",
+            Action::Knockout => "knockout",
+            Action::KnockoutPercent => "knockout_percent",
+            Action::KnockoutLayers => "knockout_layers",
+            Action::ShowLens => "show_lens",
+            Action::ComputeLens => "compute_lens",
+            Action::GridColouring => "grid_colouring",
         }
     }
 
@@ -200,6 +224,7 @@ impl Action {
             Action::ComputeCausal | Action::RadiusDown | Action::RadiusUp | Action::Causal(_) => {
                 Some(Family::Causal)
             }
+            Action::ComputeLens => Some(Family::Lens),
             _ => None,
         }
     }
@@ -249,6 +274,12 @@ impl Action {
             Action::Cancel => vec![k(KeyCode::Esc)],
             Action::Save => vec![c('s')],
             Action::Export => vec![c('e')],
+            Action::Knockout => vec![c('K')],
+            Action::KnockoutPercent => vec![c('%')],
+            Action::KnockoutLayers => vec![c('L')],
+            Action::ShowLens => vec![c('4')],
+            Action::ComputeLens => vec![c('r')],
+            Action::GridColouring => vec![c('G')],
         }
     }
 }

@@ -83,6 +83,9 @@ pub struct TuiArgs {
     /// Theme name (dark, light, high-contrast, jet) or a TOML file.
     #[arg(long)]
     pub theme: Option<String>,
+    /// Head score file (`eval --heads --json`): `G` colours the heads × layers grid by it.
+    #[arg(long)]
+    pub heads: Option<PathBuf>,
 }
 
 /// Flags of `lvlmscope run`.

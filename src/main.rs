@@ -201,6 +201,7 @@ fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {
         image: args.image,
         prompt: args.prompt,
         theme: args.theme,
+        heads: args.heads,
     })
 }
 

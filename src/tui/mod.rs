@@ -65,6 +65,8 @@ pub struct TuiOptions {
     pub prompt: Option<String>,
     /// A built-in theme name or a TOML theme file.
     pub theme: Option<String>,
+    /// A head score file (`eval --heads --json`) to colour the heads × layers grid by.
+    pub heads: Option<PathBuf>,
 }
 
 /// The look for a `--theme` value and the terminal's colour mode.
@@ -80,6 +82,12 @@ pub fn look_for(theme: Option<&str>) -> Result<Look, crate::style::ThemeError> {
 pub fn initial_app(opts: &TuiOptions, look: Look) -> (App, Option<LiveRequest>) {
     let mut app = App::new(look);
     let mut start = None;
+    if let Some(p) = &opts.heads {
+        match read_head_scores(p) {
+            Ok(scores) => app.grid.give_scores(scores),
+            Err(e) => app.notify(e, true),
+        }
+    }
     if let Some(p) = &opts.session {
         match session::load(p) {
             Ok(s) => app.set_session(s, Some(p.clone())),
@@ -105,6 +113,19 @@ pub fn initial_app(opts: &TuiOptions, look: Look) -> (App, Option<LiveRequest>) 
         }
     }
     (app, start)
+}
+
+/// The head scores of the file at `path`, or one sentence saying why it cannot be read.
+pub fn read_head_scores(path: &std::path::Path) -> Result<grid::HeadScores, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the head score file {}: {e}", path.display()))?;
+    let scores = crate::explain::catalogue::heads::read_scores(&text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let source = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
+    Ok(grid::HeadScores { source, scores })
 }
 
 /// Runs the app for `opts` until the user quits. Live runs use `runner` (none: they report that

@@ -170,6 +170,9 @@ impl App {
         self.sel.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
         self.sel.head = 0;
         self.method.open_session(&session);
+        if let Some(why) = self.grid.open_session(&session) {
+            self.notify(why, true);
+        }
         if let Some(job) = self.job.take() {
             job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
         }

@@ -86,6 +86,9 @@ pub struct TuiArgs {
     /// Head score file (`eval --heads --json`): `G` colours the heads × layers grid by it.
     #[arg(long)]
     pub heads: Option<PathBuf>,
+    /// A second session to show beside `--session` (split view, same keys).
+    #[arg(long, requires = "session")]
+    pub compare: Option<PathBuf>,
 }
 
 /// Flags of `lvlmscope run`.

@@ -202,6 +202,7 @@ fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {
         prompt: args.prompt,
         theme: args.theme,
         heads: args.heads,
+        compare: args.compare,
     })
 }
 

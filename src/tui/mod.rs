@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod blocks;
+pub mod compare;
 pub mod component;
 pub mod grid;
 mod header;
@@ -67,6 +68,8 @@ pub struct TuiOptions {
     pub theme: Option<String>,
     /// A head score file (`eval --heads --json`) to colour the heads × layers grid by.
     pub heads: Option<PathBuf>,
+    /// A second session to show beside the first (the compare split view).
+    pub compare: Option<PathBuf>,
 }
 
 /// The look for a `--theme` value and the terminal's colour mode.
@@ -92,6 +95,18 @@ pub fn initial_app(opts: &TuiOptions, look: Look) -> (App, Option<LiveRequest>) 
         match session::load(p) {
             Ok(s) => app.set_session(s, Some(p.clone())),
             Err(e) => app.notify(e.to_string(), true),
+        }
+        if let Some(b) = &opts.compare {
+            match session::load(b) {
+                Ok(s) => {
+                    let name = b
+                        .file_name()
+                        .map_or_else(|| b.display().to_string(), |n| n.to_string_lossy().into());
+                    app.compare = Some(compare::ComparePane::new(s, name));
+                    app.refresh();
+                }
+                Err(e) => app.notify(format!("cannot compare with {}: {e}", b.display()), true),
+            }
         }
     } else {
         let model = opts.model.clone().unwrap_or_default();

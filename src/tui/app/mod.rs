@@ -111,6 +111,8 @@ pub struct App {
     pub last_job_id: u64,
     /// Set when the app should exit.
     pub quit: bool,
+    /// A second session shown beside the first (`tui --compare`), in the method pane's place.
+    pub compare: Option<super::compare::ComparePane>,
 }
 
 impl App {
@@ -146,6 +148,7 @@ impl App {
             job: None,
             last_job_id: 0,
             quit: false,
+            compare: None,
         }
     }
 
@@ -276,5 +279,10 @@ impl App {
         };
         self.view = View::compute(&input);
         self.method.refresh(self.session.as_ref(), &self.view);
+        let id = self.map_id();
+        if let Some(c) = &mut self.compare {
+            let t = self.view.tokens.first().copied().unwrap_or(0);
+            c.refresh(self.session.as_ref(), t, &id);
+        }
     }
 }

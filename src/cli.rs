@@ -83,6 +83,12 @@ pub struct TuiArgs {
     /// Theme name (dark, light, high-contrast, jet) or a TOML file.
     #[arg(long)]
     pub theme: Option<String>,
+    /// Head score file (`eval --heads --json`): `G` colours the heads × layers grid by it.
+    #[arg(long)]
+    pub heads: Option<PathBuf>,
+    /// A second session to show beside `--session` (split view, same keys).
+    #[arg(long, requires = "session")]
+    pub compare: Option<PathBuf>,
 }
 
 /// Flags of `lvlmscope run`.

@@ -220,6 +220,8 @@ fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {
         image: args.image,
         prompt: args.prompt,
         theme: args.theme,
+        heads: args.heads,
+        compare: args.compare,
     })
 }
 

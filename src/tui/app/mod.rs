@@ -114,6 +114,8 @@ pub struct App {
     pub last_job_id: u64,
     /// Set when the app should exit.
     pub quit: bool,
+    /// A second session shown beside the first (`tui --compare`), in the method pane's place.
+    pub compare: Option<super::compare::ComparePane>,
 }
 
 impl App {
@@ -150,6 +152,7 @@ impl App {
             job: None,
             last_job_id: 0,
             quit: false,
+            compare: None,
         }
     }
 
@@ -175,6 +178,9 @@ impl App {
         self.sel.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
         self.sel.head = 0;
         self.method.open_session(&session);
+        if let Some(why) = self.grid.open_session(&session) {
+            self.notify(why, true);
+        }
         if let Some(job) = self.job.take() {
             job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -317,5 +323,10 @@ impl App {
         };
         self.view = View::compute(&input);
         self.method.refresh(self.session.as_ref(), &self.view);
+        let id = self.map_id();
+        if let Some(c) = &mut self.compare {
+            let t = self.view.tokens.first().copied().unwrap_or(0);
+            c.refresh(self.session.as_ref(), t, &id);
+        }
     }
 }

@@ -47,6 +47,10 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
     if let Some(job) = app.method.missing_faith_job(&app.ctx()) {
         cmds.extend(jobs::begin(app, job));
     }
+    let demo = app.session.as_ref().is_some_and(is_demo);
+    if let Some(job) = app.method.missing_lens_job(&app.ctx(), demo) {
+        cmds.extend(jobs::begin(app, job));
+    }
     cmds
 }
 
@@ -84,6 +88,7 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
         Action::ShowAttention => sel.method = Method::Attention,
         Action::ShowRelevancy => return show_method(app, Method::Relevancy),
         Action::ShowCausal => return show_method(app, Method::Causal),
+        Action::ShowLens => sel.method = Method::Lens,
         Action::LayerPrev => sel.layer = clamp_step(sel.layer, -1, layers),
         Action::LayerNext => sel.layer = clamp_step(sel.layer, 1, layers),
         Action::HeadPrev => *sel = sel.with_head(clamp_step(sel.head, -1, heads)),

@@ -74,6 +74,7 @@ fn session_from(inputs: &Path, model: &Llava) -> anyhow::Result<Session> {
             causal: None,
             timings: BTreeMap::new(),
             lens: Vec::new(),
+            turns: Vec::new(),
         },
         pixel_values: Array::new(
             px.dims().to_vec(),
@@ -88,6 +89,7 @@ fn session_from(inputs: &Path, model: &Llava) -> anyhow::Result<Session> {
         relevancy_llm: None,
         relevancy_vit: None,
         relevancy_combined: None,
+        turns: Vec::new(),
     })
 }
 

@@ -83,6 +83,12 @@ pub struct TuiArgs {
     /// Theme name (dark, light, high-contrast, jet) or a TOML file.
     #[arg(long)]
     pub theme: Option<String>,
+    /// Head score file (`eval --heads --json`): `G` colours the heads × layers grid by it.
+    #[arg(long)]
+    pub heads: Option<PathBuf>,
+    /// A second session to show beside `--session` (split view, same keys).
+    #[arg(long, requires = "session")]
+    pub compare: Option<PathBuf>,
 }
 
 /// Flags of `lvlmscope run`.
@@ -94,9 +100,10 @@ pub struct RunArgs {
     /// Image file.
     #[arg(long)]
     pub image: PathBuf,
-    /// Question about the image.
-    #[arg(long)]
-    pub prompt: String,
+    /// Question about the image; repeat the flag for a conversation (each later one a
+    /// follow-up on the same image, all turns in one session).
+    #[arg(long, required = true)]
+    pub prompt: Vec<String>,
     /// Where to write the session file.
     #[arg(long)]
     pub save: PathBuf,
@@ -171,6 +178,9 @@ pub struct ReportArgs {
     /// Relevancy: LVLM-Interpret's residual normalisation of the text bars.
     #[arg(long)]
     pub residual: bool,
+    /// The conversation turn to report, 1-based (default: the last).
+    #[arg(long)]
+    pub turn: Option<usize>,
     /// Theme name or TOML file.
     #[arg(long)]
     pub theme: Option<String>,

@@ -7,6 +7,7 @@
 
 pub mod anyres;
 mod assemble;
+pub mod conversation;
 pub mod qwen;
 mod sample;
 
@@ -152,6 +153,18 @@ pub enum GenerateError {
         /// The model's maximum positions.
         context: usize,
     },
+    /// A scripted conversation's questions alone do not fit the model's context.
+    #[error("the conversation's {turns} questions are already {prompt} tokens through the chat template and {new} new tokens were asked for per answer, but the model's context is {context} positions")]
+    ConversationTooLong {
+        /// Number of questions.
+        turns: usize,
+        /// Input positions of all questions with empty answers, image expanded.
+        prompt: usize,
+        /// Requested new tokens.
+        new: usize,
+        /// The model's maximum positions.
+        context: usize,
+    },
     /// The run was cancelled by the user.
     #[error("the run was cancelled")]
     Cancelled,
@@ -256,6 +269,8 @@ struct Decoding<'m> {
     cache: KvCache,
     output: Vec<u32>,
     timings: BTreeMap<String, f64>,
+    /// The image features of the prefill, kept for a conversation's later turns.
+    features: Option<Tensor>,
 }
 
 /// Stage 1: preprocess the image, render and tokenise the prompt, check the context length.
@@ -290,6 +305,7 @@ impl<'m> Decoding<'m> {
             cache: KvCache::new(num_layers),
             output: Vec::new(),
             timings: BTreeMap::new(),
+            features: None,
         }
     }
 
@@ -315,6 +331,7 @@ impl<'m> Decoding<'m> {
         let logits = model.forward(&embeds, 0, &mut self.cache, &mut self.recorder, false)?;
         self.timings
             .insert("prefill".into(), clock.elapsed().as_secs_f64());
+        self.features = Some(features);
         Ok(logits)
     }
 
@@ -372,19 +389,19 @@ impl<'m> Decoding<'m> {
         Ok(())
     }
 
-    /// Stage 4: gather the recorded attention and everything else into a session; the image
-    /// is one region, the grid's patches (after a CLS feature when the span holds one), over
+    /// Stage 4: gather the recorded attention and everything else into a session (the image
+    /// was `original_size` pixels); the image is one region, the grid's patches (after a CLS feature when the span holds one), over
     /// the part of the image the pixel values show.
-    fn into_session(
-        self,
-        prepared: Prepared,
+    fn session(
+        &self,
+        prepared: &Prepared,
         loaded: &LoadedModel,
-        image: &image::DynamicImage,
+        original_size: [u32; 2],
         request: &RunRequest,
     ) -> Result<Session, GenerateError> {
         let model = self.model;
         let cfg = model.config();
-        let original_size = [image.width(), image.height()];
+        let [width, height] = original_size;
         let [start, len] = prepared.encoded.image_span;
         let grid = model.image_grid();
         let cells = grid[0] * grid[1];
@@ -394,13 +411,14 @@ impl<'m> Decoding<'m> {
             grid,
             rect: loaded
                 .images
-                .covered_rect(image.width(), image.height(), request.image_mode),
+                .covered_rect(width, height, request.image_mode),
             separators: Vec::new(),
         };
         let [c, h, w] = prepared.pixels.shape;
-        let pixel_values = Array::new(vec![c, h, w], prepared.pixels.data).ok_or_else(|| {
-            GenerateError::Setting("pixel values do not match their shape".into())
-        })?;
+        let pixel_values =
+            Array::new(vec![c, h, w], prepared.pixels.data.clone()).ok_or_else(|| {
+                GenerateError::Setting("pixel values do not match their shape".into())
+            })?;
         let builder = SessionBuilder {
             model_name: &loaded.name,
             shape: ModelShape {
@@ -417,11 +435,11 @@ impl<'m> Decoding<'m> {
             request,
             image_mode: request.image_mode.to_string(),
             original_size,
-            encoded: prepared.encoded,
+            encoded: prepared.encoded.clone(),
             regions: vec![region],
             pixel_values,
-            output: self.output,
-            timings: self.timings,
+            output: self.output.clone(),
+            timings: self.timings.clone(),
         };
         Ok(builder.build(&loaded.prompts, &self.recorder, true))
     }
@@ -445,7 +463,7 @@ pub fn generate(
     let mut run = Decoding::new(&loaded.model, capture);
     let logits = run.prefill(&prepared, on_progress)?;
     run.decode(logits, &loaded.prompts, request, cancel, on_progress)?;
-    run.into_session(prepared, loaded, image, request)
+    run.session(&prepared, loaded, [image.width(), image.height()], request)
 }
 
 /// The recorder's mode for a capture setting.

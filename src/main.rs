@@ -79,10 +79,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let image_mode: ImageMode = args.image_mode.parse()?;
     let dtype = parse_dtype(&args.dtype)?;
     let device: DeviceName = args.device.parse()?;
+    let mut prompts = args.prompt.into_iter();
     let request = RunRequest {
         model: args.model,
         image: args.image,
-        prompt: args.prompt,
+        prompt: prompts.next().unwrap_or_default(),
         image_mode,
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -107,26 +108,37 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut produced = 0usize;
     let mut stdout = std::io::stdout();
     let cancel = AtomicBool::new(false);
-    let session = job::run(&request, &cancel, &mut |progress| match progress {
-        Progress::Stage(stage) => {
-            if stage == "decoding" {
-                decode_started = Some(Instant::now());
-            }
-            bar.set_message(stage);
-        }
-        Progress::Token { text, .. } => {
-            produced += 1;
-            bar.suspend(|| {
-                let _ = write!(stdout, "{text}");
-                let _ = stdout.flush();
-            });
-            if let Some(t0) = decode_started {
-                let rate = produced as f64 / t0.elapsed().as_secs_f64().max(1e-6);
-                bar.set_message(format!("decoding: {produced} tokens, {rate:.1} tokens/s"));
-            }
-        }
-        Progress::Fraction(_) => {}
-    });
+    let follow_ups: Vec<String> = prompts.collect();
+    let session =
+        job::run_conversation(
+            &request,
+            &follow_ups,
+            &cancel,
+            &mut |progress| match progress {
+                Progress::Stage(stage) => {
+                    if stage == "decoding" {
+                        decode_started = Some(Instant::now());
+                    }
+                    bar.set_message(stage);
+                }
+                Progress::Token { text, index, .. } => {
+                    let turn_break = index == 0 && produced > 0;
+                    produced += 1;
+                    bar.suspend(|| {
+                        if turn_break {
+                            let _ = writeln!(stdout);
+                        }
+                        let _ = write!(stdout, "{text}");
+                        let _ = stdout.flush();
+                    });
+                    if let Some(t0) = decode_started {
+                        let rate = produced as f64 / t0.elapsed().as_secs_f64().max(1e-6);
+                        bar.set_message(format!("decoding: {produced} tokens, {rate:.1} tokens/s"));
+                    }
+                }
+                Progress::Fraction(_) => {}
+            },
+        );
     bar.finish_and_clear();
     let session = session?;
     println!();
@@ -147,6 +159,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
+    if args.method == "lens" && args.turn.is_some() {
+        anyhow::bail!(
+            "--turn is not supported with --method lens yet: the lens reads the last turn"
+        );
+    }
     if args.method == "lens" {
         return Ok(interventions::lens(&interventions::LensOptions {
             file: args.file,
@@ -171,6 +188,7 @@ fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
         theme: args.theme,
         residual: args.residual,
         region: args.region,
+        turn: args.turn,
     })
 }
 
@@ -202,6 +220,8 @@ fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {
         image: args.image,
         prompt: args.prompt,
         theme: args.theme,
+        heads: args.heads,
+        compare: args.compare,
     })
 }
 

@@ -70,6 +70,7 @@ fn session_with(layer: usize) -> Session {
         causal: None,
         timings: BTreeMap::new(),
         lens: Vec::new(),
+        turns: Vec::new(),
     };
     let mut attn_full = BTreeMap::new();
     attn_full.insert(layer, Array::new(vec![heads, S, S], data).unwrap());
@@ -84,6 +85,7 @@ fn session_with(layer: usize) -> Session {
         relevancy_llm: None,
         relevancy_vit: None,
         relevancy_combined: None,
+        turns: Vec::new(),
     }
 }
 

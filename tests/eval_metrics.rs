@@ -3,7 +3,8 @@
 
 use lvlmscope::demo::Mask;
 use lvlmscope::eval::metrics::{
-    map_argmax, mass_in_mask, patch_coverage, pointing_hit, region_coverage, target_patches,
+    map_argmax, mass_in_mask, patch_coverage, pointing_hit, pointing_tolerance, region_coverage,
+    target_patches, zhang_tolerance,
 };
 use lvlmscope::explain::faithfulness::{curve_area, fraction_ks, patch_order};
 use lvlmscope::session::{ImageRegion, RegionKind};
@@ -22,6 +23,43 @@ fn patch_mask(size: u32, grid: usize, patches: &[usize]) -> Mask {
         }
     }
     m
+}
+
+#[test]
+fn zhang_pointing_measures_from_the_top_patch_centre_to_the_object() {
+    // A 16×16 image, 2×2 grid of 8-px patches; the top patch is patch 0, centre (4, 4).
+    let map = [0.9, 0.1, 0.0, 0.0];
+    let mut m = Mask::new(16, 16);
+    // One object pixel covering x ∈ [7, 8), y ∈ [4, 5): 3 px right of the centre.
+    m.set(7, 4, true);
+    assert!(!pointing_tolerance(&map, &m, [2, 2], 2.9));
+    assert!(pointing_tolerance(&map, &m, [2, 2], 3.0));
+    // A pixel under the centre is at distance 0: a hit without tolerance.
+    let mut on = Mask::new(16, 16);
+    on.set(4, 4, true);
+    assert!(pointing_tolerance(&map, &on, [2, 2], 0.0));
+    // Diagonal: pixel [6,7)×[6,7) is √(2²+2²) = 2.83 px away.
+    let mut diag = Mask::new(16, 16);
+    diag.set(6, 6, true);
+    assert!(!pointing_tolerance(&map, &diag, [2, 2], 2.8));
+    assert!(pointing_tolerance(&map, &diag, [2, 2], 2.85));
+    // A map that points nowhere misses, whatever the tolerance.
+    assert!(!pointing_tolerance(&[0.0; 4], &on, [2, 2], 100.0));
+    // 15 px at a 500-px image is 3 % of the long side.
+    assert!((zhang_tolerance(64) - 1.92).abs() < 1e-9);
+    assert!((zhang_tolerance(500) - 15.0).abs() < 1e-9);
+}
+
+#[test]
+fn zhang_pointing_lies_between_strict_and_any_distance() {
+    // An object filling patch 3 of a 2×2 grid of a 16-px image: a map on patch 3 hits at
+    // tolerance 0, a map on patch 0 (centre 5.66 px from the object's corner) hits only
+    // from that distance on.
+    let m = patch_mask(16, 2, &[3]);
+    assert!(pointing_tolerance(&[0.0, 0.0, 0.0, 1.0], &m, [2, 2], 0.0));
+    let far = [1.0, 0.0, 0.0, 0.0];
+    assert!(!pointing_tolerance(&far, &m, [2, 2], 5.6));
+    assert!(pointing_tolerance(&far, &m, [2, 2], 5.7));
 }
 
 #[test]

@@ -83,13 +83,22 @@ fn eval_heads_scores_every_head_and_names_the_best() {
     let heads = v["heads"].as_array().unwrap();
     assert_eq!(heads.len(), 16, "4 layers × 4 heads");
     for h in heads {
-        for key in ["pointing", "mass_in_mask"] {
+        for key in [
+            "pointing",
+            "mass_in_mask",
+            "pointing_overlap",
+            "pointing_tolerance",
+        ] {
             let x = h[key].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&x), "{key} = {x}");
         }
     }
     assert_eq!(v["top"].as_array().unwrap().len(), 10);
     assert_eq!(v["pointing_grid"].as_array().unwrap().len(), 4);
+    assert_eq!(v["tolerance_grid"].as_array().unwrap().len(), 4);
+    // 15 px at a 500-px long side, carried to the 64-px scenes
+    assert!((v["parameters"]["tolerance_px"].as_f64().unwrap() - 1.92).abs() < 1e-9);
+    assert!(out.contains("±15 px"), "{out}");
     let top = &v["top"][0];
     let best = format!("attention.heads.l{}h{}", top["layer"], top["head"]);
     assert_eq!(v["best"], best);

@@ -106,6 +106,43 @@ fn decoding_matches_transformers() {
 }
 
 #[test]
+fn a_conversation_renders_alike_through_llava_15_template_and_without_template() {
+    let history = vec![("What is in the picture?".to_string(), "A cat.".to_string())];
+    let want = "USER: <image>\nWhat is in the picture? ASSISTANT: A cat. USER: And the colour? \
+                ASSISTANT:";
+    let dir = copy_model("tiny-llava-gqa");
+    let template = serde_json::json!({ "chat_template": LLAVA_15_TEMPLATE });
+    std::fs::write(dir.path().join("chat_template.json"), template.to_string()).unwrap();
+    let with = PromptProcessor::from_dir(dir.path()).unwrap();
+    assert_eq!(
+        with.render_conversation(&history, "And the colour?")
+            .unwrap(),
+        want
+    );
+    let dir = copy_model("tiny-llava-gqa");
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
+    config.as_object_mut().unwrap().remove("chat_template");
+    std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
+    let without = PromptProcessor::from_dir(dir.path()).unwrap();
+    assert_eq!(
+        without
+            .render_conversation(&history, " And the colour?\n")
+            .unwrap(),
+        want
+    );
+    // one image, with the first question; an empty earlier question is refused
+    let enc = without
+        .encode_conversation(&history, "And the colour?", 16)
+        .unwrap();
+    assert_eq!(enc.image_span[1], 16);
+    let blank = vec![(" ".to_string(), "A cat.".to_string())];
+    assert!(without.render_conversation(&blank, "Why?").is_err());
+}
+
+#[test]
 fn llava_15_template_and_no_template_give_the_reference_ids() {
     let r = reference("tiny-llava-gqa");
     let want = u32s(&r["input_ids"]);

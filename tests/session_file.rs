@@ -64,6 +64,7 @@ fn small_session() -> Session {
             causal: None,
             timings: BTreeMap::from([("prefill".to_string(), 0.5)]),
             lens: Vec::new(),
+            turns: Vec::new(),
         },
         input_ids: vec![1, 3, 3, 3, 3, 40],
         output_ids: vec![7, 8, 2],
@@ -75,6 +76,7 @@ fn small_session() -> Session {
         relevancy_llm: Some(Array::zeros(&[t, s])),
         relevancy_vit: Some(Array::zeros(&[t, 4])),
         relevancy_combined: None,
+        turns: Vec::new(),
     }
 }
 

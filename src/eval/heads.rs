@@ -1,7 +1,9 @@
 //! `lvlmscope eval --heads`: localization heads. Over the scenes of [`super::evaluate`] (same
 //! seeds, same questions), every (layer, head) of the decoder is scored by the pointing game
 //! and the mass in the target object's mask of its attention map for the first answer token
-//! (the catalogue's `attention.l{l}.h{h}`). The best heads become the catalogue map
+//! (the catalogue's `attention.l{l}.h{h}`), by the looser overlap pointing (top patch ≥ ¼
+//! covered) and by Zhang et al.'s pointing game with its 15-pixel tolerance scaled to the
+//! scene ([`metrics::pointing_tolerance`], [`metrics::zhang_tolerance`]). The best heads become the catalogue map
 //! `attention.heads.best` ([`crate::explain::catalogue::heads`]).
 
 use std::fmt::Write as _;
@@ -34,6 +36,9 @@ pub struct HeadsParameters {
     pub layers: usize,
     /// Heads per layer.
     pub heads: usize,
+    /// The pointing tolerance in pixels of the scene: Zhang et al.'s 15 px at a 500-px long
+    /// side, carried to the scene's long side.
+    pub tolerance_px: f64,
 }
 
 /// The results of `eval --heads` (also the score file `attention.heads.best` reads).
@@ -51,6 +56,8 @@ pub struct HeadsReport {
     pub mass_grid: Vec<Vec<f32>>,
     /// Overlap pointing per layer and head.
     pub overlap_grid: Vec<Vec<f32>>,
+    /// Pointing with Zhang et al.'s tolerance per layer and head.
+    pub tolerance_grid: Vec<Vec<f32>>,
     /// The catalogue map of the best heads (`attention.heads.l2h1`).
     pub best: Option<MapId>,
     /// The same scores per question kind (colour, shape, exists, where).
@@ -70,6 +77,8 @@ pub struct KindScores {
     pub pointing_grid: Vec<Vec<f32>>,
     /// Overlap pointing per layer and head.
     pub overlap_grid: Vec<Vec<f32>>,
+    /// Pointing with Zhang et al.'s tolerance per layer and head.
+    pub tolerance_grid: Vec<Vec<f32>>,
 }
 
 /// Hits and mass per head over some scenes.
@@ -78,6 +87,7 @@ struct Tally {
     scenes: usize,
     hits: Vec<usize>,
     overlap: Vec<usize>,
+    tolerance: Vec<usize>,
     mass: Vec<f64>,
 }
 
@@ -87,6 +97,7 @@ impl Tally {
             scenes: 0,
             hits: vec![0; n],
             overlap: vec![0; n],
+            tolerance: vec![0; n],
             mass: vec![0.0; n],
         }
     }
@@ -100,6 +111,7 @@ impl Tally {
                 pointing: (self.hits[i] as f64 / n) as f32,
                 mass_in_mask: (self.mass[i] / n) as f32,
                 pointing_overlap: (self.overlap[i] as f64 / n) as f32,
+                pointing_tolerance: (self.tolerance[i] as f64 / n) as f32,
             })
             .collect()
     }
@@ -125,6 +137,7 @@ pub fn evaluate_heads(
     let mut all = Tally::new(layers * heads);
     let mut by_kind: Vec<(String, Tally)> = Vec::new();
     let config = SceneConfig::default();
+    let mut tolerance_px = 0.0;
     for index in 0..options.scenes {
         if cancel.load(Ordering::Relaxed) {
             return Err(EvalError::Cancelled);
@@ -145,6 +158,7 @@ pub fn evaluate_heads(
             let mask = &scene.objects[question.object.unwrap_or(0)].mask;
             let [rows, cols] = session.manifest.model.image_grid;
             let coverage = metrics::patch_coverage(mask, rows, cols);
+            tolerance_px = metrics::zhang_tolerance(mask.width().max(mask.height()));
             let kind = question.kind.name().to_string();
             if !by_kind.iter().any(|(k, _)| *k == kind) {
                 by_kind.push((kind.clone(), Tally::new(layers * heads)));
@@ -165,9 +179,12 @@ pub fn evaluate_heads(
                     let hit = metrics::pointing_hit(&map, &coverage) as usize;
                     let mass = metrics::mass_in_mask(&map, &coverage) as f64;
                     let overlap = metrics::pointing_overlap(&map, &coverage) as usize;
+                    let near = metrics::pointing_tolerance(&map, mask, [rows, cols], tolerance_px)
+                        as usize;
                     for t in [&mut all, &mut *tally] {
                         t.hits[l * heads + h] += hit;
                         t.overlap[l * heads + h] += overlap;
+                        t.tolerance[l * heads + h] += near;
                         t.mass[l * heads + h] += mass;
                     }
                 }
@@ -189,6 +206,7 @@ pub fn evaluate_heads(
                 best: *ranked(&scores).first()?,
                 pointing_grid: grid(&scores, heads, |s| s.pointing),
                 overlap_grid: grid(&scores, heads, |s| s.pointing_overlap),
+                tolerance_grid: grid(&scores, heads, |s| s.pointing_tolerance),
             })
         })
         .collect();
@@ -200,11 +218,13 @@ pub fn evaluate_heads(
             scored,
             layers,
             heads,
+            tolerance_px,
         },
         top: ranked(&scores).into_iter().take(TOP).collect(),
         pointing_grid: grid(&scores, heads, |s| s.pointing),
         mass_grid: grid(&scores, heads, |s| s.mass_in_mask),
         overlap_grid: grid(&scores, heads, |s| s.pointing_overlap),
+        tolerance_grid: grid(&scores, heads, |s| s.pointing_tolerance),
         kinds,
         best: (scored > 0)
             .then(|| best_of(&scores))
@@ -228,22 +248,47 @@ impl HeadsReport {
             p.scored,
             p.seed
         );
+        let _ = writeln!(
+            out,
+            "pointing: top patch on the object (≥ ½ covered, or its best-covered patch); \
+             overlap: top patch ≥ ¼ covered; ±15 px: Zhang et al.'s game, the top patch's \
+             centre within 15 px at a 500-px image of the object (here {:.2} px)",
+            p.tolerance_px
+        );
+        let best = |f: fn(&HeadScore) -> f32| {
+            self.heads
+                .iter()
+                .max_by(|a, b| {
+                    f(a).total_cmp(&f(b))
+                        .then((b.layer, b.head).cmp(&(a.layer, a.head)))
+                })
+                .map(|s| format!("l{}h{} {:.3}", s.layer, s.head, f(s)))
+                .unwrap_or_default()
+        };
+        let _ = writeln!(
+            out,
+            "best head by each: pointing {} · overlap {} · ±15 px {}",
+            best(|s| s.pointing),
+            best(|s| s.pointing_overlap),
+            best(|s| s.pointing_tolerance)
+        );
         let _ = writeln!(out, "top {} heads:", self.top.len());
         let _ = writeln!(
             out,
-            "{:>4} {:>6} {:>5} {:>10} {:>14} {:>11}",
-            "rank", "layer", "head", "pointing ↑", "mass in mask ↑", "overlap ↑"
+            "{:>4} {:>6} {:>5} {:>10} {:>14} {:>11} {:>11}",
+            "rank", "layer", "head", "pointing ↑", "mass in mask ↑", "overlap ↑", "±15 px ↑"
         );
         for (i, s) in self.top.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "{:>4} {:>6} {:>5} {:>10.3} {:>14.3} {:>11.3}",
+                "{:>4} {:>6} {:>5} {:>10.3} {:>14.3} {:>11.3} {:>11.3}",
                 i + 1,
                 s.layer,
                 s.head,
                 s.pointing,
                 s.mass_in_mask,
-                s.pointing_overlap
+                s.pointing_overlap,
+                s.pointing_tolerance
             );
         }
         for (title, grid) in [
@@ -252,6 +297,10 @@ impl HeadsReport {
             (
                 "overlap pointing (top patch ≥ 25 % object)",
                 &self.overlap_grid,
+            ),
+            (
+                "pointing game of Zhang et al. (maximum within 15 px at 500 px)",
+                &self.tolerance_grid,
             ),
         ] {
             let _ = writeln!(out, "\n{title} (layer × head):");
@@ -268,14 +317,15 @@ impl HeadsReport {
         for k in &self.kinds {
             let _ = writeln!(
                 out,
-                "{:>8} ({:>3} scenes): l{}h{} pointing {:.3}, mass in mask {:.3}, overlap {:.3}",
+                "{:>8} ({:>3} scenes): l{}h{} pointing {:.3}, mass in mask {:.3}, overlap {:.3}, ±15 px {:.3}",
                 k.kind,
                 k.scenes,
                 k.best.layer,
                 k.best.head,
                 k.best.pointing,
                 k.best.mass_in_mask,
-                k.best.pointing_overlap
+                k.best.pointing_overlap,
+                k.best.pointing_tolerance
             );
         }
         if let Some(best) = &self.best {

@@ -30,7 +30,7 @@ use crate::session::{Array, RegionKind, Session};
 
 pub use scorer::PictureScorer;
 pub use windows::{
-    cell_windows, fill_patches, fill_windows, picture_windows, scored_region, Window,
+    cell_windows, fill_patches, fill_windows, mean_colour, picture_windows, scored_region, Window,
 };
 
 mod scorer;
@@ -144,23 +144,6 @@ pub fn curve_area(ks: &[usize], probs: &[f32], patches: usize) -> f32 {
         .map(|i| (x(i) - x(i - 1)) * (probs[i] as f64 + probs[i - 1] as f64) / 2.0)
         .sum();
     (area / span) as f32
-}
-
-/// Per-channel mean of `[3, h, w]` pixel values.
-pub fn mean_colour(pixels: &Array) -> [f32; 3] {
-    let plane = pixels.data.len() / 3;
-    let mut out = [0f32; 3];
-    if plane == 0 {
-        return out;
-    }
-    for (c, o) in out.iter_mut().enumerate() {
-        let sum: f64 = pixels.data[c * plane..(c + 1) * plane]
-            .iter()
-            .map(|&v| v as f64)
-            .sum();
-        *o = (sum / plane as f64) as f32;
-    }
-    out
 }
 
 /// Deletion experiments on one output token of one session, with a cache of every set of

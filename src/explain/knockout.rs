@@ -204,17 +204,23 @@ pub fn key_positions(s: &Session, t: usize, block: &KeyBlock) -> Result<Vec<usiz
                 compute_causal: true,
             };
             let map = catalogue::explain_with(s, &[t], id, options)?;
-            let n = map.grid.values.len();
-            let k = ((*percent as f64 / 100.0 * n as f64).ceil() as usize).clamp(1, n.max(1));
-            let mut top: Vec<usize> = patch_order(&map.grid.values)
+            top_patches(&map.grid.values, *percent)
                 .into_iter()
-                .take(k)
                 .map(|i| patches.start + i)
-                .collect();
-            top.sort_unstable();
-            top
+                .collect()
         }
     })
+}
+
+/// The top `percent` % of a map's patches (at least one), ascending: the patches a
+/// `map:ID:PCT` key set blocks, the map's highest values first as the deletion curves order
+/// them ([`patch_order`]).
+pub fn top_patches(values: &[f32], percent: f32) -> Vec<usize> {
+    let n = values.len();
+    let k = ((percent as f64 / 100.0 * n as f64).ceil() as usize).clamp(1, n.max(1));
+    let mut top: Vec<usize> = patch_order(values).into_iter().take(k).collect();
+    top.sort_unstable();
+    top
 }
 
 /// Computes with `model` what the key set's map needs (relevancy rows) and stores it in `s`.

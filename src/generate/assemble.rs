@@ -121,6 +121,7 @@ impl SessionBuilder<'_> {
             causal: None,
             timings: self.timings,
             lens: Vec::new(),
+            turns: Vec::new(),
         };
         Session {
             manifest,
@@ -133,6 +134,7 @@ impl SessionBuilder<'_> {
             relevancy_llm: None,
             relevancy_vit: None,
             relevancy_combined: None,
+            turns: Vec::new(),
         }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! The TUI's job worker and `lvlmscope report` hold one [`ModelService`]: the first job loads the
 //! model named in the session's manifest, later jobs on a session of the same model reuse it.
-//! Jobs are a [`ModelJob`] enum: relevancy on demand, and the faithfulness of a token's maps
-//! (the probability drop when each map's top patches are removed), both with the kept model.
+//! Jobs are a [`ModelJob`] enum: relevancy on demand, the faithfulness of a token's maps
+//! (the probability drop when each map's top patches are removed), an attention knockout and
+//! the logit lens of a token (the app's keys; the same code as `lvlmscope knockout` and
+//! `report --method lens`), all with the kept model.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -11,6 +13,8 @@ use std::time::Instant;
 use candle_core::DType;
 
 use crate::explain::faithfulness::{Deletion, FaithfulnessError, DEFAULT_BATCH};
+use crate::explain::knockout::{self, KnockoutError, KnockoutRequest, KnockoutResult};
+use crate::explain::lens::{self, Lens, LensError};
 use crate::explain::relevancy::{self, RelevancyError, RelevancyMaps};
 use crate::generate::GenerateError;
 use crate::model::DeviceName;
@@ -65,6 +69,16 @@ pub enum ModelJob {
         /// ([`crate::explain::faithfulness::scored_region`]).
         region: Option<RegionKind>,
     },
+    /// An attention knockout ([`crate::explain::knockout::knockout`]); a key set of a map
+    /// must come as its patches (the job's session holds no attention to make the map from).
+    Knockout(KnockoutRequest),
+    /// The logit lens of an output token with its patch map at a decoder layer.
+    Lens {
+        /// Output token index.
+        token: usize,
+        /// Decoder layer of the patch map.
+        layer: usize,
+    },
 }
 
 impl ModelJob {
@@ -82,6 +96,10 @@ impl ModelJob {
                 ),
             },
             ModelJob::Faithfulness { token, .. } => format!("faithfulness of token {token}"),
+            ModelJob::Knockout(r) => format!("knockout of token {}", r.token),
+            ModelJob::Lens { token, layer } => {
+                format!("logit lens of token {token} at layer {layer}")
+            }
         }
     }
 }
@@ -103,6 +121,20 @@ pub enum JobOutput {
         images: usize,
         /// Seconds the deletions took (model loading excluded).
         seconds: f64,
+    },
+    /// What [`ModelJob::Knockout`] changed.
+    Knockout {
+        /// The numbers.
+        result: KnockoutResult,
+        /// The token ids it names (the token, both greedy tokens) with their text.
+        words: Vec<(u32, String)>,
+    },
+    /// The reading of [`ModelJob::Lens`], for [`crate::explain::lens::store`].
+    Lens {
+        /// The reading.
+        lens: Lens,
+        /// The ids it names (the token, each layer's top token) with their text.
+        words: Vec<(u32, String)>,
     },
 }
 
@@ -143,6 +175,20 @@ pub enum ServiceError {
     /// The deletion experiments failed.
     #[error("{0}")]
     Faithfulness(#[from] FaithfulnessError),
+    /// The knockout failed.
+    #[error(transparent)]
+    Knockout(#[from] KnockoutError),
+    /// The logit lens failed.
+    #[error(transparent)]
+    Lens(#[from] LensError),
+    /// The job needs a LLaVA-style model.
+    #[error("{what} runs on LLaVA-style models only, and this session was made by {arch}")]
+    LlavaOnly {
+        /// The job.
+        what: String,
+        /// The session's architecture.
+        arch: String,
+    },
     /// The user cancelled the job before it finished.
     #[error("cancelled")]
     Cancelled,
@@ -255,6 +301,24 @@ impl ModelService {
                 let deletion = loaded.deletion(session, *token, *region)?;
                 faithfulness(deletion, *token, maps, *fraction, cancel, progress)
             }
+            ModelJob::Knockout(request) => {
+                let m = llava_only(loaded, session, job)?;
+                let result = knockout::knockout(&m.model, session, request)?;
+                let ids = [
+                    result.token_id,
+                    result.greedy_original,
+                    result.greedy_knockout,
+                ];
+                let words = words(m, ids);
+                Ok(JobOutput::Knockout { result, words })
+            }
+            ModelJob::Lens { token, layer } => {
+                let m = llava_only(loaded, session, job)?;
+                let lens = lens::lens(&m.model, session, *token, Some(*layer))?;
+                let ids = std::iter::once(lens.token_id).chain(lens.curve.iter().map(|p| p.top));
+                let words = words(m, ids);
+                Ok(JobOutput::Lens { lens, words })
+            }
         }
     }
 
@@ -275,6 +339,35 @@ impl ModelService {
         relevancy::store(session, &maps)?;
         Ok(maps.tokens.len())
     }
+}
+
+/// The LLaVA-style model of `loaded`, or the sentence saying `job` needs one (the same
+/// refusal as the command line, which loads only LLaVA-style models for these).
+fn llava_only<'a>(
+    loaded: &'a SessionModel,
+    session: &Session,
+    job: &ModelJob,
+) -> Result<&'a crate::generate::LoadedModel, ServiceError> {
+    match loaded {
+        SessionModel::Llava(m) => Ok(m),
+        _ => Err(ServiceError::LlavaOnly {
+            what: job.describe(),
+            arch: session.manifest.model.architecture.clone(),
+        }),
+    }
+}
+
+/// `ids` (duplicates dropped) with their text under the model's tokenizer.
+fn words(
+    m: &crate::generate::LoadedModel,
+    ids: impl IntoIterator<Item = u32>,
+) -> Vec<(u32, String)> {
+    let mut ids: Vec<u32> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| (id, m.prompts.decode_token(id)))
+        .collect()
 }
 
 /// The relevancy rows of the tokens among `tokens` that `session` lacks.
@@ -344,5 +437,6 @@ pub fn job_input(session: &Session) -> Session {
         relevancy_llm: None,
         relevancy_vit: None,
         relevancy_combined: None,
+        turns: Vec::new(),
     }
 }

@@ -133,6 +133,20 @@ impl AttentionRecorder {
         self.vision.clear();
     }
 
+    /// Forget the recorded rows (the rows of the next turn of a conversation start afresh);
+    /// the full matrices and the vision attention stay.
+    pub fn clear_rows(&mut self) {
+        self.pending_rows.clear();
+        self.rows.clear();
+    }
+
+    /// Forget everything recorded in the decoder (rows and full matrices), keeping the vision
+    /// tower's attention: before the decoder runs a new sequence over the same image.
+    pub fn clear_text(&mut self) {
+        self.clear_rows();
+        self.full.clear();
+    }
+
     /// Number of forward calls whose rows were recorded.
     pub fn num_rows(&self) -> usize {
         self.rows.len()

@@ -248,27 +248,70 @@ impl PromptProcessor {
     /// Intel/llava-gemma-2b ships), it is given as the string `"<image>\n{prompt}"`, as those
     /// models' own instructions build it.
     pub fn render(&self, prompt: &str) -> Result<String, ProcessingError> {
+        self.render_conversation(&[], prompt)
+    }
+
+    /// Applies the chat template to a conversation: the earlier `(question, answer)` pairs of
+    /// `history` (the image with the first question), then `prompt`, with the generation
+    /// prompt; in the same form [`PromptProcessor::render`] picks for one question. Without a
+    /// template, LLaVA-1.5's format continues with `" {answer} USER: {question} ASSISTANT:"`
+    /// per turn, as llava-hf's template renders a conversation.
+    pub fn render_conversation(
+        &self,
+        history: &[(String, String)],
+        prompt: &str,
+    ) -> Result<String, ProcessingError> {
         let prompt = prompt.trim();
-        if prompt.is_empty() {
+        if prompt.is_empty() || history.iter().any(|(q, _)| q.trim().is_empty()) {
             return Err(ProcessingError::EmptyPrompt);
         }
+        let history: Vec<(String, String)> = history
+            .iter()
+            .map(|(q, a)| (q.trim().to_string(), a.clone()))
+            .collect();
         let Some(t) = &self.template else {
-            return Ok(LLAVA_15_FORMAT.replace("{prompt}", prompt));
+            let first = history.first().map_or(prompt, |(q, _)| q.as_str());
+            let mut out = LLAVA_15_FORMAT.replace("{prompt}", first);
+            let next = history
+                .iter()
+                .skip(1)
+                .map(|(q, _)| q.as_str())
+                .chain([prompt]);
+            for ((_, answer), question) in history.iter().zip(next) {
+                out.push_str(&format!(" {answer} USER: {question} ASSISTANT:"));
+            }
+            return Ok(out);
         };
         let bos = self.bos_token.as_deref().unwrap_or("");
         let eos = self.eos_token.as_deref().unwrap_or("");
-        let parts = t.render(prompt, bos, eos);
-        if parts
-            .as_ref()
-            .is_ok_and(|text| text.contains(&self.image_token))
-        {
+        let image = self.image_token.as_str();
+        let parts = t.render_conversation(&history, prompt, true, image, bos, eos);
+        if parts.as_ref().is_ok_and(|text| text.contains(image)) {
             return parts;
         }
-        let text = format!("{}\n{prompt}", self.image_token);
-        match t.render_text(&text, bos, eos) {
-            Ok(out) if out.contains(&self.image_token) => Ok(out),
+        match t.render_conversation(&history, prompt, false, image, bos, eos) {
+            Ok(out) if out.contains(image) => Ok(out),
             _ => parts,
         }
+    }
+
+    /// [`PromptProcessor::encode`] of a conversation (see
+    /// [`PromptProcessor::render_conversation`]): the ids of every turn so far and the new
+    /// question, the image token expanded.
+    pub fn encode_conversation(
+        &self,
+        history: &[(String, String)],
+        prompt: &str,
+        num_image_features: usize,
+    ) -> Result<EncodedPrompt, ProcessingError> {
+        if num_image_features == 0 {
+            return Err(ProcessingError::config(
+                "model configuration",
+                "the number of image features must be positive",
+            ));
+        }
+        let text = self.render_conversation(history, prompt)?;
+        self.encode_rendered(text, num_image_features)
     }
 
     /// Renders and tokenizes `prompt` as transformers' `LlavaProcessor` does, then expands the
@@ -283,13 +326,15 @@ impl PromptProcessor {
         prompt: &str,
         num_image_features: usize,
     ) -> Result<EncodedPrompt, ProcessingError> {
-        if num_image_features == 0 {
-            return Err(ProcessingError::config(
-                "model configuration",
-                "the number of image features must be positive",
-            ));
-        }
-        let text = self.render(prompt)?;
+        self.encode_conversation(&[], prompt, num_image_features)
+    }
+
+    /// Tokenizes a rendered prompt `text` and expands its one image token.
+    fn encode_rendered(
+        &self,
+        text: String,
+        num_image_features: usize,
+    ) -> Result<EncodedPrompt, ProcessingError> {
         let starts_with_bos = self
             .bos_token
             .as_deref()

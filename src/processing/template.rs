@@ -199,6 +199,58 @@ impl ChatTemplate {
         eos_token: &str,
     ) -> Result<String, ProcessingError> {
         let messages = vec![context! { role => "user", content => content }];
+        self.render_messages(messages, bos_token, eos_token)
+    }
+
+    /// Renders a conversation with the generation prompt: `history` holds the earlier
+    /// (question, answer) pairs, `prompt` the new question; the image goes with the first
+    /// question. With `parts`, every content is a list of parts (the image part, then text), as a
+    /// processor's template expects; otherwise a plain string, the first question being
+    /// `"{image_token}\n{question}"` (a text-only tokenizer template).
+    pub fn render_conversation(
+        &self,
+        history: &[(String, String)],
+        prompt: &str,
+        parts: bool,
+        image_token: &str,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, ProcessingError> {
+        let user = |text: &str, first: bool| {
+            let content = match (parts, first) {
+                (true, true) => JValue::from(vec![
+                    context! { type => "image" },
+                    context! { type => "text", text => text },
+                ]),
+                (true, false) => JValue::from(vec![context! { type => "text", text => text }]),
+                (false, true) => JValue::from(format!("{image_token}\n{text}")),
+                (false, false) => JValue::from(text),
+            };
+            context! { role => "user", content => content }
+        };
+        let assistant = |text: &str| {
+            let content = if parts {
+                JValue::from(vec![context! { type => "text", text => text }])
+            } else {
+                JValue::from(text)
+            };
+            context! { role => "assistant", content => content }
+        };
+        let mut messages = Vec::with_capacity(2 * history.len() + 1);
+        for (k, (question, answer)) in history.iter().enumerate() {
+            messages.push(user(question, k == 0));
+            messages.push(assistant(answer));
+        }
+        messages.push(user(prompt, history.is_empty()));
+        self.render_messages(messages, bos_token, eos_token)
+    }
+
+    fn render_messages(
+        &self,
+        messages: Vec<JValue>,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, ProcessingError> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)

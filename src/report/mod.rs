@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 
 use crate::explain::attention::{self as attn, Grid, HeadAgg};
 use crate::explain::catalogue::{
-    self, CatalogueError, CausalHeads, MapId, Need, Options, RegionMap, RelevancySource,
+    self, part_sums, CatalogueError, CausalHeads, MapId, Need, Options, PartSums, RegionMap,
+    RelevancySource, TextPart, TurnParts,
 };
 use crate::explain::relevancy::views::{self, Normalization, Reliance, TextRelevancy};
 use crate::job::ModelService;
@@ -49,6 +50,8 @@ pub struct ReportOptions {
     pub residual: bool,
     /// Which image regions to draw and print (default: all).
     pub region: RegionChoice,
+    /// The conversation turn to report, 1-based (default: the last).
+    pub turn: Option<usize>,
 }
 
 /// Why a report cannot be made.
@@ -81,6 +84,16 @@ pub enum ReportError {
         token: usize,
         /// Why the model could not compute it.
         reason: String,
+    },
+    /// `--turn` outside the session's turns.
+    #[error(
+        "the session holds {turns} turn(s), so --turn must be between 1 and {turns} (got {turn})"
+    )]
+    Turn {
+        /// The asked turn.
+        turn: usize,
+        /// The session's turns.
+        turns: usize,
     },
     /// An unknown `--method`.
     #[error("unknown method {0:?} (choose attention, relevancy or causal, or a map such as attention.l2.h1, relevancy.vision, causal.max)")]
@@ -138,6 +151,9 @@ pub struct RelevancyReport {
     pub reliance: Reliance,
     /// Every answer token's reliance (`None`: no relevancy stored).
     pub answer: Vec<Option<Reliance>>,
+    /// The token's relevancy over the parts of the turn (image, this question, earlier
+    /// questions and answers of a conversation, this answer so far), as shares.
+    pub parts: PartSums,
 }
 
 /// Input words listed by the relevancy report.
@@ -158,6 +174,7 @@ pub fn relevancy_report(s: &Session, t: usize, norm: Normalization) -> Option<Re
         ),
         reliance: views::reliance(&row, s.image_range(), q),
         answer: views::answer_reliance(s, norm),
+        parts: part_sums(&TurnParts::of(s), &row, q).shares(),
     })
 }
 
@@ -324,6 +341,11 @@ pub fn to_json(s: &Session, r: &ReportMap) -> Value {
             .collect();
         out["image_max"] = json!(rel.text.image_max);
         out["reliance"] = reliance(&rel.reliance);
+        out["reliance_parts"] = TextPart::ALL
+            .iter()
+            .map(|&p| (p.key().to_string(), json!(rel.parts.get(p))))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         out["answer_reliance"] = rel
             .answer
             .iter()
@@ -414,7 +436,14 @@ pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
         None => Theme::dark(),
     };
     let look = Look::new(theme, ColorMode::detect());
-    let mut s = crate::session::load(&opts.file).map_err(ReportError::from)?;
+    let file = crate::session::load(&opts.file).map_err(ReportError::from)?;
+    let turns = file.num_turns();
+    let turn = opts.turn.unwrap_or(turns);
+    let mut s = match turn.checked_sub(1).and_then(|k| file.turn(k)) {
+        Some(one) => one.into_owned(),
+        None => return Err(ReportError::Turn { turn, turns }.into()),
+    };
+    drop(file);
     let t = opts.token.unwrap_or(0);
     let id = map_id(&s, &opts)?;
     if t < s.num_output() && matches!(catalogue::need(&s, &[t], &id), Need::Relevancy(_)) {
@@ -431,8 +460,16 @@ pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     if opts.json {
         use std::io::Write;
-        writeln!(stdout, "{}", to_json(&s, &r)).map_err(ReportError::from)?;
+        let mut out = to_json(&s, &r);
+        out["turn"] = json!(turn);
+        out["turns"] = json!(turns);
+        writeln!(stdout, "{out}").map_err(ReportError::from)?;
     } else {
+        use std::io::Write;
+        if turns > 1 {
+            writeln!(stdout, "turn {turn} of {turns}: {}", s.manifest.prompt)
+                .map_err(ReportError::from)?;
+        }
         text::print(&mut stdout, &s, &r, &look).map_err(ReportError::from)?;
     }
     Ok(())

@@ -8,7 +8,7 @@ use crate::style::{rgb_to_ansi256, shade, ColorMode, Look, Rgb};
 
 use super::overlay::{denormalize, overlay, resample, Raster};
 use super::{RelevancyReport, ReportMap};
-use crate::explain::catalogue::RegionMap;
+use crate::explain::catalogue::{RegionMap, TextPart, TurnParts};
 
 fn display(t: &str) -> String {
     piece_text(t).replace('\n', "↵")
@@ -195,6 +195,13 @@ fn relevancy(
         rel.reliance.image,
         rel.reliance.text
     )?;
+    if TurnParts::of(s).has_history() {
+        let parts: Vec<String> = TextPart::ALL
+            .iter()
+            .map(|&p| format!("{} {:.3}", p.name(), rel.parts.get(p)))
+            .collect();
+        writeln!(out, "relevancy by part: {}", parts.join(", "))?;
+    }
     let mut line = String::new();
     for (t, x) in s.manifest.tokens.output.iter().zip(&rel.answer) {
         let text = display(t);

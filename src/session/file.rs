@@ -8,7 +8,7 @@ use half::f16;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::manifest::{Manifest, SCHEMA, SCHEMA_1};
-use super::{Array, Session};
+use super::{turns::check_turns, Array, Session, Turn};
 
 /// The metadata key that holds the JSON manifest.
 const MANIFEST_KEY: &str = "lvlmscope";
@@ -119,6 +119,13 @@ pub fn save(session: &Session, path: &Path, attention: AttentionDtype) -> Result
             tensors.insert(name.into(), encode_f32(a));
         }
     }
+    for (k, turn) in session.turns.iter().enumerate() {
+        tensors.insert(format!("turn.{k}.input_ids"), encode_i64(&turn.input_ids));
+        tensors.insert(format!("turn.{k}.output_ids"), encode_i64(&turn.output_ids));
+        if let Some(a) = &turn.attn_gen {
+            tensors.insert(format!("turn.{k}.attn.gen"), encode_attention(a, attention));
+        }
+    }
     let manifest = serde_json::to_string(&session.manifest)
         .map_err(|e| SessionError::Encode(e.to_string()))?;
     let metadata = HashMap::from([(MANIFEST_KEY.to_string(), manifest)]);
@@ -226,6 +233,27 @@ pub fn load(path: &Path) -> Result<Session, SessionError> {
             attn_full.insert(layer, read_f(name)?.expect("name listed"));
         }
     }
+    let earlier = manifest.turns.len().saturating_sub(1);
+    let mut turns = Vec::with_capacity(earlier);
+    for k in 0..earlier {
+        turns.push(Turn {
+            input_ids: read_i(&format!("turn.{k}.input_ids"))?,
+            output_ids: read_i(&format!("turn.{k}.output_ids"))?,
+            attn_gen: read_f(&format!("turn.{k}.attn.gen"))?,
+        });
+    }
+    if let Some(name) = st.names().into_iter().find(|name| {
+        name.strip_prefix("turn.").is_some_and(|rest| {
+            rest.split('.')
+                .next()
+                .and_then(|k| k.parse::<usize>().ok())
+                .is_none_or(|k| k >= earlier)
+        })
+    }) {
+        return Err(schema(format!(
+            "tensor {name} belongs to no earlier turn its manifest lists"
+        )));
+    }
     let session = Session {
         manifest,
         input_ids,
@@ -237,6 +265,7 @@ pub fn load(path: &Path) -> Result<Session, SessionError> {
         relevancy_llm: read_f("relevancy.llm")?,
         relevancy_vit: read_f("relevancy.vit")?,
         relevancy_combined: read_f("relevancy.combined")?,
+        turns,
     };
     validate(&session).map_err(schema)?;
     Ok(session)
@@ -272,6 +301,16 @@ pub const MAX_LAYERS_OR_HEADS: usize = 4096;
 /// from the manifest sizes an allocation before it is checked against the data
 /// (docs/design.md, "Session file").
 fn validate(s: &Session) -> Result<(), String> {
+    check_turns(s)?;
+    for k in 0..s.turns.len() {
+        let turn = s.turn(k).ok_or("its turns do not match their tensors")?;
+        validate_turn(&turn).map_err(|e| format!("turn {}: {e}", k + 1))?;
+    }
+    validate_turn(s)
+}
+
+/// [`validate`] of one turn (the session's standard fields).
+fn validate_turn(s: &Session) -> Result<(), String> {
     let n = s.num_input();
     let t = s.num_output();
     let positions = s.num_positions();

@@ -51,6 +51,10 @@ pub struct Manifest {
     /// catalogue's `lens.l{L}` maps read them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lens: Vec<crate::explain::lens::Lens>,
+    /// The turns of a conversation in order (the last one is the session's standard fields);
+    /// empty for a single question, which is one turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<super::TurnInfo>,
 }
 
 /// The model's identity and the sizes a view needs without loading it.

@@ -10,6 +10,7 @@ pub mod manifest;
 mod pieces;
 mod regions;
 pub mod synthetic;
+mod turns;
 
 pub use array::Array;
 pub use file::{load, save, AttentionDtype, SessionError};
@@ -19,6 +20,7 @@ pub use manifest::{
 };
 pub use pieces::piece_text;
 pub use regions::{check_regions, schema1_region, square_input_rect, ImageRegion, RegionKind};
+pub use turns::{Turn, TurnInfo};
 
 use std::borrow::Cow;
 
@@ -47,6 +49,9 @@ pub struct Session {
     pub relevancy_vit: Option<Array>,
     /// `[T, P]`: decoder relevancy over image tokens carried through the vision tower.
     pub relevancy_combined: Option<Array>,
+    /// The earlier turns of a conversation (all but the last, which the fields above hold);
+    /// empty for a single question.
+    pub turns: Vec<Turn>,
 }
 
 impl Session {

@@ -358,6 +358,7 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
         causal: None,
         timings: BTreeMap::new(),
         lens: Vec::new(),
+        turns: Vec::new(),
         tokens,
     };
     let picture = if picture_grid[0] == picture_grid[1] {
@@ -376,6 +377,7 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
         relevancy_llm,
         relevancy_vit,
         relevancy_combined,
+        turns: Vec::new(),
     }
 }
 

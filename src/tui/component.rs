@@ -57,6 +57,8 @@ pub struct Ctx<'a> {
     pub region: usize,
     /// The session holds results not yet saved.
     pub modified: bool,
+    /// `(shown, total)`: the conversation turn shown (1-based) and the number of turns.
+    pub turn: (usize, usize),
 }
 
 impl Ctx<'_> {

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod blocks;
+pub mod compare;
 pub mod component;
 pub mod grid;
 mod header;
@@ -65,6 +66,10 @@ pub struct TuiOptions {
     pub prompt: Option<String>,
     /// A built-in theme name or a TOML theme file.
     pub theme: Option<String>,
+    /// A head score file (`eval --heads --json`) to colour the heads × layers grid by.
+    pub heads: Option<PathBuf>,
+    /// A second session to show beside the first (the compare split view).
+    pub compare: Option<PathBuf>,
 }
 
 /// The look for a `--theme` value and the terminal's colour mode.
@@ -80,10 +85,28 @@ pub fn look_for(theme: Option<&str>) -> Result<Look, crate::style::ThemeError> {
 pub fn initial_app(opts: &TuiOptions, look: Look) -> (App, Option<LiveRequest>) {
     let mut app = App::new(look);
     let mut start = None;
+    if let Some(p) = &opts.heads {
+        match read_head_scores(p) {
+            Ok(scores) => app.grid.give_scores(scores),
+            Err(e) => app.notify(e, true),
+        }
+    }
     if let Some(p) = &opts.session {
         match session::load(p) {
             Ok(s) => app.set_session(s, Some(p.clone())),
             Err(e) => app.notify(e.to_string(), true),
+        }
+        if let Some(b) = &opts.compare {
+            match session::load(b) {
+                Ok(s) => {
+                    let name = b
+                        .file_name()
+                        .map_or_else(|| b.display().to_string(), |n| n.to_string_lossy().into());
+                    app.compare = Some(compare::ComparePane::new(s, name));
+                    app.refresh();
+                }
+                Err(e) => app.notify(format!("cannot compare with {}: {e}", b.display()), true),
+            }
         }
     } else {
         let model = opts.model.clone().unwrap_or_default();
@@ -99,12 +122,26 @@ pub fn initial_app(opts: &TuiOptions, look: Look) -> (App, Option<LiveRequest>) 
                 image: PathBuf::from(image),
                 prompt,
                 max_new_tokens: 64,
+                history: None,
             });
         } else {
             app.form.open(model, image, prompt);
         }
     }
     (app, start)
+}
+
+/// The head scores of the file at `path`, or one sentence saying why it cannot be read.
+pub fn read_head_scores(path: &std::path::Path) -> Result<grid::HeadScores, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the head score file {}: {e}", path.display()))?;
+    let scores = crate::explain::catalogue::heads::read_scores(&text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let source = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
+    Ok(grid::HeadScores { source, scores })
 }
 
 /// Runs the app for `opts` until the user quits. Live runs use `runner` (none: they report that
@@ -190,7 +227,9 @@ impl Runtime {
                 }
             },
             Cmd::Save(path) => {
-                let Some(s) = app.session.clone() else { return };
+                let Some(s) = app.conversation().cloned() else {
+                    return;
+                };
                 let tx = self.tx.clone();
                 std::thread::spawn(move || {
                     let r = session::save(&s, &path, AttentionDtype::F16)

@@ -22,6 +22,9 @@ pub struct LiveRequest {
     pub prompt: String,
     /// Upper bound on generated tokens.
     pub max_new_tokens: usize,
+    /// The conversation a follow-up continues (the prompt is its next question), or none for
+    /// a new run.
+    pub history: Option<Box<Session>>,
 }
 
 /// Progress of a live run, as the worker reports it.
@@ -111,4 +114,6 @@ pub enum Effect {
     StartRun(LiveRequest),
     /// Run a command on the runtime.
     Cmd(Cmd),
+    /// Ask this follow-up question about the session's image (a new turn of its conversation).
+    FollowUp(String),
 }

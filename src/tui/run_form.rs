@@ -39,6 +39,8 @@ pub struct RunForm {
     pub field: Field,
     /// Candidates of the last path completion.
     pub completions: Vec<String>,
+    /// A follow-up question on the session shown: only the prompt is asked for.
+    pub follow_up: bool,
 }
 
 impl RunForm {
@@ -50,6 +52,7 @@ impl RunForm {
             prompt,
             field: Field::Prompt,
             completions: Vec::new(),
+            follow_up: false,
         }
     }
 
@@ -147,6 +150,13 @@ impl RunFormPane {
         self.form = Some(RunForm::new(model, image, prompt));
     }
 
+    /// Opens the one-line prompt of a follow-up question on the session shown.
+    pub fn open_follow_up(&mut self) {
+        let mut form = RunForm::new(String::new(), String::new(), String::new());
+        form.follow_up = true;
+        self.form = Some(form);
+    }
+
     /// A key while the form is open (`running`: a live run is in progress): edits the form,
     /// closes it (Esc), or asks for the run (Enter).
     pub fn key(&mut self, k: KeyEvent, running: bool) -> Vec<Effect> {
@@ -155,6 +165,7 @@ impl RunFormPane {
         };
         match k.code {
             KeyCode::Esc => self.form = None,
+            KeyCode::Up | KeyCode::Down | KeyCode::Tab if form.follow_up => {}
             KeyCode::Up => form.move_field(false),
             KeyCode::Down => form.move_field(true),
             KeyCode::Tab => form.complete(),
@@ -176,6 +187,17 @@ impl RunFormPane {
             let text = "a run is already in progress (Esc cancels it)";
             return vec![Effect::Notify(text.into(), true)];
         }
+        if form.follow_up {
+            if form.prompt.trim().is_empty() {
+                return vec![Effect::Notify(
+                    "type the follow-up question first".into(),
+                    true,
+                )];
+            }
+            let prompt = form.prompt.trim().to_string();
+            self.form = None;
+            return vec![Effect::FollowUp(prompt)];
+        }
         let missing = [
             (Field::Model, &form.model),
             (Field::Image, &form.image),
@@ -194,6 +216,7 @@ impl RunFormPane {
             image: PathBuf::from(form.image.trim()),
             prompt: form.prompt.clone(),
             max_new_tokens: 64,
+            history: None,
         };
         self.form = None;
         vec![Effect::StartRun(req)]
@@ -203,13 +226,27 @@ impl RunFormPane {
 impl Component for RunFormPane {
     /// Draws the open form as an overlay over `area`.
     fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
-        if let Some(form) = &self.form {
+        if let Some(form) = self.form.as_ref().filter(|f| f.follow_up) {
+            draw_follow_up(f, area, ctx, form);
+        } else if let Some(form) = &self.form {
             draw_form(f, area, ctx, form);
         }
     }
 
-    /// `n` opens the form, filled in from the session shown.
-    fn handle(&mut self, action: Action, ctx: &Ctx, _out: &mut Vec<Effect>) -> Handled {
+    /// `n` opens the form, filled in from the session shown; `F` the follow-up prompt, when a
+    /// session is shown.
+    fn handle(&mut self, action: Action, ctx: &Ctx, out: &mut Vec<Effect>) -> Handled {
+        if action == Action::FollowUp {
+            if ctx.session.is_none() {
+                out.push(Effect::Notify(
+                    "no session to follow up: run or open one first".into(),
+                    true,
+                ));
+            } else {
+                self.open_follow_up();
+            }
+            return Handled::Yes;
+        }
         if action != Action::NewRun {
             return Handled::No;
         }
@@ -226,7 +263,7 @@ impl Component for RunFormPane {
         if self.form.is_some() {
             Vec::new()
         } else {
-            vec![Action::NewRun]
+            vec![Action::NewRun, Action::FollowUp]
         }
     }
 }
@@ -274,4 +311,29 @@ fn draw_form(f: &mut Frame, area: Rect, ctx: &Ctx, form: &RunForm) {
         Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }),
         inner,
     );
+}
+
+/// Draws the one-line prompt of a follow-up question centred in `area`.
+fn draw_follow_up(f: &mut Frame, area: Rect, ctx: &Ctx, form: &RunForm) {
+    let w = area.width.saturating_sub(8).min(90);
+    let h = 3u16.min(area.height);
+    let r = Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    );
+    let accent = Style::default().fg(ctx.look.color(ctx.look.theme.accent));
+    f.render_widget(Clear, r);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(accent)
+        .title(" Follow-up on the same image (Enter: ask · Esc: cancel) ");
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let line = Line::from(vec![
+        Span::styled("question ", accent),
+        Span::raw(format!("{}▏", form.prompt)),
+    ]);
+    f.render_widget(Paragraph::new(line), inner);
 }

@@ -137,6 +137,10 @@ impl Component for AnswerPane {
             };
             format!("Answer · token {}/{}{sel}", self.cursor, texts.len())
         };
+        let title = match ctx.turn {
+            (shown, total) if total > 1 => format!("Turn {shown}/{total} · {title}"),
+            _ => title,
+        };
         f.render_widget(ctx.frame(Pane::Answer, title), area);
         let placed = self.place(ctx, area, &texts);
         if let Some(r) = placed.progress {

@@ -43,7 +43,8 @@ pub fn spawn_run(
 }
 
 /// The runner of the real model: `crate::job::run`, recording the generated rows and the
-/// full attention of the last layer (so causal explanations can be computed in the app).
+/// full attention of the last layer (so causal explanations can be computed in the app); a
+/// follow-up goes through `crate::job::follow_up` (the session's model loaded again).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GenerateRunner;
 
@@ -63,11 +64,17 @@ impl Runner for GenerateRunner {
             capture: Capture::Full,
             ..RunRequest::default()
         };
-        crate::job::run(&request, cancel, &mut |p| match p {
+        let mut report = |p: Progress| match p {
             Progress::Stage(s) => progress(RunEvent::Stage(s)),
             Progress::Fraction(f) => progress(RunEvent::Fraction(f)),
             Progress::Token { index, text, .. } => progress(RunEvent::Token { index, text }),
-        })
+        };
+        match &req.history {
+            Some(talk) => {
+                crate::job::follow_up(talk, &req.prompt, req.max_new_tokens, cancel, &mut report)
+            }
+            None => crate::job::run(&request, cancel, &mut report),
+        }
         .map_err(|e| e.to_string())
     }
 }

@@ -78,6 +78,7 @@ pub fn reference_session(name: &str, model: &Llava) -> Session {
         causal: None,
         timings: BTreeMap::new(),
         lens: Vec::new(),
+        turns: Vec::new(),
     };
     Session {
         manifest,
@@ -94,6 +95,7 @@ pub fn reference_session(name: &str, model: &Llava) -> Session {
         relevancy_llm: None,
         relevancy_vit: None,
         relevancy_combined: None,
+        turns: Vec::new(),
     }
 }
 

@@ -170,6 +170,10 @@ pub struct HeadScore {
     /// object (`eval::metrics::pointing_overlap`).
     #[serde(default)]
     pub pointing_overlap: f32,
+    /// Share of scenes where the head's maximum point lies within Zhang et al.'s 15-pixel
+    /// tolerance of the object, scaled to the image (`eval::metrics::pointing_tolerance`).
+    #[serde(default)]
+    pub pointing_tolerance: f32,
 }
 
 /// `scores` best first: pointing, then mass in mask, then layer and head (ascending).
@@ -317,6 +321,7 @@ mod tests {
             pointing,
             mass_in_mask,
             pointing_overlap: pointing,
+            pointing_tolerance: pointing,
         };
         let scores = [
             score(0, 0, 0.5, 0.9),

@@ -14,6 +14,7 @@ mod compute;
 pub mod heads;
 mod id;
 mod lens;
+pub mod parts;
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,7 @@ use crate::session::{CausalToken, RegionKind, Session};
 
 pub use heads::{HeadScore, HeadSel, HeadSet};
 pub use id::{CausalHeads, Family, Layers, MapId, MapIdError, RelevancySource};
+pub use parts::{part_sums, PartSums, TextPart, TurnParts};
 
 /// One map of the catalogue for some answer tokens.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,5 @@
-//! Where each cell of a session's image regions lies in the picture a deletion modifies, and
-//! the filling of those windows.
+//! Where each cell of a session's image regions lies in the picture a deletion modifies, the
+//! picture's mean colour and the filling of those windows.
 
 use crate::session::{Array, ImageRegion, RegionKind, Session};
 
@@ -67,6 +67,23 @@ pub fn picture_windows(session: &Session, rect: [f64; 4], h: usize, w: usize) ->
         .iter()
         .flat_map(|r| region_windows(r, rect, h, w))
         .collect()
+}
+
+/// Per-channel mean of `[3, h, w]` pixel values.
+pub fn mean_colour(pixels: &Array) -> [f32; 3] {
+    let plane = pixels.data.len() / 3;
+    let mut out = [0f32; 3];
+    if plane == 0 {
+        return out;
+    }
+    for (c, o) in out.iter_mut().enumerate() {
+        let sum: f64 = pixels.data[c * plane..(c + 1) * plane]
+            .iter()
+            .map(|&v| v as f64)
+            .sum();
+        *o = (sum / plane as f64) as f32;
+    }
+    out
 }
 
 /// A copy of `pixels` `[3, h, w]` with the pixels of `patches` (row-major indices into a

@@ -107,7 +107,10 @@ pub fn draw(f: &mut Frame, app: &App) {
             Pane::Answer => app.answer.draw(f, r, &ctx),
             Pane::Prompt => app.prompt.draw(f, r, &ctx),
             Pane::Image => app.image.draw(f, r, &ctx),
-            Pane::Method => app.method.draw(f, r, &ctx),
+            Pane::Method => match &app.compare {
+                Some(c) => c.draw(f, r, &ctx),
+                None => app.method.draw(f, r, &ctx),
+            },
             Pane::Grid => app.grid.draw(f, r, &ctx),
         }
     }

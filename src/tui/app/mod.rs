@@ -55,6 +55,7 @@ macro_rules! ctx {
             opacity: $app.image.opacity(),
             region: $app.image.region(),
             modified: $app.modified,
+            turn: $app.turn_position(),
         }
     };
 }
@@ -63,8 +64,10 @@ pub(crate) use ctx;
 /// The app's state.
 #[derive(Debug)]
 pub struct App {
-    /// The loaded session, if any.
+    /// The loaded session, if any (the turn shown, when an earlier turn of a conversation is).
     pub session: Option<Session>,
+    /// The whole conversation while an earlier turn of it is shown (`session` is that turn).
+    pub talk: Option<Session>,
     /// Per-token aggregates of the loaded session.
     pub aggregates: Option<TokenAggregates>,
     /// Where the session came from or was last saved.
@@ -111,6 +114,8 @@ pub struct App {
     pub last_job_id: u64,
     /// Set when the app should exit.
     pub quit: bool,
+    /// A second session shown beside the first (`tui --compare`), in the method pane's place.
+    pub compare: Option<super::compare::ComparePane>,
 }
 
 impl App {
@@ -124,6 +129,7 @@ impl App {
         });
         Self {
             session: None,
+            talk: None,
             aggregates: None,
             session_path: None,
             epoch: 0,
@@ -146,6 +152,7 @@ impl App {
             job: None,
             last_job_id: 0,
             quit: false,
+            compare: None,
         }
     }
 
@@ -163,6 +170,7 @@ impl App {
 
     /// Replaces the session, resets the selection and recomputes everything.
     pub fn set_session(&mut self, session: Session, path: Option<PathBuf>) {
+        self.talk = None;
         self.aggregates = TokenAggregates::compute(&session).ok();
         self.image.open_session(&session);
         self.answer = AnswerPane::default();
@@ -170,6 +178,9 @@ impl App {
         self.sel.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
         self.sel.head = 0;
         self.method.open_session(&session);
+        if let Some(why) = self.grid.open_session(&session) {
+            self.notify(why, true);
+        }
         if let Some(job) = self.job.take() {
             job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -178,6 +189,44 @@ impl App {
         self.session = Some(session);
         self.session_path = path;
         self.refresh();
+    }
+
+    /// The whole conversation of the session shown (what is saved and followed up).
+    pub fn conversation(&self) -> Option<&Session> {
+        self.talk.as_ref().or(self.session.as_ref())
+    }
+
+    /// `(shown, total)`: the turn shown (1-based) and the conversation's turns; `(0, 0)`
+    /// without a session.
+    pub fn turn_position(&self) -> (usize, usize) {
+        let total = self.conversation().map_or(0, Session::num_turns);
+        let shown = self.session.as_ref().map_or(0, Session::num_turns);
+        (shown, total)
+    }
+
+    /// Shows turn `k` (0-based) of the conversation as the session (the views work on it as
+    /// on one question); results computed in the app for an earlier turn are not kept when
+    /// another turn is shown. `false` when there is no such turn.
+    pub fn show_turn(&mut self, k: usize) -> bool {
+        let Some(full) = self.talk.take().or_else(|| self.session.take()) else {
+            return false;
+        };
+        let last = full.num_turns() - 1;
+        let (path, modified) = (self.session_path.clone(), self.modified);
+        let shown = (k < last).then(|| full.turn(k).map(|t| t.into_owned()));
+        match shown {
+            Some(Some(turn)) => {
+                self.set_session(turn, path);
+                self.talk = Some(full);
+            }
+            None if k == last => self.set_session(full, path),
+            _ => {
+                self.session = Some(full);
+                return false;
+            }
+        }
+        self.modified = modified;
+        true
     }
 
     /// The answer tokens the views use: the selection, or the cursor token.
@@ -274,5 +323,10 @@ impl App {
         };
         self.view = View::compute(&input);
         self.method.refresh(self.session.as_ref(), &self.view);
+        let id = self.map_id();
+        if let Some(c) = &mut self.compare {
+            let t = self.view.tokens.first().copied().unwrap_or(0);
+            c.refresh(self.session.as_ref(), t, &id);
+        }
     }
 }

@@ -27,7 +27,7 @@ const fn row(actions: &'static [Action], label: &'static str, text: &'static str
 }
 
 /// Every row of the help, in order; a row with no actions is a note.
-pub const HELP: [HelpRow; 37] = [
+pub const HELP: [HelpRow; 44] = [
     row(&[Action::Quit], "q, Ctrl-C", "quit"),
     row(&[Action::Help], "?", "this help (any key closes it)"),
     row(
@@ -198,6 +198,41 @@ pub const HELP: [HelpRow; 37] = [
         "b",
         "image region: base view / stitched high-res (LLaVA-NeXT, OneVision)",
     ),
+    row(
+        &[Action::FollowUp],
+        "F",
+        "follow-up question on the same image (Enter: ask, Esc: cancel)",
+    ),
+    row(
+        &[Action::TurnPrev, Action::TurnNext],
+        "( )",
+        "previous / next turn of the conversation",
+    ),
+    row(
+        &[Action::Knockout],
+        "K",
+        "knockout: block token → selected patches (else the map's top k%), re-run (worker)",
+    ),
+    row(
+        &[Action::KnockoutPercent, Action::KnockoutLayers],
+        "% L",
+        "knockout: k of the map's top k% (5–50), layers (all, shown, up to shown)",
+    ),
+    row(
+        &[Action::ShowLens],
+        "4",
+        "method: logit lens (patch p(token) after the layer; curve over layers)",
+    ),
+    row(
+        &[Action::ComputeLens],
+        "r",
+        "lens: read the token out at the shown layer with the session's model (worker)",
+    ),
+    row(
+        &[Action::GridColouring],
+        "G",
+        "heads × layers grid: attention, or a head score file's scores (--heads)",
+    ),
 ];
 
 /// The help as `(keys, text)` rows under `keymap`.
@@ -292,7 +327,8 @@ pub fn footer(
                 "search radius",
             ),
         ]),
-        Family::Random | Family::Lens => {}
+        Family::Lens => entries.push((&[Action::ComputeLens][..], "r", "compute")),
+        Family::Random => {}
     }
     entries.push((&[Action::Faithfulness], "f", "faithfulness"));
     if running {
@@ -306,8 +342,9 @@ pub fn footer(
                 Action::ShowAttention,
                 Action::ShowRelevancy,
                 Action::ShowCausal,
+                Action::ShowLens,
             ][..],
-            "1-3",
+            "1-4",
             "method",
         ),
         (&[Action::Help], "?", "help"),

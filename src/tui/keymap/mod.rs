@@ -96,11 +96,29 @@ pub enum Action {
     Export,
     /// Show the next image region (base view / stitched high-res).
     Region,
+    /// Ask a follow-up question about the same image (a new turn).
+    FollowUp,
+    /// Show the conversation's previous turn.
+    TurnPrev,
+    /// Show the conversation's next turn.
+    TurnNext,
+    /// Knock out the attention from the token to the selected patches or the map's top ones.
+    Knockout,
+    /// Next share of the map's patches a knockout blocks.
+    KnockoutPercent,
+    /// Next layer range a knockout blocks.
+    KnockoutLayers,
+    /// Show the logit lens.
+    ShowLens,
+    /// Compute the logit lens with the session's model.
+    ComputeLens,
+    /// Colour the heads × layers grid by attention or by a head score.
+    GridColouring,
 }
 
 impl Action {
     /// Every action, in the order of the help.
-    pub const ALL: [Action; 43] = [
+    pub const ALL: [Action; 52] = [
         Action::Quit,
         Action::Help,
         Action::NextPane,
@@ -144,6 +162,15 @@ impl Action {
         Action::Save,
         Action::Export,
         Action::Region,
+        Action::FollowUp,
+        Action::TurnPrev,
+        Action::TurnNext,
+        Action::Knockout,
+        Action::KnockoutPercent,
+        Action::KnockoutLayers,
+        Action::ShowLens,
+        Action::ComputeLens,
+        Action::GridColouring,
     ];
 
     /// The action's name in a theme's `[keys]` table.
@@ -192,6 +219,15 @@ impl Action {
             Action::Save => "save",
             Action::Export => "export",
             Action::Region => "region",
+            Action::FollowUp => "follow_up",
+            Action::TurnPrev => "turn_prev",
+            Action::TurnNext => "turn_next",
+            Action::Knockout => "knockout",
+            Action::KnockoutPercent => "knockout_percent",
+            Action::KnockoutLayers => "knockout_layers",
+            Action::ShowLens => "show_lens",
+            Action::ComputeLens => "compute_lens",
+            Action::GridColouring => "grid_colouring",
         }
     }
 
@@ -204,6 +240,7 @@ impl Action {
             Action::ComputeCausal | Action::RadiusDown | Action::RadiusUp | Action::Causal(_) => {
                 Some(Family::Causal)
             }
+            Action::ComputeLens => Some(Family::Lens),
             _ => None,
         }
     }
@@ -254,6 +291,15 @@ impl Action {
             Action::Save => vec![c('s')],
             Action::Export => vec![c('e')],
             Action::Region => vec![c('b')],
+            Action::FollowUp => vec![c('F')],
+            Action::TurnPrev => vec![c('(')],
+            Action::TurnNext => vec![c(')')],
+            Action::Knockout => vec![c('K')],
+            Action::KnockoutPercent => vec![c('%')],
+            Action::KnockoutLayers => vec![c('L')],
+            Action::ShowLens => vec![c('4')],
+            Action::ComputeLens => vec![c('r')],
+            Action::GridColouring => vec![c('G')],
         }
     }
 }

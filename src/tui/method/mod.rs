@@ -3,13 +3,19 @@
 //! ([`attention`]); under relevancy, the text bars and the answer's reliance on the image
 //! ([`relevancy`]); under causal, the heads by importance and the explaining tokens
 //! ([`causal`]). Under every method, the faithfulness block ([`faithfulness`], key `f`) takes
-//! the bottom of the pane. A component owning the attention view, the causal parameters and
-//! the faithfulness measured so far.
+//! the bottom of the pane, the knockout block ([`knockout`], key `K`) above it. Under the
+//! logit lens, the token's probability and rank over layers ([`lens`]). A component owning
+//! the attention view, the causal parameters, the faithfulness measured so far and the
+//! knockout settings and result.
 
 mod attention;
 pub mod causal;
 pub mod faithfulness;
+pub mod knockout;
+pub mod lens;
 pub mod relevancy;
+
+use std::collections::BTreeMap;
 
 use ratatui::layout::Rect;
 use ratatui::Frame;
@@ -32,6 +38,9 @@ pub struct MethodPane {
     attn_view: AttnView,
     causal: CausalState,
     faith: FaithState,
+    knock: knockout::KnockState,
+    lens_halted: Option<String>,
+    words: BTreeMap<u32, String>,
 }
 
 impl Default for MethodPane {
@@ -40,6 +49,9 @@ impl Default for MethodPane {
             attn_view: AttnView::Heads,
             causal: CausalState::default(),
             faith: FaithState::default(),
+            knock: knockout::KnockState::default(),
+            lens_halted: None,
+            words: BTreeMap::new(),
         }
     }
 }
@@ -65,10 +77,60 @@ impl MethodPane {
         &mut self.faith
     }
 
+    /// The knockout settings and the last result (key `K`).
+    pub fn knock(&self) -> &knockout::KnockState {
+        &self.knock
+    }
+
+    /// Stores what the knockout `request` changed and the token texts it brought.
+    pub fn store_knockout(
+        &mut self,
+        request: &crate::explain::knockout::KnockoutRequest,
+        result: crate::explain::knockout::KnockoutResult,
+        words: Vec<(u32, String)>,
+    ) {
+        self.words.extend(words);
+        self.knock.store(request, result);
+    }
+
+    /// Keeps the token texts a model job brought (the lens's top tokens).
+    pub fn add_words(&mut self, words: Vec<(u32, String)>) {
+        self.words.extend(words);
+    }
+
+    /// Stops the lens from being computed by itself (on the demo) after a failure or Esc,
+    /// until `r`.
+    pub fn halt_lens(&mut self, why: String) {
+        self.lens_halted = Some(why);
+    }
+
+    /// The lens job the shown map needs when the app computes it by itself (the embedded
+    /// demo: `auto`), no job runs and no lens job failed.
+    pub fn missing_lens_job(&self, ctx: &Ctx, auto: bool) -> Option<ModelJob> {
+        if !auto || ctx.sel.method != Method::Lens || ctx.job.is_some() {
+            return None;
+        }
+        if self.lens_halted.is_some() || ctx.view.map.is_some() {
+            return None;
+        }
+        lens::missing_token(ctx).map(|token| ModelJob::Lens {
+            token,
+            layer: ctx.sel.layer,
+        })
+    }
+
     /// The pane for a newly opened session: its causal parameters, nothing measured.
     pub fn open_session(&mut self, s: &Session) {
         self.causal = CausalState::for_session(s);
         self.faith = self.faith.for_new_session();
+        self.knock = knockout::KnockState {
+            percent: self.knock.percent,
+            layers: self.knock.layers,
+            shown: self.knock.shown,
+            ..Default::default()
+        };
+        self.lens_halted = None;
+        self.words.clear();
     }
 
     /// Recomputes the cached causal tree for the new `view` (after every change).
@@ -124,13 +186,29 @@ impl Component for MethodPane {
             Action::Causal(step) => causal::step_params(&mut self.causal, step, ctx, out),
             Action::ComputeRelevancy => relevancy::request(ctx, out),
             Action::Faithfulness => faithfulness::toggle(&mut self.faith, ctx, out),
+            Action::Knockout => knockout::request(&mut self.knock, ctx, out),
+            Action::KnockoutPercent => self.knock.step_percent(),
+            Action::KnockoutLayers => {
+                self.knock.shown = true;
+                self.knock.layers = self.knock.layers.next();
+            }
+            Action::ComputeLens => {
+                self.lens_halted = None;
+                lens::request(ctx, out);
+            }
             _ => return Handled::No,
         }
         Handled::Yes
     }
 
     fn commands(&self, ctx: &Ctx) -> Vec<Action> {
-        let mut out = vec![Action::AttentionView, Action::Faithfulness];
+        let mut out = vec![
+            Action::AttentionView,
+            Action::Faithfulness,
+            Action::Knockout,
+            Action::KnockoutPercent,
+            Action::KnockoutLayers,
+        ];
         if ctx.focus == Pane::Method {
             out.extend([Action::Up, Action::Down, Action::Select]);
         }
@@ -165,7 +243,10 @@ fn draw(pane: &MethodPane, f: &mut Frame, area: Rect, ctx: &Ctx) {
         Method::Relevancy => relevancy::title(ctx),
         Method::Causal => causal::title(&pane.causal, ctx),
         Method::Random => "Random baseline".into(),
-        Method::Lens => format!("Logit lens · layer {} (cached in the session)", sel.layer),
+        Method::Lens => format!(
+            "Logit lens · layer {} · p(token) after each layer (r computes)",
+            sel.layer
+        ),
     };
     let block = ctx.frame(Pane::Method, title);
     let inner = block.inner(area);
@@ -178,6 +259,15 @@ fn draw(pane: &MethodPane, f: &mut Frame, area: Rect, ctx: &Ctx) {
         let top = inner.height - faith_h;
         let block = Rect::new(inner.x, inner.y + top, inner.width, faith_h);
         faithfulness::draw(&pane.faith, f, block, ctx);
+        Rect::new(inner.x, inner.y, inner.width, top)
+    } else {
+        inner
+    };
+    let knock_h = knockout::height(&pane.knock).min(inner.height.saturating_sub(2));
+    let inner = if knock_h >= 1 {
+        let top = inner.height - knock_h;
+        let block = Rect::new(inner.x, inner.y + top, inner.width, knock_h);
+        knockout::draw(&pane.knock, &pane.words, f, block, ctx);
         Rect::new(inner.x, inner.y, inner.width, top)
     } else {
         inner
@@ -200,6 +290,7 @@ fn draw(pane: &MethodPane, f: &mut Frame, area: Rect, ctx: &Ctx) {
         },
         Method::Relevancy => relevancy::draw(f, inner, ctx),
         Method::Causal => causal::draw(&pane.causal, f, inner, ctx),
-        Method::Random | Method::Lens => {}
+        Method::Lens => lens::draw(&pane.words, f, inner, ctx),
+        Method::Random => {}
     }
 }

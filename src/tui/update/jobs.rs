@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::explain::relevancy;
+use crate::explain::{lens, relevancy};
 use crate::job::{JobOutput, JobProgress, ModelJob};
 
 use super::super::app::{App, PendingJob};
@@ -50,8 +50,12 @@ pub fn begin(app: &mut App, job: ModelJob) -> Vec<Cmd> {
 pub fn cancel(app: &mut App) {
     if let Some(p) = app.job.take() {
         p.cancel.store(true, Ordering::SeqCst);
-        if matches!(p.job, ModelJob::Faithfulness { .. }) {
-            app.method.faith_mut().halted = Some("cancelled".into());
+        match p.job {
+            ModelJob::Faithfulness { .. } => {
+                app.method.faith_mut().halted = Some("cancelled".into())
+            }
+            ModelJob::Lens { .. } => app.method.halt_lens("cancelled".into()),
+            _ => {}
         }
         app.notify(format!("cancelled {}", p.job.describe()), false);
     }
@@ -85,8 +89,10 @@ pub fn done(app: &mut App, done: JobDone) {
         Err(e) => {
             if pending {
                 app.notify(format!("{what} failed: {e}"), true);
-                if matches!(done.job, ModelJob::Faithfulness { .. }) {
-                    app.method.faith_mut().halted = Some(e);
+                match done.job {
+                    ModelJob::Faithfulness { .. } => app.method.faith_mut().halted = Some(e),
+                    ModelJob::Lens { .. } => app.method.halt_lens(e),
+                    _ => {}
                 }
             }
         }
@@ -102,6 +108,30 @@ pub fn done(app: &mut App, done: JobDone) {
                     .faith_mut()
                     .store(token, *region, maps, original, &drops, seconds);
             }
+        }
+        Ok(JobOutput::Knockout { result, words }) => {
+            app.notify(
+                format!(
+                    "{what}: Δp {:+.4} (the method pane shows it)",
+                    result.delta_p
+                ),
+                false,
+            );
+            if let ModelJob::Knockout(request) = &done.job {
+                app.method.store_knockout(request, result, words);
+            }
+        }
+        Ok(JobOutput::Lens {
+            lens: reading,
+            words,
+        }) => {
+            let Some(s) = app.session.as_mut() else {
+                return;
+            };
+            app.method.add_words(words);
+            lens::store(s, reading);
+            app.modified = true;
+            app.notify(format!("{what} computed: s saves it in the session"), false);
         }
         Ok(JobOutput::Relevancy(maps)) => {
             let Some(s) = app.session.as_mut() else {

@@ -47,6 +47,10 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
     if let Some(job) = app.method.missing_faith_job(&app.ctx()) {
         cmds.extend(jobs::begin(app, job));
     }
+    let demo = app.session.as_ref().is_some_and(is_demo);
+    if let Some(job) = app.method.missing_lens_job(&app.ctx(), demo) {
+        cmds.extend(jobs::begin(app, job));
+    }
     cmds
 }
 
@@ -84,6 +88,7 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
         Action::ShowAttention => sel.method = Method::Attention,
         Action::ShowRelevancy => return show_method(app, Method::Relevancy),
         Action::ShowCausal => return show_method(app, Method::Causal),
+        Action::ShowLens => sel.method = Method::Lens,
         Action::LayerPrev => sel.layer = clamp_step(sel.layer, -1, layers),
         Action::LayerNext => sel.layer = clamp_step(sel.layer, 1, layers),
         Action::HeadPrev => *sel = sel.with_head(clamp_step(sel.head, -1, heads)),
@@ -98,6 +103,27 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
             app.image.clear_patches();
         }
         Action::Save => return files::save(app),
+        Action::TurnPrev | Action::TurnNext => {
+            let (shown, total) = app.turn_position();
+            let next = if action == Action::TurnNext {
+                shown + 1
+            } else {
+                shown.saturating_sub(1)
+            };
+            if total <= 1 {
+                app.notify(
+                    "the session has one turn: F asks a follow-up question",
+                    false,
+                );
+            } else if next >= 1 && next <= total && app.show_turn(next - 1) {
+                let prompt = app.session.as_ref().map(|s| s.manifest.prompt.clone());
+                app.notify(
+                    format!("turn {next} of {total}: {}", prompt.unwrap_or_default()),
+                    false,
+                );
+            }
+            return Vec::new();
+        }
         Action::Export => return files::export(app),
         _ => return to_components(app, action),
     }
@@ -147,9 +173,26 @@ fn apply(app: &mut App, effects: Vec<Effect>) -> Vec<Cmd> {
                 cmds.push(Cmd::StartRun(req));
             }
             Effect::Cmd(c) => cmds.push(c),
+            Effect::FollowUp(prompt) => cmds.extend(follow_up(app, prompt)),
         }
     }
     cmds
+}
+
+/// Starts a follow-up question on the whole conversation shown, as a live run (the result is
+/// the conversation with the new turn).
+fn follow_up(app: &mut App, prompt: String) -> Vec<Cmd> {
+    let Some(talk) = app.conversation() else {
+        return Vec::new();
+    };
+    let req = super::msg::LiveRequest {
+        model: talk.manifest.model.path.clone(),
+        image: talk.manifest.image.path.clone().into(),
+        prompt,
+        max_new_tokens: 64,
+        history: Some(Box::new(talk.clone())),
+    };
+    apply(app, vec![Effect::StartRun(req)])
 }
 
 /// Esc: cancels the live run, else the model job, else goes to the components (the image pane

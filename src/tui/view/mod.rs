@@ -12,6 +12,7 @@ use crate::explain::attention::{
     self as attn, min_max, Grid, HeadAgg, Region, TokenAggregates, Word,
 };
 use crate::explain::catalogue::{self, CatalogueError, Explanation, Family};
+use crate::explain::catalogue::{part_sums, PartSums, TurnParts};
 use crate::explain::relevancy::views::{self as rel_views, TextRelevancy};
 use crate::session::{Array, CausalToken, Session};
 
@@ -92,6 +93,9 @@ pub struct View {
     pub rel_text: Option<TextRelevancy>,
     /// Relevancy: the image share of each answer token's relevancy (`None`: not computed).
     pub reliance: Vec<Option<f32>>,
+    /// Relevancy, in a conversation's turn with earlier turns: the first selected token's
+    /// relevancy split over the image, this question, the earlier answers and questions.
+    pub reliance_parts: Option<PartSums>,
     /// Per head of the layer: attention to the selected patches, averaged over answer tokens.
     pub patch_heads: Vec<f32>,
     /// Heads × layers grid, mean attention to the image (`[L, H]`).
@@ -136,6 +140,11 @@ impl View {
                 .into_iter()
                 .map(|r| r.map(|r| r.image_share()))
                 .collect();
+            let parts = TurnParts::of(s);
+            if parts.has_history() {
+                v.reliance_parts = rel_views::session_row(s, tokens[0], sel.rel_norm)
+                    .map(|row| part_sums(&parts, &row, s.query_position(tokens[0])).shares());
+            }
         }
         if let Some(m) = &v.map {
             v.range = m.min_max();

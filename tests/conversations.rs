@@ -1,0 +1,380 @@
+//! Conversations (issue 18) against transformers: a two-turn conversation on two fixtures equals
+//! `tools/conversation_reference.py` (turn 2's input ids through the chat template with the first
+//! answer included, its greedy answer, its attention rows within 1e-5), whether turn 2 continued
+//! from the KV cache (tiny-llava-gqa) or ran afresh because the template re-tokenises the first
+//! answer differently (tiny-llava-mistral); the session file keeps every turn; `run` refuses a
+//! conversation that cannot fit the model's context before anything runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use candle_core::{DType, Device};
+use lvlmscope::generate::conversation::Conversation;
+use lvlmscope::generate::{LoadedModel, RunRequest};
+use lvlmscope::session::{self, AttentionDtype, Session};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lvlmscope");
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn reference() -> Value {
+    let path = fixtures().join("reference/conversation.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+/// Runs the reference's two questions on `model` and returns the conversation's session.
+fn converse(model: &str, r: &Value) -> Session {
+    let folder = fixtures().join(model);
+    let loaded = LoadedModel::load(folder.to_str().unwrap(), DType::F32, &Device::Cpu).unwrap();
+    let prompts: Vec<String> = r["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    let request = RunRequest {
+        model: folder.display().to_string(),
+        image: fixtures().join("image.png"),
+        prompt: prompts[0].clone(),
+        max_new_tokens: r["max_new_tokens"].as_u64().unwrap() as usize,
+        ..RunRequest::default()
+    };
+    let image = lvlmscope::processing::load_image(&request.image).unwrap();
+    let cancel = AtomicBool::new(false);
+    let mut talk = Conversation::start(&loaded, image, &request, &cancel, &mut |_| {}).unwrap();
+    talk.follow_up(&prompts[1], &cancel, &mut |_| {}).unwrap();
+    talk.into_session()
+}
+
+fn check(model: &str, cached: bool) {
+    let all = reference();
+    let r = &all[model];
+    let s = converse(model, r);
+    assert_eq!(s.num_turns(), 2);
+    let first = s.turn(0).unwrap();
+    assert_eq!(
+        first.input_ids,
+        ids(&r["input_ids_turn1"]),
+        "{model} turn 1 input"
+    );
+    assert_eq!(
+        first.output_ids,
+        ids(&r["output_ids_turn1"]),
+        "{model} turn 1 answer"
+    );
+    assert_eq!(
+        s.input_ids,
+        ids(&r["input_ids_turn2"]),
+        "{model} turn 2 input"
+    );
+    assert_eq!(
+        s.output_ids,
+        ids(&r["output_ids_turn2"]),
+        "{model} turn 2 answer"
+    );
+    let info = s.current_turn().unwrap();
+    assert_eq!(info.reused > 0, cached, "{model}: KV cache reuse");
+    if cached {
+        // the cache held turn 1's input and answer but its last token; the answer (no end
+        // token: it stopped at the token budget) is spelled alike in turn 2's input
+        assert_eq!(info.reused, first.num_input() + first.num_output() - 1);
+        assert_eq!(
+            info.earlier_answers,
+            vec![[first.num_input(), first.num_output()]]
+        );
+    }
+    let a = s.attn_gen.as_ref().unwrap();
+    let rows = r["attention_turn2"].as_array().unwrap();
+    assert_eq!(a.shape[0], rows.len());
+    let mut worst = 0f64;
+    for (t, layers) in rows.iter().enumerate() {
+        for (l, heads) in layers.as_array().unwrap().iter().enumerate() {
+            for (h, row) in heads.as_array().unwrap().iter().enumerate() {
+                let row = row.as_array().unwrap();
+                assert_eq!(a.shape[3], row.len(), "{model}: row width");
+                for (k, want) in row.iter().enumerate() {
+                    let got = a.get(&[t, l, h, k]) as f64;
+                    worst = worst.max((got - want.as_f64().unwrap()).abs());
+                }
+            }
+        }
+    }
+    assert!(worst < 1e-5, "{model}: attention rows differ by {worst}");
+
+    // the file keeps every turn, and an earlier turn reads back as it was
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("c.session");
+    session::save(&s, &path, AttentionDtype::F32).unwrap();
+    let back = session::load(&path).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.turn(0).unwrap().into_owned(), first.into_owned());
+}
+
+#[test]
+fn gqa_follow_up_from_the_cache_equals_transformers() {
+    check("tiny-llava-gqa", true);
+}
+
+#[test]
+fn mistral_follow_up_afresh_equals_transformers() {
+    check("tiny-llava-mistral", false);
+}
+
+#[test]
+fn a_conversation_past_the_context_is_refused_before_it_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let save = tmp.path().join("long.session");
+    let long = "What is in the picture? ".repeat(12);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--model"])
+        .arg(fixtures().join("tiny-llava-gqa"))
+        .arg("--image")
+        .arg(fixtures().join("image.png"))
+        .args(["--max-new-tokens", "8", "--save"])
+        .arg(&save);
+    for _ in 0..4 {
+        cmd.args(["--prompt", &long]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("4 questions"), "{err}");
+    assert!(err.contains("context is 256 positions"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    assert!(!save.exists());
+}
+
+#[test]
+fn a_later_turn_past_the_context_is_refused_before_that_turn_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let save = tmp.path().join("late.session");
+    // the two questions fit with empty answers, not once the first answer (up to 96 tokens)
+    // is in the conversation
+    let second = "What is in the picture? ".repeat(10);
+    let out = Command::new(BIN)
+        .args(["run", "--model"])
+        .arg(fixtures().join("tiny-llava-gqa"))
+        .arg("--image")
+        .arg(fixtures().join("image.png"))
+        .args(["--max-new-tokens", "96", "--prompt", "Describe it."])
+        .args(["--prompt", &second, "--save"])
+        .arg(&save)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("turn 2 of the conversation"), "{err}");
+    assert!(!save.exists());
+}
+
+/// Runs `lvlmscope run` with the given questions on tiny-llava-gqa; returns the session file.
+fn run_questions(dir: &Path, prompts: &[&str], extra: &[&str]) -> PathBuf {
+    let save = dir.join("talk.session");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--model"])
+        .arg(fixtures().join("tiny-llava-gqa"))
+        .arg("--image")
+        .arg(fixtures().join("image.png"))
+        .args(["--max-new-tokens", "4", "--save"])
+        .arg(&save)
+        .args(extra);
+    for p in prompts {
+        cmd.args(["--prompt", p]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    save
+}
+
+fn report_json(file: &Path, extra: &[&str]) -> Result<Value, String> {
+    let out = Command::new(BIN)
+        .arg("report")
+        .arg(file)
+        .args(["--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn report_turn_prints_any_turn_and_refuses_one_out_of_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = run_questions(
+        tmp.path(),
+        &["What is in the picture?", "And on the left?", "Why?"],
+        &["--relevancy"],
+    );
+    let s = session::load(&file).unwrap();
+    assert_eq!(s.num_turns(), 3);
+    let last = report_json(&file, &["--method", "relevancy"]).unwrap();
+    assert_eq!(
+        (last["turn"].as_u64(), last["turns"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(last["position"].as_u64(), Some(s.num_input() as u64 - 1));
+    let parts = &last["reliance_parts"];
+    let total: f64 = [
+        "image",
+        "question",
+        "earlier_questions",
+        "earlier_answers",
+        "answer",
+    ]
+    .iter()
+    .map(|k| parts[k].as_f64().unwrap())
+    .sum();
+    assert!((total - 1.0).abs() < 1e-4, "{parts}");
+    assert!(parts["earlier_answers"].as_f64().unwrap() > 0.0, "{parts}");
+    for k in 1..=3usize {
+        let j = report_json(&file, &["--turn", &k.to_string()]).unwrap();
+        let turn = s.turn(k - 1).unwrap();
+        assert_eq!(j["turn"].as_u64(), Some(k as u64));
+        assert_eq!(j["position"].as_u64(), Some(turn.num_input() as u64 - 1));
+        assert_eq!(
+            j["token_text"].as_str(),
+            Some(turn.manifest.tokens.output[0].as_str())
+        );
+    }
+    // an earlier turn's relevancy is computed with the session's model on request
+    let first = report_json(&file, &["--turn", "1", "--method", "relevancy"]).unwrap();
+    assert_eq!(
+        first["reliance_parts"]["earlier_answers"].as_f64(),
+        Some(0.0)
+    );
+    for bad in ["0", "4"] {
+        let err = report_json(&file, &["--turn", bad]).unwrap_err();
+        assert!(err.contains("between 1 and 3"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn one_prompt_and_schema_1_sessions_are_one_turn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = run_questions(tmp.path(), &["What is in the picture?"], &[]);
+    let s = session::load(&file).unwrap();
+    assert_eq!(s.num_turns(), 1);
+    assert!(s.manifest.turns.is_empty() && s.turns.is_empty());
+    let old = fixtures().join("session-schema1.safetensors");
+    let j = report_json(&old, &[]).unwrap();
+    assert_eq!(
+        (j["turn"].as_u64(), j["turns"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(report_json(&old, &["--turn", "2"]).is_err());
+}
+
+#[test]
+fn a_file_whose_turns_lie_is_refused_in_one_sentence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = run_questions(tmp.path(), &["What is in the picture?", "Why?"], &[]);
+    let mut s = session::load(&file).unwrap();
+    s.manifest.turns[0].input_len += 1;
+    let bad = tmp.path().join("bad.session");
+    session::save(&s, &bad, AttentionDtype::F16).unwrap();
+    let err = session::load(&bad).unwrap_err().to_string();
+    assert!(err.contains("turn 1 claims"), "{err}");
+    let mut s = session::load(&file).unwrap();
+    s.turns.clear();
+    session::save(&s, &bad, AttentionDtype::F16).unwrap();
+    let err = session::load(&bad).unwrap_err().to_string();
+    assert!(err.contains("turn.0.input_ids is missing"), "{err}");
+}
+
+/// Runs a three-turn conversation on a fixture folder through `lvlmscope run`.
+fn run_three_turns(model: &str, dir: &Path) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--model"])
+        .arg(fixtures().join(model))
+        .arg("--image")
+        .arg(fixtures().join("image.png"))
+        .args(["--max-new-tokens", "4", "--save"])
+        .arg(dir.join(format!("{model}.session")));
+    for p in ["What is in the picture?", "Where is the circle?", "Why?"] {
+        cmd.args(["--prompt", p]);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn every_llava_family_runs_a_conversation_whose_turns_fit_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    for model in [
+        "tiny-llava-gqa",
+        "tiny-llava-full",
+        "tiny-llava-mistral",
+        "tiny-llava-gemma",
+        "tiny-llava-qwen2-siglip",
+    ] {
+        let out = run_three_turns(model, tmp.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{model}: {err}");
+        let s = session::load(&tmp.path().join(format!("{model}.session"))).unwrap();
+        assert_eq!(s.num_turns(), 3, "{model}");
+        for k in 1..3 {
+            let (prev, turn) = (s.turn(k - 1).unwrap(), s.turn(k).unwrap());
+            let info = turn.current_turn().unwrap();
+            // the image is the same in every turn, before the first question's text
+            assert_eq!(
+                turn.manifest.image_span, prev.manifest.image_span,
+                "{model}"
+            );
+            let cached: Vec<i64> = prev
+                .input_ids
+                .iter()
+                .chain(&prev.output_ids[..prev.num_output() - 1])
+                .copied()
+                .collect();
+            // reused exactly when the new ids extend what the cache held
+            assert_eq!(
+                info.reused > 0,
+                turn.input_ids.starts_with(&cached),
+                "{model} turn {}",
+                k + 1
+            );
+            if info.reused > 0 {
+                assert_eq!(info.reused, cached.len(), "{model}");
+            }
+            assert!(
+                info.question_start >= prev.manifest.image_span[0],
+                "{model}"
+            );
+            let a = turn.attn_gen.as_ref().unwrap();
+            assert_eq!(a.shape[3], turn.num_input() + turn.num_output() - 1);
+        }
+    }
+}
+
+#[test]
+fn qwen_vl_and_anyres_refuse_a_second_question_in_one_sentence() {
+    let tmp = tempfile::tempdir().unwrap();
+    for model in ["tiny-qwen2-vl", "tiny-llava-next"] {
+        let out = run_three_turns(model, tmp.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{model}");
+        assert!(err.contains("take one question"), "{model}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{model}: {err}");
+    }
+}

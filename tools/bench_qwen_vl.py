@@ -45,15 +45,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+from bench_process import timed  # noqa: E402
 
 VERSION = "mini-qwen2_5-vl/1"
 MAX_NEW = 8
@@ -181,18 +180,6 @@ def worker(mode: str, model_dir: str, image: str, prompt: str, result: str) -> i
         info["relevancy_s"] = time.perf_counter() - t2
     Path(result).write_text(json.dumps(info))
     return 0
-
-
-def timed(cmd: list[str]) -> tuple[float, int, int]:
-    """Wall seconds, peak RSS bytes and exit status of one process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace").strip().splitlines() if proc.stderr else []
-    if status != 0:
-        print(f"  FAILED: {' '.join(cmd[:3])} ...: {err[-1] if err else status}", file=sys.stderr)
-    return wall, usage.ru_maxrss * 1024, status
 
 
 def main() -> int:

@@ -87,6 +87,10 @@ fn opens_on_the_high_res_region_and_b_toggles() {
     let t = text(&frame(&app, 140, 44));
     assert!(t.contains("Image · high-res 6×8 · base 4×4"), "{t}");
     assert!(
+        t.contains("grid 6×8)"),
+        "the header names the shown grid: {t}"
+    );
+    assert!(
         t.contains("b base/high-res"),
         "the footer lists the key: {t}"
     );
@@ -95,6 +99,10 @@ fn opens_on_the_high_res_region_and_b_toggles() {
     assert_eq!(app.grid(), [4, 4]);
     let t = text(&frame(&app, 140, 44));
     assert!(t.contains("Image · base 4×4 · high-res 6×8"), "{t}");
+    assert!(
+        t.contains("grid 4×4)"),
+        "the header names the shown grid: {t}"
+    );
     let cmds = press(&mut app, 'e');
     let [Cmd::Export(name)] = cmds.as_slice() else {
         panic!("{cmds:?}")

@@ -28,6 +28,7 @@ pub fn draw(f: &mut Frame, area: Rect, ctx: &Ctx) {
     let (model, prompt) = match ctx.session {
         Some(s) => {
             let m = &s.manifest.model;
+            let grid = ctx.grid();
             let family = m
                 .family
                 .as_ref()
@@ -36,13 +37,7 @@ pub fn draw(f: &mut Frame, area: Rect, ctx: &Ctx) {
             (
                 format!(
                     "{} ({}{family}, {}×{}, grid {}×{}) · image {}",
-                    m.path,
-                    m.architecture,
-                    layers,
-                    heads,
-                    m.image_grid[0],
-                    m.image_grid[1],
-                    s.manifest.image.path
+                    m.path, m.architecture, layers, heads, grid[0], grid[1], s.manifest.image.path
                 ),
                 s.manifest.prompt.clone(),
             )

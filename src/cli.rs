@@ -238,4 +238,19 @@ pub struct EvalArgs {
     /// report how much each method's maps change (Spearman ρ).
     #[arg(long)]
     pub sanity: bool,
+    /// The image region scored: base or highres (LLaVA-NeXT / OneVision; default highres), or
+    /// image (the one region of other models, the default there).
+    #[arg(long, value_parser = parse_eval_region)]
+    pub region: Option<lvlmscope::session::RegionKind>,
+}
+
+/// An `eval --region` value: base, highres or image.
+fn parse_eval_region(s: &str) -> Result<lvlmscope::session::RegionKind, String> {
+    use lvlmscope::report::RegionChoice;
+    match s.parse::<RegionChoice>() {
+        Ok(RegionChoice::Only(kind)) => Ok(kind),
+        _ => Err(format!(
+            "unknown region {s:?} (choose base, highres or image)"
+        )),
+    }
 }

@@ -1,5 +1,6 @@
-//! `lvlmscope eval --heads` and `eval --sanity`, and the `--heads FILE` of `report`: parse the
-//! flags, load the model, hand over to [`lvlmscope::eval`] and print what it returns.
+//! `lvlmscope eval` (faithfulness and pointing), `eval --heads` and `eval --sanity`, and the
+//! `--heads FILE` of `report`: parse the flags, load the model (of any pipeline), hand over to
+//! [`lvlmscope::eval`] and print what it returns.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,9 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::EvalArgs;
 use lvlmscope::eval::EvalOptions;
-use lvlmscope::explain::catalogue::heads::{read_scores, HeadSel};
+use lvlmscope::explain::catalogue::heads::{self, read_scores, HeadSel};
 use lvlmscope::explain::catalogue::MapId;
-use lvlmscope::generate::{parse_dtype, LoadedModel};
+use lvlmscope::generate::parse_dtype;
+use lvlmscope::job::{ModelSpec, SessionModel};
 use lvlmscope::model::DeviceName;
 
 /// `method` with `attention.heads.best` replaced by the best heads of the score file `heads`,
@@ -46,8 +48,9 @@ fn json_file(args: &EvalArgs) -> anyhow::Result<Option<(std::fs::File, PathBuf)>
         .transpose()
 }
 
-/// Loads the model --model names (default: the embedded demo) and the run's options.
-fn load(args: &EvalArgs) -> anyhow::Result<(LoadedModel, EvalOptions)> {
+/// Loads the model --model names (default: the embedded demo), of whichever pipeline its
+/// config names, and the run's options.
+fn load(args: &EvalArgs) -> anyhow::Result<(SessionModel, EvalOptions)> {
     let (name, label) = match &args.model {
         Some(m) => (m.clone(), m.clone()),
         None => {
@@ -56,18 +59,33 @@ fn load(args: &EvalArgs) -> anyhow::Result<(LoadedModel, EvalOptions)> {
             (dir.display().to_string(), "embedded demo model".to_string())
         }
     };
-    let device = args.device.parse::<DeviceName>()?.open()?;
-    let dtype = parse_dtype(&args.dtype)?;
-    let loaded = LoadedModel::load(&name, dtype, &device)?;
+    let device_name = args.device.parse::<DeviceName>()?;
+    let spec = ModelSpec {
+        path: name.clone(),
+        dtype: parse_dtype(&args.dtype)?,
+        device: device_name,
+    };
+    let model = SessionModel::load(&spec, &device_name.open()?)?;
     let options = EvalOptions {
         model_label: label,
         scenes: args.scenes,
         seed: args.seed,
         max_new_tokens: args.max_new_tokens,
         steps: args.steps,
+        extra: demo_extra(&name),
+        region: args.region,
         ..EvalOptions::default()
     };
-    Ok((loaded, options))
+    Ok((model, options))
+}
+
+/// `attention.heads.best` when the model is the embedded demo, whose head scores are known.
+fn demo_extra(model: &str) -> Vec<MapId> {
+    if heads::is_demo_model(model) {
+        vec![MapId::Heads(HeadSel::Best)]
+    } else {
+        Vec::new()
+    }
 }
 
 fn bar(len: usize, what: &str) -> ProgressBar {
@@ -97,14 +115,30 @@ fn write_json(
     Ok(())
 }
 
+/// Runs `lvlmscope eval`: the faithfulness and pointing benchmark.
+pub fn faithfulness(args: EvalArgs) -> anyhow::Result<()> {
+    let file = json_file(&args)?;
+    let (model, options) = load(&args)?;
+    let bar = bar(args.scenes, "scenes");
+    let cancel = AtomicBool::new(false);
+    let report = lvlmscope::eval::evaluate(&model, &options, &cancel, &mut |done, _| {
+        bar.set_position(done as u64)
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    print!("{}", report.table());
+    eprintln!("{}", report.timing_line());
+    write_json(file, &report)
+}
+
 /// Runs `lvlmscope eval --heads`.
 pub fn heads(args: EvalArgs) -> anyhow::Result<()> {
     let file = json_file(&args)?;
-    let (loaded, options) = load(&args)?;
+    let (model, options) = load(&args)?;
     let bar = bar(args.scenes, "scenes");
     let cancel = AtomicBool::new(false);
     let started = std::time::Instant::now();
-    let report = lvlmscope::eval::heads::evaluate_heads(&loaded, &options, &cancel, &mut |d, _| {
+    let report = lvlmscope::eval::heads::evaluate_heads(&model, &options, &cancel, &mut |d, _| {
         bar.set_position(d as u64)
     });
     bar.finish_and_clear();
@@ -122,11 +156,11 @@ pub fn heads(args: EvalArgs) -> anyhow::Result<()> {
 /// Runs `lvlmscope eval --sanity`.
 pub fn sanity(args: EvalArgs) -> anyhow::Result<()> {
     let file = json_file(&args)?;
-    let (loaded, options) = load(&args)?;
+    let (model, options) = load(&args)?;
     let bar = bar(args.scenes, "scenes");
     let cancel = AtomicBool::new(false);
     let started = std::time::Instant::now();
-    let report = lvlmscope::eval::sanity::sanity(&loaded, &options, &cancel, &mut |d, _| {
+    let report = lvlmscope::eval::sanity::sanity(&model, &options, &cancel, &mut |d, _| {
         bar.set_position(d as u64)
     });
     bar.finish_and_clear();

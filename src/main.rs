@@ -242,9 +242,6 @@ fn with_demo(args: cli::TuiArgs) -> anyhow::Result<cli::TuiArgs> {
 }
 
 fn eval(args: cli::EvalArgs) -> anyhow::Result<()> {
-    use lvlmscope::eval::EvalOptions;
-    use std::io::IsTerminal;
-
     lvlmscope::eval::check_scenes(args.scenes)?;
     if args.heads {
         return eval_cli::heads(args);
@@ -252,64 +249,5 @@ fn eval(args: cli::EvalArgs) -> anyhow::Result<()> {
     if args.sanity {
         return eval_cli::sanity(args);
     }
-    // Created first, so that an unwritable path fails before the run rather than after it.
-    let json_file = match &args.json {
-        Some(path) => Some(
-            std::fs::File::create(path)
-                .with_context(|| format!("could not write {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let (name, label) = match args.model {
-        Some(m) => (m.clone(), m),
-        None => {
-            let dir =
-                lvlmscope::demo::demo_model_dir().context("could not unpack the demo model")?;
-            (dir.display().to_string(), "embedded demo model".to_string())
-        }
-    };
-    let device = args.device.parse::<DeviceName>()?.open()?;
-    let dtype = parse_dtype(&args.dtype)?;
-    let loaded = lvlmscope::generate::LoadedModel::load(&name, dtype, &device)?;
-    let options = EvalOptions {
-        model_label: label,
-        scenes: args.scenes,
-        seed: args.seed,
-        max_new_tokens: args.max_new_tokens,
-        steps: args.steps,
-        extra: demo_extra(&name),
-        ..EvalOptions::default()
-    };
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(args.scenes as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} scenes {elapsed:>4} (eta {eta})")
-            .expect("static template is valid"),
-    );
-    let cancel = AtomicBool::new(false);
-    let report = lvlmscope::eval::evaluate(&loaded, &options, &cancel, &mut |done, _| {
-        bar.set_position(done as u64)
-    });
-    bar.finish_and_clear();
-    let report = report?;
-    print!("{}", report.table());
-    eprintln!("{}", report.timing_line());
-    if let (Some(mut file), Some(path)) = (json_file, args.json) {
-        let json = serde_json::to_string_pretty(&report)?;
-        writeln!(file, "{json}").with_context(|| format!("could not write {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// `attention.heads.best` when the model is the embedded demo, whose head scores are known.
-fn demo_extra(model: &str) -> Vec<lvlmscope::explain::catalogue::MapId> {
-    use lvlmscope::explain::catalogue::{heads, HeadSel, MapId};
-    if heads::is_demo_model(model) {
-        vec![MapId::Heads(HeadSel::Best)]
-    } else {
-        Vec::new()
-    }
+    eval_cli::faithfulness(args)
 }

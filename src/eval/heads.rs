@@ -7,16 +7,18 @@
 //! `attention.heads.best` ([`crate::explain::catalogue::heads`]).
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
 
-use super::{metrics, pick_question, EvalError, EvalOptions};
-use crate::demo::{self, scene_seed, SceneConfig};
+use super::scenes::{self, for_each_scene};
+use super::{metrics, EvalError, EvalOptions};
 use crate::explain::attention::HeadAgg;
 use crate::explain::catalogue::heads::{best_of, ranked, HeadScore};
 use crate::explain::catalogue::{self, MapId};
-use crate::generate::{self, Capture, LoadedModel, RunRequest};
+use crate::generate::Capture;
+use crate::job::SessionModel;
+use crate::session::RegionKind;
 
 /// How many heads the text and the JSON list as the top.
 pub const TOP: usize = 10;
@@ -39,6 +41,11 @@ pub struct HeadsParameters {
     /// The pointing tolerance in pixels of the scene: Zhang et al.'s 15 px at a 500-px long
     /// side, carried to the scene's long side.
     pub tolerance_px: f64,
+    /// The image region the heads' maps are scored on (`highres` on LLaVA-NeXT / OneVision by
+    /// default, `image` otherwise).
+    pub region: Option<RegionKind>,
+    /// `[rows, cols]` of that region's cells.
+    pub grid: [usize; 2],
 }
 
 /// The results of `eval --heads` (also the score file `attention.heads.best` reads).
@@ -125,75 +132,68 @@ fn grid(scores: &[HeadScore], heads: usize, f: fn(&HeadScore) -> f32) -> Vec<Vec
 }
 
 /// Scores every decoder head on the scenes `options` describe (the same scenes and questions
-/// as [`super::evaluate`]). `on_scene(done, total)` is called after each scene.
+/// as [`super::evaluate`]), on the image region the run scores ([`super::scenes::scored`]: the
+/// high-resolution grid of a LLaVA-NeXT / OneVision model unless `options.region` names
+/// another, the one region otherwise). `on_scene(done, total)` is called after each scene.
 pub fn evaluate_heads(
-    loaded: &LoadedModel,
+    model: &SessionModel,
     options: &EvalOptions,
     cancel: &AtomicBool,
     on_scene: &mut dyn FnMut(usize, usize),
 ) -> Result<HeadsReport, EvalError> {
-    super::check_scenes(options.scenes)?;
-    let (layers, heads) = (loaded.model.num_layers(), loaded.model.num_heads());
+    let (layers, heads) = model.decoder_shape();
     let mut all = Tally::new(layers * heads);
     let mut by_kind: Vec<(String, Tally)> = Vec::new();
-    let config = SceneConfig::default();
     let mut tolerance_px = 0.0;
-    for index in 0..options.scenes {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(EvalError::Cancelled);
+    let mut region = None;
+    for_each_scene(options, options.scenes, cancel, on_scene, |eval| {
+        let session = eval.generate(model, 1, Capture::Rows, cancel)?;
+        let scored = scenes::scored(&session, options.region)?;
+        let mask = eval.mask();
+        let coverage = scenes::coverage(&session, mask);
+        let coverage = &coverage[scored.cells.clone()];
+        let original = session.manifest.image.original_size;
+        tolerance_px = metrics::zhang_tolerance(mask.width().max(mask.height()));
+        let kind = eval.question.kind.name().to_string();
+        if !by_kind.iter().any(|(k, _)| *k == kind) {
+            by_kind.push((kind.clone(), Tally::new(layers * heads)));
         }
-        let seed = scene_seed(options.seed, index as u64);
-        let scene = demo::generate(seed, &config);
-        if let Some(question) = pick_question(&scene, index, seed, &config) {
-            let request = RunRequest {
-                model: loaded.name.clone(),
-                image: format!("scene {index} (seed {seed})").into(),
-                prompt: question.question.clone(),
-                max_new_tokens: 1,
-                capture: Capture::Rows,
-                ..RunRequest::default()
-            };
-            let image = image::DynamicImage::ImageRgb8(scene.image.clone());
-            let session = generate::generate(loaded, &image, &request, cancel, &mut |_| {})?;
-            let mask = &scene.objects[question.object.unwrap_or(0)].mask;
-            let [rows, cols] = session.manifest.model.image_grid;
-            let coverage = metrics::patch_coverage(mask, rows, cols);
-            tolerance_px = metrics::zhang_tolerance(mask.width().max(mask.height()));
-            let kind = question.kind.name().to_string();
-            if !by_kind.iter().any(|(k, _)| *k == kind) {
-                by_kind.push((kind.clone(), Tally::new(layers * heads)));
-            }
-            let Some((_, tally)) = by_kind.iter_mut().find(|(k, _)| *k == kind) else {
-                continue;
-            };
-            for l in 0..layers {
-                for h in 0..heads {
-                    let id = MapId::attention(l, layers, HeadAgg::Head(h));
-                    let map = catalogue::explain(&session, &[0], &id)
-                        .map_err(|source| EvalError::Map {
-                            scene: index,
-                            source,
-                        })?
-                        .grid
-                        .values;
-                    let hit = metrics::pointing_hit(&map, &coverage) as usize;
-                    let mass = metrics::mass_in_mask(&map, &coverage) as f64;
-                    let overlap = metrics::pointing_overlap(&map, &coverage) as usize;
-                    let near = metrics::pointing_tolerance(&map, mask, [rows, cols], tolerance_px)
-                        as usize;
-                    for t in [&mut all, &mut *tally] {
-                        t.hits[l * heads + h] += hit;
-                        t.overlap[l * heads + h] += overlap;
-                        t.tolerance[l * heads + h] += near;
-                        t.mass[l * heads + h] += mass;
-                    }
+        let Some((_, tally)) = by_kind.iter_mut().find(|(k, _)| *k == kind) else {
+            return Ok(());
+        };
+        for l in 0..layers {
+            for h in 0..heads {
+                let id = MapId::attention(l, layers, HeadAgg::Head(h));
+                let map = catalogue::explain(&session, &[0], &id)
+                    .map_err(|source| EvalError::Map {
+                        scene: eval.index,
+                        source,
+                    })?
+                    .cells();
+                let map = &map[scored.cells.clone()];
+                let hit = metrics::pointing_hit(map, coverage) as usize;
+                let mass = metrics::mass_in_mask(map, coverage) as f64;
+                let overlap = metrics::pointing_overlap(map, coverage) as usize;
+                let near = metrics::pointing_tolerance_in(
+                    map,
+                    mask,
+                    &scored.region,
+                    original,
+                    tolerance_px,
+                ) as usize;
+                for t in [&mut all, &mut *tally] {
+                    t.hits[l * heads + h] += hit;
+                    t.overlap[l * heads + h] += overlap;
+                    t.tolerance[l * heads + h] += near;
+                    t.mass[l * heads + h] += mass;
                 }
             }
-            all.scenes += 1;
-            tally.scenes += 1;
         }
-        on_scene(index + 1, options.scenes);
-    }
+        all.scenes += 1;
+        tally.scenes += 1;
+        region.get_or_insert((scored.region.kind, scored.region.grid));
+        Ok(())
+    })?;
     let scored = all.scenes;
     let scores = all.scores(heads);
     let kinds = by_kind
@@ -219,6 +219,8 @@ pub fn evaluate_heads(
             layers,
             heads,
             tolerance_px,
+            region: region.map(|(kind, _)| kind),
+            grid: region.map_or([0, 0], |(_, grid)| grid),
         },
         top: ranked(&scores).into_iter().take(TOP).collect(),
         pointing_grid: grid(&scores, heads, |s| s.pointing),
@@ -248,6 +250,15 @@ impl HeadsReport {
             p.scored,
             p.seed
         );
+        if let Some(region) = p.region.filter(|&r| r != RegionKind::Image) {
+            let _ = writeln!(
+                out,
+                "scored on the {} region's {}x{} grid",
+                region.name(),
+                p.grid[0],
+                p.grid[1]
+            );
+        }
         let _ = writeln!(
             out,
             "pointing: top patch on the object (≥ ½ covered, or its best-covered patch); \

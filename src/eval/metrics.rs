@@ -177,11 +177,41 @@ pub fn pointing_tolerance(map: &[f32], mask: &Mask, grid: [usize; 2], tolerance:
     let (r, c) = (top / cols, top % cols);
     let px = (c as f64 + 0.5) * w / cols as f64;
     let py = (r as f64 + 0.5) * h / rows as f64;
+    near_object(mask, px, py, tolerance)
+}
+
+/// [`pointing_tolerance`] of a map over the cells of `region` (one value per cell, row-major),
+/// `mask` a mask of the whole `original` (`[width, height]`) image: the map's maximum point is
+/// the centre of its highest cell's rectangle ([`ImageRegion::cell_rect`]) carried onto the
+/// mask's pixels. For a region over the whole image this is [`pointing_tolerance`].
+pub fn pointing_tolerance_in(
+    map: &[f32],
+    mask: &Mask,
+    region: &ImageRegion,
+    original: [u32; 2],
+    tolerance: f64,
+) -> bool {
+    let [rows, cols] = region.grid;
+    let Some(top) = map_argmax(map).filter(|&i| rows * cols > 0 && i < rows * cols) else {
+        return false;
+    };
+    let sx = mask.width() as f64 / original[0].max(1) as f64;
+    let sy = mask.height() as f64 / original[1].max(1) as f64;
+    let [x0, y0, x1, y1] = region.rect;
+    let (r, c) = (top / cols, top % cols);
+    let px = x0 * sx + (c as f64 + 0.5) * ((x1 - x0) * sx) / cols as f64;
+    let py = y0 * sy + (r as f64 + 0.5) * ((y1 - y0) * sy) / rows as f64;
+    near_object(mask, px, py, tolerance)
+}
+
+/// Whether an object pixel of `mask` (a unit square) lies within `tolerance` of the point
+/// (`px`, `py`).
+fn near_object(mask: &Mask, px: f64, py: f64, tolerance: f64) -> bool {
     let reach = tolerance.max(0.0);
     let x0 = (px - reach - 1.0).floor().max(0.0) as u32;
-    let x1 = ((px + reach + 1.0).ceil() as u32).min(mask.width());
+    let x1 = ((px + reach + 1.0).ceil().max(0.0) as u32).min(mask.width());
     let y0 = (py - reach - 1.0).floor().max(0.0) as u32;
-    let y1 = ((py + reach + 1.0).ceil() as u32).min(mask.height());
+    let y1 = ((py + reach + 1.0).ceil().max(0.0) as u32).min(mask.height());
     (y0..y1).any(|y| {
         (x0..x1).any(|x| {
             if !mask.get(x, y) {

@@ -13,11 +13,24 @@
 //! where; count questions have none): scene i starts at kind `i mod 4` and takes the first kind
 //! the scene has a question of, one question of it drawn with a generator seeded by the scene.
 //! Everything is deterministic for a seed.
+//!
+//! **Pipelines and regions.** The model is a [`SessionModel`] of any pipeline; each scene's
+//! picture (in memory) goes through that pipeline's own processor and generation, and its
+//! relevancy and deletion experiments through the pipeline's ([`SessionModel::generate`],
+//! [`SessionModel::relevancy_of_image`], [`SessionModel::deletion_of_image`]). A run scores one
+//! image region ([`scenes::scored`]): the high-resolution grid of a LLaVA-NeXT / OneVision
+//! model by default (its base view with `region: Some(Base)`), the one region (a LLaVA-1.5
+//! patch grid, a Qwen2-VL merged-patch grid) otherwise. The object mask is carried onto each
+//! region's cells through their rectangles ([`metrics::region_coverage`]); the pointing game,
+//! the mass in mask and the deletion curves (which blank the scored region's cells) are
+//! computed on the scored region, and for a session of several regions the pointing game and
+//! the mass in mask of every region are reported too.
 
 pub mod heads;
 pub mod metrics;
 pub mod report;
 pub mod sanity;
+pub mod scenes;
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -26,14 +39,19 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::demo::{self, scene_seed, Question, QuestionKind, Scene, SceneConfig};
+use crate::demo::{scene_seed, Question, QuestionKind, Scene, SceneConfig};
 use crate::explain::catalogue::{self, CatalogueError, MapId, Options};
 use crate::explain::causal::{self, CausalError};
-use crate::explain::faithfulness::{fraction_ks, Deletion, FaithfulnessError};
+use crate::explain::faithfulness::{fraction_ks, FaithfulnessError};
 use crate::explain::relevancy::{self, RelevancyError};
-use crate::generate::{self, Capture, GenerateError, LoadedModel, RunRequest};
-use crate::session::{CausalParams, Session};
-pub use report::{EvalReport, MethodScene, MethodSummary, Parameters, SceneResult, Timings};
+use crate::generate::{Capture, GenerateError};
+use crate::job::{ServiceError, SessionModel};
+use crate::session::{CausalParams, RegionKind, Session};
+pub use report::{
+    EvalReport, MethodScene, MethodSummary, Parameters, RegionGrid, RegionScore, RegionSummary,
+    SceneResult, Timings,
+};
+use scenes::{for_each_scene, EvalScene, Scored};
 
 /// The most scenes one run accepts.
 pub const MAX_SCENES: usize = 10_000;
@@ -68,6 +86,9 @@ pub struct EvalOptions {
     pub batch: usize,
     /// Maps scored after the [`MapId::STANDARD`] ones (`attention.heads.best` on the demo).
     pub extra: Vec<MapId>,
+    /// The image region scored (`None`: the high-resolution grid of a LLaVA-NeXT / OneVision
+    /// model, else the one region).
+    pub region: Option<RegionKind>,
 }
 
 impl Default for EvalOptions {
@@ -81,6 +102,7 @@ impl Default for EvalOptions {
             drop_fraction: crate::explain::faithfulness::DEFAULT_DROP_FRACTION,
             batch: crate::explain::faithfulness::DEFAULT_BATCH,
             extra: Vec::new(),
+            region: None,
         }
     }
 }
@@ -122,6 +144,30 @@ pub enum EvalError {
     /// A deletion curve failed.
     #[error("deletion curve failed: {0}")]
     Faithfulness(#[from] FaithfulnessError),
+    /// A model-backed step (relevancy, deletion) failed.
+    #[error(transparent)]
+    Job(#[from] ServiceError),
+    /// The region asked for is not one of the model's sessions'.
+    #[error("--region {asked}: this model's sessions have no such image region (they have {has})")]
+    Region {
+        /// The kind asked for.
+        asked: &'static str,
+        /// The kinds the sessions have.
+        has: String,
+    },
+    /// A scene's scored grid differs from the first scene's.
+    #[error("scene {scene}: the scored grid is {grid:?}, but the first scene's was {first:?}")]
+    Grid {
+        /// Scene index.
+        scene: usize,
+        /// Its grid.
+        grid: [usize; 2],
+        /// The first scene's grid.
+        first: [usize; 2],
+    },
+    /// The mode does not take this kind of model.
+    #[error("{0}")]
+    Unsupported(String),
     /// The sanity check's forward failed.
     #[error("the sanity check failed: {0}")]
     Sanity(String),
@@ -166,10 +212,11 @@ pub fn check_scenes(scenes: usize) -> Result<(), EvalError> {
     Ok(())
 }
 
-/// Runs the benchmark with an already loaded model. `on_scene(done, total)` is called after
-/// each scene; setting `cancel` stops the run between scenes.
+/// Runs the benchmark with an already loaded model of any pipeline (LLaVA-style, Qwen2-VL /
+/// Qwen2.5-VL, LLaVA-NeXT / OneVision). `on_scene(done, total)` is called after each scene;
+/// setting `cancel` stops the run between scenes.
 pub fn evaluate(
-    loaded: &LoadedModel,
+    model: &SessionModel,
     options: &EvalOptions,
     cancel: &AtomicBool,
     on_scene: &mut dyn FnMut(usize, usize),
@@ -178,45 +225,31 @@ pub fn evaluate(
     if !(0.0..=1.0).contains(&options.drop_fraction) {
         return Err(EvalError::DropFraction(options.drop_fraction));
     }
-    let grid = loaded.model.image_grid();
-    let patches = grid[0] * grid[1];
-    if options.steps == 0 || options.steps > patches {
-        return Err(EvalError::Steps {
-            steps: options.steps,
-            patches,
-        });
-    }
-    let ks = fraction_ks(patches, options.steps);
-    let config = SceneConfig::default();
     let started = Instant::now();
     let mut timings = Timings::default();
     let mut results = Vec::new();
-    for index in 0..options.scenes {
-        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(EvalError::Cancelled);
-        }
-        let seed = scene_seed(options.seed, index as u64);
-        let scene = demo::generate(seed, &config);
-        if let Some(question) = pick_question(&scene, index, seed, &config) {
-            let ctx = SceneContext {
-                loaded,
-                options,
-                ks: &ks,
-                cancel,
-            };
-            results.push(ctx.run(index, seed, &scene, &question, &mut timings)?);
-        }
-        on_scene(index + 1, options.scenes);
-    }
+    let mut layout: Option<Layout> = None;
+    for_each_scene(options, options.scenes, cancel, on_scene, |scene| {
+        let ctx = SceneContext {
+            model,
+            options,
+            cancel,
+        };
+        results.push(ctx.run(&scene, &mut layout, &mut timings)?);
+        Ok(())
+    })?;
     timings.total = started.elapsed().as_secs_f64();
+    let layout = layout.unwrap_or_default();
     let parameters = Parameters {
         model: options.model_label.clone(),
         scenes: options.scenes,
         seed: options.seed,
         max_new_tokens: options.max_new_tokens,
-        image_grid: grid,
-        ks,
+        image_grid: layout.grid,
+        ks: layout.ks,
         drop_fraction: options.drop_fraction,
+        region: layout.region,
+        regions: layout.regions,
     };
     Ok(EvalReport::new(
         parameters,
@@ -240,41 +273,82 @@ fn methods(options: &EvalOptions) -> Vec<MapId> {
     ids
 }
 
+/// The image layout of a run's sessions, fixed by its first scored scene (every scene has the
+/// same size, so every session the same regions).
+#[derive(Debug, Clone, Default)]
+struct Layout {
+    /// The scored region's kind and grid.
+    region: Option<RegionKind>,
+    grid: [usize; 2],
+    /// Every region's kind and grid.
+    regions: Vec<RegionGrid>,
+    /// Patch counts of the deletion curves.
+    ks: Vec<usize>,
+}
+
+impl Layout {
+    fn of(session: &Session, scored: &Scored, steps: usize) -> Result<Self, EvalError> {
+        let patches = scored.cells.len();
+        if steps == 0 || steps > patches {
+            return Err(EvalError::Steps { steps, patches });
+        }
+        Ok(Self {
+            region: Some(scored.region.kind),
+            grid: scored.region.grid,
+            regions: session
+                .regions()
+                .iter()
+                .map(|r| RegionGrid {
+                    region: r.kind,
+                    grid: r.grid,
+                })
+                .collect(),
+            ks: fraction_ks(patches, steps),
+        })
+    }
+}
+
 struct SceneContext<'a> {
-    loaded: &'a LoadedModel,
+    model: &'a SessionModel,
     options: &'a EvalOptions,
-    ks: &'a [usize],
     cancel: &'a AtomicBool,
 }
 
 impl SceneContext<'_> {
     fn run(
         &self,
-        index: usize,
-        seed: u64,
-        scene: &Scene,
-        question: &Question,
+        eval: &EvalScene,
+        layout: &mut Option<Layout>,
         timings: &mut Timings,
     ) -> Result<SceneResult, EvalError> {
-        let model = &self.loaded.model;
-        let object = question.object.unwrap_or(0);
-        let mask = &scene.objects[object].mask;
-        let request = RunRequest {
-            model: self.loaded.name.clone(),
-            image: format!("scene {index} (seed {seed})").into(),
-            prompt: question.question.clone(),
-            max_new_tokens: self.options.max_new_tokens,
-            capture: Capture::Full,
-            ..RunRequest::default()
-        };
+        let index = eval.index;
+        let mask = eval.mask();
+        let image = eval.image();
+        let request = eval.request(self.model, self.options.max_new_tokens, Capture::Full);
         let clock = Instant::now();
-        let image = image::DynamicImage::ImageRgb8(scene.image.clone());
-        let mut session =
-            generate::generate(self.loaded, &image, &request, self.cancel, &mut |_| {})?;
+        let mut session = self
+            .model
+            .generate(&image, &request, self.cancel, &mut |_| {})?;
         timings.generate += clock.elapsed().as_secs_f64();
 
+        let scored = scenes::scored(&session, self.options.region)?;
+        let layout = match layout {
+            Some(l) => l,
+            None => layout.insert(Layout::of(&session, &scored, self.options.steps)?),
+        };
+        if layout.grid != scored.region.grid {
+            return Err(EvalError::Grid {
+                scene: index,
+                grid: scored.region.grid,
+                first: layout.grid,
+            });
+        }
+
         let clock = Instant::now();
-        relevancy::ensure(model, &mut session, &[0], &mut |_| {})?;
+        let rows = self
+            .model
+            .relevancy_of_image(&session, &image, &[0], &mut |_| {})?;
+        relevancy::store(&mut session, &rows)?;
         timings.relevancy += clock.elapsed().as_secs_f64();
 
         let clock = Instant::now();
@@ -282,11 +356,7 @@ impl SceneContext<'_> {
         session.manifest.causal = Some(causal::explain_session(&session, &[0], &params)?);
         timings.causal += clock.elapsed().as_secs_f64();
 
-        let coverage = metrics::region_coverage(
-            mask,
-            &session.regions(),
-            session.manifest.image.original_size,
-        );
+        let coverage = scenes::coverage(&session, mask);
         let random_seed = scene_seed(self.options.seed ^ 0x5241_4e44_4f4d, index as u64);
         let ids = methods(self.options);
         let maps = maps_of(&session, random_seed, &ids).map_err(|source| EvalError::Map {
@@ -295,25 +365,52 @@ impl SceneContext<'_> {
         })?;
 
         let clock = Instant::now();
-        let mut deletion = Deletion::new(model, &session, 0)?.with_batch(self.options.batch);
-        let curves = deletion.curves(&maps, self.ks)?;
+        let mut deletion = self
+            .model
+            .deletion_of_image(&session, &image, 0, Some(scored.region.kind))?
+            .with_batch(self.options.batch);
+        let curves = deletion.curves(&maps, &layout.ks)?;
         let patches = deletion.patches();
+        let regions = scenes::region_cells(&session);
+        let cells = scored.cells.clone();
         let mut methods = Vec::with_capacity(maps.len());
         for ((method, map), curve) in ids.iter().zip(&maps).zip(curves) {
+            let per_region = if regions.len() > 1 {
+                regions
+                    .iter()
+                    .map(|(r, range)| RegionScore {
+                        region: r.kind,
+                        pointing: metrics::pointing_hit(
+                            &map[range.clone()],
+                            &coverage[range.clone()],
+                        ),
+                        mass_in_mask: metrics::mass_in_mask(
+                            &map[range.clone()],
+                            &coverage[range.clone()],
+                        ),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             methods.push(MethodScene {
                 method: *method,
-                pointing: metrics::pointing_hit(map, &coverage),
-                mass_in_mask: metrics::mass_in_mask(map, &coverage),
-                deletion_area: crate::explain::faithfulness::curve_area(self.ks, &curve, patches),
+                pointing: metrics::pointing_hit(&map[cells.clone()], &coverage[cells.clone()]),
+                mass_in_mask: metrics::mass_in_mask(&map[cells.clone()], &coverage[cells.clone()]),
+                deletion_area: crate::explain::faithfulness::curve_area(
+                    &layout.ks, &curve, patches,
+                ),
                 deletion: curve,
                 drop: deletion.probability_drop(map, self.options.drop_fraction)?,
+                regions: per_region,
             });
         }
         timings.deletion += clock.elapsed().as_secs_f64();
         timings.deletion_images += deletion.images_run();
 
         let ids: Vec<u32> = session.output_ids.iter().map(|&i| i as u32).collect();
-        let output = self.loaded.prompts.decode(&ids).trim().to_string();
+        let output = self.model.prompts().decode(&ids).trim().to_string();
+        let question = &eval.question;
         Ok(SceneResult {
             index,
             question: question.question.clone(),
@@ -321,7 +418,7 @@ impl SceneContext<'_> {
             answer: question.answer.clone(),
             correct: answer_matches(&output, &question.answer),
             output,
-            object,
+            object: eval.object(),
             object_area: mask.count() as f32 / (mask.width() * mask.height()).max(1) as f32,
             methods,
         })

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::explain::catalogue::MapId;
 use crate::explain::faithfulness::curve_area;
+use crate::session::RegionKind;
 
 /// Settings of a run, recorded in the JSON so that numbers can be reproduced.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,6 +26,42 @@ pub struct Parameters {
     pub ks: Vec<usize>,
     /// The fraction of patches removed for `drop`.
     pub drop_fraction: f32,
+    /// The image region scored (`highres` on LLaVA-NeXT / OneVision, `image` otherwise);
+    /// `image_grid` is its grid.
+    pub region: Option<RegionKind>,
+    /// Every image region of the sessions, in input order, with its grid.
+    pub regions: Vec<RegionGrid>,
+}
+
+/// One image region of a run's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RegionGrid {
+    /// Which view it is.
+    pub region: RegionKind,
+    /// `[rows, cols]` of its cells.
+    pub grid: [usize; 2],
+}
+
+/// A method's localisation on one image region of one scene.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RegionScore {
+    /// The region.
+    pub region: RegionKind,
+    /// The map's highest cell of the region lies on the target object.
+    pub pointing: bool,
+    /// Share of the map's mass over the region that lies on the object.
+    pub mass_in_mask: f32,
+}
+
+/// A method's localisation on one image region, over all scenes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RegionSummary {
+    /// The region.
+    pub region: RegionKind,
+    /// Share of scenes where the pointing game hits on the region.
+    pub pointing: f32,
+    /// Mean mass in mask on the region.
+    pub mass_in_mask: f32,
 }
 
 /// One method's numbers on one scene.
@@ -42,6 +79,10 @@ pub struct MethodScene {
     pub deletion_area: f32,
     /// p(original) − p(top `drop_fraction` removed).
     pub drop: f32,
+    /// Pointing and mass in mask on every image region, when the session has several
+    /// (LLaVA-NeXT / OneVision: base and high-res); absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionScore>,
 }
 
 /// Everything measured on one scene.
@@ -83,6 +124,10 @@ pub struct MethodSummary {
     pub deletion_area: f32,
     /// Mean probability drop at the parameters' `drop_fraction`.
     pub drop: f32,
+    /// Pointing and mass in mask per image region, when the sessions have several; absent
+    /// otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionSummary>,
 }
 
 /// Wall-clock seconds spent in each stage, over all scenes (not part of the JSON, so that two
@@ -149,8 +194,26 @@ impl EvalReport {
                 let deletion: Vec<f32> = (0..parameters.ks.len())
                     .map(|k| mean(of().filter_map(|r| r.deletion.get(k).copied())))
                     .collect();
+                let kinds: Vec<RegionKind> = of()
+                    .next()
+                    .map(|r| r.regions.iter().map(|s| s.region).collect())
+                    .unwrap_or_default();
+                let regions = kinds
+                    .iter()
+                    .map(|&region| {
+                        let on = || {
+                            of().filter_map(move |r| r.regions.iter().find(|s| s.region == region))
+                        };
+                        RegionSummary {
+                            region,
+                            pointing: mean(on().map(|s| if s.pointing { 1.0 } else { 0.0 })),
+                            mass_in_mask: mean(on().map(|s| s.mass_in_mask)),
+                        }
+                    })
+                    .collect();
                 MethodSummary {
                     method: *name,
+                    regions,
                     pointing: mean(of().map(|r| if r.pointing { 1.0 } else { 0.0 })),
                     mass_in_mask: mean(of().map(|r| r.mass_in_mask)),
                     deletion_area: curve_area(&parameters.ks, &deletion, patches),
@@ -198,7 +261,47 @@ impl EvalReport {
                 m.drop
             );
         }
+        if p.regions.len() > 1 {
+            self.region_table(&mut out);
+        }
         out
+    }
+
+    /// The lines a run over sessions of several image regions adds: which region the table
+    /// scores, then pointing and mass in mask on every region.
+    fn region_table(&self, out: &mut String) {
+        let p = &self.parameters;
+        let grid = |g: [usize; 2]| format!("{}x{}", g[0], g[1]);
+        let _ = writeln!(
+            out,
+            "\nscored region: {} {} (pointing, mass in mask and deletion above); per region:",
+            p.region.map_or("-", RegionKind::name),
+            grid(p.image_grid)
+        );
+        let header: String = p
+            .regions
+            .iter()
+            .map(|r| {
+                format!(
+                    " {:>24}",
+                    format!("{} {} pointing / mass", r.region.name(), grid(r.grid))
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "{:<22}{header}", "method");
+        for m in &self.methods {
+            let cells: String = m
+                .regions
+                .iter()
+                .map(|r| {
+                    format!(
+                        " {:>24}",
+                        format!("{:.3} / {:.3}", r.pointing, r.mass_in_mask)
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "{:<22}{cells}", m.method.to_string());
+        }
     }
 
     /// The one-line timing summary printed on stderr.

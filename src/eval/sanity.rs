@@ -19,14 +19,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use super::{pick_question, scene_maps, EvalError, EvalOptions};
-use crate::demo::{self, scene_seed, SceneConfig};
+use super::scenes::for_each_scene;
+use super::{scene_maps, EvalError, EvalOptions};
+use crate::demo::scene_seed;
 use crate::explain::catalogue::MapId;
 use crate::explain::causal;
 use crate::explain::compare::spearman;
 use crate::explain::knockout::{sequence, KnockoutError};
 use crate::explain::relevancy;
-use crate::generate::{self, Capture, GenerateError, LoadedModel, RunRequest};
+use crate::generate::{Capture, GenerateError};
+use crate::job::SessionModel;
 use crate::model::{AttentionRecorder, CaptureMode, Llava};
 use crate::session::{Array, CausalParams, Session};
 
@@ -131,41 +133,32 @@ fn maps(
 }
 
 /// Runs the sanity check on the scenes `options` describe (the same scenes and questions as
-/// [`super::evaluate`]). `on_scene(done, total)` counts scenes over all steps.
+/// [`super::evaluate`]). `on_scene(done, total)` counts scenes over all steps. LLaVA-style
+/// models only: a Qwen2-VL or LLaVA-NeXT / OneVision model is refused in one sentence.
 pub fn sanity(
-    loaded: &LoadedModel,
+    model: &SessionModel,
     options: &EvalOptions,
     cancel: &AtomicBool,
     on_scene: &mut dyn FnMut(usize, usize),
 ) -> Result<SanityReport, EvalError> {
+    let SessionModel::Llava(loaded) = model else {
+        return Err(EvalError::Unsupported(format!(
+            "eval --sanity re-records a LLaVA-style decoder with randomised layers, and {} is a \
+             Qwen2-VL or LLaVA-NeXT / OneVision model, which it does not take yet",
+            model.name()
+        )));
+    };
     super::check_scenes(options.scenes)?;
     let layers = loaded.model.num_layers();
     let total = options.scenes * (layers + 1);
-    let config = SceneConfig::default();
     let mut scenes: Vec<(usize, u64, Session, Vec<Vec<f32>>)> = Vec::new();
-    for index in 0..options.scenes {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(EvalError::Cancelled);
-        }
-        let seed = scene_seed(options.seed, index as u64);
-        let scene = demo::generate(seed, &config);
-        if let Some(question) = pick_question(&scene, index, seed, &config) {
-            let request = RunRequest {
-                model: loaded.name.clone(),
-                image: format!("scene {index} (seed {seed})").into(),
-                prompt: question.question.clone(),
-                max_new_tokens: 1,
-                capture: Capture::Rows,
-                ..RunRequest::default()
-            };
-            let image = image::DynamicImage::ImageRgb8(scene.image.clone());
-            let session = generate::generate(loaded, &image, &request, cancel, &mut |_| {})?;
-            let random_seed = scene_seed(options.seed ^ 0x5241_4e44_4f4d, index as u64);
-            let base = maps(&loaded.model, &session, random_seed, index)?;
-            scenes.push((index, random_seed, session, base));
-        }
-        on_scene(index + 1, total);
-    }
+    for_each_scene(options, total, cancel, on_scene, |eval| {
+        let session = eval.generate(model, 1, Capture::Rows, cancel)?;
+        let random_seed = scene_seed(options.seed ^ 0x5241_4e44_4f4d, eval.index as u64);
+        let base = maps(&loaded.model, &session, random_seed, eval.index)?;
+        scenes.push((eval.index, random_seed, session, base));
+        Ok(())
+    })?;
     let methods = MapId::STANDARD.len();
     let mut rho = vec![vec![0f64; layers]; methods];
     let mut used = vec![vec![0usize; layers]; methods];

@@ -4,13 +4,15 @@
 //! and `batch` go through this one type, so the app, `report` and `batch` serve every kind of
 //! session the same way.
 
+use std::sync::atomic::AtomicBool;
+
 use candle_core::{Device, Tensor};
 
 use crate::explain::faithfulness::{scored_region, Deletion, PictureScorer};
 use crate::explain::relevancy::{self, RelevancyMaps};
 use crate::generate::anyres::{self, AnyresLoaded};
 use crate::generate::qwen::{self, QwenLoaded};
-use crate::generate::{GenerateError, LoadedModel};
+use crate::generate::{GenerateError, LoadedModel, Progress, RunRequest};
 use crate::model::{ModelDir, NoTape};
 use crate::processing::PromptProcessor;
 use crate::session::{RegionKind, Session};
@@ -47,7 +49,7 @@ impl SessionModel {
     }
 
     /// Decoder layers and heads.
-    fn decoder_shape(&self) -> (usize, usize) {
+    pub fn decoder_shape(&self) -> (usize, usize) {
         match self {
             Self::Llava(m) => (m.model.num_layers(), m.model.num_heads()),
             Self::Qwen(m) => (m.model.num_layers(), m.model.num_heads()),
@@ -84,16 +86,47 @@ impl SessionModel {
         token: usize,
         region: Option<RegionKind>,
     ) -> Result<Deletion<'a>, ServiceError> {
+        self.deletion_inner(session, None, token, region)
+    }
+
+    /// [`SessionModel::deletion`] with the original image given rather than read back from the
+    /// session's image path (a LLaVA-NeXT / OneVision model blanks cells in it; the other
+    /// pipelines re-read the session's pixel values and ignore it): `eval` deletes cells of
+    /// scenes it made in memory.
+    pub fn deletion_of_image<'a>(
+        &'a self,
+        session: &Session,
+        original: &image::DynamicImage,
+        token: usize,
+        region: Option<RegionKind>,
+    ) -> Result<Deletion<'a>, ServiceError> {
+        self.deletion_inner(session, Some(original), token, region)
+    }
+
+    fn deletion_inner<'a>(
+        &'a self,
+        session: &Session,
+        original: Option<&image::DynamicImage>,
+        token: usize,
+        region: Option<RegionKind>,
+    ) -> Result<Deletion<'a>, ServiceError> {
         let region = region.or_else(|| scored_region(session));
         let deletion = match self {
             Self::Anyres(m) => {
-                let image = anyres::session_image(m, session).map_err(ServiceError::Image)?;
+                let read;
+                let image = match original {
+                    Some(image) => image,
+                    None => {
+                        read = anyres::session_image(m, session).map_err(ServiceError::Image)?;
+                        &read
+                    }
+                };
                 let rect = [0.0, 0.0, image.width() as f64, image.height() as f64];
                 Deletion::on_picture(
                     m.as_ref(),
                     session,
                     token,
-                    anyres::picture_of(m, &image),
+                    anyres::picture_of(m, image),
                     rect,
                 )?
             }
@@ -158,6 +191,28 @@ impl SessionModel {
         todo: &[usize],
         progress: &mut dyn FnMut(JobProgress),
     ) -> Result<RelevancyMaps, ServiceError> {
+        self.relevancy_inner(session, None, todo, progress)
+    }
+
+    /// [`SessionModel::relevancy`] with the original image given rather than read back from
+    /// the session's image path (only a LLaVA-NeXT / OneVision model reads it).
+    pub fn relevancy_of_image(
+        &self,
+        session: &Session,
+        original: &image::DynamicImage,
+        todo: &[usize],
+        progress: &mut dyn FnMut(JobProgress),
+    ) -> Result<RelevancyMaps, ServiceError> {
+        self.relevancy_inner(session, Some(original), todo, progress)
+    }
+
+    fn relevancy_inner(
+        &self,
+        session: &Session,
+        original: Option<&image::DynamicImage>,
+        todo: &[usize],
+        progress: &mut dyn FnMut(JobProgress),
+    ) -> Result<RelevancyMaps, ServiceError> {
         let total = todo.len().max(1) as f64;
         let mut on_token = |done: usize| progress(JobProgress::Fraction(done as f64 / total));
         match self {
@@ -178,10 +233,17 @@ impl SessionModel {
                 })
             }
             Self::Anyres(m) => {
-                let image = anyres::session_image(m, session).map_err(ServiceError::Image)?;
+                let read;
+                let image = match original {
+                    Some(image) => image,
+                    None => {
+                        read = anyres::session_image(m, session).map_err(ServiceError::Image)?;
+                        &read
+                    }
+                };
                 let kinds: Vec<RegionKind> = session.regions().iter().map(|r| r.kind).collect();
                 let mut done = 0;
-                anyres::relevancy_maps(m, &image, session, &kinds, todo, &mut |_| {
+                anyres::relevancy_maps(m, image, session, &kinds, todo, &mut |_| {
                     done += 1;
                     on_token(done)
                 })
@@ -189,6 +251,32 @@ impl SessionModel {
                     ServiceError::Relevancy(relevancy::RelevancyError::Model(e.to_string()))
                 })
             }
+        }
+    }
+
+    /// Generates an answer to `request`'s prompt about `image` (an image in memory;
+    /// `request.image` only names it in the session) through this model's own pipeline:
+    /// its processor, its generation. No explanation is added.
+    pub fn generate(
+        &self,
+        image: &image::DynamicImage,
+        request: &RunRequest,
+        cancel: &AtomicBool,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> Result<Session, GenerateError> {
+        match self {
+            Self::Llava(m) => crate::generate::generate(m, image, request, cancel, on_progress),
+            Self::Qwen(m) => qwen::generate(m, image, request, cancel, on_progress),
+            Self::Anyres(m) => anyres::generate(m, image, request, cancel, on_progress),
+        }
+    }
+
+    /// What the user named the model.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Llava(m) => &m.name,
+            Self::Qwen(m) => &m.name,
+            Self::Anyres(m) => &m.name,
         }
     }
 }

@@ -1,0 +1,308 @@
+//! `lvlmscope eval` on the tiny LLaVA-NeXT, OneVision and Qwen2-VL fixtures: the scenes go
+//! through each pipeline's own processor, the numbers are scored on the right region (the
+//! high-resolution grid of an anyres model by default, `--region base` on request, the merged
+//! grid of Qwen2-VL) with the grids a `run` of the same picture has, two runs write the same
+//! JSON, and each deletion curve starts at the probability a plain forward of the generation
+//! path gives the first answer token. Modes a pipeline does not take fail in one sentence.
+
+mod cli_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use candle_core::Tensor;
+use cli_support::{assert_clear_failure, fixtures, lvlmscope};
+use lvlmscope::demo::{self, scene_seed, SceneConfig};
+use lvlmscope::eval::pick_question;
+use lvlmscope::explain::faithfulness::{fraction_ks, softmax_at};
+use lvlmscope::generate::{Capture, RunRequest};
+use lvlmscope::job::{ModelSpec, SessionModel};
+use lvlmscope::model::{DeviceName, NoTape};
+use lvlmscope::session::Session;
+use serde_json::Value;
+
+const SEED: u64 = 2;
+const SCENES: usize = 3;
+const STEPS: usize = 4;
+
+fn model_dir(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+/// `eval --model NAME --scenes 3 --steps 4 --json` (plus `extra`): the JSON text.
+fn eval_json(dir: &Path, name: &str, file: &str, extra: &[&str]) -> String {
+    let json = dir.join(file);
+    let model = model_dir(name);
+    let scenes = SCENES.to_string();
+    let steps = STEPS.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
+        .args(["eval", "--model", model.to_str().unwrap()])
+        .args(["--scenes", &scenes, "--steps", &steps, "--seed", "2"])
+        .args(["--json", json.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "eval on {name} failed: {stderr}");
+    std::fs::read_to_string(json).expect("the JSON file is written")
+}
+
+fn load(name: &str) -> SessionModel {
+    let spec = ModelSpec {
+        path: model_dir(name).display().to_string(),
+        dtype: candle_core::DType::F32,
+        device: DeviceName::Cpu,
+    };
+    SessionModel::load(&spec, &candle_core::Device::Cpu).unwrap()
+}
+
+/// Scene `index` of the run: its picture and question.
+fn scene(index: usize) -> (image::RgbImage, String) {
+    let config = SceneConfig::default();
+    let seed = scene_seed(SEED, index as u64);
+    let scene = demo::generate(seed, &config);
+    let question = pick_question(&scene, index, seed, &config).expect("a scored scene");
+    (scene.image, question.question)
+}
+
+/// `lvlmscope run`'s session of `name` on scene `index`'s picture written to a PNG file.
+fn run_session(dir: &Path, name: &str, index: usize) -> Session {
+    let (picture, prompt) = scene(index);
+    let path = dir.join(format!("{name}-scene{index}.png"));
+    picture.save(&path).unwrap();
+    let request = RunRequest {
+        model: model_dir(name).display().to_string(),
+        image: path,
+        prompt,
+        max_new_tokens: 1,
+        ..RunRequest::default()
+    };
+    lvlmscope::job::run(&request, &AtomicBool::new(false), &mut |_| {}).unwrap()
+}
+
+/// The probability of `session`'s first answer token after one forward of the generation
+/// path (the processor on `image`, the image features, the prompt embedded with them).
+fn first_token_probability(model: &SessionModel, image: &image::DynamicImage, s: &Session) -> f32 {
+    let ids: Vec<u32> = s.input_ids.iter().map(|&i| i as u32).collect();
+    let logits = match model {
+        SessionModel::Anyres(m) => {
+            let llava = m.model.llava();
+            let px = m.images.preprocess(image).unwrap();
+            let pv = Tensor::from_vec(px.data.clone(), px.shape.to_vec(), llava.device()).unwrap();
+            let features = m
+                .model
+                .image_features(&pv, &px.layout, &mut NoTape)
+                .unwrap();
+            let embeds = llava.embed(&ids, Some(&features)).unwrap();
+            llava
+                .forward(&embeds, 0, &mut llava.new_cache(), &mut NoTape, false)
+                .unwrap()
+        }
+        SessionModel::Qwen(m) => {
+            let px = m.images.preprocess(image).unwrap();
+            let pv = Tensor::from_vec(
+                px.data.clone(),
+                (px.num_patches, px.patch_len),
+                m.model.device(),
+            )
+            .unwrap();
+            let features = m
+                .model
+                .image_features(&pv, px.grid_thw, &mut NoTape)
+                .unwrap()
+                .features;
+            let pos = m
+                .model
+                .positions(&ids, &[px.merged_grid(m.images.merge_size)])
+                .unwrap();
+            let embeds = m.model.embed(&ids, Some(&features)).unwrap();
+            let mut cache = m.model.new_cache();
+            m.model
+                .forward(&embeds, 0, &pos, &mut cache, &mut NoTape, false)
+                .unwrap()
+        }
+        SessionModel::Llava(_) => panic!("the LLaVA path is checked in eval_faithfulness"),
+    };
+    let row: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+    softmax_at(&row, s.output_ids[0] as usize)
+}
+
+fn grid_of(v: &Value) -> [usize; 2] {
+    [
+        v[0].as_u64().unwrap() as usize,
+        v[1].as_u64().unwrap() as usize,
+    ]
+}
+
+#[test]
+fn eval_scores_the_region_grids_a_run_has_and_is_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, scored, grids) in [
+        (
+            "tiny-llava-next",
+            "highres",
+            vec![("base", [4, 4]), ("highres", [8, 8])],
+        ),
+        (
+            "tiny-llava-onevision",
+            "highres",
+            vec![("base", [4, 4]), ("highres", [4, 4])],
+        ),
+        ("tiny-qwen2-vl", "image", vec![("image", [4, 4])]),
+    ] {
+        let first = eval_json(tmp.path(), name, "a.json", &[]);
+        let second = eval_json(tmp.path(), name, "b.json", &[]);
+        assert_eq!(first, second, "{name}: two runs with one seed differ");
+        let v: Value = serde_json::from_str(&first).unwrap();
+        let p = &v["parameters"];
+
+        // The regions and grids are those of a `run` on the same picture read from a file.
+        let session = run_session(tmp.path(), name, 0);
+        let run_grids: Vec<(&str, [usize; 2])> = session
+            .regions()
+            .iter()
+            .map(|r| (r.kind.name(), r.grid))
+            .collect();
+        assert_eq!(run_grids, grids, "{name}: the run's regions");
+        let json_grids: Vec<(&str, [usize; 2])> = p["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["region"].as_str().unwrap(), grid_of(&r["grid"])))
+            .collect();
+        assert_eq!(json_grids, grids, "{name}: the JSON's regions");
+        assert_eq!(p["region"], scored, "{name}");
+        let grid = grids.iter().find(|(k, _)| *k == scored).unwrap().1;
+        assert_eq!(grid_of(&p["image_grid"]), grid, "{name}");
+        let ks: Vec<usize> = p["ks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(ks, fraction_ks(grid[0] * grid[1], STEPS), "{name}");
+
+        let scenes = v["scenes"].as_array().unwrap();
+        assert_eq!(scenes.len(), SCENES, "{name}: every scene has a question");
+        for s in scenes {
+            for m in s["methods"].as_array().unwrap() {
+                assert_eq!(m["deletion"].as_array().unwrap().len(), ks.len());
+                let regions = m.get("regions").and_then(Value::as_array);
+                if grids.len() == 1 {
+                    assert!(regions.is_none(), "{name}: one region, no breakdown");
+                    continue;
+                }
+                let regions = regions.expect("a breakdown per region");
+                let kinds: Vec<&str> = regions
+                    .iter()
+                    .map(|r| r["region"].as_str().unwrap())
+                    .collect();
+                assert_eq!(kinds, ["base", "highres"], "{name}");
+                // The scored region's entry is the method's own pointing and mass.
+                assert_eq!(regions[1]["pointing"], m["pointing"], "{name}");
+                assert_eq!(regions[1]["mass_in_mask"], m["mass_in_mask"], "{name}");
+            }
+        }
+        for m in v["methods"].as_array().unwrap() {
+            let n = m.get("regions").map_or(0, |r| r.as_array().unwrap().len());
+            assert_eq!(n, if grids.len() == 1 { 0 } else { 2 }, "{name}");
+        }
+    }
+}
+
+#[test]
+fn nothing_deleted_is_the_probability_of_the_generation_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["tiny-llava-next", "tiny-llava-onevision", "tiny-qwen2-vl"] {
+        let v: Value = serde_json::from_str(&eval_json(tmp.path(), name, "e.json", &[])).unwrap();
+        let model = load(name);
+        for s in v["scenes"].as_array().unwrap() {
+            let index = s["index"].as_u64().unwrap() as usize;
+            let (picture, prompt) = scene(index);
+            assert_eq!(s["question"], prompt.as_str());
+            let image = image::DynamicImage::ImageRgb8(picture);
+            let request = RunRequest {
+                model: model.name().to_string(),
+                image: "scene".into(),
+                prompt,
+                max_new_tokens: 1,
+                capture: Capture::Off,
+                ..RunRequest::default()
+            };
+            let session = model
+                .generate(&image, &request, &AtomicBool::new(false), &mut |_| {})
+                .unwrap();
+            let expected = first_token_probability(&model, &image, &session);
+            let methods = s["methods"].as_array().unwrap();
+            for m in methods {
+                let curve = m["deletion"].as_array().unwrap();
+                let k0 = curve[0].as_f64().unwrap() as f32;
+                assert!(
+                    (k0 - expected).abs() <= 1e-5,
+                    "{name} scene {index} {}: p with nothing deleted {k0}, the forward's {expected}",
+                    m["method"]
+                );
+            }
+            // Deleting the whole scored region changes the probability.
+            let last = methods[0]["deletion"].as_array().unwrap().last().unwrap();
+            assert_ne!(
+                last.as_f64().unwrap() as f32,
+                expected,
+                "{name} scene {index}"
+            );
+        }
+    }
+}
+
+#[test]
+fn region_base_scores_the_base_view_of_an_anyres_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "tiny-llava-next";
+    let v: Value = serde_json::from_str(&eval_json(
+        tmp.path(),
+        name,
+        "base.json",
+        &["--region", "base"],
+    ))
+    .unwrap();
+    let p = &v["parameters"];
+    assert_eq!(p["region"], "base");
+    assert_eq!(grid_of(&p["image_grid"]), [4, 4]);
+    let ks: Vec<u64> = p["ks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_u64().unwrap())
+        .collect();
+    assert_eq!(ks, [0, 4, 8, 12, 16]);
+    for s in v["scenes"].as_array().unwrap() {
+        for m in s["methods"].as_array().unwrap() {
+            let base = &m["regions"][0];
+            assert_eq!(base["region"], "base");
+            assert_eq!(base["pointing"], m["pointing"]);
+            assert_eq!(base["mass_in_mask"], m["mass_in_mask"]);
+        }
+    }
+}
+
+#[test]
+fn modes_and_regions_a_model_lacks_fail_in_one_sentence() {
+    let qwen = model_dir("tiny-qwen2-vl");
+    let next = model_dir("tiny-llava-next");
+    let (q, n) = (qwen.to_str().unwrap(), next.to_str().unwrap());
+    assert_clear_failure(
+        lvlmscope(&["eval", "--model", q, "--scenes", "2", "--region", "base"]),
+        "no such image region",
+    );
+    assert_clear_failure(
+        lvlmscope(&["eval", "--model", n, "--scenes", "2", "--steps", "65"]),
+        "--steps must be between 1 and the number of patches (64)",
+    );
+    for model in [q, n] {
+        assert_clear_failure(
+            lvlmscope(&["eval", "--sanity", "--model", model, "--scenes", "2"]),
+            "does not take yet",
+        );
+    }
+}

@@ -306,3 +306,136 @@ fn modes_and_regions_a_model_lacks_fail_in_one_sentence() {
         );
     }
 }
+
+#[test]
+fn heads_are_scored_on_the_scored_region_of_each_pipeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, region, grid) in [
+        ("tiny-llava-next", "highres", [8, 8]),
+        ("tiny-qwen2-vl", "image", [4, 4]),
+    ] {
+        let run = |file: &str| {
+            let json = tmp.path().join(file);
+            let out = Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
+                .args([
+                    "eval",
+                    "--heads",
+                    "--model",
+                    model_dir(name).to_str().unwrap(),
+                ])
+                .args(["--scenes", "3", "--json", json.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (
+                std::fs::read_to_string(json).unwrap(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        let (first, table) = run("h1.json");
+        assert_eq!(first, run("h2.json").0, "{name}: two runs differ");
+        let v: Value = serde_json::from_str(&first).unwrap();
+        let p = &v["parameters"];
+        assert_eq!(p["region"], region, "{name}");
+        assert_eq!(grid_of(&p["grid"]), grid, "{name}");
+        assert_eq!(
+            (p["layers"].as_u64(), p["heads"].as_u64()),
+            (Some(2), Some(4))
+        );
+        assert_eq!(p["scored"], 3);
+        assert_eq!(v["heads"].as_array().unwrap().len(), 8);
+        for h in v["heads"].as_array().unwrap() {
+            for key in ["pointing", "pointing_overlap", "pointing_tolerance"] {
+                // A share of the 3 scenes.
+                let x = h[key].as_f64().unwrap() * 3.0;
+                assert!(
+                    (x - x.round()).abs() < 1e-5 && (0.0..=3.0).contains(&x),
+                    "{key} {h}"
+                );
+            }
+            let mass = h["mass_in_mask"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&mass));
+        }
+        assert_eq!(
+            table.contains("scored on the highres region's 8x8 grid"),
+            region == "highres",
+            "{name}: {table}"
+        );
+    }
+}
+
+#[test]
+fn a_heads_mass_in_mask_is_that_of_its_map_on_the_highres_cells() {
+    use lvlmscope::eval::metrics::{mass_in_mask, region_coverage};
+    use lvlmscope::explain::attention::HeadAgg;
+    use lvlmscope::explain::catalogue::{self, MapId};
+    use lvlmscope::session::RegionKind;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "tiny-llava-next";
+    let json = tmp.path().join("one.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
+        .args([
+            "eval",
+            "--heads",
+            "--model",
+            model_dir(name).to_str().unwrap(),
+        ])
+        .args(["--scenes", "1", "--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+
+    let model = load(name);
+    let config = SceneConfig::default();
+    let seed = scene_seed(SEED, 0);
+    let scene = demo::generate(seed, &config);
+    let question = pick_question(&scene, 0, seed, &config).unwrap();
+    let mask = &scene.objects[question.object.unwrap()].mask;
+    let image = image::DynamicImage::ImageRgb8(scene.image.clone());
+    let request = RunRequest {
+        model: model.name().to_string(),
+        image: "scene".into(),
+        prompt: question.question.clone(),
+        max_new_tokens: 1,
+        ..RunRequest::default()
+    };
+    let session = model
+        .generate(&image, &request, &AtomicBool::new(false), &mut |_| {})
+        .unwrap();
+    let highres: Vec<_> = session
+        .regions()
+        .iter()
+        .filter(|r| r.kind == RegionKind::Highres)
+        .cloned()
+        .collect();
+    let coverage = region_coverage(mask, &highres, session.manifest.image.original_size);
+    let layers = 2;
+    for h in v["heads"].as_array().unwrap() {
+        let (l, head) = (h["layer"].as_u64().unwrap(), h["head"].as_u64().unwrap());
+        let id = MapId::attention(l as usize, layers, HeadAgg::Head(head as usize));
+        let e = catalogue::explain(&session, &[0], &id).unwrap();
+        let map = &e
+            .regions
+            .iter()
+            .find(|m| m.kind == RegionKind::Highres)
+            .unwrap()
+            .grid
+            .values;
+        let expected = mass_in_mask(map, &coverage);
+        let got = h["mass_in_mask"].as_f64().unwrap() as f32;
+        assert!(
+            (got - expected).abs() < 1e-6,
+            "l{l}h{head}: {got} vs {expected}"
+        );
+    }
+}

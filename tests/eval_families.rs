@@ -299,11 +299,106 @@ fn modes_and_regions_a_model_lacks_fail_in_one_sentence() {
         lvlmscope(&["eval", "--model", n, "--scenes", "2", "--steps", "65"]),
         "--steps must be between 1 and the number of patches (64)",
     );
-    for model in [q, n] {
-        assert_clear_failure(
-            lvlmscope(&["eval", "--sanity", "--model", model, "--scenes", "2"]),
-            "does not take yet",
+    assert_clear_failure(
+        lvlmscope(&[
+            "eval", "--sanity", "--model", q, "--scenes", "2", "--region", "highres",
+        ]),
+        "no such image region",
+    );
+}
+
+#[test]
+fn randomising_no_layer_keeps_the_model_and_every_layer_changes_it() {
+    for name in ["tiny-llava-next", "tiny-qwen2-vl"] {
+        let model = load(name);
+        let (layers, _) = model.decoder_shape();
+        let (picture, prompt) = scene(0);
+        let image = image::DynamicImage::ImageRgb8(picture);
+        let request = RunRequest {
+            model: model.name().to_string(),
+            image: "scene".into(),
+            prompt,
+            max_new_tokens: 1,
+            capture: Capture::Off,
+            ..RunRequest::default()
+        };
+        let session = model
+            .generate(&image, &request, &AtomicBool::new(false), &mut |_| {})
+            .unwrap();
+        let trained = first_token_probability(&model, &image, &session);
+        let none = model.load_randomized(layers..layers, 7).unwrap();
+        assert_eq!(
+            first_token_probability(&none, &image, &session),
+            trained,
+            "{name}"
         );
+        let all = model.load_randomized(0..layers, 7).unwrap();
+        let p = first_token_probability(&all, &image, &session);
+        assert!((p - trained).abs() > 1e-4, "{name}: {p} vs {trained}");
+        let again = model.load_randomized(0..layers, 7).unwrap();
+        assert_eq!(
+            first_token_probability(&again, &image, &session),
+            p,
+            "{name}: seeded"
+        );
+    }
+}
+
+#[test]
+fn the_sanity_check_runs_on_anyres_and_qwen_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, region) in [
+        ("tiny-llava-onevision", "highres"),
+        ("tiny-qwen2-vl", "image"),
+    ] {
+        let run = |file: &str| {
+            let json = tmp.path().join(file);
+            let out = Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
+                .args([
+                    "eval",
+                    "--sanity",
+                    "--model",
+                    model_dir(name).to_str().unwrap(),
+                ])
+                .args(["--scenes", "3", "--json", json.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::read_to_string(json).unwrap()
+        };
+        let first = run("s1.json");
+        assert_eq!(first, run("s2.json"), "{name}: two runs differ");
+        let v: Value = serde_json::from_str(&first).unwrap();
+        let p = &v["parameters"];
+        assert_eq!(p["region"], region, "{name}");
+        assert_eq!(p["scored"], 3, "{name}");
+        assert_eq!(p["steps"], serde_json::json!([[1, 1], [0, 1]]), "{name}");
+        for m in v["methods"].as_array().unwrap() {
+            let method = m["method"].as_str().unwrap();
+            let rho: Vec<f64> = m["rho"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_f64().unwrap())
+                .collect();
+            assert_eq!(rho.len(), 2, "{name} {method}");
+            match method {
+                // The control: the same seeded map whatever the weights.
+                "random" => assert!(rho.iter().all(|&r| r == 1.0) && m["flagged"] == true),
+                // The last layer's attention changes once that layer is noise.
+                "attention.last.mean" => {
+                    assert!(rho[0] < 0.9 && m["flagged"] == false, "{name}: {rho:?}")
+                }
+                _ => assert!(
+                    rho.iter().all(|r| (-1.0..=1.0).contains(r)),
+                    "{name} {method}"
+                ),
+            }
+        }
     }
 }
 

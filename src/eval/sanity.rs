@@ -13,13 +13,20 @@
 //! Both sides are computed the same way: one forward over the prompt records the attention of
 //! the answer token's position (all layers) and the last layer's full matrix; relevancy and
 //! causal results are computed from that, then the catalogue gives the maps.
+//!
+//! Every pipeline takes it: a Qwen2-VL or LLaVA-NeXT / OneVision model re-records through its
+//! own generation of one token on the scene's picture (its processor, its M-RoPE or anyres
+//! layout), with the trained model's answer token put back for relevancy and causal, and its
+//! decoder randomised through the same seeded noise ([`SessionModel::load_randomized`]). The
+//! maps are compared on the cells of the region the run scores (the high-resolution grid of an
+//! anyres model by default).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use super::scenes::for_each_scene;
+use super::scenes::{self, for_each_scene};
 use super::{scene_maps, EvalError, EvalOptions};
 use crate::demo::scene_seed;
 use crate::explain::catalogue::MapId;
@@ -27,10 +34,10 @@ use crate::explain::causal;
 use crate::explain::compare::spearman;
 use crate::explain::knockout::{sequence, KnockoutError};
 use crate::explain::relevancy;
-use crate::generate::{Capture, GenerateError};
+use crate::generate::{Capture, RunRequest};
 use crate::job::SessionModel;
 use crate::model::{AttentionRecorder, CaptureMode, Llava};
-use crate::session::{Array, CausalParams, Session};
+use crate::session::{Array, CausalParams, RegionKind, Session};
 
 /// A method whose mean ρ stays above this at every randomisation step is flagged.
 pub const THRESHOLD: f32 = 0.9;
@@ -55,6 +62,9 @@ pub struct SanityParameters {
     pub threshold: f32,
     /// Per step, the decoder layers randomised (`[first, last]`).
     pub steps: Vec<[usize; 2]>,
+    /// The image region whose cells the maps are compared on (`highres` on LLaVA-NeXT /
+    /// OneVision by default, `image` otherwise).
+    pub region: Option<RegionKind>,
 }
 
 /// One method's ρ per randomisation step.
@@ -118,45 +128,97 @@ pub fn rerecord(model: &Llava, s: &Session) -> Result<Session, KnockoutError> {
     Ok(out)
 }
 
-/// The standard maps of the first answer token of `s` under `model`.
-fn maps(
-    model: &Llava,
+/// `s` (one answer token, made by `model` or by the same model with other weights) with its
+/// attention re-recorded by `model`: for a LLaVA-style model [`rerecord`]; for the other
+/// pipelines one generation of one token on `image` recording the last layer's full matrix,
+/// whose answer token is then set to `s`'s (the recorded rows, at the prompt's last position,
+/// do not depend on it).
+fn rerecorded(
+    model: &SessionModel,
     s: &Session,
-    random_seed: u64,
-    scene: usize,
+    image: &image::DynamicImage,
+    cancel: &AtomicBool,
+) -> Result<Session, EvalError> {
+    if let SessionModel::Llava(m) = model {
+        return rerecord(&m.model, s).map_err(|e| EvalError::Sanity(e.to_string()));
+    }
+    let request = RunRequest {
+        model: model.name().to_string(),
+        image: s.manifest.image.path.clone().into(),
+        prompt: s.manifest.prompt.clone(),
+        max_new_tokens: 1,
+        capture: Capture::Full,
+        ..RunRequest::default()
+    };
+    let mut out = model.generate(image, &request, cancel, &mut |_| {})?;
+    if out.input_ids != s.input_ids {
+        return Err(EvalError::Sanity(
+            "the randomised model's prompt differs from the trained model's".to_string(),
+        ));
+    }
+    out.output_ids = s.output_ids[..1.min(s.output_ids.len())].to_vec();
+    out.manifest.tokens.output = s.manifest.tokens.output[..out.output_ids.len()].to_vec();
+    Ok(out)
+}
+
+/// The standard maps of the first answer token of `s` under `model`, over the scored region's
+/// cells.
+fn maps(
+    model: &SessionModel,
+    s: &Session,
+    scene: &SanityScene,
+    region: Option<RegionKind>,
+    cancel: &AtomicBool,
 ) -> Result<Vec<Vec<f32>>, EvalError> {
-    let mut s = rerecord(model, s).map_err(|e| EvalError::Sanity(e.to_string()))?;
-    relevancy::ensure(model, &mut s, &[0], &mut |_| {})?;
+    let mut s = rerecorded(model, s, &scene.image, cancel)?;
+    let rows = model.relevancy_of_image(&s, &scene.image, &[0], &mut |_| {})?;
+    relevancy::store(&mut s, &rows)?;
     let params = CausalParams::for_session(&s);
     s.manifest.causal = Some(causal::explain_session(&s, &[0], &params)?);
-    scene_maps(&s, random_seed).map_err(|source| EvalError::Map { scene, source })
+    let cells = scenes::scored(&s, region)?.cells;
+    let maps = scene_maps(&s, scene.random_seed).map_err(|source| EvalError::Map {
+        scene: scene.index,
+        source,
+    })?;
+    Ok(maps
+        .into_iter()
+        .map(|m| m[cells.clone()].to_vec())
+        .collect())
+}
+
+/// A scene of the check: the trained model's session and maps.
+struct SanityScene {
+    index: usize,
+    random_seed: u64,
+    image: image::DynamicImage,
+    session: Session,
+    base: Vec<Vec<f32>>,
 }
 
 /// Runs the sanity check on the scenes `options` describe (the same scenes and questions as
-/// [`super::evaluate`]). `on_scene(done, total)` counts scenes over all steps. LLaVA-style
-/// models only: a Qwen2-VL or LLaVA-NeXT / OneVision model is refused in one sentence.
+/// [`super::evaluate`]), with a model of any pipeline: the maps are compared on the region
+/// the run scores ([`scenes::scored`]). `on_scene(done, total)` counts scenes over all steps.
 pub fn sanity(
     model: &SessionModel,
     options: &EvalOptions,
     cancel: &AtomicBool,
     on_scene: &mut dyn FnMut(usize, usize),
 ) -> Result<SanityReport, EvalError> {
-    let SessionModel::Llava(loaded) = model else {
-        return Err(EvalError::Unsupported(format!(
-            "eval --sanity re-records a LLaVA-style decoder with randomised layers, and {} is a \
-             Qwen2-VL or LLaVA-NeXT / OneVision model, which it does not take yet",
-            model.name()
-        )));
-    };
     super::check_scenes(options.scenes)?;
-    let layers = loaded.model.num_layers();
+    let (layers, _) = model.decoder_shape();
     let total = options.scenes * (layers + 1);
-    let mut scenes: Vec<(usize, u64, Session, Vec<Vec<f32>>)> = Vec::new();
+    let mut scenes: Vec<SanityScene> = Vec::new();
     for_each_scene(options, total, cancel, on_scene, |eval| {
         let session = eval.generate(model, 1, Capture::Rows, cancel)?;
-        let random_seed = scene_seed(options.seed ^ 0x5241_4e44_4f4d, eval.index as u64);
-        let base = maps(&loaded.model, &session, random_seed, eval.index)?;
-        scenes.push((eval.index, random_seed, session, base));
+        let mut scene = SanityScene {
+            index: eval.index,
+            random_seed: scene_seed(options.seed ^ 0x5241_4e44_4f4d, eval.index as u64),
+            image: eval.image(),
+            session,
+            base: Vec::new(),
+        };
+        scene.base = maps(model, &scene.session, &scene, options.region, cancel)?;
+        scenes.push(scene);
         Ok(())
     })?;
     let methods = MapId::STANDARD.len();
@@ -164,24 +226,16 @@ pub fn sanity(
     let mut used = vec![vec![0usize; layers]; methods];
     let constant = |m: &[f32]| m.windows(2).all(|w| w[0] == w[1]);
     let mut steps = Vec::with_capacity(layers);
-    let device = loaded.model.device().clone();
     for k in 1..=layers {
         let first = layers - k;
         steps.push([first, layers - 1]);
-        let model = Llava::load_randomized(
-            &loaded.dir,
-            loaded.model.dtype(),
-            &device,
-            first..layers,
-            WEIGHT_SEED,
-        )
-        .map_err(|e| EvalError::Generate(GenerateError::from(e)))?;
-        for (done, (index, random_seed, session, base)) in scenes.iter().enumerate() {
+        let randomised = model.load_randomized(first..layers, WEIGHT_SEED)?;
+        for (done, scene) in scenes.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(EvalError::Cancelled);
             }
-            let now = maps(&model, session, *random_seed, *index)?;
-            for (m, (a, b)) in base.iter().zip(&now).enumerate() {
+            let now = maps(&randomised, &scene.session, scene, options.region, cancel)?;
+            for (m, (a, b)) in scene.base.iter().zip(&now).enumerate() {
                 if constant(a) && constant(b) {
                     continue;
                 }
@@ -223,6 +277,10 @@ pub fn sanity(
             layers,
             threshold: THRESHOLD,
             steps,
+            region: scenes
+                .first()
+                .and_then(|s| scenes::scored(&s.session, options.region).ok())
+                .map(|scored| scored.region.kind),
         },
         methods,
     })

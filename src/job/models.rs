@@ -13,7 +13,7 @@ use crate::explain::relevancy::{self, RelevancyMaps};
 use crate::generate::anyres::{self, AnyresLoaded};
 use crate::generate::qwen::{self, QwenLoaded};
 use crate::generate::{GenerateError, LoadedModel, Progress, RunRequest};
-use crate::model::{ModelDir, NoTape};
+use crate::model::{Llava, LlavaNext, ModelDir, NoTape, QwenVl};
 use crate::processing::PromptProcessor;
 use crate::session::{RegionKind, Session};
 
@@ -269,6 +269,58 @@ impl SessionModel {
             Self::Qwen(m) => qwen::generate(m, image, request, cancel, on_progress),
             Self::Anyres(m) => anyres::generate(m, image, request, cancel, on_progress),
         }
+    }
+
+    /// This model again with its decoder layers `layers` randomised (seeded noise of each
+    /// trained tensor's scale, norms kept; [`crate::model::randomize`]), the rest (vision tower,
+    /// projector, embeddings, processors) as trained: the model of a model-randomisation
+    /// sanity check.
+    pub fn load_randomized(
+        &self,
+        layers: std::ops::Range<usize>,
+        seed: u64,
+    ) -> Result<Self, GenerateError> {
+        Ok(match self {
+            Self::Llava(m) => Self::Llava(LoadedModel {
+                name: m.name.clone(),
+                dir: m.dir.clone(),
+                model: Llava::load_randomized(
+                    &m.dir,
+                    m.model.dtype(),
+                    m.model.device(),
+                    layers,
+                    seed,
+                )?,
+                images: m.images.clone(),
+                prompts: PromptProcessor::from_dir(&m.dir.root)?,
+            }),
+            Self::Qwen(m) => Self::Qwen(QwenLoaded {
+                name: m.name.clone(),
+                dir: m.dir.clone(),
+                model: QwenVl::load_randomized(
+                    &m.dir,
+                    m.model.dtype(),
+                    m.model.device(),
+                    layers,
+                    seed,
+                )?,
+                images: m.images.clone(),
+                prompts: PromptProcessor::from_dir_with_token(&m.dir.root, qwen::IMAGE_PAD)?,
+            }),
+            Self::Anyres(m) => Self::Anyres(Box::new(AnyresLoaded {
+                name: m.name.clone(),
+                dir: m.dir.clone(),
+                model: LlavaNext::load_randomized(
+                    &m.dir,
+                    m.model.llava().dtype(),
+                    m.model.llava().device(),
+                    layers,
+                    seed,
+                )?,
+                images: m.images.clone(),
+                prompts: PromptProcessor::from_dir(&m.dir.root)?,
+            })),
+        })
     }
 
     /// What the user named the model.

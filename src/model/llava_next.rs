@@ -28,6 +28,28 @@ impl LlavaNext {
     /// Load the model of `dir` in `dtype` on `device`; a missing or misshapen tensor
     /// (`image_newline` included) is reported by name.
     pub fn load(dir: &ModelDir, dtype: DType, device: &Device) -> Result<Self, ModelError> {
+        Self::load_with(dir, dtype, device, None)
+    }
+
+    /// [`LlavaNext::load`] with the decoder layers `layers` randomised (seeded noise of each
+    /// trained tensor's scale, norms kept; [`super::randomize`]): the model of a
+    /// model-randomisation sanity check.
+    pub fn load_randomized(
+        dir: &ModelDir,
+        dtype: DType,
+        device: &Device,
+        layers: std::ops::Range<usize>,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
+        Self::load_with(dir, dtype, device, Some((layers, seed)))
+    }
+
+    fn load_with(
+        dir: &ModelDir,
+        dtype: DType,
+        device: &Device,
+        randomize: Option<(std::ops::Range<usize>, u64)>,
+    ) -> Result<Self, ModelError> {
         if dtype == DType::BF16 && device.is_cpu() {
             return Err(ModelError::UnsupportedDtype {
                 dtype: "bf16".to_string(),
@@ -35,7 +57,11 @@ impl LlavaNext {
             });
         }
         let cfg = AnyresConfig::from_file(&dir.config)?;
-        let weights = Weights::open(&dir.weights, dtype, device)?;
+        let mut weights = Weights::open(&dir.weights, dtype, device)?;
+        if let Some((layers, seed)) = randomize {
+            let text = weights.layout.text();
+            weights.vb = super::randomize::randomizing(weights.vb.clone(), text, layers, seed);
+        }
         let llava = Llava::build(cfg.llava.clone(), &weights, dtype, device)?;
         let key = match weights.layout {
             KeyLayout::Legacy => "image_newline",

@@ -53,6 +53,28 @@ fn prefixes(vb: &VarBuilder) -> (&'static str, &'static str) {
 impl QwenVl {
     /// Load the model of `dir` in `dtype` on `device`.
     pub fn load(dir: &ModelDir, dtype: DType, device: &Device) -> Result<Self, ModelError> {
+        Self::load_with(dir, dtype, device, None)
+    }
+
+    /// [`QwenVl::load`] with the decoder layers `layers` randomised (seeded noise of each
+    /// trained tensor's scale, norms kept; [`crate::model::randomize`]): the model of a
+    /// model-randomisation sanity check.
+    pub fn load_randomized(
+        dir: &ModelDir,
+        dtype: DType,
+        device: &Device,
+        layers: std::ops::Range<usize>,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
+        Self::load_with(dir, dtype, device, Some((layers, seed)))
+    }
+
+    fn load_with(
+        dir: &ModelDir,
+        dtype: DType,
+        device: &Device,
+        randomize: Option<(std::ops::Range<usize>, u64)>,
+    ) -> Result<Self, ModelError> {
         if dtype == DType::BF16 && device.is_cpu() {
             return Err(ModelError::UnsupportedDtype {
                 dtype: "bf16".to_string(),
@@ -70,6 +92,13 @@ impl QwenVl {
                 file: dir.weights.first().cloned().unwrap_or_default(),
                 detail: e.to_string(),
             })?;
+        let vb = match randomize {
+            Some((layers, seed)) => {
+                let text = prefixes(&vb).0;
+                crate::model::randomize::randomizing(vb, text, layers, seed)
+            }
+            None => vb,
+        };
         Self::build(cfg, vb, dtype, device).map_err(ModelError::Candle)
     }
 

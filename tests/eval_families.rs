@@ -3,7 +3,9 @@
 //! high-resolution grid of an anyres model by default, `--region base` on request, the merged
 //! grid of Qwen2-VL) with the grids a `run` of the same picture has, two runs write the same
 //! JSON, and each deletion curve starts at the probability a plain forward of the generation
-//! path gives the first answer token. Modes a pipeline does not take fail in one sentence.
+//! path gives the first answer token. `eval --heads` scores the heads' maps on that region,
+//! `eval --sanity` randomises each pipeline's decoder, and a region a model lacks fails in one
+//! sentence.
 
 mod cli_support;
 

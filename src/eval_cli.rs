@@ -115,61 +115,78 @@ fn write_json(
     Ok(())
 }
 
-/// Runs `lvlmscope eval`: the faithfulness and pointing benchmark.
-pub fn faithfulness(args: EvalArgs) -> anyhow::Result<()> {
+/// Loads the model, runs one eval mode with a progress bar over `total(layers)` scenes, prints
+/// its table and `summary` on stderr, and writes its JSON when --json asks for it.
+fn run_mode<R: serde::Serialize>(
+    args: EvalArgs,
+    total: impl FnOnce(&SessionModel) -> usize,
+    run: impl FnOnce(
+        &SessionModel,
+        &EvalOptions,
+        &AtomicBool,
+        &mut dyn FnMut(usize, usize),
+    ) -> Result<R, lvlmscope::eval::EvalError>,
+    table: impl FnOnce(&R) -> String,
+    summary: impl FnOnce(&R, f64) -> String,
+) -> anyhow::Result<()> {
     let file = json_file(&args)?;
     let (model, options) = load(&args)?;
-    let bar = bar(args.scenes, "scenes");
+    let bar = bar(total(&model), "scenes");
     let cancel = AtomicBool::new(false);
-    let report = lvlmscope::eval::evaluate(&model, &options, &cancel, &mut |done, _| {
+    let started = std::time::Instant::now();
+    let report = run(&model, &options, &cancel, &mut |done, _| {
         bar.set_position(done as u64)
     });
     bar.finish_and_clear();
     let report = report?;
-    print!("{}", report.table());
-    eprintln!("{}", report.timing_line());
+    print!("{}", table(&report));
+    eprintln!("{}", summary(&report, started.elapsed().as_secs_f64()));
     write_json(file, &report)
+}
+
+/// Runs `lvlmscope eval`: the faithfulness and pointing benchmark.
+pub fn faithfulness(args: EvalArgs) -> anyhow::Result<()> {
+    let scenes = args.scenes;
+    run_mode(
+        args,
+        |_| scenes,
+        lvlmscope::eval::evaluate,
+        |r| r.table(),
+        |r, _| r.timing_line(),
+    )
 }
 
 /// Runs `lvlmscope eval --heads`.
 pub fn heads(args: EvalArgs) -> anyhow::Result<()> {
-    let file = json_file(&args)?;
-    let (model, options) = load(&args)?;
-    let bar = bar(args.scenes, "scenes");
-    let cancel = AtomicBool::new(false);
-    let started = std::time::Instant::now();
-    let report = lvlmscope::eval::heads::evaluate_heads(&model, &options, &cancel, &mut |d, _| {
-        bar.set_position(d as u64)
-    });
-    bar.finish_and_clear();
-    let report = report?;
-    print!("{}", report.table());
-    eprintln!(
-        "{} heads scored on {} scenes in {:.1}s",
-        report.heads.len(),
-        report.parameters.scored,
-        started.elapsed().as_secs_f64()
-    );
-    write_json(file, &report)
+    let scenes = args.scenes;
+    run_mode(
+        args,
+        |_| scenes,
+        lvlmscope::eval::heads::evaluate_heads,
+        |r| r.table(),
+        |r, seconds| {
+            format!(
+                "{} heads scored on {} scenes in {seconds:.1}s",
+                r.heads.len(),
+                r.parameters.scored
+            )
+        },
+    )
 }
 
 /// Runs `lvlmscope eval --sanity`.
 pub fn sanity(args: EvalArgs) -> anyhow::Result<()> {
-    let file = json_file(&args)?;
-    let (model, options) = load(&args)?;
-    let bar = bar(args.scenes, "scenes");
-    let cancel = AtomicBool::new(false);
-    let started = std::time::Instant::now();
-    let report = lvlmscope::eval::sanity::sanity(&model, &options, &cancel, &mut |d, _| {
-        bar.set_position(d as u64)
-    });
-    bar.finish_and_clear();
-    let report = report?;
-    print!("{}", report.table());
-    eprintln!(
-        "sanity check on {} scenes in {:.1}s",
-        report.parameters.scored,
-        started.elapsed().as_secs_f64()
-    );
-    write_json(file, &report)
+    let scenes = args.scenes;
+    run_mode(
+        args,
+        |model| scenes * (model.decoder_shape().0 + 1),
+        lvlmscope::eval::sanity::sanity,
+        |r| r.table(),
+        |r, seconds| {
+            format!(
+                "sanity check on {} scenes in {seconds:.1}s",
+                r.parameters.scored
+            )
+        },
+    )
 }

@@ -152,6 +152,7 @@ fn eval_scores_the_region_grids_a_run_has_and_is_deterministic() {
             vec![("base", [4, 4]), ("highres", [4, 4])],
         ),
         ("tiny-qwen2-vl", "image", vec![("image", [4, 4])]),
+        ("tiny-qwen2_5-vl", "image", vec![("image", [4, 4])]),
     ] {
         let first = eval_json(tmp.path(), name, "a.json", &[]);
         let second = eval_json(tmp.path(), name, "b.json", &[]);

@@ -165,9 +165,6 @@ pub enum EvalError {
         /// The first scene's grid.
         first: [usize; 2],
     },
-    /// The mode does not take this kind of model.
-    #[error("{0}")]
-    Unsupported(String),
     /// The sanity check's forward failed.
     #[error("the sanity check failed: {0}")]
     Sanity(String),

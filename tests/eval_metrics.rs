@@ -3,8 +3,8 @@
 
 use lvlmscope::demo::Mask;
 use lvlmscope::eval::metrics::{
-    map_argmax, mass_in_mask, patch_coverage, pointing_hit, pointing_tolerance, region_coverage,
-    target_patches, zhang_tolerance,
+    map_argmax, mass_in_mask, patch_coverage, pointing_hit, pointing_tolerance,
+    pointing_tolerance_in, region_coverage, target_patches, zhang_tolerance,
 };
 use lvlmscope::explain::faithfulness::{curve_area, fraction_ks, patch_order};
 use lvlmscope::session::{ImageRegion, RegionKind};
@@ -117,6 +117,25 @@ fn region_coverage_maps_the_mask_through_the_rectangle() {
         [8, 4],
     );
     assert_eq!(both, vec![0.15625, 0.5, 0.125, 0.0, 0.0]);
+}
+
+#[test]
+fn zhang_pointing_on_a_region_measures_from_its_cell_rectangle() {
+    // One object pixel [48, 49) × [32, 33) of a 64×64 image.
+    let mut m = Mask::new(64, 64);
+    m.set(48, 32, true);
+    // A 1×1 grid over the right half: its cell's centre (48, 32) is on the object.
+    let right = region([1, 1], [32.0, 0.0, 64.0, 64.0]);
+    assert!(pointing_tolerance_in(&[1.0], &m, &right, [64, 64], 0.0));
+    // Over the whole image the centre is (32, 32), 16 px from the pixel.
+    assert!(!pointing_tolerance(&[1.0], &m, [1, 1], 15.9));
+    assert!(pointing_tolerance(&[1.0], &m, [1, 1], 16.0));
+    // The region's rectangle is in the image's pixels: a mask at half the resolution scales it.
+    let mut half = Mask::new(32, 32);
+    half.set(24, 16, true);
+    assert!(pointing_tolerance_in(&[1.0], &half, &right, [64, 64], 0.0));
+    // A map that points nowhere misses.
+    assert!(!pointing_tolerance_in(&[0.0], &m, &right, [64, 64], 100.0));
 }
 
 #[test]
@@ -250,6 +269,23 @@ proptest! {
         let n = ks.len().min(probs.len());
         let a = curve_area(&ks[..n], &probs[..n], patches);
         prop_assert!((0.0..=1.0 + 1e-6).contains(&a));
+    }
+
+    #[test]
+    fn zhang_pointing_on_a_whole_image_region_is_the_grid_game(
+        (g, patches) in grid_and_patches(),
+        top in 0usize..64,
+        tolerance in 0.0f64..20.0,
+    ) {
+        let size = 48u32;
+        let m = patch_mask(size, g, &patches);
+        let mut map = vec![0.0f32; g * g];
+        map[top % (g * g)] = 1.0;
+        let whole = region([g, g], [0.0, 0.0, size as f64, size as f64]);
+        prop_assert_eq!(
+            pointing_tolerance_in(&map, &m, &whole, [size, size], tolerance),
+            pointing_tolerance(&map, &m, [g, g], tolerance)
+        );
     }
 
     #[test]

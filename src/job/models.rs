@@ -4,8 +4,6 @@
 //! and `batch` go through this one type, so the app, `report` and `batch` serve every kind of
 //! session the same way.
 
-use std::sync::atomic::AtomicBool;
-
 use candle_core::{Device, Tensor};
 
 use crate::explain::faithfulness::{scored_region, Deletion, PictureScorer};
@@ -261,7 +259,7 @@ impl SessionModel {
         &self,
         image: &image::DynamicImage,
         request: &RunRequest,
-        cancel: &AtomicBool,
+        cancel: &std::sync::atomic::AtomicBool,
         on_progress: &mut dyn FnMut(Progress),
     ) -> Result<Session, GenerateError> {
         match self {

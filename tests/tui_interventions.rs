@@ -153,6 +153,7 @@ fn k_blocks_the_top_patches_of_the_shown_map_then_the_selected_patches() {
             block: KeyBlock::Patches(top.clone()),
             query: QuerySet::Answer,
             layers: 0..=3,
+            region: None,
         }
     );
     // the CLI's map:ID:PCT key set blocks the same positions

@@ -267,9 +267,9 @@ pub fn lens_json(l: &Lens, parts: &[LensRegion], word: &dyn Fn(u32) -> String) -
 /// Columns a printed lens grid may take.
 const LENS_WIDTH: usize = 160;
 
-/// The rows of one part of a reading as text: each cell's top token and the probability of
-/// the answer token where the grid leaves room (10 characters of the word), else as much of
-/// the word as fits.
+/// The rows of one part of a reading as text: each cell's top token (as text: word markers
+/// and byte pieces read) and the probability of the answer token where the grid leaves room
+/// (10 characters of the word), else as much of the word as fits.
 fn lens_rows(l: &Lens, part: &LensRegion, word: &dyn Fn(u32) -> String) -> Vec<String> {
     let [rows, cols] = part.grid;
     let cells = cell_range(part, l.map.len());
@@ -284,11 +284,12 @@ fn lens_rows(l: &Lens, part: &LensRegion, word: &dyn Fn(u32) -> String) -> Vec<S
                         return None;
                     }
                     let id = *l.top_ids.get(i)?;
+                    let text = crate::session::piece_text(&word(id));
                     Some(if roomy {
-                        let w: String = word(id).chars().take(10).collect();
+                        let w: String = text.chars().take(10).collect();
                         format!("{w:>10} {:.3}", l.map[i])
                     } else {
-                        let w: String = word(id).replace(char::is_whitespace, "·");
+                        let w: String = text.trim().replace(char::is_whitespace, "·");
                         let w: String = w.chars().take(narrow).collect();
                         format!("{w:<narrow$}")
                     })
@@ -310,9 +311,17 @@ pub fn lens(opts: &LensOptions) -> Result<(), InterventionError> {
     let (l, loaded, prompts) = match cached {
         Some(l) => {
             let path = opts.model.as_deref().unwrap_or(&s.manifest.model.path);
-            let prompts = ModelDir::resolve(path)
+            let prompts = ModelDir::resolve(path).ok().and_then(|dir| {
+                if crate::generate::qwen::is_qwen_vl(&dir) {
+                    PromptProcessor::from_dir_with_token(
+                        &dir.root,
+                        crate::generate::qwen::IMAGE_PAD,
+                    )
+                } else {
+                    PromptProcessor::from_dir(&dir.root)
+                }
                 .ok()
-                .and_then(|dir| PromptProcessor::from_dir(&dir.root).ok());
+            });
             (l, None, prompts)
         }
         None => {
@@ -401,4 +410,65 @@ pub fn request(
             RegionChoice::Only(kind) => Some(kind),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::explain::lens::LensPoint;
+    use crate::session::RegionKind;
+
+    fn reading(cells: usize) -> Lens {
+        Lens {
+            token: 0,
+            token_id: 1,
+            position: 9,
+            curve: vec![LensPoint {
+                layer: 0,
+                prob: 0.5,
+                rank: 1,
+                top: 1,
+            }],
+            layer: 0,
+            grid: [2, 2],
+            map: (0..cells).map(|i| i as f32 / 100.0).collect(),
+            top_ids: (0..cells as u32).collect(),
+            top_probs: vec![0.5; cells],
+        }
+    }
+
+    #[test]
+    fn lens_rows_print_the_word_and_p_where_there_is_room_else_what_fits() {
+        let words = ["▁cat", "Ġdog", "horse", "<0x41>"];
+        let word = |id: u32| words[id as usize % 4].to_string();
+        let l = reading(4 + 2 * 20);
+        let small = LensRegion {
+            kind: RegionKind::Base,
+            grid: [2, 2],
+            offset: 0,
+        };
+        let rows = lens_rows(&l, &small, &word);
+        assert_eq!(
+            rows,
+            [
+                "       cat 0.000         dog 0.010",
+                "     horse 0.020           A 0.030"
+            ]
+        );
+        // 20 columns: 160 / 20 − 1 = 7 characters a cell, no probability
+        let wide = LensRegion {
+            kind: RegionKind::Highres,
+            grid: [2, 20],
+            offset: 4,
+        };
+        let rows = lens_rows(&l, &wide, &word);
+        assert_eq!(rows.len(), 2);
+        assert!(
+            rows[0].starts_with("cat     dog     horse   A       cat"),
+            "{:?}",
+            rows[0]
+        );
+        assert!(rows.iter().all(|r| r.chars().count() <= LENS_WIDTH));
+        assert!(!rows[0].contains("0.0"));
+    }
 }

@@ -391,3 +391,45 @@ fn region_key_sets_are_checked_in_one_sentence() {
     assert_eq!(image, s.image_range().collect::<Vec<_>>());
     assert!(hi.separators.iter().all(|p| image.contains(p)));
 }
+
+/// A replay reproduces the run: with nothing blocked, every answer token is the greedy one
+/// (the runs decode greedily), on Qwen2.5-VL (window attention in the tower) and on the tall
+/// image of the anyres fixtures (another tile layout).
+#[test]
+fn a_replay_gives_the_run_s_greedy_tokens() {
+    for (name, image) in [
+        ("tiny-qwen2_5-vl", "image.png"),
+        ("tiny-qwen2-vl", "image_tall.png"),
+        ("tiny-llava-next", "image_tall.png"),
+        ("tiny-llava-onevision", "image_tall.png"),
+    ] {
+        let path = fixtures().join(name).display().to_string();
+        let request = RunRequest {
+            model: path.clone(),
+            image: fixtures().join(image),
+            prompt: "What is in the picture?".into(),
+            max_new_tokens: 4,
+            ..RunRequest::default()
+        };
+        let s = lvlmscope::job::run(&request, &AtomicBool::new(false), &mut |_| {}).unwrap();
+        let model = SessionModel::load_path(&path, DType::F32, &Device::Cpu).unwrap();
+        for t in 0..s.num_output() {
+            let req = KnockoutRequest {
+                token: t,
+                block: KeyBlock::Question,
+                query: QuerySet::Answer,
+                layers: 0..=0,
+                region: None,
+            };
+            let r = knockout::knockout(model.replayer(), &s, &req).unwrap();
+            assert_eq!(
+                r.greedy_original as i64, s.output_ids[t],
+                "{name} {image} token {t}"
+            );
+            let l = lens::lens(model.replayer(), &s, t, None).unwrap();
+            let last = l.curve.last().unwrap();
+            assert!((last.prob - r.p_original).abs() < 1e-6, "{name} token {t}");
+            assert_eq!(l.map.len(), s.cell_positions().len());
+        }
+    }
+}

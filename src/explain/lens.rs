@@ -117,7 +117,10 @@ pub fn region_slices(s: &Session) -> Vec<LensRegion> {
         .collect()
 }
 
-/// Softmax rows `[n, vocab]` (f32) of the readout of `xs` `[n, hidden]`.
+/// Cells read out through the output head at once.
+const READOUT_ROWS: usize = 48;
+
+/// Logit rows `[n, vocab]` (f32) of the readout of `xs` `[n, hidden]`.
 fn readout(decoder: &Decoder, xs: &Tensor) -> Result<Vec<Vec<f32>>, LensError> {
     let logits = decoder.logits(xs)?;
     Ok(logits.to_vec2()?)
@@ -200,12 +203,18 @@ pub fn lens(
         .wide_rows
         .as_ref()
         .ok_or_else(|| KnockoutError::Model(format!("layer {layer} never ran")))?;
-    for row in readout(decoder, wide)? {
-        let p = softmax(&row);
-        let best = top(&row);
-        out.map.push(p[id as usize]);
-        out.top_ids.push(best as u32);
-        out.top_probs.push(p[best]);
+    // The cells are read out a few at a time: an anyres session has thousands, and each row
+    // is the whole vocabulary.
+    let cells = wide.dim(0)?;
+    for start in (0..cells).step_by(READOUT_ROWS) {
+        let part = wide.narrow(0, start, READOUT_ROWS.min(cells - start))?;
+        for row in readout(decoder, &part)? {
+            let p = softmax(&row);
+            let best = top(&row);
+            out.map.push(p[id as usize]);
+            out.top_ids.push(best as u32);
+            out.top_probs.push(p[best]);
+        }
     }
     out.curve = curve;
     Ok(out)

@@ -7,14 +7,12 @@
 
 mod fixture_support;
 
-use std::sync::atomic::AtomicBool;
-
-use candle_core::{DType, Device};
-use fixture_support::{fixtures, load_fixture, reference, reference_session};
+use fixture_support::{
+    fixture_model, fixture_run, fixtures, load_fixture, reference, reference_session,
+};
 
 use lvlmscope::explain::knockout::{self, KeyBlock, KnockoutError, KnockoutRequest, QuerySet};
 use lvlmscope::explain::lens;
-use lvlmscope::generate::RunRequest;
 use lvlmscope::job::SessionModel;
 use lvlmscope::session::{RegionKind, Session};
 use serde_json::Value;
@@ -230,15 +228,7 @@ fn bad_requests_are_one_sentence() {
 /// The session `run` makes on fixture `name` with the reference's image and prompt (its ids
 /// checked against the reference's), and the fixture loaded for it.
 fn pipeline_session(name: &str) -> (Session, SessionModel) {
-    let path = fixtures().join(name).display().to_string();
-    let request = RunRequest {
-        model: path.clone(),
-        image: fixtures().join("image.png"),
-        prompt: "What is in the picture?".into(),
-        max_new_tokens: 8,
-        ..RunRequest::default()
-    };
-    let s = lvlmscope::job::run(&request, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let s = fixture_run(name, "image.png", 8);
     let r = reference(&format!("{name}.safetensors"));
     assert_eq!(
         s.input_ids,
@@ -250,8 +240,7 @@ fn pipeline_session(name: &str) -> (Session, SessionModel) {
         r["output_ids"].to_vec1::<i64>().unwrap(),
         "{name}"
     );
-    let model = SessionModel::load_path(&path, DType::F32, &Device::Cpu).unwrap();
-    (s, model)
+    (s, fixture_model(name))
 }
 
 fn region(v: &Value) -> Option<RegionKind> {
@@ -403,16 +392,8 @@ fn a_replay_gives_the_run_s_greedy_tokens() {
         ("tiny-llava-next", "image_tall.png"),
         ("tiny-llava-onevision", "image_tall.png"),
     ] {
-        let path = fixtures().join(name).display().to_string();
-        let request = RunRequest {
-            model: path.clone(),
-            image: fixtures().join(image),
-            prompt: "What is in the picture?".into(),
-            max_new_tokens: 4,
-            ..RunRequest::default()
-        };
-        let s = lvlmscope::job::run(&request, &AtomicBool::new(false), &mut |_| {}).unwrap();
-        let model = SessionModel::load_path(&path, DType::F32, &Device::Cpu).unwrap();
+        let s = fixture_run(name, image, 4);
+        let model = fixture_model(name);
         for t in 0..s.num_output() {
             let req = KnockoutRequest {
                 token: t,

@@ -9,8 +9,10 @@
 //! run).
 
 mod common;
+mod fixture_support;
 
 use common::{look, press, NoModel};
+use fixture_support::{fixture_model, fixture_run};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::channel;
 use std::time::Duration;
@@ -342,23 +344,7 @@ fn on_the_demo_model_the_app_gives_the_numbers_of_the_cli_code() {
 
 /// A session `job::run` makes with fixture `name` on the test image, and the fixture loaded.
 fn fixture_session(name: &str) -> (Session, lvlmscope::job::SessionModel) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let path = dir.join(name).display().to_string();
-    let request = lvlmscope::generate::RunRequest {
-        model: path.clone(),
-        image: dir.join("image.png"),
-        prompt: "What is in the picture?".into(),
-        max_new_tokens: 4,
-        ..Default::default()
-    };
-    let s = lvlmscope::job::run(&request, &AtomicBool::new(false), &mut |_| {}).unwrap();
-    let model = lvlmscope::job::SessionModel::load_path(
-        &path,
-        candle_core::DType::F32,
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
-    (s, model)
+    (fixture_run(name, "image.png", 4), fixture_model(name))
 }
 
 #[test]

@@ -393,6 +393,12 @@ fn on_an_anyres_session_k_and_the_lens_use_the_shown_region() {
     assert_eq!(*got, want);
     let cells = high.cell_positions();
     assert!(got.keys.iter().all(|k| cells.contains(k)), "{:?}", got.keys);
+    let blocked = format!("blocked top 10% of {id} in high-res (5 patches)");
+    assert!(
+        text(&app).contains(&blocked),
+        "{blocked} in\n{}",
+        text(&app)
+    );
     // b shows the base region: its cells
     press(&mut app, KeyCode::Char('b'));
     let req = knockout_job(&press(&mut app, KeyCode::Char('K')));

@@ -20,6 +20,7 @@ use crate::job::ModelJob;
 use super::super::blocks::{display_token, put};
 use super::super::component::Ctx;
 use super::super::msg::Effect;
+use super::super::state::region_word;
 
 /// The percentages `%` steps through; the first knockout uses [`DEFAULT_PERCENT`].
 pub const PERCENTS: [f32; 5] = [5.0, 10.0, 20.0, 30.0, 50.0];
@@ -151,6 +152,7 @@ pub fn request(state: &mut KnockState, ctx: &Ctx, out: &mut Vec<Effect>) {
     // and high-res) names it in the request.
     let shown = ctx.shown_region();
     let region = shown.as_ref().and_then(|r| r.scored_kind());
+    let place = region.map_or_else(String::new, |k| format!(" in {}", region_word(k)));
     let (block, keys) = if ctx.patches.is_empty() {
         let id = ctx.map_id();
         let map = match catalogue::explain(s, &[token], &id) {
@@ -168,11 +170,18 @@ pub fn request(state: &mut KnockState, ctx: &Ctx, out: &mut Vec<Effect>) {
             }
         };
         let patches = top_patches(&map, state.percent);
-        let keys = format!("top {}% of {id} ({} patches)", state.percent, patches.len());
+        let keys = format!(
+            "top {}% of {id}{place} ({} patches)",
+            state.percent,
+            patches.len()
+        );
         (KeyBlock::Patches(patches), keys)
     } else {
         let n = ctx.patches.len();
-        let keys = format!("{n} selected patch{}", if n == 1 { "" } else { "es" });
+        let keys = format!(
+            "{n} selected patch{}{place}",
+            if n == 1 { "" } else { "es" }
+        );
         (
             KeyBlock::Patches(ctx.patches.iter().copied().collect()),
             keys,

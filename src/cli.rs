@@ -51,6 +51,11 @@ pub struct KnockoutArgs {
     /// Queries blocked: answer (the token's position) or last-question.
     #[arg(long, default_value = "answer")]
     pub query: String,
+    /// The image region whose cells patches:LIST and map:NAME:PCT count: base, highres
+    /// (LLaVA-NeXT, OneVision), image (one region), or all (every region's cells in input
+    /// order).
+    #[arg(long, default_value = "all")]
+    pub region: lvlmscope::report::RegionChoice,
     /// Print the numbers as one JSON object.
     #[arg(long)]
     pub json: bool,

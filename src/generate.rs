@@ -9,6 +9,7 @@ pub mod anyres;
 mod assemble;
 pub mod conversation;
 pub mod qwen;
+mod replay;
 mod sample;
 
 pub use assemble::{ModelShape, SessionBuilder};

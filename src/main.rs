@@ -170,6 +170,7 @@ fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
             model: args.model,
             token: args.token.unwrap_or(0),
             layer: args.layer,
+            region: args.region,
             json: args.json,
             cache: args.cache,
             dtype: parse_dtype(&args.dtype)?,
@@ -193,7 +194,13 @@ fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
 }
 
 fn knockout(args: cli::KnockoutArgs) -> anyhow::Result<()> {
-    let request = interventions::request(args.token, &args.block, &args.layers, &args.query)?;
+    let request = interventions::request(
+        args.token,
+        &args.block,
+        &args.layers,
+        &args.query,
+        args.region,
+    )?;
     Ok(interventions::knockout(&interventions::KnockoutOptions {
         file: args.file,
         model: args.model,

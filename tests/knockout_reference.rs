@@ -2,14 +2,19 @@
 //! `tests/fixtures/reference/knockout.json`): the same block done by masking the attention in
 //! transformers' eager forward gives the same probability (≤ 1e-4), the same key and query
 //! positions and the same greedy ids; the lens curve and patch map match; the last layer's
-//! readout is the model's own probability.
+//! readout is the model's own probability. The Qwen2-VL and LLaVA-NeXT / OneVision fixtures
+//! run on sessions `run` makes (the reference's ids), their key sets counting a region's cells.
 
 mod fixture_support;
 
-use fixture_support::{fixtures, load_fixture, reference_session};
+use fixture_support::{
+    fixture_model, fixture_run, fixtures, load_fixture, reference, reference_session,
+};
 
 use lvlmscope::explain::knockout::{self, KeyBlock, KnockoutError, KnockoutRequest, QuerySet};
 use lvlmscope::explain::lens;
+use lvlmscope::job::SessionModel;
+use lvlmscope::session::{RegionKind, Session};
 use serde_json::Value;
 
 const TOL: f32 = 1e-4;
@@ -35,6 +40,17 @@ fn f32s(v: &Value) -> Vec<f32> {
         .collect()
 }
 
+/// The LLaVA-style fixtures of the reference (run on its own pixel values).
+const LLAVA: [&str; 4] = [
+    "tiny-llava-gqa",
+    "tiny-llava-qwen2-siglip",
+    "tiny-llava-gemma",
+    "tiny-llava-mistral",
+];
+
+/// The fixtures of other pipelines (run on sessions `run` makes).
+const PIPELINES: [&str; 3] = ["tiny-qwen2-vl", "tiny-llava-next", "tiny-llava-onevision"];
+
 fn models() -> Vec<String> {
     let reference = json("knockout.json");
     let mut names: Vec<String> = reference["cases"]
@@ -42,6 +58,7 @@ fn models() -> Vec<String> {
         .unwrap()
         .iter()
         .map(|c| c["model"].as_str().unwrap().to_string())
+        .filter(|n| LLAVA.contains(&n.as_str()))
         .collect();
     names.dedup();
     names
@@ -65,6 +82,7 @@ fn knockout_matches_masking_in_transformers() {
                 block: case["block"].as_str().unwrap().parse().unwrap(),
                 query: case["query"].as_str().unwrap().parse().unwrap(),
                 layers: layers[0]..=layers[1],
+                region: None,
             };
             knockout::prepare(&model, &mut s, &req).unwrap();
             let r = knockout::knockout(&model, &s, &req).unwrap();
@@ -134,6 +152,7 @@ fn lens_matches_the_readout_in_transformers() {
                     block: KeyBlock::Image,
                     query: QuerySet::Answer,
                     layers: 0..=0,
+                    region: None,
                 },
             )
             .unwrap();
@@ -161,6 +180,7 @@ fn bad_requests_are_one_sentence() {
         block: block.parse().unwrap(),
         query: QuerySet::Answer,
         layers,
+        region: None,
     };
     let e = knockout::knockout(&model, &s, &req(8, "image", 0..=1)).unwrap_err();
     assert_eq!(
@@ -203,4 +223,194 @@ fn bad_requests_are_one_sentence() {
     let q = knockout::question_positions(&s);
     let words: Vec<&str> = q.iter().map(|&p| s.token_at(p)).collect();
     assert_eq!(words, ["W", "hat", "▁is", "▁in", "▁the", "▁picture", "?"]);
+}
+
+/// The session `run` makes on fixture `name` with the reference's image and prompt (its ids
+/// checked against the reference's), and the fixture loaded for it.
+fn pipeline_session(name: &str) -> (Session, SessionModel) {
+    let s = fixture_run(name, "image.png", 8);
+    let r = reference(&format!("{name}.safetensors"));
+    assert_eq!(
+        s.input_ids,
+        r["input_ids"].to_vec1::<i64>().unwrap(),
+        "{name}"
+    );
+    assert_eq!(
+        s.output_ids,
+        r["output_ids"].to_vec1::<i64>().unwrap(),
+        "{name}"
+    );
+    (s, fixture_model(name))
+}
+
+fn region(v: &Value) -> Option<RegionKind> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+#[test]
+fn knockout_on_qwen_vl_and_anyres_matches_transformers() {
+    let reference = json("knockout.json");
+    let (mut worst, mut checked) = (0f32, 0);
+    for name in PIPELINES {
+        let (mut s, model) = pipeline_session(name);
+        for case in reference["cases"].as_array().unwrap() {
+            if case["model"] != name {
+                continue;
+            }
+            let layers = usizes(&case["layers"]);
+            let req = KnockoutRequest {
+                token: case["token"].as_u64().unwrap() as usize,
+                block: case["block"].as_str().unwrap().parse().unwrap(),
+                query: case["query"].as_str().unwrap().parse().unwrap(),
+                layers: layers[0]..=layers[1],
+                region: region(&case["region"]),
+            };
+            knockout::prepare(model.replayer(), &mut s, &req).unwrap();
+            let r = knockout::knockout(model.replayer(), &s, &req).unwrap();
+            let what = format!("{name} {case}");
+            assert_eq!(r.keys, usizes(&case["keys"]), "{what}");
+            assert_eq!(r.queries, usizes(&case["queries"]), "{what}");
+            for (ours, theirs) in [
+                (r.p_original, &case["p_original"]),
+                (r.p_knockout, &case["p_knockout"]),
+            ] {
+                let d = (ours - theirs.as_f64().unwrap() as f32).abs();
+                assert!(d <= TOL, "{what}: {ours} vs {theirs}");
+                worst = worst.max(d);
+            }
+            assert_eq!(
+                r.greedy_original as u64,
+                case["greedy_original"].as_u64().unwrap(),
+                "{what}"
+            );
+            assert_eq!(
+                r.greedy_knockout as u64,
+                case["greedy_knockout"].as_u64().unwrap(),
+                "{what}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 19);
+    eprintln!("knockout (Qwen2-VL, anyres): worst |Δ| against transformers {worst:e} over {checked} cases");
+}
+
+#[test]
+fn lens_on_qwen_vl_and_anyres_matches_transformers() {
+    let reference = json("knockout.json");
+    let (mut worst, mut checked) = (0f32, 0);
+    for name in PIPELINES {
+        let (s, model) = pipeline_session(name);
+        for case in reference["lens"].as_array().unwrap() {
+            if case["model"] != name {
+                continue;
+            }
+            let t = case["token"].as_u64().unwrap() as usize;
+            let layer = case["layer"].as_u64().unwrap() as usize;
+            let l = lens::lens(model.replayer(), &s, t, Some(layer)).unwrap();
+            // every region's cells, separators left out
+            assert_eq!(l.map.len(), s.cell_positions().len(), "{name}");
+            assert_eq!(l.map.len(), f32s(&case["map"]).len(), "{name}");
+            let curve: Vec<f32> = l.curve.iter().map(|p| p.prob).collect();
+            for (ours, theirs) in curve
+                .iter()
+                .chain(&l.map)
+                .zip(f32s(&case["curve"]).iter().chain(&f32s(&case["map"])))
+            {
+                let d = (ours - theirs).abs();
+                assert!(
+                    d <= TOL,
+                    "{name} token {t} layer {layer}: {ours} vs {theirs}"
+                );
+                worst = worst.max(d);
+            }
+            let tops: Vec<usize> = l.top_ids.iter().map(|&i| i as usize).collect();
+            assert_eq!(tops, usizes(&case["top_ids"]), "{name} token {t}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 6);
+    eprintln!("lens (Qwen2-VL, anyres): worst |Δ| against transformers {worst:e}");
+}
+
+#[test]
+fn region_key_sets_are_checked_in_one_sentence() {
+    let (s, model) = pipeline_session("tiny-llava-next");
+    let req = |block: &str, region| KnockoutRequest {
+        token: 0,
+        block: block.parse().unwrap(),
+        query: QuerySet::Answer,
+        layers: 0..=1,
+        region,
+    };
+    let run = |r: &KnockoutRequest| knockout::knockout(model.replayer(), &s, r);
+    let e = run(&req("patches:48", Some(RegionKind::Highres))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "patch 48 does not exist (the highres region has 48 cells)"
+    );
+    let e = run(&req("patches:0", Some(RegionKind::Image))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the session has no image image region (it has base, highres)"
+    );
+    let e = run(&req("patches:64", None)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "patch 64 does not exist (the image has 64 patches)"
+    );
+    // base cells come first, then the high-res grid's without its newline rows
+    let keys = knockout::key_positions(&s, 0, &req("patches:15-16", None).block).unwrap();
+    assert_eq!(keys, [18, 19]);
+    let hi = &s.regions()[1];
+    let keys = knockout::key_positions_in(
+        &s,
+        0,
+        &KeyBlock::Patches(vec![7, 8]),
+        Some(RegionKind::Highres),
+    )
+    .unwrap();
+    assert_eq!(
+        keys,
+        [hi.span[0] + 7, hi.span[0] + 9],
+        "the newline after the first row is skipped"
+    );
+    // the image key set is the whole span, newline rows included
+    let image = knockout::key_positions(&s, 0, &KeyBlock::Image).unwrap();
+    assert_eq!(image, s.image_range().collect::<Vec<_>>());
+    assert!(hi.separators.iter().all(|p| image.contains(p)));
+}
+
+/// A replay reproduces the run: with nothing blocked, every answer token is the greedy one
+/// (the runs decode greedily), on Qwen2.5-VL (window attention in the tower) and on the tall
+/// image of the anyres fixtures (another tile layout).
+#[test]
+fn a_replay_gives_the_run_s_greedy_tokens() {
+    for (name, image) in [
+        ("tiny-qwen2_5-vl", "image.png"),
+        ("tiny-qwen2-vl", "image_tall.png"),
+        ("tiny-llava-next", "image_tall.png"),
+        ("tiny-llava-onevision", "image_tall.png"),
+    ] {
+        let s = fixture_run(name, image, 4);
+        let model = fixture_model(name);
+        for t in 0..s.num_output() {
+            let req = KnockoutRequest {
+                token: t,
+                block: KeyBlock::Question,
+                query: QuerySet::Answer,
+                layers: 0..=0,
+                region: None,
+            };
+            let r = knockout::knockout(model.replayer(), &s, &req).unwrap();
+            assert_eq!(
+                r.greedy_original as i64, s.output_ids[t],
+                "{name} {image} token {t}"
+            );
+            let l = lens::lens(model.replayer(), &s, t, None).unwrap();
+            let last = l.curve.last().unwrap();
+            assert!((last.prob - r.p_original).abs() < 1e-6, "{name} token {t}");
+            assert_eq!(l.map.len(), s.cell_positions().len());
+        }
+    }
 }

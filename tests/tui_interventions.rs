@@ -9,8 +9,10 @@
 //! run).
 
 mod common;
+mod fixture_support;
 
 use common::{look, press, NoModel};
+use fixture_support::{fixture_model, fixture_run};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::channel;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use lvlmscope::explain::knockout::{
 use lvlmscope::explain::lens::{Lens, LensPoint};
 use lvlmscope::job::{JobOutput, JobProgress, ModelJob, ModelService};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
-use lvlmscope::session::Session;
+use lvlmscope::session::{RegionKind, Session};
 use lvlmscope::tui::jobs::job_request;
 use lvlmscope::tui::state::Method;
 use lvlmscope::tui::worker::spawn_job_worker;
@@ -153,6 +155,7 @@ fn k_blocks_the_top_patches_of_the_shown_map_then_the_selected_patches() {
             block: KeyBlock::Patches(top.clone()),
             query: QuerySet::Answer,
             layers: 0..=3,
+            region: None,
         }
     );
     // the CLI's map:ID:PCT key set blocks the same positions
@@ -337,4 +340,90 @@ fn on_the_demo_model_the_app_gives_the_numbers_of_the_cli_code() {
     );
     let shown: String = label.chars().take(16).collect();
     assert!(screen.contains(&shown), "{shown} in\n{screen}");
+}
+
+/// A session `job::run` makes with fixture `name` on the test image, and the fixture loaded.
+fn fixture_session(name: &str) -> (Session, lvlmscope::job::SessionModel) {
+    (fixture_run(name, "image.png", 4), fixture_model(name))
+}
+
+#[test]
+fn k_and_the_lens_run_on_a_qwen_vl_session() {
+    let (s, model) = fixture_session("tiny-qwen2-vl");
+    let mut app = App::with_session(look(), s.clone(), None);
+    let cmds = press(&mut app, KeyCode::Char('K'));
+    let req = knockout_job(&cmds);
+    assert_eq!(req.region, None, "one region");
+    run_jobs(&mut app, cmds, Box::new(ModelService::new()));
+    let want = knockout::knockout(model.replayer(), &s, &req).unwrap();
+    let got = &app.method.knock().last.as_ref().expect("a result").result;
+    assert_eq!(*got, want);
+    assert!(app.status.notice().is_none_or(|n| !n.error));
+    press(&mut app, KeyCode::Char('4'));
+    let cmds = press(&mut app, KeyCode::Char('r'));
+    run_jobs(&mut app, cmds, Box::new(ModelService::new()));
+    let layer = app.sel.layer;
+    let want = lvlmscope::explain::lens::lens(model.replayer(), &s, 0, Some(layer)).unwrap();
+    assert_eq!(
+        app.session.as_ref().unwrap().manifest.lens,
+        vec![want.clone()]
+    );
+    assert_eq!(app.view.map.as_ref().unwrap().values, want.map);
+}
+
+#[test]
+fn on_an_anyres_session_k_and_the_lens_use_the_shown_region() {
+    let (s, model) = fixture_session("tiny-llava-next");
+    let regions = s.regions().to_vec();
+    let (base, high) = (&regions[0], &regions[1]);
+    let mut app = App::with_session(look(), s.clone(), None);
+    // the app opens on the high-res region: the top 10 % of its cells
+    let cmds = press(&mut app, KeyCode::Char('K'));
+    let req = knockout_job(&cmds);
+    assert_eq!(req.region, Some(RegionKind::Highres));
+    let id = app.ctx().map_id();
+    let map = catalogue::explain(&s, &[0], &id).unwrap().regions[1]
+        .grid
+        .values
+        .clone();
+    assert_eq!(req.block, KeyBlock::Patches(top_patches(&map, 10.0)));
+    run_jobs(&mut app, cmds, Box::new(ModelService::new()));
+    let want = knockout::knockout(model.replayer(), &s, &req).unwrap();
+    let got = &app.method.knock().last.as_ref().expect("a result").result;
+    assert_eq!(*got, want);
+    let cells = high.cell_positions();
+    assert!(got.keys.iter().all(|k| cells.contains(k)), "{:?}", got.keys);
+    let blocked = format!("blocked top 10% of {id} in high-res (5 patches)");
+    assert!(
+        text(&app).contains(&blocked),
+        "{blocked} in\n{}",
+        text(&app)
+    );
+    // b shows the base region: its cells
+    press(&mut app, KeyCode::Char('b'));
+    let req = knockout_job(&press(&mut app, KeyCode::Char('K')));
+    assert_eq!(req.region, Some(RegionKind::Base));
+    let keys = knockout::key_positions_in(&s, 0, &req.block, req.region).unwrap();
+    assert!(keys.iter().all(|k| base.cell_positions().contains(k)));
+    press(&mut app, KeyCode::Esc);
+    // the lens reads every cell; the image pane shows the shown region's
+    press(&mut app, KeyCode::Char('4'));
+    let cmds = press(&mut app, KeyCode::Char('r'));
+    run_jobs(&mut app, cmds, Box::new(ModelService::new()));
+    let layer = app.sel.layer;
+    let want = lvlmscope::explain::lens::lens(model.replayer(), &s, 0, Some(layer)).unwrap();
+    assert_eq!(want.map.len(), base.cells() + high.cells());
+    assert_eq!(
+        app.session.as_ref().unwrap().manifest.lens,
+        vec![want.clone()]
+    );
+    assert_eq!(
+        app.view.map.as_ref().unwrap().values,
+        want.map[..base.cells()]
+    );
+    press(&mut app, KeyCode::Char('b'));
+    assert_eq!(
+        app.view.map.as_ref().unwrap().values,
+        want.map[base.cells()..]
+    );
 }

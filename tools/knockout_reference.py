@@ -18,26 +18,49 @@ decoder relevancy row, ties by lowest index).
 Logit lens: hidden states after each decoder layer (the last one taken before the final norm,
 through a hook on the last layer) read out through the final norm and the LM head.
 
+Qwen2-VL (tiny-qwen2-vl) and LLaVA-NeXT / OneVision (tiny-llava-next, tiny-llava-onevision) run
+through the one-pass forwards of tools/qwen_vl_common.py (M-RoPE positions from transformers'
+get_rope_index) and tools/anyres_relevancy.py (transformers' pack_image_features with the
+image_newline rows), with the same mask hook on the decoder layers. Their cases name an image
+region: patches and maps count that region's cells (`base`, `highres`, `image`), or every
+region's cells in input order (`null`); an anyres `image` key set is the whole image span, the
+newline rows included. Their lens maps cover every region's cells in input order.
+
 Run: python tools/knockout_reference.py   (transformers 5, torch, safetensors)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from transformers import LlavaForConditionalGeneration
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import anyres_relevancy as ar  # noqa: E402
+import make_anyres_fixtures as ma  # noqa: E402
+import make_qwen_vl_fixtures as mq  # noqa: E402
+import qwen_vl_common as qc  # noqa: E402
+
 FIX = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 MODELS = ["tiny-llava-gqa", "tiny-llava-qwen2-siglip", "tiny-llava-gemma", "tiny-llava-mistral"]
+QWEN_MODELS = ["tiny-qwen2-vl"]
+ANYRES_MODELS = ["tiny-llava-next", "tiny-llava-onevision"]
 MARKERS = {"\u2581", "\u0120", "\u010a"}
 
 
+def image_span(ref: dict) -> list[int]:
+    """[start, len] of the image tokens (an anyres reference keeps it with its wide image)."""
+    return ref["image_span"] if "image_span" in ref else ref["wide"]["image_span"]
+
+
 def question_positions(ref: dict) -> list[int]:
-    start, length = ref["image_span"]
+    start, length = image_span(ref)
     n = ref["N"]
     chars = []
     for p in range(start + length, n):
@@ -83,8 +106,9 @@ def keys_of(block: str, ref: dict, rel: dict, t: int, grid: int) -> list[int]:
     raise SystemExit(f"unknown block {block}")
 
 
-def run(model, ids, pixel_values, layers=None, queries=(), keys=()):
-    """Logits [S, vocab] of one forward, with queries→keys blocked in `layers` (inclusive)."""
+@contextlib.contextmanager
+def blocked(model, layers=None, queries=(), keys=()):
+    """Inside: queries→keys blocked in the decoder layers `layers` (inclusive; None: nothing)."""
     handles = []
     if layers is not None:
         def hook(module, args, kwargs):
@@ -104,14 +128,20 @@ def run(model, ids, pixel_values, layers=None, queries=(), keys=()):
             handles.append(lm_layers[li].self_attn.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():
-            out = model(input_ids=ids[None], pixel_values=pixel_values[None])
+            yield
     finally:
         for h in handles:
             h.remove()
+
+
+def run(model, ids, pixel_values, layers=None, queries=(), keys=()):
+    """Logits [S, vocab] of one forward, with queries→keys blocked in `layers` (inclusive)."""
+    with blocked(model, layers, queries, keys):
+        out = model(input_ids=ids[None], pixel_values=pixel_values[None])
     return out.logits[0]
 
 
-def lens(model, ids, pixel_values, t_pos, patch_pos, layer):
+def lens(model, ids, pixel_values, t_pos, patch_pos, layer, forward=None):
     outs = []
     lm = model.model.language_model
     handles = [layer_mod.register_forward_hook(
@@ -119,7 +149,10 @@ def lens(model, ids, pixel_values, t_pos, patch_pos, layer):
         for layer_mod in lm.layers]
     try:
         with torch.no_grad():
-            model(input_ids=ids[None], pixel_values=pixel_values[None])
+            if forward is None:
+                model(input_ids=ids[None], pixel_values=pixel_values[None])
+            else:
+                forward(ids)
     finally:
         for h in handles:
             h.remove()
@@ -183,10 +216,121 @@ def main() -> int:
                 "map": patches[:, target].tolist(),
                 "top_ids": patches.argmax(-1).tolist(),
             })
+    for name in QWEN_MODELS + ANYRES_MODELS:
+        pipeline_cases(name, results)
     out = FIX / "reference" / "knockout.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
+
+
+def regions_of(name: str, ref: dict) -> dict:
+    """Input positions of each region's cells (row-major, newline rows left out)."""
+    if name in QWEN_MODELS:
+        start, length = ref["image_span"]
+        return {"image": list(range(start, start + length))}
+    wide = ref["wide"]
+    start, length = wide["image_span"]
+    base = ref["base_features"]
+    newlines = set(wide["image_newline_positions"])
+    return {"base": list(range(start, start + base)),
+            "highres": [p for p in range(start + base, start + length) if p not in newlines]}
+
+
+def cells_of(regions: dict, region) -> list[int]:
+    if region is None:
+        return [p for cells in regions.values() for p in cells]
+    return regions[region]
+
+
+def pipeline_keys(block: str, ref: dict, rel: dict, t: int, regions: dict, region) -> list[int]:
+    if block == "image":
+        start, length = image_span(ref)
+        return list(range(start, start + length))
+    if block == "question":
+        return question_positions(ref)
+    cells = cells_of(regions, region)
+    if block.startswith("patches:"):
+        out = []
+        for part in block[len("patches:"):].split(","):
+            a, _, b = part.partition("-")
+            out += list(range(int(a), int(b or a) + 1))
+        return [cells[i] for i in sorted(set(out))]
+    if block.startswith("map:relevancy.decoder:"):
+        pct = float(block.rsplit(":", 1)[1])
+        n = len(cells)
+        row = [rel["relevancy_llm"][t][p].item() for p in cells]
+        k = max(1, min(n, math.ceil(pct / 100 * n)))
+        order = sorted(range(n), key=lambda i: (-row[i], i))
+        return sorted(cells[i] for i in order[:k])
+    raise SystemExit(f"unknown block {block}")
+
+
+def pipeline_cases(name: str, results: dict) -> None:
+    """Knockout cases and lens readings of a Qwen2-VL or LLaVA-NeXT / OneVision fixture."""
+    ref = json.loads((FIX / "reference" / f"{name}.json").read_text())
+    tensors = load_file(FIX / "reference" / f"{name}.safetensors")
+    rel = load_file(FIX / "reference" / f"{name}.relevancy.safetensors")
+    qwen = name in QWEN_MODELS
+    spec = (mq if qwen else ma).SPECS[name]
+    model = (mq if qwen else ma).model_class(spec).from_pretrained(
+        str(FIX / name), attn_implementation="eager", dtype=torch.float32).eval()
+    input_ids, output_ids = tensors["input_ids"], tensors["output_ids"]
+    n = input_ids.shape[0]
+
+    def forward(ids):
+        if qwen:
+            return qc.forward(model, ids, tensors["pixel_values"], tensors["image_grid_thw"], n)["logits"]
+        return ar.forward(model, ids, tensors["pixel_values"], tensors["image_sizes"], n)[0]
+
+    last = model.config.text_config.num_hidden_layers - 1
+    regions = regions_of(name, ref)
+    if qwen:
+        cases = [
+            (0, "image", "answer", (0, last), None),
+            (1, "question", "answer", (0, min(1, last)), None),
+            (2, "patches:0,1,5-7", "answer", (1, 1), None),
+            (0, "image", "last-question", (0, last), None),
+            (1, "map:relevancy.decoder:25", "answer", (0, last), None),
+        ]
+    else:
+        cases = [
+            (0, "image", "answer", (0, last), None),
+            (1, "question", "answer", (0, min(1, last)), None),
+            (2, "patches:0,1,5-7", "answer", (1, 1), "highres"),
+            (3, "patches:14-18", "answer", (0, last), None),
+            (0, "image", "last-question", (0, last), None),
+            (1, "map:relevancy.decoder:25", "answer", (0, last), "highres"),
+            (4, "map:relevancy.decoder:20", "answer", (0, last), "base"),
+        ]
+    for t, block, query, layers, region in cases:
+        ids = torch.cat([input_ids, output_ids[:t]])
+        q = n - 1 + t
+        queries = [q] if query == "answer" else [question_positions(ref)[-1]]
+        keys = pipeline_keys(block, ref, rel, t, regions, region)
+        with blocked(model):
+            plain = forward(ids)[-1]
+        with blocked(model, layers, queries, keys):
+            knocked = forward(ids)[-1]
+        target = int(output_ids[t])
+        results["cases"].append({
+            "model": name, "token": t, "block": block, "query": query, "region": region,
+            "layers": list(layers), "queries": queries, "keys": keys,
+            "p_original": plain.softmax(-1)[target].item(),
+            "p_knockout": knocked.softmax(-1)[target].item(),
+            "greedy_original": int(plain.argmax()), "greedy_knockout": int(knocked.argmax()),
+        })
+    for t, layer in [(1, 0), (3, last)]:
+        ids = torch.cat([input_ids, output_ids[:t]])
+        cells = cells_of(regions, None)
+        curve, patches = lens(model, ids, None, n - 1 + t, cells, layer, forward=forward)
+        target = int(output_ids[t])
+        results["lens"].append({
+            "model": name, "token": t, "layer": layer,
+            "curve": [c[target].item() for c in curve],
+            "map": patches[:, target].tolist(),
+            "top_ids": patches.argmax(-1).tolist(),
+        })
 
 
 if __name__ == "__main__":

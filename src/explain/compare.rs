@@ -97,7 +97,10 @@ pub enum CompareError {
     },
 }
 
-fn side(s: &Session) -> Side {
+/// One side of a comparison of `s`: its prompt, image, answer and every answer token's
+/// reliance (attention over every layer and head: the costly part on a large session, which
+/// [`compare_sides`] lets a caller keep).
+pub fn side(s: &Session) -> Side {
     let answer = s.manifest.tokens.output.concat();
     let tokens = (0..s.num_output())
         .map(|t| TokenReliance {
@@ -129,6 +132,17 @@ pub fn same_image(a: &Session, b: &Session) -> bool {
 pub fn compare(
     a: &Session,
     b: &Session,
+    tokens: &[usize],
+    method: &MapId,
+) -> Result<Comparison, CompareError> {
+    compare_sides(a, b, [side(a), side(b)], tokens, method)
+}
+
+/// [`compare`] with the two sides already made ([`side`] of `a` and of `b`).
+pub fn compare_sides(
+    a: &Session,
+    b: &Session,
+    [side_a, side_b]: [Side; 2],
     tokens: &[usize],
     method: &MapId,
 ) -> Result<Comparison, CompareError> {
@@ -171,8 +185,8 @@ pub fn compare(
         });
     }
     Ok(Comparison {
-        a: side(a),
-        b: side(b),
+        a: side_a,
+        b: side_b,
         same_image: same,
         method: *method,
         maps,

@@ -4,28 +4,33 @@
 //! an additive mask in transformers' eager attention does), and compare the token's
 //! probability and the greedy token with the plain forward.
 //!
-//! One forward covers positions `0..=q_t` (`input_ids + output_ids[..t]`, q_t = N − 1 + t);
-//! the image features come from the session's pixel values. Key sets: the image features, the
-//! question (the input positions that spell the user's prompt, [`question_positions`]), chosen
-//! patches, or the top k % patches of a catalogue map. Query sets: the answer position
-//! (default) or the last question token. Δp = p(knocked out) − p(original).
+//! One forward covers positions `0..=q_t` (`input_ids + output_ids[..t]`, q_t = N − 1 + t),
+//! rebuilt by the session's pipeline ([`Replayer`]: LLaVA-style, Qwen2-VL / Qwen2.5-VL,
+//! LLaVA-NeXT / OneVision). Key sets: the image (every position of the image span: every
+//! region's cells and the anyres newline separators, which after the first layer carry what
+//! they read from the cells), the question (the input positions that spell the user's prompt,
+//! [`question_positions`]), chosen patches, or the top k % patches of a catalogue map. Patches
+//! and maps count the cells of the request's region (every region's cells in input order when
+//! it names none). Query sets: the answer position (default) or the last question token.
+//! Δp = p(knocked out) − p(original).
 
+mod replay;
 mod sets;
 
 use std::ops::RangeInclusive;
 
+pub use replay::{sequence_ids, Replay, Replayer};
 pub use sets::{parse_layers, question_positions, KeyBlock, QuerySet};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
-use crate::explain::attention::patch_positions;
+use crate::explain::attention::AttentionError;
 use crate::explain::catalogue::{self, CatalogueError, MapIdError, Need, Options};
 use crate::explain::faithfulness::{patch_order, softmax_at};
 use crate::explain::relevancy::{self, RelevancyError};
 use crate::model::interventions::Knockout;
-use crate::model::tape::Tape;
 use crate::model::{Llava, NoTape};
-use crate::session::Session;
+use crate::session::{RegionKind, Session};
 
 /// Why a knockout cannot be run; each is one sentence.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +85,24 @@ pub enum KnockoutError {
     /// Every key of a query would be blocked.
     #[error("blocking {0} leaves the query at position {1} nothing to attend to")]
     EveryKey(String, usize),
+    /// A patch index past the chosen region's cells.
+    #[error("patch {patch} does not exist (the {region} region has {count} cells)")]
+    RegionPatch {
+        /// The index.
+        patch: usize,
+        /// The region's kind name.
+        region: &'static str,
+        /// Cells of the region.
+        count: usize,
+    },
+    /// The request names a region the session lacks.
+    #[error("the session has no {asked} image region (it has {has})")]
+    Region {
+        /// The kind asked for.
+        asked: &'static str,
+        /// The kinds it has, comma-separated (`none` without an image).
+        has: String,
+    },
     /// The session has no question tokens.
     #[error("the session has no question tokens after the image")]
     NoQuestion,
@@ -95,6 +118,10 @@ pub enum KnockoutError {
     /// The session's ids or pixels do not fit the model.
     #[error("the session does not fit the model: {0}")]
     Session(String),
+    /// The session's original image cannot be read back, or is not the session's (LLaVA-NeXT
+    /// / OneVision sessions are re-read from it).
+    #[error("{0}")]
+    Image(String),
     /// The model's forward failed.
     #[error("the knockout forward failed: {0}")]
     Model(String),
@@ -117,6 +144,9 @@ pub struct KnockoutRequest {
     pub query: QuerySet,
     /// Decoder layers where the block holds.
     pub layers: RangeInclusive<usize>,
+    /// The image region whose cells `patches:LIST` and `map:ID:PCT` count; `None`: every
+    /// region's cells in input order (the one region of LLaVA-1.5 and Qwen2-VL sessions).
+    pub region: Option<RegionKind>,
 }
 
 /// What a knockout changed.
@@ -182,31 +212,102 @@ pub fn query_positions(
     }
 }
 
-/// The key positions of `block` for answer token `t` (a map's top patches come from the
-/// catalogue, which must be able to give the map: see [`prepare`]).
+/// The input positions of the cells of `region` (`None`: every region's cells, region by
+/// region, each row-major), or why the session has none.
+pub fn region_cells(s: &Session, region: Option<RegionKind>) -> Result<Vec<usize>, KnockoutError> {
+    let regions = s.regions();
+    let cells: Vec<usize> = match region {
+        None => regions.iter().flat_map(|r| r.cell_positions()).collect(),
+        Some(kind) => match regions.iter().find(|r| r.kind == kind) {
+            Some(r) => r.cell_positions(),
+            None => {
+                let has: Vec<&str> = regions.iter().map(|r| r.kind.name()).collect();
+                return Err(KnockoutError::Region {
+                    asked: kind.name(),
+                    has: if has.is_empty() {
+                        "none".into()
+                    } else {
+                        has.join(", ")
+                    },
+                });
+            }
+        },
+    };
+    if cells.is_empty() {
+        let [_, len] = s.manifest.image_span;
+        let [rows, cols] = s.manifest.model.image_grid;
+        return Err(CatalogueError::from(AttentionError::Grid(len, rows, cols)).into());
+    }
+    Ok(cells)
+}
+
+/// The values of map `ex` over the cells of `region` (`None`: every region's, in input order).
+fn region_values(ex: &catalogue::Explanation, region: Option<RegionKind>) -> Vec<f32> {
+    match region {
+        _ if ex.regions.is_empty() => ex.grid.values.clone(),
+        None => ex.cells(),
+        Some(kind) => ex
+            .regions
+            .iter()
+            .find(|r| r.kind == kind)
+            .map(|r| r.grid.values.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// The key positions of `block` for answer token `t`, patches and maps counting every
+/// region's cells ([`key_positions_in`] with no region).
 pub fn key_positions(s: &Session, t: usize, block: &KeyBlock) -> Result<Vec<usize>, KnockoutError> {
-    let patches = patch_positions(s).map_err(CatalogueError::from)?;
+    key_positions_in(s, t, block, None)
+}
+
+/// The key positions of `block` for answer token `t`, patches and maps counting the cells of
+/// `region` (a map's top patches come from the catalogue, which must be able to give the map:
+/// see [`prepare`]).
+pub fn key_positions_in(
+    s: &Session,
+    t: usize,
+    block: &KeyBlock,
+    region: Option<RegionKind>,
+) -> Result<Vec<usize>, KnockoutError> {
     Ok(match block {
         KeyBlock::Image => s.image_range().collect(),
         KeyBlock::Question => question_positions(s),
         KeyBlock::Patches(list) => {
-            if let Some(&patch) = list.iter().find(|&&i| i >= patches.len()) {
-                return Err(KnockoutError::Patch {
-                    patch,
-                    count: patches.len(),
+            let cells = region_cells(s, region)?;
+            if let Some(&patch) = list.iter().find(|&&i| i >= cells.len()) {
+                return Err(match region {
+                    Some(kind) if s.regions().len() > 1 => KnockoutError::RegionPatch {
+                        patch,
+                        region: kind.name(),
+                        count: cells.len(),
+                    },
+                    _ => KnockoutError::Patch {
+                        patch,
+                        count: cells.len(),
+                    },
                 });
             }
-            list.iter().map(|&i| patches.start + i).collect()
+            list.iter().map(|&i| cells[i]).collect()
         }
         KeyBlock::Map { id, percent } => {
+            let cells = region_cells(s, region)?;
             let options = Options {
                 seed: None,
                 compute_causal: true,
             };
             let map = catalogue::explain_with(s, &[t], id, options)?;
-            top_patches(&map.grid.values, *percent)
+            let values = region_values(&map, region);
+            if values.len() != cells.len() {
+                return Err(KnockoutError::Session(format!(
+                    "the map {id} has {} values for {} cells",
+                    values.len(),
+                    cells.len()
+                )));
+            }
+            top_patches(&values, *percent)
                 .into_iter()
-                .map(|i| patches.start + i)
+                .map(|i| cells[i])
                 .collect()
         }
     })
@@ -224,52 +325,32 @@ pub fn top_patches(values: &[f32], percent: f32) -> Vec<usize> {
 }
 
 /// Computes with `model` what the key set's map needs (relevancy rows) and stores it in `s`.
-pub fn prepare(model: &Llava, s: &mut Session, req: &KnockoutRequest) -> Result<(), KnockoutError> {
+pub fn prepare(
+    model: &dyn Replayer,
+    s: &mut Session,
+    req: &KnockoutRequest,
+) -> Result<(), KnockoutError> {
     if let KeyBlock::Map { id, .. } = &req.block {
         if let Need::Relevancy(todo) = catalogue::need(s, &[req.token], id) {
-            relevancy::ensure(model, s, &todo, &mut |_| {})?;
+            let todo = relevancy::missing_tokens(s, &todo);
+            if !todo.is_empty() {
+                let maps = model.relevancy(s, &todo)?;
+                relevancy::store(s, &maps)?;
+            }
         }
     }
     Ok(())
 }
 
-/// Embeddings `[1, q + 1, hidden]` of positions `0..=q_t` of answer token `t` and the ids.
+/// Embeddings `[1, q + 1, hidden]` of positions `0..=q_t` of answer token `t` and the ids
+/// (LLaVA-style models).
 pub(crate) fn sequence(
     model: &Llava,
     s: &Session,
     t: usize,
 ) -> Result<(Tensor, Vec<u32>), KnockoutError> {
-    let to_u32 = |ids: &[i64]| -> Result<Vec<u32>, KnockoutError> {
-        ids.iter()
-            .map(|&i| u32::try_from(i).map_err(|_| KnockoutError::Session(format!("token id {i}"))))
-            .collect()
-    };
-    let mut ids = to_u32(&s.input_ids)?;
-    let n_input = ids.len();
-    ids.extend(to_u32(&s.output_ids[..t])?);
-    let px = &s.pixel_values;
-    if px.shape.len() != 3 || px.shape[0] != 3 {
-        return Err(KnockoutError::Session(format!(
-            "pixel values of shape {:?}, expected [3, h, w]",
-            px.shape
-        )));
-    }
-    let pixels = Tensor::from_vec(px.data.clone(), px.shape.as_slice(), &Device::Cpu)?;
-    let features = model.image_features(&pixels, &mut NoTape)?;
-    let embeds = model.embed_sequence(&ids, n_input, Some(&features))?;
-    Ok((embeds, ids))
-}
-
-fn last_logits(
-    model: &Llava,
-    embeds: &Tensor,
-    tape: &mut dyn Tape,
-) -> Result<Vec<f32>, KnockoutError> {
-    let mut cache = model.new_cache();
-    Ok(model
-        .forward(embeds, 0, &mut cache, tape, false)?
-        .flatten_all()?
-        .to_vec1()?)
+    let (ids, _) = sequence_ids(s, t)?;
+    Ok((model.replay(s, t)?.embeds, ids))
 }
 
 fn argmax(xs: &[f32]) -> u32 {
@@ -285,13 +366,13 @@ fn argmax(xs: &[f32]) -> u32 {
 /// Runs the knockout `req` of session `s` with `model` (what a map key set needs must be in
 /// `s` already: [`prepare`]).
 pub fn knockout(
-    model: &Llava,
+    model: &dyn Replayer,
     s: &Session,
     req: &KnockoutRequest,
 ) -> Result<KnockoutResult, KnockoutError> {
     let q = check(s, req, model.num_layers())?;
     let queries = query_positions(s, req.token, req.query)?;
-    let keys = key_positions(s, req.token, &req.block)?;
+    let keys = key_positions_in(s, req.token, &req.block, req.region)?;
     for &p in &queries {
         let seen = keys.iter().filter(|&&k| k <= p).count();
         if seen == 0 {
@@ -301,17 +382,18 @@ pub fn knockout(
             return Err(KnockoutError::EveryKey(req.block.to_string(), p));
         }
     }
-    let (embeds, ids) = sequence(model, s, req.token)?;
-    if ids.len() != q + 1 {
+    let replay = model.replay(s, req.token)?;
+    if replay.len() != q + 1 {
         return Err(KnockoutError::Session(format!(
             "{} positions for the query at {q}",
-            ids.len()
+            replay.len()
         )));
     }
     let target = s.output_ids[req.token] as u32;
-    let plain = last_logits(model, &embeds, &mut NoTape)?;
+    let decoder = model.decoder();
+    let plain = replay.last_logits(decoder, &mut NoTape)?;
     let mut tape = Knockout::new(req.layers.clone(), queries.clone(), keys.clone());
-    let blocked = last_logits(model, &embeds, &mut tape)?;
+    let blocked = replay.last_logits(decoder, &mut tape)?;
     if tape.applied() == 0 {
         return Err(KnockoutError::Model("the block was never applied".into()));
     }

@@ -2,20 +2,22 @@
 //! and the output head, as if the model ended there.
 //!
 //! One forward covers positions `0..=q_t` of answer token t (`input_ids + output_ids[..t]`,
-//! q_t = N − 1 + t) with [`crate::model::interventions::LayerOutputs`] keeping the residual
-//! stream of q_t and of every image patch position after every layer l. For the answer token
-//! the curve gives, per layer, softmax(readout)[id] and the id's rank (1 = the top token); the
-//! last layer's readout is the model's own logits. For layer L the map gives, per patch, the
-//! probability the readout of that patch gives the answer token, and the patch's top token.
+//! q_t = N − 1 + t), rebuilt by the session's pipeline ([`Replayer`]), with
+//! [`crate::model::interventions::LayerOutputs`] keeping the residual stream of q_t after every
+//! layer l and of every image cell after layer L. For the answer token the curve gives, per
+//! layer, softmax(readout)[id] and the id's rank (1 = the top token); the last layer's readout
+//! is the model's own logits. For layer L the map gives, per cell, the probability the readout
+//! of that cell gives the answer token, and the cell's top token. The cells are every region's
+//! ([`Session::cell_positions`]: region by region, each row-major; anyres separators left out),
+//! so a LLaVA-NeXT / OneVision reading holds the base grid's cells, then the high-res grid's
+//! ([`region_slices`] splits them).
 
 use candle_core::Tensor;
 
-use crate::explain::attention::patch_positions;
-use crate::explain::catalogue::CatalogueError;
-use crate::explain::knockout::{sequence, KnockoutError};
+use crate::explain::knockout::{region_cells, KnockoutError, Replayer};
+use crate::model::decoder::Decoder;
 use crate::model::interventions::LayerOutputs;
-use crate::model::Llava;
-use crate::session::Session;
+use crate::session::{RegionKind, Session};
 
 /// Why a lens cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +43,7 @@ pub enum LensError {
     Forward(#[from] KnockoutError),
     /// The image grid does not fit the session.
     #[error(transparent)]
-    Grid(#[from] CatalogueError),
+    Grid(#[from] crate::explain::catalogue::CatalogueError),
 }
 
 impl From<candle_core::Error> for LensError {
@@ -76,19 +78,51 @@ pub struct Lens {
     pub curve: Vec<LensPoint>,
     /// The layer of the map.
     pub layer: usize,
-    /// `[rows, cols]` of the map.
+    /// `[rows, cols]` of the session's (first) image grid.
     pub grid: [usize; 2],
-    /// Per patch (row-major): the probability its readout gives the answer token.
+    /// Per cell of every region (region by region, each row-major): the probability its
+    /// readout gives the answer token.
     pub map: Vec<f32>,
-    /// Per patch: the readout's top id.
+    /// Per cell: the readout's top id.
     pub top_ids: Vec<u32>,
-    /// Per patch: the top id's probability.
+    /// Per cell: the top id's probability.
     pub top_probs: Vec<f32>,
 }
 
-/// Softmax rows `[n, vocab]` (f32) of the readout of `xs` `[n, hidden]`.
-fn readout(model: &Llava, xs: &Tensor) -> Result<Vec<Vec<f32>>, LensError> {
-    let logits = model.decoder().logits(xs)?;
+/// One image region's part of a reading: `lens.map[offset..offset + rows·cols]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LensRegion {
+    /// Which view of the image.
+    pub kind: RegionKind,
+    /// `[rows, cols]` of its cells.
+    pub grid: [usize; 2],
+    /// Where its cells start in the reading.
+    pub offset: usize,
+}
+
+/// The regions of `s` as parts of a reading over every cell, in input order.
+pub fn region_slices(s: &Session) -> Vec<LensRegion> {
+    let mut offset = 0;
+    s.regions()
+        .iter()
+        .map(|r| {
+            let part = LensRegion {
+                kind: r.kind,
+                grid: r.grid,
+                offset,
+            };
+            offset += r.cells();
+            part
+        })
+        .collect()
+}
+
+/// Cells read out through the output head at once.
+const READOUT_ROWS: usize = 48;
+
+/// Logit rows `[n, vocab]` (f32) of the readout of `xs` `[n, hidden]`.
+fn readout(decoder: &Decoder, xs: &Tensor) -> Result<Vec<Vec<f32>>, LensError> {
+    let logits = decoder.logits(xs)?;
     Ok(logits.to_vec2()?)
 }
 
@@ -111,7 +145,12 @@ fn top(row: &[f32]) -> usize {
 
 /// The logit lens of answer token `t` of `s` with `model`, its map at decoder layer `layer`
 /// (default: the last).
-pub fn lens(model: &Llava, s: &Session, t: usize, layer: Option<usize>) -> Result<Lens, LensError> {
+pub fn lens(
+    model: &dyn Replayer,
+    s: &Session,
+    t: usize,
+    layer: Option<usize>,
+) -> Result<Lens, LensError> {
     let count = s.num_output();
     if t >= count {
         return Err(LensError::Token { token: t, count });
@@ -124,14 +163,12 @@ pub fn lens(model: &Llava, s: &Session, t: usize, layer: Option<usize>) -> Resul
             count: layers,
         });
     }
-    let patches = patch_positions(s).map_err(CatalogueError::from)?;
+    let patches = region_cells(s, None)?;
     let q = s.query_position(t);
-    let (embeds, _) = sequence(model, s, t)?;
-    let mut tape = LayerOutputs::new(vec![q], layer, patches.clone().collect());
-    let mut cache = model.new_cache();
-    model
-        .decoder()
-        .hidden_states(&embeds, 0, &mut cache, &mut tape)?;
+    let replay = model.replay(s, t)?;
+    let decoder = model.decoder();
+    let mut tape = LayerOutputs::new(vec![q], layer, patches.clone());
+    replay.hidden_states(decoder, &mut tape)?;
     let id = s.output_ids[t] as u32;
     let n = patches.len();
     let mut curve = Vec::with_capacity(layers);
@@ -147,7 +184,7 @@ pub fn lens(model: &Llava, s: &Session, t: usize, layer: Option<usize>) -> Resul
         top_probs: Vec::with_capacity(n),
     };
     for (l, xs) in tape.layers.iter().enumerate() {
-        let rows = readout(model, xs)?;
+        let rows = readout(decoder, xs)?;
         let answer = rows.first().map(Vec::as_slice).unwrap_or_default();
         let Some(&target) = answer.get(id as usize) else {
             return Err(
@@ -166,12 +203,18 @@ pub fn lens(model: &Llava, s: &Session, t: usize, layer: Option<usize>) -> Resul
         .wide_rows
         .as_ref()
         .ok_or_else(|| KnockoutError::Model(format!("layer {layer} never ran")))?;
-    for row in readout(model, wide)? {
-        let p = softmax(&row);
-        let best = top(&row);
-        out.map.push(p[id as usize]);
-        out.top_ids.push(best as u32);
-        out.top_probs.push(p[best]);
+    // The cells are read out a few at a time: an anyres session has thousands, and each row
+    // is the whole vocabulary.
+    let cells = wide.dim(0)?;
+    for start in (0..cells).step_by(READOUT_ROWS) {
+        let part = wide.narrow(0, start, READOUT_ROWS.min(cells - start))?;
+        for row in readout(decoder, &part)? {
+            let p = softmax(&row);
+            let best = top(&row);
+            out.map.push(p[id as usize]);
+            out.top_ids.push(best as u32);
+            out.top_probs.push(p[best]);
+        }
     }
     out.curve = curve;
     Ok(out)

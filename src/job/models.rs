@@ -4,9 +4,10 @@
 //! and `batch` go through this one type, so the app, `report` and `batch` serve every kind of
 //! session the same way.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::explain::faithfulness::{scored_region, Deletion, PictureScorer};
+use crate::explain::knockout::Replayer;
 use crate::explain::relevancy::{self, RelevancyMaps};
 use crate::generate::anyres::{self, AnyresLoaded};
 use crate::generate::qwen::{self, QwenLoaded};
@@ -30,20 +31,22 @@ pub enum SessionModel {
 impl SessionModel {
     /// Loads the model `spec` names, choosing the pipeline from its config.json.
     pub fn load(spec: &ModelSpec, device: &Device) -> Result<Self, GenerateError> {
-        let dir = ModelDir::resolve(&spec.path)?;
+        Self::load_path(&spec.path, spec.dtype, device)
+    }
+
+    /// Loads the model folder or id `path` in `dtype` on `device`, choosing the pipeline from
+    /// its config.json.
+    pub fn load_path(path: &str, dtype: DType, device: &Device) -> Result<Self, GenerateError> {
+        let dir = ModelDir::resolve(path)?;
         if qwen::is_qwen_vl(&dir) {
-            return Ok(Self::Qwen(QwenLoaded::load(
-                &spec.path, dir, spec.dtype, device,
-            )?));
+            return Ok(Self::Qwen(QwenLoaded::load(path, dir, dtype, device)?));
         }
         if anyres::is_anyres(&dir) {
             return Ok(Self::Anyres(Box::new(AnyresLoaded::load(
-                &spec.path, dir, spec.dtype, device,
+                path, dir, dtype, device,
             )?)));
         }
-        Ok(Self::Llava(LoadedModel::load(
-            &spec.path, spec.dtype, device,
-        )?))
+        Ok(Self::Llava(LoadedModel::load(path, dtype, device)?))
     }
 
     /// Decoder layers and heads.
@@ -52,6 +55,15 @@ impl SessionModel {
             Self::Llava(m) => (m.model.num_layers(), m.model.num_heads()),
             Self::Qwen(m) => (m.model.num_layers(), m.model.num_heads()),
             Self::Anyres(m) => (m.model.llava().num_layers(), m.model.llava().num_heads()),
+        }
+    }
+
+    /// What knockouts and the logit lens re-run the session's positions with.
+    pub fn replayer(&self) -> &dyn Replayer {
+        match self {
+            Self::Llava(m) => &m.model,
+            Self::Qwen(m) => m,
+            Self::Anyres(m) => m.as_ref(),
         }
     }
 

@@ -18,6 +18,7 @@ use crate::explain::lens::{self, Lens, LensError};
 use crate::explain::relevancy::{self, RelevancyError, RelevancyMaps};
 use crate::generate::GenerateError;
 use crate::model::DeviceName;
+use crate::processing::PromptProcessor;
 use crate::session::{RegionKind, Session};
 
 use super::models::SessionModel;
@@ -181,14 +182,6 @@ pub enum ServiceError {
     /// The logit lens failed.
     #[error(transparent)]
     Lens(#[from] LensError),
-    /// The job needs a LLaVA-style model.
-    #[error("{what} runs on LLaVA-style models only, and this session was made by {arch}")]
-    LlavaOnly {
-        /// The job.
-        what: String,
-        /// The session's architecture.
-        arch: String,
-    },
     /// The user cancelled the job before it finished.
     #[error("cancelled")]
     Cancelled,
@@ -302,21 +295,19 @@ impl ModelService {
                 faithfulness(deletion, *token, maps, *fraction, cancel, progress)
             }
             ModelJob::Knockout(request) => {
-                let m = llava_only(loaded, session, job)?;
-                let result = knockout::knockout(&m.model, session, request)?;
+                let result = knockout::knockout(loaded.replayer(), session, request)?;
                 let ids = [
                     result.token_id,
                     result.greedy_original,
                     result.greedy_knockout,
                 ];
-                let words = words(m, ids);
+                let words = words(loaded.prompts(), ids);
                 Ok(JobOutput::Knockout { result, words })
             }
             ModelJob::Lens { token, layer } => {
-                let m = llava_only(loaded, session, job)?;
-                let lens = lens::lens(&m.model, session, *token, Some(*layer))?;
+                let lens = lens::lens(loaded.replayer(), session, *token, Some(*layer))?;
                 let ids = std::iter::once(lens.token_id).chain(lens.curve.iter().map(|p| p.top));
-                let words = words(m, ids);
+                let words = words(loaded.prompts(), ids);
                 Ok(JobOutput::Lens { lens, words })
             }
         }
@@ -341,32 +332,13 @@ impl ModelService {
     }
 }
 
-/// The LLaVA-style model of `loaded`, or the sentence saying `job` needs one (the same
-/// refusal as the command line, which loads only LLaVA-style models for these).
-fn llava_only<'a>(
-    loaded: &'a SessionModel,
-    session: &Session,
-    job: &ModelJob,
-) -> Result<&'a crate::generate::LoadedModel, ServiceError> {
-    match loaded {
-        SessionModel::Llava(m) => Ok(m),
-        _ => Err(ServiceError::LlavaOnly {
-            what: job.describe(),
-            arch: session.manifest.model.architecture.clone(),
-        }),
-    }
-}
-
 /// `ids` (duplicates dropped) with their text under the model's tokenizer.
-fn words(
-    m: &crate::generate::LoadedModel,
-    ids: impl IntoIterator<Item = u32>,
-) -> Vec<(u32, String)> {
+fn words(prompts: &PromptProcessor, ids: impl IntoIterator<Item = u32>) -> Vec<(u32, String)> {
     let mut ids: Vec<u32> = ids.into_iter().collect();
     ids.sort_unstable();
     ids.dedup();
     ids.into_iter()
-        .map(|id| (id, m.prompts.decode_token(id)))
+        .map(|id| (id, prompts.decode_token(id)))
         .collect()
 }
 

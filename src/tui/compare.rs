@@ -4,14 +4,16 @@
 //! catalogue id) of B and, when both sessions saw the same pixels, the cell-wise difference
 //! A − B on one shared scale, with Spearman's ρ — the numbers of `lvlmscope compare`
 //! ([`crate::explain::compare`]). A component that owns session B and the comparison of the
-//! current selection, recomputed with the view.
+//! current selection, recomputed with the view; each session's per-token reliance (attention
+//! over every layer and head) is computed once per session and set of relevancy rows
+//! ([`RelianceCache`]).
 
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::Frame;
 
 use crate::explain::catalogue::MapId;
-use crate::explain::compare::{self, Comparison};
+use crate::explain::compare::{self, Comparison, Side};
 use crate::session::Session;
 use crate::style::normalize;
 
@@ -30,6 +32,59 @@ pub struct ComparePane {
     pub name: String,
     /// The comparison of the selected token under the shown map, or why there is none.
     pub result: Result<Comparison, String>,
+    /// Each session's per-token reliance, kept across refreshes.
+    pub reliance: RelianceCache,
+}
+
+/// What a session's per-token reliance depends on: its ids, whether it holds attention, and
+/// which tokens have relevancy rows (a job adds them).
+#[derive(Debug, Clone, PartialEq)]
+struct RelianceKey {
+    input_ids: Vec<i64>,
+    output_ids: Vec<i64>,
+    prompt: String,
+    attention: bool,
+    relevancy_tokens: Vec<usize>,
+}
+
+impl RelianceKey {
+    fn of(s: &Session) -> Self {
+        Self {
+            input_ids: s.input_ids.clone(),
+            output_ids: s.output_ids.clone(),
+            prompt: s.manifest.prompt.clone(),
+            attention: s.attn_gen.is_some(),
+            relevancy_tokens: s.manifest.relevancy_tokens.clone(),
+        }
+    }
+}
+
+/// The reliance sides of sessions A and B, each recomputed only when its session changes.
+#[derive(Debug, Clone, Default)]
+pub struct RelianceCache {
+    sides: [Option<(RelianceKey, Side)>; 2],
+    computed: usize,
+}
+
+impl RelianceCache {
+    /// How many times a session's reliance was computed.
+    pub fn computed(&self) -> usize {
+        self.computed
+    }
+
+    /// The side of `s` in slot `i` (0: A, 1: B), computed when the slot holds another session.
+    fn side(&mut self, i: usize, s: &Session) -> Side {
+        let key = RelianceKey::of(s);
+        match &self.sides[i] {
+            Some((k, side)) if *k == key => side.clone(),
+            _ => {
+                let side = compare::side(s);
+                self.computed += 1;
+                self.sides[i] = Some((key, side.clone()));
+                side
+            }
+        }
+    }
 }
 
 impl ComparePane {
@@ -39,13 +94,20 @@ impl ComparePane {
             session,
             name,
             result: Err("nothing compared yet".into()),
+            reliance: RelianceCache::default(),
         }
     }
 
     /// Compares the app's session `a` with B for answer token `t` under map `id`.
     pub fn refresh(&mut self, a: Option<&Session>, t: usize, id: &MapId) {
         self.result = match a {
-            Some(a) => compare::compare(a, &self.session, &[t], id).map_err(|e| e.to_string()),
+            Some(a) => {
+                let sides = [
+                    self.reliance.side(0, a),
+                    self.reliance.side(1, &self.session),
+                ];
+                compare::compare_sides(a, &self.session, sides, &[t], id).map_err(|e| e.to_string())
+            }
             None => Err("no session A".into()),
         };
     }

@@ -99,6 +99,26 @@ pub fn reference_session(name: &str, model: &Llava) -> Session {
     }
 }
 
+/// The session `job::run` makes with fixture `name` (any pipeline) on the committed image
+/// `image`, asking "What is in the picture?" with `tokens` new tokens (greedy).
+pub fn fixture_run(name: &str, image: &str, tokens: usize) -> Session {
+    let request = lvlmscope::generate::RunRequest {
+        model: fixtures().join(name).display().to_string(),
+        image: fixtures().join(image),
+        prompt: "What is in the picture?".into(),
+        max_new_tokens: tokens,
+        ..Default::default()
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    lvlmscope::job::run(&request, &cancel, &mut |_| {}).unwrap()
+}
+
+/// Fixture `name` of any pipeline loaded in F32 on the CPU, as model jobs load it.
+pub fn fixture_model(name: &str) -> lvlmscope::job::SessionModel {
+    let path = fixtures().join(name).display().to_string();
+    lvlmscope::job::SessionModel::load_path(&path, candle_core::DType::F32, &Device::Cpu).unwrap()
+}
+
 /// Fixture `name` loaded in F32 on the CPU.
 pub fn load_fixture(name: &str) -> Llava {
     let dir = lvlmscope::model::ModelDir::resolve(fixtures().join(name).to_str().unwrap()).unwrap();

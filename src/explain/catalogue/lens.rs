@@ -1,4 +1,4 @@
-//! The logit lens as maps of the catalogue: `lens.l{L}` is, per image patch, the probability
+//! The logit lens as maps of the catalogue: `lens.l{L}` is, per image cell, the probability
 //! that the patch's residual stream after decoder layer L, read out through the final norm and
 //! the output head, gives the answer token ([`crate::explain::lens`]). The readings need the
 //! model, so the map reads the ones cached in the session (`report --method lens --cache`
@@ -16,7 +16,8 @@ pub(super) fn lens_map(
     blank: Explanation,
 ) -> Result<Explanation, CatalogueError> {
     let mut out = blank;
-    let patches = out.grid.rows * out.grid.cols;
+    // Every region's cells (a LLaVA-NeXT / OneVision reading covers both grids).
+    let patches = super::compute::cells(s)?.len();
     let n = tokens.len() as f32;
     let mut values = vec![0f32; patches];
     for &t in tokens {

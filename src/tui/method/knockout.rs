@@ -1,8 +1,9 @@
 //! Attention knockout in the app (key `K`): block the attention from the selected answer
 //! token's position to the patches selected in the image pane, or else to the top k % patches
-//! of the map the image pane shows, over a layer range, and re-run the token on the job worker
-//! with the session's model (the same [`crate::explain::knockout::knockout`] as `lvlmscope
-//! knockout`). The result line (p before and after, Δp, the greedy token before and after)
+//! of the map the image pane shows (both counted in the region the pane shows: base or
+//! high-res on a LLaVA-NeXT / OneVision session), over a layer range, and re-run the token on
+//! the job worker with the session's model (the same [`crate::explain::knockout::knockout`] as
+//! `lvlmscope knockout`, on every pipeline). The result line (p before and after, Δp, the greedy token before and after)
 //! takes the bottom of the method pane. `%` steps k, `L` the layer range.
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use crate::job::ModelJob;
 use super::super::blocks::{display_token, put};
 use super::super::component::Ctx;
 use super::super::msg::Effect;
+use super::super::state::region_word;
 
 /// The percentages `%` steps through; the first knockout uses [`DEFAULT_PERCENT`].
 pub const PERCENTS: [f32; 5] = [5.0, 10.0, 20.0, 30.0, 50.0];
@@ -146,21 +148,40 @@ pub fn request(state: &mut KnockState, ctx: &Ctx, out: &mut Vec<Effect>) {
     }
     let token = ctx.token();
     let (layers, _) = ctx.layers_heads();
+    // Patches and the map's cells are the shown region's; a session of several regions (base
+    // and high-res) names it in the request.
+    let shown = ctx.shown_region();
+    let region = shown.as_ref().and_then(|r| r.scored_kind());
+    let place = region.map_or_else(String::new, |k| format!(" in {}", region_word(k)));
     let (block, keys) = if ctx.patches.is_empty() {
         let id = ctx.map_id();
         let map = match catalogue::explain(s, &[token], &id) {
-            Ok(e) => e.grid.values,
+            Ok(e) => match (&shown, e.regions.is_empty()) {
+                (Some(r), false) => e
+                    .regions
+                    .get(r.index)
+                    .map(|m| m.grid.values.clone())
+                    .unwrap_or_default(),
+                _ => e.grid.values,
+            },
             Err(e) => {
                 out.push(Effect::Notify(format!("no map to knock out: {e}"), true));
                 return;
             }
         };
         let patches = top_patches(&map, state.percent);
-        let keys = format!("top {}% of {id} ({} patches)", state.percent, patches.len());
+        let keys = format!(
+            "top {}% of {id}{place} ({} patches)",
+            state.percent,
+            patches.len()
+        );
         (KeyBlock::Patches(patches), keys)
     } else {
         let n = ctx.patches.len();
-        let keys = format!("{n} selected patch{}", if n == 1 { "" } else { "es" });
+        let keys = format!(
+            "{n} selected patch{}{place}",
+            if n == 1 { "" } else { "es" }
+        );
         (
             KeyBlock::Patches(ctx.patches.iter().copied().collect()),
             keys,
@@ -171,6 +192,7 @@ pub fn request(state: &mut KnockState, ctx: &Ctx, out: &mut Vec<Effect>) {
         block,
         query: QuerySet::Answer,
         layers: state.layers.range(ctx.sel.layer, layers),
+        region,
     };
     state.asked = Some((request.clone(), keys));
     out.push(Effect::StartJob(ModelJob::Knockout(request)));

@@ -378,6 +378,11 @@ fn region_key_sets_are_checked_in_one_sentence() {
     // the image key set is the whole span, newline rows included
     let image = knockout::key_positions(&s, 0, &KeyBlock::Image).unwrap();
     assert_eq!(image, s.image_range().collect::<Vec<_>>());
+    let e = knockout::key_positions_in(&s, 0, &KeyBlock::Image, Some(RegionKind::Image));
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "the session has no image image region (it has base, highres)"
+    );
     assert!(hi.separators.iter().all(|p| image.contains(p)));
 }
 

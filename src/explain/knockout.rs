@@ -263,13 +263,18 @@ pub fn key_positions(s: &Session, t: usize, block: &KeyBlock) -> Result<Vec<usiz
 
 /// The key positions of `block` for answer token `t`, patches and maps counting the cells of
 /// `region` (a map's top patches come from the catalogue, which must be able to give the map:
-/// see [`prepare`]).
+/// see [`prepare`]); `image` and `question` do not depend on it, but a region the session
+/// lacks is refused for them too.
 pub fn key_positions_in(
     s: &Session,
     t: usize,
     block: &KeyBlock,
     region: Option<RegionKind>,
 ) -> Result<Vec<usize>, KnockoutError> {
+    if region.is_some() {
+        // a region the session lacks is named whatever the key set
+        region_cells(s, region)?;
+    }
     Ok(match block {
         KeyBlock::Image => s.image_range().collect(),
         KeyBlock::Question => question_positions(s),

@@ -132,6 +132,18 @@ pub fn compare(
     tokens: &[usize],
     method: &MapId,
 ) -> Result<Comparison, CompareError> {
+    let pairs: Vec<[usize; 2]> = tokens.iter().map(|&t| [t, t]).collect();
+    compare_pairs(a, b, &pairs, method)
+}
+
+/// Like [`compare`], with each map taken at A's token `pair[0]` and B's token `pair[1]` (two
+/// answers that say the same word at different places); [`TokenMaps::token`] is A's.
+pub fn compare_pairs(
+    a: &Session,
+    b: &Session,
+    pairs: &[[usize; 2]],
+    method: &MapId,
+) -> Result<Comparison, CompareError> {
     let same = same_image(a, b);
     let options = Options {
         seed: None,
@@ -149,10 +161,10 @@ pub fn compare(
             .map_err(|source| CompareError::Map { side, source })?;
         Ok((s.manifest.tokens.output[t].clone(), e.grid))
     };
-    let mut maps = Vec::with_capacity(tokens.len());
-    for &t in tokens {
+    let mut maps = Vec::with_capacity(pairs.len());
+    for &[t, u] in pairs {
         let (ta, ga) = one('A', a, t)?;
-        let (tb, gb) = one('B', b, t)?;
+        let (tb, gb) = one('B', b, u)?;
         let comparable = same && ga.values.len() == gb.values.len();
         maps.push(TokenMaps {
             token: t,

@@ -68,6 +68,20 @@ pub struct ComparePane {
     pub tokens: [usize; 2],
     /// The comparison of those tokens under the shown map, or why there is none.
     pub result: Result<Comparison, String>,
+    /// Which side asked for the work in progress whose result carries no session epoch.
+    pub asked: Asked,
+}
+
+/// The side that asked for a live run, a save and a causal result still under way (their
+/// results go to it even when the focus has moved).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// A live run (a new run or a follow-up replaces that side's session).
+    pub run: Option<Which>,
+    /// A save.
+    pub save: Option<Which>,
+    /// A causal explanation.
+    pub causal: Option<Which>,
 }
 
 impl ComparePane {
@@ -122,6 +136,7 @@ pub fn open_b(app: &mut App, session: Session, name: String, path: Option<std::p
         linked: true,
         tokens: [0, 0],
         result: Err("nothing compared yet".into()),
+        asked: Asked::default(),
     });
     if app.focus == Pane::Grid {
         app.focus = Pane::Answer;

@@ -38,7 +38,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
         }
         Msg::Interrupt => quit(app),
         other => {
-            results::apply(app, other);
+            split::from_worker(app, other);
             Vec::new()
         }
     };
@@ -56,6 +56,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
     if let Some(job) = app.method.missing_lens_job(&app.ctx(), demo) {
         cmds.extend(jobs::begin(app, job));
     }
+    split::remember(app, &cmds);
     cmds
 }
 

@@ -13,7 +13,7 @@ use super::super::app::App;
 use super::super::compare::open::{name_of, PromptOutcome};
 use super::super::compare::{self, draw::side_at, Which};
 use super::super::keymap::Action;
-use super::super::msg::{Cmd, JobDone};
+use super::super::msg::{Cmd, Msg};
 use super::super::state::Pane;
 
 /// Does `action` if it is the split view's; `None` when it is not.
@@ -96,18 +96,40 @@ pub(super) fn loaded(app: &mut App, path: PathBuf, r: Result<Box<Session>, Strin
     );
 }
 
-/// A model job ended: its result goes to the side whose session epoch it carries.
-pub(super) fn job_done(app: &mut App, done: JobDone) {
-    let other = app
-        .compare
-        .as_ref()
-        .is_some_and(|c| c.other.epoch == done.epoch && app.epoch != done.epoch);
-    if other {
+/// Applies a message from a worker on the side it belongs to: a model job's result on the
+/// side whose session epoch it carries; a live run's session, a save and a causal result on the
+/// side that asked for them (the focus may have moved since).
+pub(super) fn from_worker(app: &mut App, msg: Msg) {
+    let side = app.compare.as_mut().and_then(|c| match &msg {
+        Msg::JobDone(d) => (c.other.epoch == d.epoch).then(|| c.focused.other()),
+        Msg::RunDone(_) => c.asked.run.take(),
+        Msg::Saved(_) => c.asked.save.take(),
+        Msg::CausalDone(..) => c.asked.causal.take(),
+        _ => None,
+    });
+    let flip = side.is_some_and(|s| app.compare.as_ref().is_some_and(|c| c.focused != s));
+    if flip {
         compare::switch(app);
-        super::jobs::done(app, done);
+    }
+    super::results::apply(app, msg);
+    if flip {
         compare::switch(app);
-    } else {
-        super::jobs::done(app, done);
+    }
+}
+
+/// Remembers which side asked for the live run, save or causal result among `cmds`.
+pub(super) fn remember(app: &mut App, cmds: &[Cmd]) {
+    let Some(c) = app.compare.as_mut() else {
+        return;
+    };
+    for cmd in cmds {
+        let slot = match cmd {
+            Cmd::StartRun(_) => &mut c.asked.run,
+            Cmd::Save(_) => &mut c.asked.save,
+            Cmd::ComputeCausal(..) => &mut c.asked.causal,
+            _ => continue,
+        };
+        *slot = Some(c.focused);
     }
 }
 

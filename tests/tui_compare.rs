@@ -136,6 +136,13 @@ fn both_sides_and_the_strip_with_the_compare_numbers() {
         row.contains(&format!("{:>3.0}%", share(&want.b, 1))),
         "{row}"
     );
+    // relevancy, which neither session holds: why there is no map, and the rows still
+    press(&mut app, KeyCode::Char('2'));
+    let s = text(&app);
+    assert!(line_with(&s, "session A: ").contains("relevancy"), "{s}");
+    assert!(s.contains("image share of relevancy: A │ B"), "{s}");
+    let row = line_with(&s, "—  │");
+    assert!(row.contains("The") && row.contains("A  "), "{row}");
 }
 
 #[test]

@@ -144,6 +144,31 @@ pub fn compare_pairs(
     pairs: &[[usize; 2]],
     method: &MapId,
 ) -> Result<Comparison, CompareError> {
+    let maps = token_maps(a, b, pairs, method)?;
+    let [a_side, b_side] = sides(a, b);
+    Ok(Comparison {
+        a: a_side,
+        b: b_side,
+        same_image: same_image(a, b),
+        method: *method,
+        maps,
+    })
+}
+
+/// A's and B's prompt, image, answer and every answer token's image reliance (the part of a
+/// comparison that does not depend on the tokens or the map chosen).
+pub fn sides(a: &Session, b: &Session) -> [Side; 2] {
+    [side(a), side(b)]
+}
+
+/// Map `method` of A's token `pair[0]` and B's token `pair[1]` for each of `pairs`, with their
+/// difference and ρ when both saw the same pixels.
+pub fn token_maps(
+    a: &Session,
+    b: &Session,
+    pairs: &[[usize; 2]],
+    method: &MapId,
+) -> Result<Vec<TokenMaps>, CompareError> {
     let same = same_image(a, b);
     let options = Options {
         seed: None,
@@ -182,13 +207,7 @@ pub fn compare_pairs(
             b: gb.values,
         });
     }
-    Ok(Comparison {
-        a: side(a),
-        b: side(b),
-        same_image: same,
-        method: *method,
-        maps,
-    })
+    Ok(maps)
 }
 
 /// Spearman's rank correlation of `a` and `b` (ties take their mean rank; non-finite values

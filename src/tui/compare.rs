@@ -18,7 +18,7 @@ pub mod side;
 pub mod strip;
 
 use crate::explain::catalogue::MapId;
-use crate::explain::compare::{self, Comparison};
+use crate::explain::compare::{self, TokenMaps};
 use crate::session::Session;
 
 use super::app::App;
@@ -67,7 +67,7 @@ pub struct ComparePane {
     /// The answer tokens compared: A's and B's first selected token.
     pub tokens: [usize; 2],
     /// The comparison of those tokens under the shown map, or why there is none.
-    pub result: Result<Comparison, String>,
+    pub result: Result<Compared, String>,
     /// Which side asked for the work in progress whose result carries no session epoch.
     pub asked: Asked,
 }
@@ -100,16 +100,32 @@ impl ComparePane {
     }
 }
 
-/// Compares A's token `ta` with B's token `tb` under map `id`: both maps, their difference and
-/// ρ when the pixels match, and every answer token's reliance in both sessions. The one call
+/// What the strip shows: both answers with every token's image reliance, and the compared
+/// tokens' maps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compared {
+    /// A's and B's answers and per-token image reliance.
+    pub reliance: [compare::Side; 2],
+    /// The maps of A's and B's compared tokens with their difference and ρ when both saw the
+    /// same pixels, or one sentence saying why there are none.
+    pub maps: Result<TokenMaps, String>,
+}
+
+/// Compares A's token `ta` with B's token `tb` under map `id`: every answer token's reliance in
+/// both sessions, both maps, and their difference and ρ when the pixels match. The one call
 /// the split view makes for its numbers (a cache of the per-token reliance belongs here).
-pub fn comparison(
-    a: &Session,
-    b: &Session,
-    [ta, tb]: [usize; 2],
-    id: &MapId,
-) -> Result<Comparison, String> {
-    compare::compare_pairs(a, b, &[[ta, tb]], id).map_err(|e| e.to_string())
+pub fn comparison(a: &Session, b: &Session, [ta, tb]: [usize; 2], id: &MapId) -> Compared {
+    let maps = compare::token_maps(a, b, &[[ta, tb]], id)
+        .map_err(|e| e.to_string())
+        .and_then(|m| {
+            m.into_iter()
+                .next()
+                .ok_or_else(|| "no token compared".into())
+        });
+    Compared {
+        reliance: compare::sides(a, b),
+        maps,
+    }
 }
 
 /// Opens `session` (named `name`, loaded from `path`) as side B beside the app's session,
@@ -184,7 +200,7 @@ pub fn refresh(app: &mut App) {
     };
     let id = app.map_id();
     c.result = match c.sessions(app) {
-        (Some(a), Some(b)) => comparison(a, b, c.tokens, &id),
+        (Some(a), Some(b)) => Ok(comparison(a, b, c.tokens, &id)),
         _ => Err("no session A".into()),
     };
     app.compare = Some(c);

@@ -2,13 +2,14 @@
 //! Spearman's ρ when both sessions saw the same pixels, and every answer token's image
 //! reliance in A and in B side by side (relevancy's under the relevancy method when the session
 //! holds it, else attention's), the compared tokens marked. Draws what
-//! [`super::comparison`] returned.
+//! [`super::comparison`] returned: when no map can be
+//! compared (a session lacks relevancy, say) the sentence why, and the reliance rows still.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::Frame;
 
-use crate::explain::compare::{Comparison, TokenReliance};
+use crate::explain::compare::{Side, TokenReliance};
 use crate::style::normalize;
 
 use super::super::app::App;
@@ -48,29 +49,31 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &ComparePane) {
         }
     };
     let [ta, tb] = c.tokens;
-    if let Some(m) = cmp.maps.first() {
-        let pair = format!(
-            "A {ta} {:?} · B {tb} {:?}",
-            display_token(&m.text[0]),
-            display_token(&m.text[1])
-        );
-        say(f, &mut y, &pair, fg);
-        match (m.rank_correlation, &m.difference) {
-            (Some(r), Some(d)) => {
-                say(f, &mut y, &format!("Spearman ρ {r:.3}"), fg);
-                let reach = d
-                    .iter()
-                    .fold(0f32, |a, v| a.max(v.abs()))
-                    .max(f32::MIN_POSITIVE);
-                say(f, &mut y, &format!("A − B (±{reach:.4})"), dim);
-                let [rows, cols] = m.grids[0];
-                let room = inner.bottom().saturating_sub(y) / 2;
-                let at = Rect::new(inner.x, y, inner.width, room);
-                let h = grid(f, app, at, (rows, cols), d, (-reach, reach));
-                y += h;
+    match &cmp.maps {
+        Ok(m) => {
+            let pair = format!(
+                "A {ta} {:?} · B {tb} {:?}",
+                display_token(&m.text[0]),
+                display_token(&m.text[1])
+            );
+            say(f, &mut y, &pair, fg);
+            match (m.rank_correlation, &m.difference) {
+                (Some(r), Some(d)) => {
+                    say(f, &mut y, &format!("Spearman ρ {r:.3}"), fg);
+                    let reach = d
+                        .iter()
+                        .fold(0f32, |a, v| a.max(v.abs()))
+                        .max(f32::MIN_POSITIVE);
+                    say(f, &mut y, &format!("A − B (±{reach:.4})"), dim);
+                    let [rows, cols] = m.grids[0];
+                    let room = inner.bottom().saturating_sub(y) / 2;
+                    let at = Rect::new(inner.x, y, inner.width, room);
+                    y += grid(f, app, at, (rows, cols), d, (-reach, reach));
+                }
+                _ => say(f, &mut y, "different images: no difference map", dim),
             }
-            _ => say(f, &mut y, "different images: no difference map", dim),
         }
+        Err(e) => say(f, &mut y, e, warn),
     }
     if y + 2 >= inner.bottom() {
         return;
@@ -87,7 +90,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &ComparePane) {
         f,
         Rect::new(inner.x, y, inner.width, inner.bottom() - y),
         app,
-        cmp,
+        &cmp.reliance,
         c.tokens,
         by_relevancy,
     );
@@ -99,14 +102,14 @@ fn reliance_rows(
     f: &mut Frame,
     area: Rect,
     app: &App,
-    cmp: &Comparison,
+    [a, b]: &[Side; 2],
     [ta, tb]: [usize; 2],
     by_relevancy: bool,
 ) {
     let look = &app.look;
     let fg = Style::default().fg(look.color(look.theme.foreground));
     let dim = Style::default().fg(look.color(look.theme.dim));
-    let n = cmp.a.tokens.len().max(cmp.b.tokens.len());
+    let n = a.tokens.len().max(b.tokens.len());
     let rows = area.height as usize;
     if rows == 0 || n == 0 {
         return;
@@ -147,14 +150,14 @@ fn reliance_rows(
         };
         let buf = f.buffer_mut();
         let x = area.x;
-        put(buf, area, x, y, &cell(cmp.a.tokens.get(i)), mark(i == ta));
+        put(buf, area, x, y, &cell(a.tokens.get(i)), mark(i == ta));
         put(buf, area, x + half as u16, y, "│", dim);
         put(
             buf,
             area,
             x + half as u16 + 1,
             y,
-            &cell(cmp.b.tokens.get(i)),
+            &cell(b.tokens.get(i)),
             mark(i == tb),
         );
     }

@@ -11,17 +11,18 @@
 mod common;
 
 use common::{look, press, NoModel};
-use crossterm::event::KeyCode;
+use crossterm::event::{KeyCode, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use lvlmscope::explain::compare;
 use lvlmscope::explain::knockout::KnockoutResult;
 use lvlmscope::job::{JobOutput, ModelJob};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
 use lvlmscope::session::{self, AttentionDtype, Session};
-use lvlmscope::tui::compare::{open::load, Which};
+use lvlmscope::tui::compare::{draw::layout, open::load, Which};
 use lvlmscope::tui::msg::JobDone;
 use lvlmscope::tui::state::{Method, Pane};
 use lvlmscope::tui::{draw, initial_app, update, App, Cmd, Msg, TuiOptions};
 use ratatui::backend::TestBackend;
+use ratatui::layout::Rect;
 use ratatui::Terminal;
 
 fn screen(app: &App, w: u16, h: u16) -> String {
@@ -204,6 +205,56 @@ fn linked_sides_move_together_and_unlinked_alone() {
         press(&mut app, KeyCode::Tab);
         assert_ne!(app.focus, Pane::Grid);
     }
+}
+
+#[test]
+fn a_click_gives_the_other_side_the_keys_and_regions_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = synthetic_session(&SyntheticSpec::anyres_tiny());
+    let b = synthetic_session(&SyntheticSpec {
+        seed: 8,
+        ..SyntheticSpec::anyres_tiny()
+    });
+    let mut app = open(dir.path(), &a, &b);
+    update(&mut app, Msg::Resize(170, 48));
+    let s = text(&app);
+    assert!(s.contains("w side  u link  X close"), "{s}");
+    // b: both sides show the base view (linked)
+    let region = |app: &App| {
+        let c = app.compare.as_ref().unwrap();
+        (app.image.region(), c.other.image.region())
+    };
+    let grids = |app: &App| {
+        let c = app.compare.as_ref().unwrap();
+        c.result.as_ref().unwrap().maps.as_ref().unwrap().grids
+    };
+    let high = region(&app);
+    assert_eq!(high.0, high.1);
+    assert_eq!(
+        grids(&app),
+        [[6, 8], [6, 8]],
+        "the strip compares the region shown"
+    );
+    press(&mut app, KeyCode::Char('b'));
+    let base = region(&app);
+    assert_ne!(base.0, high.0);
+    assert_eq!(base.0, base.1);
+    assert_eq!(grids(&app), [[4, 4], [4, 4]]);
+    // a click in B's image: B takes the keys, its patch cursor moves, A's follows
+    let r = layout(Rect::new(0, 0, 170, 48)).sides[1].image;
+    let (x, y) = (r.x + r.width / 2, r.y + r.height / 2);
+    let click = MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: x,
+        row: y,
+        modifiers: KeyModifiers::NONE,
+    };
+    update(&mut app, Msg::Mouse(click));
+    let c = app.compare.as_ref().unwrap();
+    assert_eq!(c.focused, Which::B);
+    assert_eq!(app.focus, Pane::Image);
+    assert_ne!(app.image.patch(), 0);
+    assert_eq!(c.other.image.patch(), app.image.patch());
 }
 
 #[test]

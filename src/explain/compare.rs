@@ -144,7 +144,7 @@ pub fn compare_pairs(
     pairs: &[[usize; 2]],
     method: &MapId,
 ) -> Result<Comparison, CompareError> {
-    let maps = token_maps(a, b, pairs, method)?;
+    let maps = token_maps(a, b, pairs, method, [0, 0])?;
     let [a_side, b_side] = sides(a, b);
     Ok(Comparison {
         a: a_side,
@@ -161,13 +161,15 @@ pub fn sides(a: &Session, b: &Session) -> [Side; 2] {
     [side(a), side(b)]
 }
 
-/// Map `method` of A's token `pair[0]` and B's token `pair[1]` for each of `pairs`, with their
-/// difference and ρ when both saw the same pixels.
+/// Map `method` of A's token `pair[0]` and B's token `pair[1]` for each of `pairs`, over A's
+/// image region `regions[0]` and B's `regions[1]` (the first region when past a session's;
+/// [`compare`] takes the first), with their difference and ρ when both saw the same pixels.
 pub fn token_maps(
     a: &Session,
     b: &Session,
     pairs: &[[usize; 2]],
     method: &MapId,
+    regions: [usize; 2],
 ) -> Result<Vec<TokenMaps>, CompareError> {
     let same = same_image(a, b);
     let options = Options {
@@ -175,6 +177,7 @@ pub fn token_maps(
         compute_causal: true,
     };
     let one = |side: char, s: &Session, t: usize| -> Result<(String, attn::Grid), CompareError> {
+        let region = regions[usize::from(side == 'B')];
         if t >= s.num_output() {
             return Err(CompareError::Token {
                 side,
@@ -184,7 +187,11 @@ pub fn token_maps(
         }
         let e = catalogue::explain_with(s, &[t], method, options)
             .map_err(|source| CompareError::Map { side, source })?;
-        Ok((s.manifest.tokens.output[t].clone(), e.grid))
+        let grid = match e.regions.into_iter().nth(region) {
+            Some(r) => r.grid,
+            None => e.grid,
+        };
+        Ok((s.manifest.tokens.output[t].clone(), grid))
     };
     let mut maps = Vec::with_capacity(pairs.len());
     for &[t, u] in pairs {

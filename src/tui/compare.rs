@@ -111,11 +111,18 @@ pub struct Compared {
     pub maps: Result<TokenMaps, String>,
 }
 
-/// Compares A's token `ta` with B's token `tb` under map `id`: every answer token's reliance in
-/// both sessions, both maps, and their difference and ρ when the pixels match. The one call
-/// the split view makes for its numbers (a cache of the per-token reliance belongs here).
-pub fn comparison(a: &Session, b: &Session, [ta, tb]: [usize; 2], id: &MapId) -> Compared {
-    let maps = compare::token_maps(a, b, &[[ta, tb]], id)
+/// Compares A's token `ta` with B's token `tb` under map `id`, over the image regions each side
+/// shows: every answer token's reliance in both sessions, both maps, and their difference and
+/// ρ when the pixels match. The one call the split view makes for its numbers (a cache of the
+/// per-token reliance belongs here).
+pub fn comparison(
+    a: &Session,
+    b: &Session,
+    [ta, tb]: [usize; 2],
+    id: &MapId,
+    regions: [usize; 2],
+) -> Compared {
+    let maps = compare::token_maps(a, b, &[[ta, tb]], id, regions)
         .map_err(|e| e.to_string())
         .and_then(|m| {
             m.into_iter()
@@ -194,13 +201,15 @@ pub fn refresh(app: &mut App) {
     c.other.swap_with(app);
     let first = |view: &super::view::View| view.tokens.first().copied().unwrap_or(0);
     let (mine, other) = (first(&app.view), first(&c.other.view));
-    c.tokens = match c.focused {
-        Which::A => [mine, other],
-        Which::B => [other, mine],
+    let regions = (app.image.region(), c.other.image.region());
+    let (tokens, regions) = match c.focused {
+        Which::A => ([mine, other], [regions.0, regions.1]),
+        Which::B => ([other, mine], [regions.1, regions.0]),
     };
+    c.tokens = tokens;
     let id = app.map_id();
     c.result = match c.sessions(app) {
-        (Some(a), Some(b)) => Ok(comparison(a, b, c.tokens, &id)),
+        (Some(a), Some(b)) => Ok(comparison(a, b, c.tokens, &id, regions)),
         _ => Err("no session A".into()),
     };
     app.compare = Some(c);

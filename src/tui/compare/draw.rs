@@ -5,13 +5,15 @@
 //! The heads × layers pane is left out; the head keys still work.
 
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
 use ratatui::Frame;
 
 use super::super::app::App;
-use super::super::blocks::{pane_frame, pane_inner};
+use super::super::blocks::{pane_frame, pane_inner, put};
 use super::super::component::{Component, Ctx};
 use super::super::header;
 use super::super::image::ImagePane;
+use super::super::keymap::Action;
 use super::super::method::MethodPane;
 use super::super::prompt::PromptPane;
 use super::super::state::Pane;
@@ -164,7 +166,19 @@ pub fn draw(f: &mut Frame, app: &App, c: &ComparePane) {
         }
     }
     strip::draw(f, l.strip, app, c);
-    app.status.draw(f, l.foot, &app.ctx());
+    let keys = [
+        (Action::CompareFocus, "w", "side"),
+        (Action::CompareLink, "u", "link"),
+        (Action::CompareClose, "X", "close"),
+    ]
+    .map(|(a, key, word)| format!("{} {word}", app.keymap.label(&[a], key)))
+    .join("  ");
+    let width = (keys.chars().count() as u16 + 2).min(l.foot.width / 3);
+    let [status, hint] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(l.foot);
+    app.status.draw(f, status, &app.ctx());
+    let accent = Style::default().fg(app.look.color(app.look.theme.accent));
+    put(f.buffer_mut(), hint, hint.x + 1, hint.y, &keys, accent);
 }
 
 fn draw_side(

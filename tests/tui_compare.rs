@@ -436,4 +436,13 @@ fn different_images_narrow_terminals_and_a_bad_b_on_the_command_line() {
         "{}",
         notice.text
     );
+    // without A, B is not opened beside nothing: A's error stays the notice
+    let opts = TuiOptions {
+        session: Some(dir.path().join("missing.session")),
+        compare: Some(dir.path().join("b.session")),
+        ..Default::default()
+    };
+    let (app, _) = initial_app(&opts, look());
+    assert!(app.compare.is_none() && app.session.is_none());
+    assert!(app.status.notice().unwrap().error);
 }

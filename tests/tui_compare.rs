@@ -258,6 +258,27 @@ fn a_click_gives_the_other_side_the_keys_and_regions_follow() {
 }
 
 #[test]
+fn w_on_a_demo_session_asks_for_its_missing_relevancy_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = synthetic_session(&SyntheticSpec::tiny());
+    let mut b = session_b(&a);
+    let hash = lvlmscope::demo::demo_model_hash();
+    b.manifest.model.path = dir
+        .path()
+        .join(format!("demo-{hash}"))
+        .display()
+        .to_string();
+    let mut app = open(dir.path(), &a, &b);
+    // A is not the demo: showing relevancy asks for nothing; B is: w asks for its token's
+    assert!(press(&mut app, KeyCode::Char('2')).is_empty());
+    let cmds = press(&mut app, KeyCode::Char('w'));
+    assert!(
+        matches!(cmds.as_slice(), [Cmd::ModelJob(_, ModelJob::Relevancy { tokens })] if tokens == &[0]),
+        "{cmds:?}"
+    );
+}
+
+#[test]
 fn b_opens_from_a_path_prompt_a_bad_file_is_one_sentence_and_x_closes() {
     let dir = tempfile::tempdir().unwrap();
     let a = synthetic_session(&SyntheticSpec::tiny());

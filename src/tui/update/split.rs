@@ -28,6 +28,8 @@ pub(super) fn act(app: &mut App, action: Action) -> Option<Vec<Cmd>> {
             compare::switch(app);
             let w = app.compare.as_ref().map_or(Which::A, |c| c.focused);
             app.notify(format!("keys act on side {}", w.letter()), false);
+            // As when the method is chosen: the demo's missing result is asked for at once.
+            return Some(super::show_method(app, app.sel.method));
         }
         Action::CompareLink if open => {
             let Some(c) = app.compare.as_mut() else {

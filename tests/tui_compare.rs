@@ -317,6 +317,14 @@ fn b_opens_from_a_path_prompt_a_bad_file_is_one_sentence_and_x_closes() {
     );
     assert_eq!(notice.text.lines().count(), 1);
     assert!(app.compare.is_none());
+    // Tab completes the path as the new-run form does
+    press(&mut app, KeyCode::Char('B'));
+    for ch in dir.path().join("b.").display().to_string().chars() {
+        press(&mut app, KeyCode::Char(ch));
+    }
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.open_b.text(), pb.display().to_string());
+    press(&mut app, KeyCode::Esc);
     // a good one opens the split view
     let cmds = type_path(&mut app, &pb);
     let [Cmd::LoadCompare(p)] = cmds.as_slice() else {

@@ -1,7 +1,8 @@
 //! The compare split view's part of `update`: opening session B (the path prompt, the file
 //! read on a worker), closing the view, moving the keys to the other side, linking, Tab over
-//! the panes the split view shows, clicks on the other side, and a model job's result stored
-//! in the side it was asked for.
+//! the panes the split view shows, clicks on the other side, and what workers send back (a
+//! model job's result, a live run's session, a save, a causal result) applied on the side that
+//! asked for it.
 
 use std::path::PathBuf;
 

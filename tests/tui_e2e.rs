@@ -1,8 +1,9 @@
 //! End to end in a real terminal: tmux runs the binary on a fixture session, send-keys drives it,
 //! capture-pane checks text and colours; after `q` (and after SIGTERM) the shell is usable again;
 //! `r` computes relevancy with the fixture model on the job worker and `s` saves it; a
-//! two-region session opens on its high-res region and `b` shows the base view. Skips with a
-//! message when tmux is not installed.
+//! two-region session opens on its high-res region and `b` shows the base view; `B` opens a
+//! second session beside the first from a typed path and `X` closes it. Skips with a message
+//! when tmux is not installed.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -213,6 +214,41 @@ fn a_two_region_session_opens_on_high_res_and_b_shows_the_base_view() {
     tmux.wait_gone("Answer ·");
     tmux.send(&["echo regions-$((5+5))", "Enter"]);
     tmux.wait_for("regions-10");
+}
+
+#[test]
+fn b_opens_a_second_session_beside_the_first_and_x_closes_it() {
+    if !tmux_available() {
+        eprintln!("skipping the end-to-end test: tmux is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = fixture(dir.path());
+    let b = dir.path().join("other.safetensors");
+    let spec = SyntheticSpec {
+        seed: 8,
+        ..SyntheticSpec::tiny()
+    };
+    save(&synthetic_session(&spec), &b, AttentionDtype::F32).unwrap();
+    let tmux = start(dir.path(), "compare");
+    open_app(&tmux, &a);
+    tmux.send(&["B"]);
+    tmux.wait_for("Compare with session B");
+    tmux.send(&["-l", &b.display().to_string()]);
+    tmux.send(&["Enter"]);
+    let text = tmux.wait_for("B = other.safetensors");
+    assert!(
+        text.contains("A = fixture.safetensors · keys act here"),
+        "{text}"
+    );
+    tmux.send(&["w"]);
+    tmux.wait_for("B = other.safetensors · keys act here");
+    tmux.send(&["X"]);
+    tmux.wait_gone("B = other.safetensors");
+    tmux.send(&["q"]);
+    tmux.wait_gone("Answer ·");
+    tmux.send(&["echo compare-$((6+6))", "Enter"]);
+    tmux.wait_for("compare-12");
 }
 
 #[test]

@@ -97,9 +97,8 @@ pub enum CompareError {
     },
 }
 
-/// One side of a comparison of `s`: its prompt, image, answer and every answer token's
-/// reliance (attention over every layer and head: the costly part on a large session, which
-/// [`compare_sides`] lets a caller keep).
+/// One session's prompt, image, answer and every answer token's image reliance (the part of a
+/// comparison that depends on that session alone).
 pub fn side(s: &Session) -> Side {
     let answer = s.manifest.tokens.output.concat();
     let tokens = (0..s.num_output())
@@ -135,23 +134,52 @@ pub fn compare(
     tokens: &[usize],
     method: &MapId,
 ) -> Result<Comparison, CompareError> {
-    compare_sides(a, b, [side(a), side(b)], tokens, method)
+    let pairs: Vec<[usize; 2]> = tokens.iter().map(|&t| [t, t]).collect();
+    compare_pairs(a, b, &pairs, method)
 }
 
-/// [`compare`] with the two sides already made ([`side`] of `a` and of `b`).
-pub fn compare_sides(
+/// Like [`compare`], with each map taken at A's token `pair[0]` and B's token `pair[1]` (two
+/// answers that say the same word at different places); [`TokenMaps::token`] is A's.
+pub fn compare_pairs(
     a: &Session,
     b: &Session,
-    [side_a, side_b]: [Side; 2],
-    tokens: &[usize],
+    pairs: &[[usize; 2]],
     method: &MapId,
 ) -> Result<Comparison, CompareError> {
+    let maps = token_maps(a, b, pairs, method, [0, 0])?;
+    let [a_side, b_side] = sides(a, b);
+    Ok(Comparison {
+        a: a_side,
+        b: b_side,
+        same_image: same_image(a, b),
+        method: *method,
+        maps,
+    })
+}
+
+/// A's and B's prompt, image, answer and every answer token's image reliance (the part of a
+/// comparison that does not depend on the tokens or the map chosen).
+pub fn sides(a: &Session, b: &Session) -> [Side; 2] {
+    [side(a), side(b)]
+}
+
+/// Map `method` of A's token `pair[0]` and B's token `pair[1]` for each of `pairs`, over A's
+/// image region `regions[0]` and B's `regions[1]` (the first region when past a session's;
+/// [`compare`] takes the first), with their difference and ρ when both saw the same pixels.
+pub fn token_maps(
+    a: &Session,
+    b: &Session,
+    pairs: &[[usize; 2]],
+    method: &MapId,
+    regions: [usize; 2],
+) -> Result<Vec<TokenMaps>, CompareError> {
     let same = same_image(a, b);
     let options = Options {
         seed: None,
         compute_causal: true,
     };
     let one = |side: char, s: &Session, t: usize| -> Result<(String, attn::Grid), CompareError> {
+        let region = regions[usize::from(side == 'B')];
         if t >= s.num_output() {
             return Err(CompareError::Token {
                 side,
@@ -161,12 +189,16 @@ pub fn compare_sides(
         }
         let e = catalogue::explain_with(s, &[t], method, options)
             .map_err(|source| CompareError::Map { side, source })?;
-        Ok((s.manifest.tokens.output[t].clone(), e.grid))
+        let grid = match e.regions.into_iter().nth(region) {
+            Some(r) => r.grid,
+            None => e.grid,
+        };
+        Ok((s.manifest.tokens.output[t].clone(), grid))
     };
-    let mut maps = Vec::with_capacity(tokens.len());
-    for &t in tokens {
+    let mut maps = Vec::with_capacity(pairs.len());
+    for &[t, u] in pairs {
         let (ta, ga) = one('A', a, t)?;
-        let (tb, gb) = one('B', b, t)?;
+        let (tb, gb) = one('B', b, u)?;
         let comparable = same && ga.values.len() == gb.values.len();
         maps.push(TokenMaps {
             token: t,
@@ -184,13 +216,7 @@ pub fn compare_sides(
             b: gb.values,
         });
     }
-    Ok(Comparison {
-        a: side_a,
-        b: side_b,
-        same_image: same,
-        method: *method,
-        maps,
-    })
+    Ok(maps)
 }
 
 /// Spearman's rank correlation of `a` and `b` (ties take their mean rank; non-finite values

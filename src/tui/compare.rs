@@ -1,272 +1,227 @@
-//! The compare split view (`tui --session A --compare B`): a second session beside the first,
-//! driven by the same keys. It takes the method pane's place: B's prompt and answer with the
-//! selected token index marked, then for that token the map the image pane shows (same
-//! catalogue id) of B and, when both sessions saw the same pixels, the cell-wise difference
-//! A − B on one shared scale, with Spearman's ρ — the numbers of `lvlmscope compare`
-//! ([`crate::explain::compare`]). A component that owns session B and the comparison of the
-//! current selection, recomputed with the view; each session's per-token reliance (attention
-//! over every layer and head) is computed once per session and set of relevancy rows
-//! ([`RelianceCache`]).
+//! The compare split view (`tui --session A --compare B`, or `B` in the app): a second session
+//! beside the first. The screen divides into an A and a B side, each with its header, answer,
+//! prompt, image with its map and method pane ([`draw`]); one side is focused and every key
+//! acts on it, and in linked mode (the default) the token and patch cursors, method, layer,
+//! heads and region move the other side with it ([`link`]). A strip between them shows, for
+//! the selected tokens, A − B on one scale with Spearman's ρ when both saw the same pixels, and
+//! every answer token's image reliance in both — the numbers of `lvlmscope compare`
+//! ([`crate::explain::compare`]).
+//!
+//! The focused side lives in the app's own fields, so every key, model job and save works on
+//! it unchanged; the other side is kept in a [`side::Side`] and the two are swapped when the
+//! focus moves.
 
-use ratatui::layout::Rect;
-use ratatui::style::{Modifier, Style};
-use ratatui::Frame;
+pub mod cache;
+pub mod draw;
+pub mod link;
+pub mod open;
+pub mod side;
+pub mod strip;
 
 use crate::explain::catalogue::MapId;
-use crate::explain::compare::{self, Comparison, Side};
+use crate::explain::compare::{self, TokenMaps};
 use crate::session::Session;
-use crate::style::normalize;
 
-use super::blocks::{display_token, half_blocks, put, Px};
-use super::component::{Component, Ctx, Handled};
-use super::keymap::Action;
-use super::msg::Effect;
+use super::app::App;
 use super::state::Pane;
+use cache::RelianceCache;
+use side::Side;
 
-/// Session B and its comparison with the app's session under the current selection.
-#[derive(Debug, Clone)]
+/// Which side of the split view: A (the first session) or B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// Session A.
+    A,
+    /// Session B.
+    B,
+}
+
+impl Which {
+    /// `A` or `B`.
+    pub fn letter(self) -> char {
+        match self {
+            Which::A => 'A',
+            Which::B => 'B',
+        }
+    }
+
+    /// The other side.
+    pub fn other(self) -> Which {
+        match self {
+            Which::A => Which::B,
+            Which::B => Which::A,
+        }
+    }
+}
+
+/// The split view's state: the side not focused, which side is, the linked mode, and the
+/// comparison of the selected tokens.
+#[derive(Debug)]
 pub struct ComparePane {
-    /// The second session.
-    pub session: Session,
-    /// Where it came from, as shown.
-    pub name: String,
-    /// The comparison of the selected token under the shown map, or why there is none.
-    pub result: Result<Comparison, String>,
-    /// Each session's per-token reliance, kept across refreshes.
+    /// The side that is not focused (the focused one is the app's own fields).
+    pub other: Box<Side>,
+    /// The names shown for A and B (their file names).
+    pub names: [String; 2],
+    /// The focused side.
+    pub focused: Which,
+    /// Token and patch cursors, method, layer, heads and region move both sides together.
+    pub linked: bool,
+    /// The answer tokens compared: A's and B's first selected token.
+    pub tokens: [usize; 2],
+    /// The comparison of those tokens under the shown map, or why there is none.
+    pub result: Result<Compared, String>,
+    /// Which side asked for the work in progress whose result carries no session epoch.
+    pub asked: Asked,
+    /// Each session's per-token reliance, kept while the session is unchanged.
     pub reliance: RelianceCache,
 }
 
-/// What a session's per-token reliance depends on: its ids, whether it holds attention, and
-/// which tokens have relevancy rows (a job adds them).
-#[derive(Debug, Clone, PartialEq)]
-struct RelianceKey {
-    input_ids: Vec<i64>,
-    output_ids: Vec<i64>,
-    prompt: String,
-    attention: bool,
-    relevancy_tokens: Vec<usize>,
-}
-
-impl RelianceKey {
-    fn of(s: &Session) -> Self {
-        Self {
-            input_ids: s.input_ids.clone(),
-            output_ids: s.output_ids.clone(),
-            prompt: s.manifest.prompt.clone(),
-            attention: s.attn_gen.is_some(),
-            relevancy_tokens: s.manifest.relevancy_tokens.clone(),
-        }
-    }
-}
-
-/// The reliance sides of sessions A and B, each recomputed only when its session changes.
-#[derive(Debug, Clone, Default)]
-pub struct RelianceCache {
-    sides: [Option<(RelianceKey, Side)>; 2],
-    computed: usize,
-}
-
-impl RelianceCache {
-    /// How many times a session's reliance was computed.
-    pub fn computed(&self) -> usize {
-        self.computed
-    }
-
-    /// The side of `s` in slot `i` (0: A, 1: B), computed when the slot holds another session.
-    fn side(&mut self, i: usize, s: &Session) -> Side {
-        let key = RelianceKey::of(s);
-        match &self.sides[i] {
-            Some((k, side)) if *k == key => side.clone(),
-            _ => {
-                let side = compare::side(s);
-                self.computed += 1;
-                self.sides[i] = Some((key, side.clone()));
-                side
-            }
-        }
-    }
+/// The side that asked for a live run, a save and a causal result still under way (their
+/// results go to it even when the focus has moved).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// A live run (a new run or a follow-up replaces that side's session).
+    pub run: Option<Which>,
+    /// A save.
+    pub save: Option<Which>,
+    /// A causal explanation.
+    pub causal: Option<Which>,
 }
 
 impl ComparePane {
-    /// A pane showing `session` (named `name`) beside the app's.
-    pub fn new(session: Session, name: String) -> Self {
-        Self {
-            session,
-            name,
-            result: Err("nothing compared yet".into()),
-            reliance: RelianceCache::default(),
-        }
+    /// The name of side `w`.
+    pub fn name(&self, w: Which) -> &str {
+        &self.names[w as usize]
     }
 
-    /// Compares the app's session `a` with B for answer token `t` under map `id`.
-    pub fn refresh(&mut self, a: Option<&Session>, t: usize, id: &MapId) {
-        self.result = match a {
-            Some(a) => {
-                let sides = [
-                    self.reliance.side(0, a),
-                    self.reliance.side(1, &self.session),
-                ];
-                compare::compare_sides(a, &self.session, sides, &[t], id).map_err(|e| e.to_string())
-            }
-            None => Err("no session A".into()),
-        };
+    /// Session A and session B of `app`'s split view.
+    pub fn sessions<'a>(&'a self, app: &'a App) -> (Option<&'a Session>, Option<&'a Session>) {
+        let (mine, other) = (app.session.as_ref(), self.other.session.as_ref());
+        match self.focused {
+            Which::A => (mine, other),
+            Which::B => (other, mine),
+        }
     }
 }
 
-impl Component for ComparePane {
-    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
-        draw(self, f, area, ctx);
-    }
+/// What the strip shows: both answers with every token's image reliance, and the compared
+/// tokens' maps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compared {
+    /// A's and B's answers and per-token image reliance.
+    pub reliance: [compare::Side; 2],
+    /// The maps of A's and B's compared tokens with their difference and ρ when both saw the
+    /// same pixels, or one sentence saying why there are none.
+    pub maps: Result<TokenMaps, String>,
+}
 
-    fn handle(&mut self, _action: Action, _ctx: &Ctx, _out: &mut Vec<Effect>) -> Handled {
-        Handled::No
-    }
-
-    fn commands(&self, _ctx: &Ctx) -> Vec<Action> {
-        Vec::new()
+/// Compares A's token `ta` with B's token `tb` under map `id`, over the image regions each side
+/// shows: every answer token's reliance in both sessions (kept in `cache` while a session is
+/// unchanged), both maps, and their difference and ρ when the pixels match. The one call the
+/// split view makes for its numbers.
+pub fn comparison(
+    cache: &mut RelianceCache,
+    a: &Session,
+    b: &Session,
+    [ta, tb]: [usize; 2],
+    id: &MapId,
+    regions: [usize; 2],
+) -> Compared {
+    let maps = compare::token_maps(a, b, &[[ta, tb]], id, regions)
+        .map_err(|e| e.to_string())
+        .and_then(|m| {
+            m.into_iter()
+                .next()
+                .ok_or_else(|| "no token compared".into())
+        });
+    Compared {
+        reliance: cache.sides(a, b),
+        maps,
     }
 }
 
-/// One map drawn as a block grid into `area` (at most), each cell the same whole number of
-/// columns and half-rows; returns the columns used.
-fn grid(
-    f: &mut Frame,
-    ctx: &Ctx,
-    area: Rect,
-    (rows, cols): (usize, usize),
-    values: &[f32],
-    range: (f32, f32),
-) -> u16 {
-    if rows * cols == 0 || values.len() < rows * cols || area.width == 0 || area.height == 0 {
-        return 0;
+/// Opens `session` (named `name`, loaded from `path`) as side B beside the app's session,
+/// replacing a B already open; the app's side keeps the focus (it becomes A when B had it).
+pub fn open_b(app: &mut App, session: Session, name: String, path: Option<std::path::PathBuf>) {
+    close(app);
+    let mut b = Side::for_other(app);
+    b.swap_with(app);
+    // B's epochs stay apart from A's, so a job's result goes to the side it was asked for.
+    app.epoch = b.epoch.max(app.epoch) + (1 << 32);
+    let job = app.job.take();
+    app.set_session(session, path);
+    app.job = job;
+    b.swap_with(app);
+    let a_name = app
+        .session_path
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map_or_else(|| "this session".into(), |n| n.to_string_lossy().into());
+    app.compare = Some(ComparePane {
+        other: Box::new(b),
+        names: [a_name, name],
+        focused: Which::A,
+        linked: true,
+        tokens: [0, 0],
+        result: Err("nothing compared yet".into()),
+        asked: Asked::default(),
+        reliance: RelianceCache::default(),
+    });
+    if app.focus == Pane::Grid {
+        app.focus = Pane::Answer;
     }
-    let k = (area.width as usize / cols)
-        .min(area.height as usize * 2 / rows)
-        .max(1);
-    let (w, h) = ((cols * k).min(area.width as usize), rows * k);
-    let look = ctx.look;
-    half_blocks(
-        f.buffer_mut(),
-        look,
-        (area.x, area.y),
-        (w as u16, (h as u16).min(area.height * 2)),
-        |x, y| {
-            let level = normalize(
-                values[(y / k).min(rows - 1) * cols + (x / k).min(cols - 1)],
-                range,
-            );
-            Px {
-                rgb: look.map_rgb(level),
-                level,
-            }
-        },
-    );
-    w as u16
+    link::sync(app);
+    app.refresh();
 }
 
-/// Draws the pane: B's prompt and answer, then B's map and A − B for the selected token.
-fn draw(pane: &ComparePane, f: &mut Frame, area: Rect, ctx: &Ctx) {
-    let title = format!("Compare · B = {}", pane.name);
-    let block = ctx.frame(Pane::Method, title);
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    if inner.width < 8 || inner.height < 3 {
-        return;
-    }
-    let look = ctx.look;
-    let fg = Style::default().fg(look.color(look.theme.foreground));
-    let dim = Style::default().fg(look.color(look.theme.dim));
-    let warn = Style::default().fg(look.color(look.theme.warning));
-    let t = ctx.token();
-    let b = &pane.session;
-    {
-        let buf = f.buffer_mut();
-        put(
-            buf,
-            inner,
-            inner.x,
-            inner.y,
-            &format!("B prompt  {}", b.manifest.prompt),
-            dim,
-        );
-        let mut x = inner.x;
-        x += put(buf, inner, x, inner.y + 1, "B answer  ", dim);
-        for (i, w) in b.manifest.tokens.output.iter().enumerate() {
-            let style = if i == t {
-                fg.add_modifier(Modifier::REVERSED)
-            } else {
-                fg
-            };
-            x += put(buf, inner, x, inner.y + 1, &display_token(w), style);
-            x += put(buf, inner, x, inner.y + 1, " ", fg);
-        }
-    }
-    let c = match &pane.result {
-        Ok(c) => c,
-        Err(e) => {
-            put(f.buffer_mut(), inner, inner.x, inner.y + 2, e, warn);
-            return;
-        }
+/// Closes the split view; A stays (and takes the focus back when B had it). `false` when there
+/// was no split view.
+pub fn close(app: &mut App) -> bool {
+    let Some(mut c) = app.compare.take() else {
+        return false;
     };
-    let Some(m) = c.maps.first() else {
+    if c.focused == Which::B {
+        c.other.swap_with(app);
+    }
+    true
+}
+
+/// Gives the focus to the other side (its keys, jobs and saves act on it from now on).
+pub fn switch(app: &mut App) {
+    let Some(mut c) = app.compare.take() else {
         return;
     };
-    let rho = m.rank_correlation.map_or_else(
-        || "different images: no difference".into(),
-        |r| format!("Spearman ρ {r:.3}"),
-    );
-    let head = format!(
-        "token {t} · {rho} · A {:?} · B {:?} · {}",
-        display_token(&m.text[0]),
-        display_token(&m.text[1]),
-        c.method
-    );
-    put(f.buffer_mut(), inner, inner.x, inner.y + 2, &head, fg);
-    let shared =
-        m.a.iter()
-            .chain(&m.b)
-            .copied()
-            .filter(|v| v.is_finite())
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(v), hi.max(v))
-            });
-    let shared = if shared.0.is_finite() {
-        shared
-    } else {
-        (0.0, 1.0)
+    c.other.swap_with(app);
+    c.focused = c.focused.other();
+    app.compare = Some(c);
+}
+
+/// Recomputes what the split view derives: the other side's view (as the app's own is) and
+/// the comparison of both sides' first selected tokens under the shown map.
+pub fn refresh(app: &mut App) {
+    let Some(mut c) = app.compare.take() else {
+        return;
     };
-    let body = Rect::new(
-        inner.x,
-        inner.y + 4,
-        inner.width,
-        inner.height.saturating_sub(4),
-    );
-    let half = Rect::new(body.x, body.y, body.width / 2, body.height);
-    let [rb, cb] = m.grids[1];
-    put(
-        f.buffer_mut(),
-        inner,
-        body.x,
-        inner.y + 3,
-        "B (shared scale)",
-        dim,
-    );
-    grid(f, ctx, half, (rb, cb), &m.b, shared);
-    if let Some(d) = &m.difference {
-        let x = body.x + body.width / 2 + 1;
-        let reach = d
-            .iter()
-            .fold(0f32, |a, v| a.max(v.abs()))
-            .max(f32::MIN_POSITIVE);
-        let label = format!("A − B (±{reach:.4})");
-        put(f.buffer_mut(), inner, x, inner.y + 3, &label, dim);
-        let [ra, ca] = m.grids[0];
-        let right = Rect::new(
-            x,
-            body.y,
-            body.width.saturating_sub(body.width / 2 + 1),
-            body.height,
-        );
-        grid(f, ctx, right, (ra, ca), d, (-reach, reach));
-    }
+    c.other.swap_with(app);
+    app.refresh_view();
+    c.other.swap_with(app);
+    let first = |view: &super::view::View| view.tokens.first().copied().unwrap_or(0);
+    let (mine, other) = (first(&app.view), first(&c.other.view));
+    let regions = (app.image.region(), c.other.image.region());
+    let (tokens, regions) = match c.focused {
+        Which::A => ([mine, other], [regions.0, regions.1]),
+        Which::B => ([other, mine], [regions.1, regions.0]),
+    };
+    c.tokens = tokens;
+    let id = app.map_id();
+    let (mine, other) = (app.session.as_ref(), c.other.session.as_ref());
+    let sessions = match c.focused {
+        Which::A => (mine, other),
+        Which::B => (other, mine),
+    };
+    c.result = match sessions {
+        (Some(a), Some(b)) => Ok(comparison(&mut c.reliance, a, b, c.tokens, &id, regions)),
+        _ => Err("no session A".into()),
+    };
+    app.compare = Some(c);
 }

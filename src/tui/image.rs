@@ -106,6 +106,17 @@ impl ImagePane {
         self.patches.clear();
     }
 
+    /// Takes `other`'s patch mode and opacity, and, when both show grids of the same size
+    /// (`same_grid`), its patch cursor and selection (the compare view's linked mode).
+    pub fn follow(&mut self, other: &ImagePane, same_grid: bool) {
+        self.patch_mode = other.patch_mode;
+        self.opacity = other.opacity;
+        if same_grid {
+            self.patch = other.patch;
+            self.patches = other.patches.clone();
+        }
+    }
+
     /// Forgets the selected patches.
     pub fn clear_patches(&mut self) {
         self.patches.clear();

@@ -96,15 +96,11 @@ pub fn initial_app(opts: &TuiOptions, look: Look) -> (App, Option<LiveRequest>) 
             Ok(s) => app.set_session(s, Some(p.clone())),
             Err(e) => app.notify(e.to_string(), true),
         }
-        if let Some(b) = &opts.compare {
+        // Without session A (it failed to load: the notice says why) there is nothing to
+        // compare B with.
+        if let Some(b) = opts.compare.as_ref().filter(|_| app.session.is_some()) {
             match session::load(b) {
-                Ok(s) => {
-                    let name = b
-                        .file_name()
-                        .map_or_else(|| b.display().to_string(), |n| n.to_string_lossy().into());
-                    app.compare = Some(compare::ComparePane::new(s, name));
-                    app.refresh();
-                }
+                Ok(s) => compare::open_b(&mut app, s, compare::open::name_of(b), Some(b.clone())),
                 Err(e) => app.notify(format!("cannot compare with {}: {e}", b.display()), true),
             }
         }
@@ -270,6 +266,12 @@ impl Runtime {
                         result: Err("the job worker is gone".into()),
                     }));
                 }
+            }
+            Cmd::LoadCompare(path) => {
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(compare::open::load(&path));
+                });
             }
         }
     }

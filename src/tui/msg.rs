@@ -81,6 +81,8 @@ pub enum Msg {
     JobDone(JobDone),
     /// SIGINT or SIGTERM: leave cleanly.
     Interrupt,
+    /// A session file for the compare split view was read (or why it could not be).
+    CompareLoaded(PathBuf, Result<Box<Session>, String>),
 }
 
 /// Work the runtime does for the app off the draw loop.
@@ -96,6 +98,8 @@ pub enum Cmd {
     ComputeCausal(usize, CausalParams),
     /// Run the pending model job with this id (the app's pending job) on the job worker.
     ModelJob(u64, ModelJob),
+    /// Read this session file for the compare split view.
+    LoadCompare(PathBuf),
 }
 
 /// What a component asks of the app when it handles an action (the app applies these in

@@ -7,7 +7,7 @@ use ratatui::Frame;
 
 use super::super::component::Component;
 use super::super::hits::Hits;
-use super::super::{grid, header};
+use super::super::{compare, grid, header};
 use super::{App, Pane};
 
 /// The smallest terminal the layout works in.
@@ -59,7 +59,10 @@ pub fn hits(app: &App, area: Rect) -> Hits {
     if too_small(area) {
         return Hits::default();
     }
-    let (_, panes, _) = layout(area, app);
+    let panes = match &app.compare {
+        Some(c) => compare::draw::focused_panes(area, c),
+        None => layout(area, app).1,
+    };
     let ctx = app.ctx();
     let mut hits = Hits {
         panes: panes.to_vec(),
@@ -70,7 +73,8 @@ pub fn hits(app: &App, area: Rect) -> Hits {
             Pane::Answer => hits.answer = app.answer.hits(&ctx, r),
             Pane::Prompt => hits.prompt = app.prompt.hits(&ctx, r),
             Pane::Image => hits.image = app.image.geom(&ctx, r),
-            Pane::Grid => hits.grid = grid::geom(&ctx, r),
+            Pane::Grid if r.area() > 0 => hits.grid = grid::geom(&ctx, r),
+            Pane::Grid => {}
             Pane::Method => {}
         }
     }
@@ -99,22 +103,24 @@ pub fn draw(f: &mut Frame, app: &App) {
         f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
         return;
     }
-    let (head, panes, foot) = layout(area, app);
     let ctx = app.ctx();
-    header::draw(f, head, &ctx);
-    for (pane, r) in panes {
-        match pane {
-            Pane::Answer => app.answer.draw(f, r, &ctx),
-            Pane::Prompt => app.prompt.draw(f, r, &ctx),
-            Pane::Image => app.image.draw(f, r, &ctx),
-            Pane::Method => match &app.compare {
-                Some(c) => c.draw(f, r, &ctx),
-                None => app.method.draw(f, r, &ctx),
-            },
-            Pane::Grid => app.grid.draw(f, r, &ctx),
+    if let Some(c) = &app.compare {
+        compare::draw::draw(f, app, c);
+    } else {
+        let (head, panes, foot) = layout(area, app);
+        header::draw(f, head, &ctx);
+        for (pane, r) in panes {
+            match pane {
+                Pane::Answer => app.answer.draw(f, r, &ctx),
+                Pane::Prompt => app.prompt.draw(f, r, &ctx),
+                Pane::Image => app.image.draw(f, r, &ctx),
+                Pane::Method => app.method.draw(f, r, &ctx),
+                Pane::Grid => app.grid.draw(f, r, &ctx),
+            }
         }
+        app.status.draw(f, foot, &ctx);
     }
-    app.status.draw(f, foot, &ctx);
     app.help.draw(f, area, &ctx);
     app.form.draw(f, area, &ctx);
+    app.open_b.draw(f, area, &app.look);
 }

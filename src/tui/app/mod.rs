@@ -114,8 +114,10 @@ pub struct App {
     pub last_job_id: u64,
     /// Set when the app should exit.
     pub quit: bool,
-    /// A second session shown beside the first (`tui --compare`), in the method pane's place.
+    /// The split view's other side and comparison (`tui --compare`, `B`), when it is open.
     pub compare: Option<super::compare::ComparePane>,
+    /// The one-line prompt that opens session B (`B`).
+    pub open_b: super::compare::open::OpenPrompt,
 }
 
 impl App {
@@ -153,6 +155,7 @@ impl App {
             last_job_id: 0,
             quit: false,
             compare: None,
+            open_b: Default::default(),
         }
     }
 
@@ -303,8 +306,15 @@ impl App {
         self.status.notify(text, error);
     }
 
-    /// Recomputes the derived numbers for the current selection.
+    /// Recomputes the derived numbers for the current selection (the split view's other side
+    /// and comparison too).
     pub fn refresh(&mut self) {
+        self.refresh_view();
+        super::compare::refresh(self);
+    }
+
+    /// Recomputes the derived numbers of the app's own session for its selection.
+    pub fn refresh_view(&mut self) {
         let tokens = self.answer.tokens();
         let input = ViewInput {
             session: self.session.as_ref(),
@@ -323,10 +333,5 @@ impl App {
         };
         self.view = View::compute(&input);
         self.method.refresh(self.session.as_ref(), &self.view);
-        let id = self.map_id();
-        if let Some(c) = &mut self.compare {
-            let t = self.view.tokens.first().copied().unwrap_or(0);
-            c.refresh(self.session.as_ref(), t, &id);
-        }
     }
 }

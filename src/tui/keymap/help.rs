@@ -27,7 +27,7 @@ const fn row(actions: &'static [Action], label: &'static str, text: &'static str
 }
 
 /// Every row of the help, in order; a row with no actions is a note.
-pub const HELP: [HelpRow; 44] = [
+pub const HELP: [HelpRow; 45] = [
     row(&[Action::Quit], "q, Ctrl-C", "quit"),
     row(&[Action::Help], "?", "this help (any key closes it)"),
     row(
@@ -232,6 +232,16 @@ pub const HELP: [HelpRow; 44] = [
         &[Action::GridColouring],
         "G",
         "heads × layers grid: attention, or a head score file's scores (--heads)",
+    ),
+    row(
+        &[
+            Action::CompareOpen,
+            Action::CompareClose,
+            Action::CompareFocus,
+            Action::CompareLink,
+        ],
+        "B X w u",
+        "split view: open B, close; keys to other side; link",
     ),
 ];
 

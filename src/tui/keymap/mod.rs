@@ -114,11 +114,19 @@ pub enum Action {
     ComputeLens,
     /// Colour the heads × layers grid by attention or by a head score.
     GridColouring,
+    /// Compare view: give the keys to the other side.
+    CompareFocus,
+    /// Compare view: link or unlink the sides' cursors, method, layer and region.
+    CompareLink,
+    /// Open a session beside this one (the compare view).
+    CompareOpen,
+    /// Close the compare view.
+    CompareClose,
 }
 
 impl Action {
     /// Every action, in the order of the help.
-    pub const ALL: [Action; 52] = [
+    pub const ALL: [Action; 56] = [
         Action::Quit,
         Action::Help,
         Action::NextPane,
@@ -171,6 +179,10 @@ impl Action {
         Action::ShowLens,
         Action::ComputeLens,
         Action::GridColouring,
+        Action::CompareFocus,
+        Action::CompareLink,
+        Action::CompareOpen,
+        Action::CompareClose,
     ];
 
     /// The action's name in a theme's `[keys]` table.
@@ -228,6 +240,10 @@ impl Action {
             Action::ShowLens => "show_lens",
             Action::ComputeLens => "compute_lens",
             Action::GridColouring => "grid_colouring",
+            Action::CompareFocus => "compare_focus",
+            Action::CompareLink => "compare_link",
+            Action::CompareOpen => "compare_open",
+            Action::CompareClose => "compare_close",
         }
     }
 
@@ -300,6 +316,10 @@ impl Action {
             Action::ShowLens => vec![c('4')],
             Action::ComputeLens => vec![c('r')],
             Action::GridColouring => vec![c('G')],
+            Action::CompareFocus => vec![c('w')],
+            Action::CompareLink => vec![c('u')],
+            Action::CompareOpen => vec![c('B')],
+            Action::CompareClose => vec![c('X')],
         }
     }
 }

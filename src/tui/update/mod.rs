@@ -8,6 +8,7 @@ mod files;
 pub mod jobs;
 mod nav;
 mod results;
+mod split;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::Rect;
@@ -23,6 +24,7 @@ use super::state::clamp_step;
 
 /// Applies `msg` to `app`; returns the work to start.
 pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
+    let by_user = matches!(msg, Msg::Key(_) | Msg::Mouse(_));
     let mut cmds = match msg {
         Msg::Key(k) if k.kind != KeyEventKind::Release => key(app, k),
         Msg::Key(_) => Vec::new(),
@@ -36,10 +38,13 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
         }
         Msg::Interrupt => quit(app),
         other => {
-            results::apply(app, other);
+            split::from_worker(app, other);
             Vec::new()
         }
     };
+    if by_user {
+        super::compare::link::sync(app);
+    }
     app.refresh();
     if app.quit {
         return cmds;
@@ -51,6 +56,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
     if let Some(job) = app.method.missing_lens_job(&app.ctx(), demo) {
         cmds.extend(jobs::begin(app, job));
     }
+    split::remember(app, &cmds);
     cmds
 }
 
@@ -61,6 +67,9 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
     if app.form.is_open() {
         let effects = app.form.key(k, app.run.active);
         return apply(app, effects);
+    }
+    if app.open_b.is_open() {
+        return split::prompt_key(app, k);
     }
     let action = app.keymap.action(app.sel.method, &k);
     if app.help.open {
@@ -78,6 +87,9 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
 /// Does what `action` says (the keymap turned a key into it): the app's own actions first,
 /// then the components', the focused pane's first.
 fn act(app: &mut App, action: Action) -> Vec<Cmd> {
+    if let Some(cmds) = split::act(app, action) {
+        return cmds;
+    }
     let (layers, heads) = app.layers_heads();
     let sel = &mut app.sel;
     match action {

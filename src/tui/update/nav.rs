@@ -7,9 +7,13 @@ use super::super::app::App;
 
 /// A click: focuses the pane under it and moves that pane's cursor there.
 pub(super) fn mouse(app: &mut App, m: MouseEvent) {
-    if m.kind != MouseEventKind::Down(MouseButton::Left) || app.form.is_open() {
+    if m.kind != MouseEventKind::Down(MouseButton::Left)
+        || app.form.is_open()
+        || app.open_b.is_open()
+    {
         return;
     }
+    super::split::click(app, m.column, m.row);
     let hits = hits(app, app.screen);
     let (x, y) = (m.column, m.row);
     if let Some(p) = hits.pane_at(x, y) {

@@ -39,6 +39,7 @@ pub(super) fn apply(app: &mut App, msg: Msg) {
         },
         Msg::Job(id, p) => super::jobs::progress(app, id, p),
         Msg::JobDone(done) => super::jobs::done(app, done),
+        Msg::CompareLoaded(path, r) => super::split::loaded(app, path, r),
         Msg::Key(_) | Msg::Mouse(_) | Msg::Resize(..) | Msg::Interrupt => {}
     }
 }

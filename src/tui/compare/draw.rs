@@ -1,0 +1,195 @@
+//! The split view's frame: side A and side B, each framed (the focused one lit) with its
+//! header, answer and prompt tokens, image with its map and method pane, the strip of the
+//! comparison between them, and the status line. Side by side from [`COLUMNS_FROM`] terminal
+//! columns, one above the other below that (the strip then at the right, when there is room).
+//! The heads × layers pane is left out; the head keys still work.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::Frame;
+
+use super::super::app::App;
+use super::super::blocks::{pane_frame, pane_inner, put};
+use super::super::component::{Component, Ctx};
+use super::super::header;
+use super::super::image::ImagePane;
+use super::super::keymap::Action;
+use super::super::method::MethodPane;
+use super::super::prompt::PromptPane;
+use super::super::state::Pane;
+use super::super::tokens::AnswerPane;
+use super::{strip, ComparePane, Which};
+
+/// From this many terminal columns the sides stand side by side; below, one above the other.
+pub const COLUMNS_FROM: u16 = 140;
+
+/// Where one side's parts go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SideRects {
+    /// The side's frame.
+    pub frame: Rect,
+    /// Its two header lines.
+    pub head: Rect,
+    /// Its answer pane.
+    pub answer: Rect,
+    /// Its prompt pane.
+    pub prompt: Rect,
+    /// Its image pane.
+    pub image: Rect,
+    /// Its method pane.
+    pub method: Rect,
+}
+
+impl SideRects {
+    /// The side's panes as the single view lists them (the heads × layers pane empty).
+    pub fn panes(&self) -> [(Pane, Rect); 5] {
+        [
+            (Pane::Answer, self.answer),
+            (Pane::Prompt, self.prompt),
+            (Pane::Image, self.image),
+            (Pane::Method, self.method),
+            (Pane::Grid, Rect::default()),
+        ]
+    }
+}
+
+/// The split view's rectangles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitLayout {
+    /// Side A, side B.
+    pub sides: [SideRects; 2],
+    /// The comparison strip (empty when there is no room).
+    pub strip: Rect,
+    /// The status line.
+    pub foot: Rect,
+}
+
+/// The split view's layout for a frame of `area`.
+pub fn layout(area: Rect) -> SplitLayout {
+    let [body, foot] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
+    let (a, strip, b) = if body.width >= COLUMNS_FROM {
+        let w = (body.width / 5).clamp(28, 40);
+        let [a, s, b] = Layout::horizontal([
+            Constraint::Fill(1),
+            Constraint::Length(w),
+            Constraint::Fill(1),
+        ])
+        .areas(body);
+        (a, s, b)
+    } else {
+        let w = if body.width >= 90 { 30 } else { 0 };
+        let [left, s] =
+            Layout::horizontal([Constraint::Min(10), Constraint::Length(w)]).areas(body);
+        let [a, b] = Layout::vertical([Constraint::Fill(1), Constraint::Fill(1)]).areas(left);
+        (a, s, b)
+    };
+    SplitLayout {
+        sides: [side_rects(a), side_rects(b)],
+        strip,
+        foot,
+    }
+}
+
+fn side_rects(frame: Rect) -> SideRects {
+    let inner = pane_inner(frame);
+    let [head, rest] = Layout::vertical([Constraint::Length(2), Constraint::Min(0)]).areas(inner);
+    let tokens_w = |w: u16, pct: u32| ((w as u32 * pct / 100) as u16).clamp(14, 28);
+    let (tokens, image, method) = if rest.width >= rest.height.saturating_mul(4) {
+        let image_w = (rest.height * 2 + 2).min((rest.width as u32 * 40 / 100) as u16);
+        let [t, i, m] = Layout::horizontal([
+            Constraint::Length(tokens_w(rest.width, 22)),
+            Constraint::Length(image_w),
+            Constraint::Min(10),
+        ])
+        .areas(rest);
+        (t, i, m)
+    } else {
+        let [top, m] =
+            Layout::vertical([Constraint::Min(6), Constraint::Percentage(35)]).areas(rest);
+        let [t, i] = Layout::horizontal([
+            Constraint::Length(tokens_w(top.width, 30)),
+            Constraint::Min(8),
+        ])
+        .areas(top);
+        (t, i, m)
+    };
+    let [answer, prompt] =
+        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(tokens);
+    SideRects {
+        frame,
+        head,
+        answer,
+        prompt,
+        image,
+        method,
+    }
+}
+
+/// The panes of the focused side in a frame of `area` (for clicks).
+pub fn focused_panes(area: Rect, c: &ComparePane) -> [(Pane, Rect); 5] {
+    layout(area).sides[c.focused as usize].panes()
+}
+
+/// The side under the cell `(x, y)` of a frame of `area`, if any.
+pub fn side_at(area: Rect, x: u16, y: u16) -> Option<Which> {
+    let l = layout(area);
+    let hit = |r: Rect| x >= r.x && x < r.right() && y >= r.y && y < r.bottom();
+    [Which::A, Which::B]
+        .into_iter()
+        .find(|&w| hit(l.sides[w as usize].frame))
+}
+
+/// Draws the split view of `app` (whose compare pane is `c`) into the whole frame.
+pub fn draw(f: &mut Frame, app: &App, c: &ComparePane) {
+    let l = layout(f.area());
+    for w in [Which::A, Which::B] {
+        let r = &l.sides[w as usize];
+        let focused = w == c.focused;
+        let mark = if focused { " · keys act here" } else { "" };
+        let prompt = match (focused, &c.other.session, &app.session) {
+            (true, _, Some(s)) | (false, Some(s), _) => s.manifest.prompt.replace('\n', " "),
+            _ => String::new(),
+        };
+        let title = format!("{} = {}{mark} · {prompt}", w.letter(), c.name(w));
+        f.render_widget(pane_frame(&app.look, focused, title), r.frame);
+        if focused {
+            let parts = (&app.answer, &app.prompt, &app.image, &app.method);
+            draw_side(f, r, &app.ctx(), parts);
+        } else {
+            let o = &c.other;
+            draw_side(
+                f,
+                r,
+                &o.ctx(app),
+                (&o.answer, &o.prompt, &o.image, &o.method),
+            );
+        }
+    }
+    strip::draw(f, l.strip, app, c);
+    let keys = [
+        (Action::CompareFocus, "w", "side"),
+        (Action::CompareLink, "u", "link"),
+        (Action::CompareClose, "X", "close"),
+    ]
+    .map(|(a, key, word)| format!("{} {word}", app.keymap.label(&[a], key)))
+    .join("  ");
+    let width = (keys.chars().count() as u16 + 2).min(l.foot.width / 3);
+    let [status, hint] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(l.foot);
+    app.status.draw(f, status, &app.ctx());
+    let accent = Style::default().fg(app.look.color(app.look.theme.accent));
+    put(f.buffer_mut(), hint, hint.x + 1, hint.y, &keys, accent);
+}
+
+fn draw_side(
+    f: &mut Frame,
+    r: &SideRects,
+    ctx: &Ctx,
+    (answer, prompt, image, method): (&AnswerPane, &PromptPane, &ImagePane, &MethodPane),
+) {
+    header::draw(f, r.head, ctx);
+    answer.draw(f, r.answer, ctx);
+    prompt.draw(f, r.prompt, ctx);
+    image.draw(f, r.image, ctx);
+    method.draw(f, r.method, ctx);
+}

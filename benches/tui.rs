@@ -8,6 +8,10 @@
 //! 24 layers × 14 heads, a 27×27 base view and a 46×46 stitched high-res region with 46
 //! separators, 2891 image positions, 64 answer tokens), one case per common key: next token,
 //! toggle region, move the patch cursor, switch method; each prints its own percentiles.
+//!
+//! The `split/*` cases open a second LLaVA-7B-shaped session beside the first (the compare
+//! split view, linked) and press next token and switch layer; `split/reliance_uncached` times
+//! what the split view's reliance cache saves per key (`explain::compare::sides` of both).
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -147,6 +151,58 @@ fn bench_onevision(c: &mut Criterion) {
     }
 }
 
+/// The split view's cases: (name, key pressed).
+const SPLIT_CASES: &[(&str, char)] = &[("next_token", 'l'), ("next_layer", ']')];
+
+fn bench_split(c: &mut Criterion) {
+    let a = synthetic_session(&SyntheticSpec::llava_7b());
+    let b = synthetic_session(&SyntheticSpec {
+        seed: 8,
+        ..SyntheticSpec::llava_7b()
+    });
+    let mut app = App::with_session(
+        Look::new(Theme::dark(), ColorMode::TrueColor),
+        a.clone(),
+        None,
+    );
+    lvlmscope::tui::compare::open_b(&mut app, b.clone(), "b".into(), None);
+    let mut term = Terminal::new(TestBackend::new(200, 60)).expect("test backend");
+    term.draw(|f| draw(f, &app)).expect("draw");
+    let mut group = c.benchmark_group("split");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(2));
+    group.warm_up_time(Duration::from_millis(500));
+    for (name, key) in SPLIT_CASES {
+        let times: RefCell<Vec<Duration>> = RefCell::new(Vec::new());
+        group.bench_function(*name, |bench| {
+            bench.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t0 = Instant::now();
+                    press(&mut app, &mut term, *key);
+                    let dt = t0.elapsed();
+                    times.borrow_mut().push(dt);
+                    total += dt;
+                }
+                total
+            })
+        });
+        let mut times = times.into_inner();
+        if !times.is_empty() {
+            let (p50, p99, max) = quantiles(&mut times);
+            println!(
+                "split/{name}: key→frame over {} presses (200×60, two 7B-shaped sessions): \
+                 p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+                times.len()
+            );
+        }
+    }
+    group.bench_function("reliance_uncached", |bench| {
+        bench.iter(|| lvlmscope::explain::compare::sides(&a, &b))
+    });
+    group.finish();
+}
+
 fn bench(c: &mut Criterion) {
     percentiles();
     let (mut app, mut term) = setup();
@@ -160,5 +216,5 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, bench_onevision);
+criterion_group!(benches, bench, bench_onevision, bench_split);
 criterion_main!(benches);

@@ -194,14 +194,14 @@ impl LoadedModel {
         let dir = ModelDir::resolve(name)?;
         if anyres::is_anyres(&dir) {
             return Err(GenerateError::Setting(format!(
-                "{name} is a LLaVA-NeXT / OneVision model, which `run`, `batch`, `report` and \
-                 the app take but eval, knockout, the logit lens and the sanity check do not yet"
+                "{name} is a LLaVA-NeXT / OneVision model, and this step takes LLaVA-1.5-style \
+                 models only (`run`, `batch`, `report`, `eval` and the app take it)"
             )));
         }
         if qwen::is_qwen_vl(&dir) {
             return Err(GenerateError::Setting(format!(
-                "{name} is a Qwen2-VL / Qwen2.5-VL model, which `run`, `batch`, `report` and the \
-                 app take but eval, knockout, the logit lens and the sanity check do not yet"
+                "{name} is a Qwen2-VL / Qwen2.5-VL model, and this step takes LLaVA-1.5-style \
+                 models only (`run`, `batch`, `report`, `eval` and the app take it)"
             )));
         }
         let images = match &dir.preprocessor_config {

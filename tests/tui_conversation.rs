@@ -87,7 +87,7 @@ fn a_follow_up_streams_in_as_a_new_turn_and_the_turns_can_be_shown() {
 
     let (tx, rx) = channel();
     let cancel = Arc::new(AtomicBool::new(false));
-    let handle = spawn_run(Arc::new(GenerateRunner), req, cancel, tx);
+    let handle = spawn_run(Arc::new(GenerateRunner::default()), req, cancel, tx);
     let mut streamed = 0;
     loop {
         let msg = rx

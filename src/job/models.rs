@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 use crate::explain::faithfulness::{scored_region, Deletion, PictureScorer};
 use crate::explain::relevancy::{self, RelevancyMaps};
 use crate::generate::anyres::{self, AnyresLoaded};
+use crate::generate::pipeline::{Pipeline, Talker};
 use crate::generate::qwen::{self, QwenLoaded};
 use crate::generate::{GenerateError, LoadedModel};
 use crate::model::{ModelDir, NoTape};
@@ -189,6 +190,16 @@ impl SessionModel {
                     ServiceError::Relevancy(relevancy::RelevancyError::Model(e.to_string()))
                 })
             }
+        }
+    }
+}
+
+impl Talker for SessionModel {
+    fn pipeline(&self) -> Pipeline<'_> {
+        match self {
+            Self::Llava(m) => Pipeline::Llava(m),
+            Self::Qwen(m) => Pipeline::Qwen(m),
+            Self::Anyres(m) => Pipeline::Anyres(m),
         }
     }
 }

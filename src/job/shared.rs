@@ -90,3 +90,56 @@ impl SharedModel {
         Ok((model, true))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::synthetic::{synthetic_session, SyntheticSpec};
+
+    #[test]
+    fn flags_win_over_what_the_session_records() {
+        let mut s = synthetic_session(&SyntheticSpec::tiny());
+        let none = RunSettings::default();
+        // an older file records neither: f32 on the CPU
+        let spec = none.spec_for(&s);
+        assert_eq!((spec.dtype, spec.device), (DType::F32, DeviceName::Cpu));
+        s.manifest.generation.dtype = Some("bf16".into());
+        s.manifest.generation.device = Some("cuda:1".into());
+        let spec = none.spec_for(&s);
+        assert_eq!(
+            (spec.dtype, spec.device),
+            (DType::BF16, DeviceName::Cuda(1))
+        );
+        let flags = RunSettings {
+            dtype: Some(DType::F16),
+            device: Some(DeviceName::Cpu),
+        };
+        let spec = flags.spec_for(&s);
+        assert_eq!((spec.dtype, spec.device), (DType::F16, DeviceName::Cpu));
+        assert_eq!(spec.path, s.manifest.model.path);
+    }
+
+    #[test]
+    fn the_shared_slot_loads_once_and_gives_only_the_model_of_its_spec() {
+        let dir = crate::demo::demo_model_dir().expect("the demo model is written");
+        let spec = ModelSpec {
+            path: dir.display().to_string(),
+            dtype: DType::F32,
+            device: DeviceName::Cpu,
+        };
+        let shared = SharedModel::default();
+        let load = || SessionModel::load(&spec, &candle_core::Device::Cpu);
+        let (first, loaded) = shared.get_or_load(&spec, load).unwrap();
+        assert!(loaded);
+        let (again, loaded) = shared.clone().get_or_load(&spec, load).unwrap();
+        assert!(!loaded && Arc::ptr_eq(&first, &again));
+        let f16 = ModelSpec {
+            dtype: DType::F16,
+            ..spec.clone()
+        };
+        assert!(shared.get(&f16).is_none());
+        let failed: Result<_, &str> = shared.get_or_load(&f16, || Err("no such model"));
+        assert_eq!(failed.err(), Some("no such model"));
+        assert!(shared.get(&spec).is_none(), "a load clears the slot first");
+    }
+}

@@ -1,13 +1,14 @@
-//! Conversations on the LLaVA path: follow-up questions on the same image, continuing from the
-//! KV cache when the chat template's rendering of the conversation extends what was already run
-//! (docs/design.md, "Conversations").
+//! Conversations on every pipeline: follow-up questions on the same image, continuing from the
+//! KV cache (docs/design.md, "Conversations (turns)").
 //!
 //! Turn k's input is the conversation rendered through the chat template with every earlier
 //! answer included and the generation prompt (as transformers' `apply_chat_template`), the image
 //! expanded. The cache holds the last turn's input and its answer but the last token (which was
-//! sampled, never run); when the new ids start with exactly those ids, only the rest runs; when
-//! the template spells the earlier turns differently (a re-tokenised boundary, an end token it
-//! drops), the new ids run from position 0 with the image features kept from the first turn.
+//! sampled, never run); the positions the new ids share with those keep their keys and values
+//! (a position's depend on the positions up to it only) and the rest runs: only the new question
+//! when the template spells the conversation so far as it ran, more from where it spells an
+//! earlier turn differently (a re-tokenised boundary, an end token it drops). Nothing shared
+//! (a resumed conversation): the new ids run from position 0 with the image features kept.
 
 use std::ops::Deref;
 use std::sync::atomic::AtomicBool;
@@ -281,10 +282,11 @@ where
         Ok(encoded)
     }
 
-    /// Asks `prompt` next: renders the whole conversation, continues from the KV cache when the
-    /// new ids extend the cached ones exactly (else runs them afresh), decodes the answer
-    /// (streamed to `on_progress`) and adds the turn. On an error (a cancel included) the
-    /// conversation is unchanged: the cache is cut back to what it held.
+    /// Asks `prompt` next: renders the whole conversation, keeps the longest prefix of the new
+    /// ids the KV cache holds (all of it when the template spells the conversation so far as it
+    /// ran; up to where it re-spells an earlier answer otherwise) and runs only the rest,
+    /// decodes the answer (streamed to `on_progress`) and adds the turn. On an error (a cancel
+    /// included) the conversation is unchanged and the cache is cut back to the kept prefix.
     pub fn follow_up(
         &mut self,
         prompt: &str,
@@ -292,19 +294,22 @@ where
         on_progress: &mut dyn FnMut(Progress),
     ) -> Result<&Session, GenerateError> {
         let encoded = self.encode_next(prompt)?;
+        // the cache holds a prefix of the last turn's input and answer (all but the answer's
+        // last token, which was sampled and never run, unless a failed turn cut it back)
         let previous = turn_ids(&self.session);
-        // the cache holds all but the answer's last token, which was sampled and never run
-        let cached = previous.len().saturating_sub(1);
         let common = common_prefix(&encoded.ids, &previous);
-        let reuse =
-            self.run.cache.len() == cached && common >= cached && encoded.ids.len() > cached;
-        let result = self.run_turn(prompt, encoded, reuse, cancel, on_progress);
+        let [start, len] = self.seen.image_span;
+        let from = match common
+            .min(self.run.cache.len())
+            .min(encoded.ids.len().saturating_sub(1))
+        {
+            // a prefix that ends before the image's end runs afresh, the image with it
+            kept if kept < start + len => 0,
+            kept => kept,
+        };
+        let result = self.run_turn(prompt, encoded, from, cancel, on_progress);
         if result.is_err() {
-            if reuse {
-                self.run.cache.truncate(cached);
-            } else {
-                self.run.cache.clear();
-            }
+            self.run.cache.truncate(from);
         }
         let (next, request, encoded) = result?;
         let prev_earlier = self
@@ -324,7 +329,7 @@ where
             answer_len: next.num_output(),
             question_start,
             earlier_answers,
-            reused: if reuse { cached } else { 0 },
+            reused: from,
             tokens: None,
         };
         let answer = self.model.pipeline().prompts().decode(&self.run.output);
@@ -334,25 +339,26 @@ where
         Ok(&self.session)
     }
 
-    /// Runs one turn's prefill (from the cache's end when `reuse`, else afresh with the image
-    /// features kept) and decoding; the turn's session, request and input.
+    /// Runs one turn's prefill (after the first `from` positions the cache holds, or afresh
+    /// with the image features kept when `from` is 0) and decoding; the turn's session, request
+    /// and input.
     fn run_turn(
         &mut self,
         prompt: &str,
         encoded: EncodedPrompt,
-        reuse: bool,
+        from: usize,
         cancel: &AtomicBool,
         on_progress: &mut dyn FnMut(Progress),
     ) -> Result<(Session, RunRequest, EncodedPrompt), GenerateError> {
         let p = self.model.pipeline();
         let text = p.text(&self.seen, &encoded.ids)?;
-        let from = if reuse { self.run.cache.len() } else { 0 };
         self.run.output.clear();
         self.run.timings.clear();
-        if reuse {
+        // the recorded rows of the last layer's full matrix from `from` on are recorded again
+        self.run.cache.truncate(from);
+        if from > 0 {
             self.run.recorder.clear_rows();
         } else {
-            self.run.cache.clear();
             self.run.recorder.clear_text();
         }
         let logits = self

@@ -297,4 +297,28 @@ fn follow_ups_on_a_live_run_run_only_their_new_positions() {
         .add_relevancy(&mut explained, &[0], &mut |_| {})
         .unwrap();
     assert_eq!(service.loads(), 0);
+
+    // a follow-up on another session drops the conversation and resumes that one, with the
+    // model kept
+    let mut other = App::with_session(
+        Look::new(Theme::dark(), ColorMode::TrueColor),
+        first.clone(),
+        None,
+    );
+    let (_, again) = follow_up(&mut other, &runner, "What colour is it?");
+    assert_eq!(again.current_turn().unwrap().reused, 0);
+    assert_eq!(runner.cached(), again.num_input() + again.num_output() - 1);
+    // and a new run drops it for its own
+    let req = LiveRequest {
+        model: dir.to_string_lossy().to_string(),
+        image: scenes.join(format!("{}.png", demo_scenes()[1].name)),
+        prompt: demo_scenes()[1].question.clone(),
+        max_new_tokens: 6,
+        history: None,
+    };
+    drive(&mut app, &runner, req, false);
+    let new = app.session.clone().expect("the new run's session");
+    assert_eq!(new.num_turns(), 1);
+    assert_eq!(runner.cached(), new.num_input() + new.num_output() - 1);
+    assert_eq!(runner.loads(), 1);
 }

@@ -322,3 +322,28 @@ fn follow_ups_on_a_live_run_run_only_their_new_positions() {
     assert_eq!(runner.cached(), new.num_input() + new.num_output() - 1);
     assert_eq!(runner.loads(), 1);
 }
+
+#[test]
+fn a_follow_up_past_the_context_is_refused_before_anything_runs() {
+    let (_, first) = demo_session();
+    let look = Look::new(Theme::dark(), ColorMode::TrueColor);
+    let mut app = App::with_session(look, first.clone(), None);
+    let runner = Arc::new(GenerateRunner::default());
+    let req = ask(&mut app, &"Why is it there? ".repeat(200));
+    let (stages, streamed) = drive(&mut app, &runner, req, false);
+    let notice = app.status.notice().cloned().expect("a notice");
+    assert!(
+        notice.error && notice.text.contains("context"),
+        "{notice:?}"
+    );
+    assert!(!notice.text.contains('\n'), "{notice:?}");
+    assert_eq!(streamed, 0);
+    assert!(
+        !stages
+            .iter()
+            .any(|s| s == "encoding image" || s.starts_with("prefill")),
+        "{stages:?}"
+    );
+    assert_eq!(runner.cached(), 0);
+    assert!(app.conversation() == Some(&first));
+}

@@ -144,7 +144,7 @@ pub(super) fn see(
     )?;
     encode_image(run, on_progress, |recorder| {
         let tensor = Tensor::from_vec(pixels.data.clone(), pixels.shape.to_vec(), llava.device())?;
-        model.image_features(&tensor, layout, recorder)
+        Ok(model.image_features(&tensor, layout, recorder)?)
     })?;
     let seen = Seen {
         tokens,

@@ -13,7 +13,7 @@
 use std::ops::Deref;
 use std::sync::atomic::AtomicBool;
 
-use super::pipeline::{check_context, Seen, Talker};
+use super::pipeline::{check_context, encode_image, Seen, Talker};
 use super::{validate, Capture, Decoding, GenerateError, Progress, RunRequest};
 use crate::processing::EncodedPrompt;
 use crate::session::{Session, TurnInfo};
@@ -139,9 +139,9 @@ where
     }
 
     /// Continues `session` (a conversation, or one question, made by this model) with `model`:
-    /// the image features are computed again from the session's picture (a LLaVA-NeXT /
-    /// OneVision model re-reads the original image) and the KV cache starts empty, so the next
-    /// turn runs afresh. `max_new_tokens` bounds the next answers; the sampling settings are
+    /// nothing runs until the next turn, which (once its input is checked against the context)
+    /// computes the image features again from the session's picture (a LLaVA-NeXT / OneVision
+    /// model re-reads the original image) and runs afresh, the KV cache being empty. `max_new_tokens` bounds the next answers; the sampling settings are
     /// the session's.
     pub fn resume(
         model: M,
@@ -181,8 +181,8 @@ where
                 p.prompts().decode(&ids),
             ));
         }
-        let mut run = Decoding::new(p.num_layers(), Capture::Full);
-        let seen = p.see_session(&session, &mut run)?;
+        let run = Decoding::new(p.num_layers(), Capture::Full);
+        let seen = p.see_session(&session)?;
         let encoded = EncodedPrompt {
             ids: session.input_ids.iter().map(|&i| i as u32).collect(),
             tokens: session.manifest.tokens.input.clone(),
@@ -354,6 +354,12 @@ where
         let text = p.text(&self.seen, &encoded.ids)?;
         self.run.output.clear();
         self.run.timings.clear();
+        if self.run.features.is_none() {
+            let session = &self.session;
+            encode_image(&mut self.run, on_progress, |recorder| {
+                p.session_features(session, recorder)
+            })?;
+        }
         // the recorded rows of the last layer's full matrix from `from` on are recorded again
         self.run.cache.truncate(from);
         if from > 0 {

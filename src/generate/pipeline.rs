@@ -121,7 +121,7 @@ pub fn check_context(prompt: usize, new: usize, context: usize) -> Result<(), Ge
 pub fn encode_image(
     run: &mut Decoding,
     on_progress: &mut dyn FnMut(Progress),
-    features: impl FnOnce(&mut AttentionRecorder) -> candle_core::Result<Tensor>,
+    features: impl FnOnce(&mut AttentionRecorder) -> Result<Tensor, GenerateError>,
 ) -> Result<(), GenerateError> {
     on_progress(Progress::Stage("encoding image".into()));
     let clock = Instant::now();
@@ -184,14 +184,17 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// The image of `session` (made by this model) seen again: its features computed into
-    /// `run` from the session's picture (a LLaVA-NeXT / OneVision model re-reads the original
-    /// image), the rest as the session records it.
-    pub fn see_session(self, session: &Session, run: &mut Decoding) -> Result<Seen, GenerateError> {
+    /// The image of `session` (made by this model) as the session records it; its features
+    /// come later, from [`Pipeline::session_features`].
+    pub fn see_session(self, session: &Session) -> Result<Seen, GenerateError> {
         let m = &session.manifest;
-        let mut seen = Seen {
+        let grid = match self {
+            Self::Qwen(_) => Some(m.model.image_grid),
+            _ => None,
+        };
+        Ok(Seen {
             tokens: m.image_span[1],
-            grid: None,
+            grid,
             image_span: m.image_span,
             regions: session.regions().into_owned(),
             pixel_values: session.pixel_values.clone(),
@@ -199,8 +202,17 @@ impl<'a> Pipeline<'a> {
             original_size: m.image.original_size,
             shape: self.shape(),
             vision_attention: matches!(self, Self::Llava(_)),
-        };
-        let features = match self {
+        })
+    }
+
+    /// The image features of `session` (made by this model), computed again from its picture
+    /// (a LLaVA-NeXT / OneVision model re-reads the original image).
+    pub fn session_features(
+        self,
+        session: &Session,
+        recorder: &mut AttentionRecorder,
+    ) -> Result<Tensor, GenerateError> {
+        Ok(match self {
             Self::Llava(loaded) => {
                 let [c, h, w] = session.pixel_values.shape[..] else {
                     return Err(GenerateError::Setting(
@@ -213,17 +225,11 @@ impl<'a> Pipeline<'a> {
                     (1, c, h, w),
                     model.device(),
                 )?;
-                model.image_features(&pixels, &mut run.recorder)?
+                model.image_features(&pixels, recorder)?
             }
-            Self::Qwen(loaded) => {
-                let (features, grid) = super::qwen::session_features(loaded, session)?;
-                seen.grid = Some(grid);
-                features
-            }
+            Self::Qwen(loaded) => super::qwen::session_features(loaded, session)?,
             Self::Anyres(loaded) => super::anyres::session_features(loaded, session)?,
-        };
-        run.features = Some(features);
-        Ok(seen)
+        })
     }
 
     /// Image tokens `image` becomes in a prompt, without running the model.
@@ -301,7 +307,7 @@ fn see_llava(
     let [c, h, w] = pixels.shape;
     encode_image(run, on_progress, |recorder| {
         let tensor = Tensor::from_vec(pixels.data.clone(), (1, c, h, w), model.device())?;
-        model.image_features(&tensor, recorder)
+        Ok(model.image_features(&tensor, recorder)?)
     })?;
     let [start, len] = encoded.image_span;
     let grid = model.image_grid();

@@ -223,19 +223,17 @@ pub(super) fn see(
     Ok((seen, encoded))
 }
 
-/// The image features of a session's picture and its merged grid (the picture cut into patches
-/// again; checked against the manifest's grid).
+/// The image features of a session's picture (cut into patches again; checked against the
+/// manifest's grid).
 pub(super) fn session_features(
     loaded: &QwenLoaded,
     session: &Session,
-) -> Result<(Tensor, [usize; 2]), GenerateError> {
+) -> Result<Tensor, GenerateError> {
     let (pixel_values, grid) = session_patches(loaded, session)?;
-    let features = loaded
+    Ok(loaded
         .model
         .image_features(&pixel_values, grid, &mut NoTape)?
-        .features;
-    let m = loaded.images.merge_size;
-    Ok((features, [grid[1] / m, grid[2] / m]))
+        .features)
 }
 
 /// A session's picture cut into patches `[P, patch_len]` again, and its `[t, h, w]` grid,

@@ -120,7 +120,6 @@ impl Live {
             model
                 .check_fits(&spec.path, session)
                 .map_err(|e| GenerateError::Setting(e.to_string()))?;
-            on_progress(Progress::Stage("encoding image".into()));
             let talk = Conversation::resume(model, session.clone(), max_new_tokens)?;
             self.talk = Some(talk.running_on(spec.dtype, spec.device));
         }

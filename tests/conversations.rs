@@ -4,8 +4,9 @@
 //! from the whole KV cache (tiny-llava-gqa; tiny-qwen2-vl, whose M-RoPE positions continue after
 //! the image's) or from its part up to the first answer because the template re-tokenises that
 //! answer differently (tiny-llava-mistral, tiny-llava-next), and equals the same turn run afresh
-//! from the first turn's session; the session file keeps every turn; `run` refuses a conversation that cannot
-//! fit the model's context before anything runs; every family runs `run --prompt P1 --prompt P2`.
+//! from the first turn's session; the session file keeps every turn; `run` refuses a
+//! conversation that cannot fit the model's context before anything runs; every family runs
+//! `run --prompt P1 --prompt P2`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -25,7 +25,6 @@ pub struct Conversation<M> {
     model: M,
     seen: Seen,
     request: RunRequest,
-    encoded: EncodedPrompt,
     run: Decoding,
     history: Vec<(String, String)>,
     session: Session,
@@ -125,13 +124,12 @@ where
         let text = p.text(&seen, &encoded.ids)?;
         let logits = run.prefill_with(&text, &encoded.ids, 0, on_progress)?;
         run.decode(&text, logits, p.prompts(), request, cancel, on_progress)?;
-        let session = seen.session(p, request, encoded.clone(), &run);
+        let session = seen.session(p, request, encoded, &run);
         let answer = p.prompts().decode(&run.output);
         Ok(Self {
             model,
             seen,
             request: request.clone(),
-            encoded,
             run,
             history: vec![(request.prompt.trim().to_string(), answer)],
             session,
@@ -141,8 +139,8 @@ where
     /// Continues `session` (a conversation, or one question, made by this model) with `model`:
     /// nothing runs until the next turn, which (once its input is checked against the context)
     /// computes the image features again from the session's picture (a LLaVA-NeXT / OneVision
-    /// model re-reads the original image) and runs afresh, the KV cache being empty. `max_new_tokens` bounds the next answers; the sampling settings are
-    /// the session's.
+    /// model re-reads the original image) and runs afresh, the KV cache being empty.
+    /// `max_new_tokens` bounds the next answers; the sampling settings are the session's.
     pub fn resume(
         model: M,
         session: Session,
@@ -183,17 +181,10 @@ where
         }
         let run = Decoding::new(p.num_layers(), Capture::Full);
         let seen = p.see_session(&session)?;
-        let encoded = EncodedPrompt {
-            ids: session.input_ids.iter().map(|&i| i as u32).collect(),
-            tokens: session.manifest.tokens.input.clone(),
-            image_span: session.manifest.image_span,
-            text: String::new(),
-        };
         Ok(Self {
             model,
             seen,
             request,
-            encoded,
             run,
             history,
             session,
@@ -210,11 +201,6 @@ where
         self.request.dtype = dtype;
         self.request.device = device;
         self
-    }
-
-    /// The model the conversation runs on.
-    pub fn model(&self) -> &M {
-        &self.model
     }
 
     /// The conversation so far: the last turn in the standard fields, the earlier ones as turns.
@@ -311,7 +297,7 @@ where
         if result.is_err() {
             self.run.cache.truncate(from);
         }
-        let (next, request, encoded) = result?;
+        let (next, request) = result?;
         let prev_earlier = self
             .session
             .current_turn()
@@ -333,15 +319,14 @@ where
             tokens: None,
         };
         let answer = self.model.pipeline().prompts().decode(&self.run.output);
-        self.encoded = encoded;
         self.session.push_turn(next, info);
         self.history.push((request.prompt, answer));
         Ok(&self.session)
     }
 
     /// Runs one turn's prefill (after the first `from` positions the cache holds, or afresh
-    /// with the image features kept when `from` is 0) and decoding; the turn's session, request
-    /// and input.
+    /// with the image features kept when `from` is 0) and decoding; the turn's session and
+    /// request.
     fn run_turn(
         &mut self,
         prompt: &str,
@@ -349,7 +334,7 @@ where
         from: usize,
         cancel: &AtomicBool,
         on_progress: &mut dyn FnMut(Progress),
-    ) -> Result<(Session, RunRequest, EncodedPrompt), GenerateError> {
+    ) -> Result<(Session, RunRequest), GenerateError> {
         let p = self.model.pipeline();
         let text = p.text(&self.seen, &encoded.ids)?;
         self.run.output.clear();
@@ -376,8 +361,8 @@ where
         };
         self.run
             .decode(&text, logits, p.prompts(), &request, cancel, on_progress)?;
-        let next = self.seen.session(p, &request, encoded.clone(), &self.run);
-        Ok((next, request, encoded))
+        let next = self.seen.session(p, &request, encoded, &self.run);
+        Ok((next, request))
     }
 }
 

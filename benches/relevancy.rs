@@ -63,6 +63,8 @@ fn session_from(inputs: &Path, model: &Llava) -> anyhow::Result<Session> {
                 temperature: 0.0,
                 top_p: 1.0,
                 seed: 0,
+                dtype: None,
+                device: None,
             },
             tokens: TokenStrings {
                 input: vec![String::new(); input_ids.len()],

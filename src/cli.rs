@@ -94,6 +94,14 @@ pub struct TuiArgs {
     /// A second session to show beside `--session` (split view, same keys).
     #[arg(long, requires = "session")]
     pub compare: Option<PathBuf>,
+    /// Where live runs, follow-ups and model jobs run: cpu, cuda or cuda:N. Given, it wins
+    /// over the device a saved session records; else a session's own, and cpu for new runs.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Weights and activations dtype of those runs: f32, f16 or bf16. Given, it wins over the
+    /// dtype a saved session records; else a session's own, and f32 for new runs.
+    #[arg(long)]
+    pub dtype: Option<String>,
 }
 
 /// Flags of `lvlmscope run`.

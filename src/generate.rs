@@ -8,27 +8,24 @@
 pub mod anyres;
 mod assemble;
 pub mod conversation;
+mod decode;
+pub mod pipeline;
 pub mod qwen;
 mod replay;
 mod sample;
 
 pub use assemble::{ModelShape, SessionBuilder};
+pub use decode::{Decoding, TextModel};
 pub use sample::{argmax, Sampler};
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
-use crate::model::{
-    AttentionRecorder, CaptureMode, DeviceName, KvCache, Llava, ModelDir, ModelError,
-};
-use crate::processing::{
-    EncodedPrompt, ImageMode, ImageProcessor, PixelValues, ProcessingError, PromptProcessor,
-};
-use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
+use crate::model::{CaptureMode, DeviceName, Llava, ModelDir, ModelError};
+use crate::processing::{ImageMode, ImageProcessor, ProcessingError, PromptProcessor};
+use crate::session::Session;
 
 /// Everything one run needs, as the CLI and the TUI describe it.
 #[derive(Debug, Clone, PartialEq)]
@@ -239,6 +236,14 @@ pub fn parse_dtype(s: &str) -> Result<DType, GenerateError> {
     }
 }
 
+/// The dtype and device a session's run recorded; f32 on the CPU (what `run` and the app use by
+/// default) for a file that records neither or names ones this build does not know.
+pub fn recorded_settings(g: &crate::session::GenerationInfo) -> (DType, DeviceName) {
+    let dtype = g.dtype.as_deref().and_then(|d| parse_dtype(d).ok());
+    let device = g.device.as_deref().and_then(|d| d.parse().ok());
+    (dtype.unwrap_or(DType::F32), device.unwrap_or_default())
+}
+
 /// Checks the sampling settings of a request before any work is done.
 pub fn validate(request: &RunRequest) -> Result<(), GenerateError> {
     if request.max_new_tokens == 0 {
@@ -257,195 +262,6 @@ pub fn validate(request: &RunRequest) -> Result<(), GenerateError> {
     Ok(())
 }
 
-/// What the prompt and the image become before the model runs.
-struct Prepared {
-    pixels: PixelValues,
-    encoded: EncodedPrompt,
-}
-
-/// The state of one generation: recorder, cache, output so far, timings.
-struct Decoding<'m> {
-    model: &'m Llava,
-    recorder: AttentionRecorder,
-    cache: KvCache,
-    output: Vec<u32>,
-    timings: BTreeMap<String, f64>,
-    /// The image features of the prefill, kept for a conversation's later turns.
-    features: Option<Tensor>,
-}
-
-/// Stage 1: preprocess the image, render and tokenise the prompt, check the context length.
-fn prepare(
-    loaded: &LoadedModel,
-    image: &image::DynamicImage,
-    request: &RunRequest,
-) -> Result<Prepared, GenerateError> {
-    let model = &loaded.model;
-    let pixels = loaded.images.preprocess(image, request.image_mode)?;
-    let encoded = loaded
-        .prompts
-        .encode(&request.prompt, model.num_image_features())?;
-    let n = encoded.ids.len();
-    let context = model.config().text_config.max_position_embeddings;
-    if n + request.max_new_tokens > context {
-        return Err(GenerateError::TooLong {
-            prompt: n,
-            new: request.max_new_tokens,
-            context,
-        });
-    }
-    Ok(Prepared { pixels, encoded })
-}
-
-impl<'m> Decoding<'m> {
-    fn new(model: &'m Llava, capture: Capture) -> Self {
-        let num_layers = model.num_layers();
-        Self {
-            model,
-            recorder: AttentionRecorder::new(capture_mode(capture, num_layers)),
-            cache: KvCache::new(num_layers),
-            output: Vec::new(),
-            timings: BTreeMap::new(),
-            features: None,
-        }
-    }
-
-    /// Stage 2: encode the image and run the prompt; returns the logits of the last position.
-    fn prefill(
-        &mut self,
-        prepared: &Prepared,
-        on_progress: &mut dyn FnMut(Progress),
-    ) -> Result<Tensor, GenerateError> {
-        let model = self.model;
-        on_progress(Progress::Stage("encoding image".into()));
-        let clock = Instant::now();
-        let [c, h, w] = prepared.pixels.shape;
-        let pixel_tensor =
-            Tensor::from_vec(prepared.pixels.data.clone(), (1, c, h, w), model.device())?;
-        let features = model.image_features(&pixel_tensor, &mut self.recorder)?;
-        self.timings
-            .insert("encode_image".into(), clock.elapsed().as_secs_f64());
-
-        on_progress(Progress::Stage("prefill".into()));
-        let clock = Instant::now();
-        let embeds = model.embed(&prepared.encoded.ids, Some(&features))?;
-        let logits = model.forward(&embeds, 0, &mut self.cache, &mut self.recorder, false)?;
-        self.timings
-            .insert("prefill".into(), clock.elapsed().as_secs_f64());
-        self.features = Some(features);
-        Ok(logits)
-    }
-
-    /// Stage 3: pick a token, stream it, run it; until an end token or the token budget. A
-    /// generated image-token id is embedded as an ordinary token (as transformers does).
-    fn decode(
-        &mut self,
-        mut logits: Tensor,
-        prompts: &PromptProcessor,
-        request: &RunRequest,
-        cancel: &AtomicBool,
-        on_progress: &mut dyn FnMut(Progress),
-    ) -> Result<(), GenerateError> {
-        on_progress(Progress::Stage("decoding".into()));
-        let clock = Instant::now();
-        let mut sampler = Sampler::new(request.temperature, request.top_p, request.seed);
-        let eos = prompts.eos_token_ids().to_vec();
-        let mut shown = String::new();
-        loop {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(GenerateError::Cancelled);
-            }
-            let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-            let id = sampler.sample(&row);
-            self.output.push(id);
-            let text = prompts.decode(&self.output);
-            let piece = text
-                .strip_prefix(shown.as_str())
-                .unwrap_or(&text)
-                .to_string();
-            shown = text;
-            on_progress(Progress::Token {
-                index: self.output.len() - 1,
-                id,
-                text: piece,
-            });
-            on_progress(Progress::Fraction(
-                self.output.len() as f64 / request.max_new_tokens as f64,
-            ));
-            if eos.contains(&id) || self.output.len() >= request.max_new_tokens {
-                break;
-            }
-            let embeds = self.model.embed_text(&[id])?;
-            let offset = self.cache.len();
-            logits =
-                self.model
-                    .forward(&embeds, offset, &mut self.cache, &mut self.recorder, false)?;
-        }
-        let seconds = clock.elapsed().as_secs_f64();
-        self.timings.insert("decode".into(), seconds);
-        self.timings.insert(
-            "tokens_per_second".into(),
-            self.output.len() as f64 / seconds.max(1e-9),
-        );
-        Ok(())
-    }
-
-    /// Stage 4: gather the recorded attention and everything else into a session (the image
-    /// was `original_size` pixels); the image is one region, the grid's patches (after a CLS feature when the span holds one), over
-    /// the part of the image the pixel values show.
-    fn session(
-        &self,
-        prepared: &Prepared,
-        loaded: &LoadedModel,
-        original_size: [u32; 2],
-        request: &RunRequest,
-    ) -> Result<Session, GenerateError> {
-        let model = self.model;
-        let cfg = model.config();
-        let [width, height] = original_size;
-        let [start, len] = prepared.encoded.image_span;
-        let grid = model.image_grid();
-        let cells = grid[0] * grid[1];
-        let region = ImageRegion {
-            kind: RegionKind::Image,
-            span: [start + len.saturating_sub(cells), cells.min(len)],
-            grid,
-            rect: loaded
-                .images
-                .covered_rect(width, height, request.image_mode),
-            separators: Vec::new(),
-        };
-        let [c, h, w] = prepared.pixels.shape;
-        let pixel_values =
-            Array::new(vec![c, h, w], prepared.pixels.data.clone()).ok_or_else(|| {
-                GenerateError::Setting("pixel values do not match their shape".into())
-            })?;
-        let builder = SessionBuilder {
-            model_name: &loaded.name,
-            shape: ModelShape {
-                architecture: cfg.architecture.clone(),
-                text_layers: model.num_layers(),
-                text_heads: model.num_heads(),
-                vision_layers: cfg.vision_config.num_hidden_layers,
-                vision_heads: cfg.vision_config.num_attention_heads,
-                family: ModelFamily {
-                    decoder: cfg.text_config.family.as_str().into(),
-                    vision: cfg.vision_config.family.as_str().into(),
-                },
-            },
-            request,
-            image_mode: request.image_mode.to_string(),
-            original_size,
-            encoded: prepared.encoded.clone(),
-            regions: vec![region],
-            pixel_values,
-            output: self.output.clone(),
-            timings: self.timings.clone(),
-        };
-        Ok(builder.build(&loaded.prompts, &self.recorder, true))
-    }
-}
-
 /// Generates an answer for one image and prompt with an already loaded model.
 pub fn generate(
     loaded: &LoadedModel,
@@ -454,17 +270,10 @@ pub fn generate(
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Session, GenerateError> {
-    validate(request)?;
-    let capture = if request.causal {
-        Capture::Full
-    } else {
-        request.capture
-    };
-    let prepared = prepare(loaded, image, request)?;
-    let mut run = Decoding::new(&loaded.model, capture);
-    let logits = run.prefill(&prepared, on_progress)?;
-    run.decode(logits, &loaded.prompts, request, cancel, on_progress)?;
-    run.session(&prepared, loaded, [image.width(), image.height()], request)
+    Ok(
+        conversation::Conversation::start(loaded, image, request, cancel, on_progress)?
+            .into_session(),
+    )
 }
 
 /// The recorder's mode for a capture setting.

@@ -2,11 +2,15 @@
 //! compute the explanations the request asks for, all into one [`Session`]. [`service`] runs
 //! model-backed jobs (relevancy on demand, faithfulness of maps) on sessions that already exist.
 
+pub mod live;
 pub mod models;
 pub mod service;
+pub mod shared;
 
+pub use live::Live;
 pub use models::SessionModel;
 pub use service::{JobOutput, JobProgress, ModelJob, ModelService, ModelSpec, ServiceError};
+pub use shared::{RunSettings, SharedModel};
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -16,7 +20,6 @@ use crate::explain::relevancy::{self, RelevancyError, RelevancyMaps};
 use crate::generate::{
     self, anyres, conversation, qwen, GenerateError, LoadedModel, Progress, RunRequest,
 };
-use crate::model::ModelDir;
 use crate::session::{CausalParams, RegionKind, Session};
 
 /// Why a job failed; each variant is one clear sentence.
@@ -75,10 +78,10 @@ pub fn run_with(
 }
 
 /// [`run`] of a scripted conversation: `request.prompt`, then each of `follow_ups` on the same
-/// image, one session holding every turn. The questions alone are checked against the model's
-/// context before anything runs, each turn again before it runs. The requested explanations
-/// (relevancy, causal) are computed for the last turn; earlier turns are explained on demand.
-/// LLaVA-1.5-style models only: a Qwen2-VL or anyres model is refused in one sentence.
+/// image, one session holding every turn, on a model of any pipeline. The questions alone are
+/// checked against the model's context before anything runs, each turn again before it runs.
+/// The requested explanations (relevancy, causal) are computed for the last turn; earlier turns
+/// are explained on demand.
 pub fn run_conversation(
     request: &RunRequest,
     follow_ups: &[String],
@@ -92,25 +95,21 @@ pub fn run_conversation(
     let device = request.device.open().map_err(GenerateError::from)?;
     on_progress(Progress::Stage("loading model".into()));
     let started = Instant::now();
-    let dir = ModelDir::resolve(&request.model).map_err(GenerateError::from)?;
-    if qwen::is_qwen_vl(&dir) || anyres::is_anyres(&dir) {
-        return Err(GenerateError::Setting(format!(
-            "{} is a Qwen2-VL or LLaVA-NeXT / OneVision model, whose runs take one question; \
-             conversations (several --prompt) run on LLaVA-1.5-style models",
-            request.model
-        ))
-        .into());
-    }
-    let loaded = LoadedModel::load(&request.model, request.dtype, &device)?;
+    let spec = ModelSpec {
+        path: request.model.clone(),
+        dtype: request.dtype,
+        device: request.device,
+    };
+    let model = SessionModel::load(&spec, &device)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let questions: Vec<String> = std::iter::once(request.prompt.clone())
         .chain(follow_ups.iter().cloned())
         .collect();
-    conversation::check_questions(&loaded, &questions, request.max_new_tokens)?;
     let image = crate::processing::load_image(&request.image).map_err(GenerateError::from)?;
+    conversation::check_questions(&model, &image, request, &questions)?;
     let total = questions.len();
     on_progress(Progress::Stage(format!("turn 1 of {total}")));
-    let mut talk = conversation::Conversation::start(&loaded, image, request, cancel, on_progress)?;
+    let mut talk = conversation::Conversation::start(&model, &image, request, cancel, on_progress)?;
     for (k, prompt) in follow_ups.iter().enumerate() {
         on_progress(Progress::Stage(format!("turn {} of {total}", k + 2)));
         talk.follow_up(prompt, cancel, on_progress)
@@ -127,41 +126,28 @@ pub fn run_conversation(
         .timings
         .insert("load_model".into(), load_seconds);
     add_requested(&mut session, request, on_progress, |s, tokens, on_token| {
-        Ok(relevancy::relevancy(&loaded.model, s, tokens, on_token)?)
+        relevancy_rows(&model, &image, s, tokens, on_token)
     })?;
     Ok(session)
 }
 
-/// A follow-up question on `session` (one question or a conversation): loads the session's
-/// model, runs the new turn afresh over the whole conversation (the session's KV cache is not
-/// kept between runs; see [`conversation::Conversation::resume`]) and returns the session with
-/// the turn added. The app's follow-up key runs this on its live-run worker.
-pub fn follow_up(
+/// Relevancy rows of output tokens `tokens` of `session`, which `model` made from `image`, by
+/// the model's pipeline.
+fn relevancy_rows(
+    model: &SessionModel,
+    image: &image::DynamicImage,
     session: &Session,
-    prompt: &str,
-    max_new_tokens: usize,
-    cancel: &AtomicBool,
-    on_progress: &mut dyn FnMut(Progress),
-) -> Result<Session, JobError> {
-    on_progress(Progress::Stage("loading model".into()));
-    let started = Instant::now();
-    let device = crate::model::DeviceName::Cpu
-        .open()
-        .map_err(GenerateError::from)?;
-    let loaded = LoadedModel::load(
-        &session.manifest.model.path,
-        candle_core::DType::F32,
-        &device,
-    )?;
-    let load_seconds = started.elapsed().as_secs_f64();
-    let mut talk = conversation::Conversation::resume(&loaded, session.clone(), max_new_tokens)?;
-    talk.follow_up(prompt, cancel, on_progress)?;
-    let mut session = talk.into_session();
-    session
-        .manifest
-        .timings
-        .insert("load_model".into(), load_seconds);
-    Ok(session)
+    tokens: &[usize],
+    on_token: &mut dyn FnMut(usize),
+) -> Result<RelevancyMaps, JobError> {
+    Ok(match model {
+        SessionModel::Llava(m) => relevancy::relevancy(&m.model, session, tokens, on_token)?,
+        SessionModel::Qwen(m) => qwen::relevancy_maps(m, session, tokens, on_token)?,
+        SessionModel::Anyres(m) => {
+            let kinds: Vec<RegionKind> = session.regions().iter().map(|r| r.kind).collect();
+            anyres::relevancy_maps(m, image, session, &kinds, tokens, on_token)?
+        }
+    })
 }
 
 /// [`run_with`] for a model of the LLaVA family: reads the image, generates with `loaded`, and

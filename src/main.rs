@@ -221,6 +221,17 @@ fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {
     } else {
         args
     };
+    let settings = lvlmscope::job::RunSettings {
+        dtype: args.dtype.as_deref().map(parse_dtype).transpose()?,
+        device: args
+            .device
+            .as_deref()
+            .map(str::parse::<DeviceName>)
+            .transpose()?,
+    };
+    if let Some(device) = settings.device {
+        device.open()?;
+    }
     lvlmscope::tui::run(lvlmscope::tui::TuiOptions {
         session: args.session,
         model: args.model,
@@ -229,6 +240,7 @@ fn tui(args: cli::TuiArgs) -> anyhow::Result<()> {
         theme: args.theme,
         heads: args.heads,
         compare: args.compare,
+        settings,
     })
 }
 

@@ -59,6 +59,8 @@ fn session_with(layer: usize) -> Session {
             temperature: 0.0,
             top_p: 1.0,
             seed: 0,
+            dtype: None,
+            device: None,
         },
         tokens: TokenStrings {
             input: vec!["x".into(); N],

@@ -230,6 +230,26 @@ fn unknown_dtype_and_device() {
 }
 
 #[test]
+fn tui_refuses_a_bad_dtype_or_device_as_run_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp);
+    let m = fixtures().join("tiny-llava-gqa").display().to_string();
+    let img = image();
+    let mut bad = vec![("--dtype", "f8"), ("--device", "tpu")];
+    if !cfg!(feature = "cuda") {
+        bad.push(("--device", "cuda:1"));
+    }
+    for (flag, value) in bad {
+        let mut args = run_args(&m, &img, "Hi?", &out);
+        args.extend([flag, value]);
+        let (_, run_err) = lvlmscope(&args);
+        let tui = lvlmscope(&["tui", flag, value]);
+        assert_eq!(tui.1, run_err, "{flag} {value}");
+        assert_clear_failure(tui, value);
+    }
+}
+
+#[test]
 fn report_on_a_truncated_session() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("broken.session");

@@ -51,6 +51,8 @@ fn small_session() -> Session {
                 temperature: 0.0,
                 top_p: 1.0,
                 seed: 0,
+                dtype: None,
+                device: None,
             },
             tokens: TokenStrings {
                 input: ["<s>", "<image>", "<image>", "<image>", "<image>", "▁What"]

@@ -2,8 +2,9 @@
 //! capture-pane checks text and colours; after `q` (and after SIGTERM) the shell is usable again;
 //! `r` computes relevancy with the fixture model on the job worker and `s` saves it; a
 //! two-region session opens on its high-res region and `b` shows the base view; `B` opens a
-//! second session beside the first from a typed path and `X` closes it. Skips with a message
-//! when tmux is not installed.
+//! second session beside the first from a typed path and `X` closes it; `F` asks follow-ups on
+//! a Qwen2-VL session under `--device cpu --dtype f32`, the second continuing from the KV cache
+//! the worker kept. Skips with a message when tmux is not installed.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -361,4 +362,74 @@ fn r_computes_relevancy_with_the_model_and_s_saves_it() {
     tmux.wait_gone("Answer ·");
     tmux.send(&["echo rel-$((3+4))", "Enter"]);
     tmux.wait_for("rel-7");
+}
+
+#[test]
+fn f_asks_follow_ups_that_continue_from_the_kept_cache() {
+    if !tmux_available() {
+        eprintln!("skipping the end-to-end test: tmux is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let file = dir.path().join("talk.session");
+    let bin = env!("CARGO_BIN_EXE_lvlmscope");
+    let out = Command::new(bin)
+        .args(["run", "--model"])
+        .arg(fixtures.join("tiny-qwen2-vl"))
+        .arg("--image")
+        .arg(fixtures.join("image.png"))
+        .args([
+            "--prompt",
+            "What is in the picture?",
+            "--max-new-tokens",
+            "5",
+        ])
+        .arg("--save")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tmux = start(dir.path(), "follow-up");
+    // the follow-ups' session is saved under a new name in the working folder
+    tmux.send(&[&format!("cd {}", dir.path().display()), "Enter"]);
+    tmux.send(&[
+        &format!(
+            "{bin} tui --device cpu --dtype f32 --session {}",
+            file.display()
+        ),
+        "Enter",
+    ]);
+    tmux.wait_for("Answer · token 0/5");
+    tmux.send(&["F"]);
+    tmux.wait_for("Follow-up on the same image");
+    tmux.send(&["What colour is the square?", "Enter"]);
+    tmux.wait_for("Turn 2/2");
+    tmux.send(&["F"]);
+    tmux.wait_for("Follow-up on the same image");
+    tmux.send(&["Why?", "Enter"]);
+    tmux.wait_for("Turn 3/3");
+    tmux.send(&["s"]);
+    let text = tmux.wait_for("saved session to ");
+    let name = text
+        .split("saved session to ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the saved file's name");
+    let saved = lvlmscope::session::load(&dir.path().join(name)).unwrap();
+    assert_eq!(saved.num_turns(), 3);
+    let turns = &saved.manifest.turns;
+    // the first follow-up resumed the file's session afresh, the second continued from the
+    // cache the worker kept
+    assert_eq!(turns[1].reused, 0);
+    assert!(turns[2].reused >= turns[1].input_len, "{turns:?}");
+    assert_eq!(saved.manifest.generation.device.as_deref(), Some("cpu"));
+    tmux.send(&["q"]);
+    tmux.wait_gone("Answer ·");
+    tmux.send(&["echo talk-$((5+6))", "Enter"]);
+    tmux.wait_for("talk-11");
 }

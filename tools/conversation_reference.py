@@ -14,25 +14,52 @@ tests/conversations.rs):
 
 tiny-llava-gqa's template re-tokenises the first answer as it was generated (lvlmscope continues
 from its KV cache); tiny-llava-mistral's does not (lvlmscope runs turn 2 afresh): both must give
-these numbers. Run from the repository root: `python tools/conversation_reference.py`.
+these numbers. tiny-qwen2-vl checks the M-RoPE positions of a second turn (transformers'
+get_rope_index over the whole conversation; the attention forward gives it the position ids it
+computes for input + answer), tiny-llava-next a LLaVA-NeXT conversation (the image features once,
+the conversation's text after). Run from the repository root:
+`python tools/conversation_reference.py`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures"
 PROMPTS = ["What is in the picture?", "What colour is the square?"]
 MAX_NEW_TOKENS = 5
-FIXTURES = ["tiny-llava-gqa", "tiny-llava-mistral"]
+FIXTURES = ["tiny-llava-gqa", "tiny-llava-mistral", "tiny-qwen2-vl", "tiny-llava-next"]
 
 
 def load(name: str):
+    """(model, processor) of a fixture folder, eager attention, f32."""
+    if name.startswith("tiny-qwen2"):
+        import make_qwen_vl_fixtures as mq
+
+        spec = mq.SPECS[name]
+        model = mq.model_class(spec).from_pretrained(
+            str(FIX / name), attn_implementation="eager", dtype=torch.float32).eval()
+        return model, mq.make_processor(FIX / name)
+    if name in ("tiny-llava-next", "tiny-llava-onevision"):
+        import make_anyres_fixtures as ma
+
+        spec = ma.SPECS[name]
+        model = ma.model_class(spec).from_pretrained(
+            str(FIX / name), attn_implementation="eager", dtype=torch.float32).eval()
+        template = json.loads((FIX / name / "chat_template.json").read_text())["chat_template"]
+        return model, ma.make_processor(FIX / name, spec, template)
+    return load_llava(name)
+
+
+def load_llava(name: str):
     from transformers import (
         CLIPImageProcessorPil,
         LlavaForConditionalGeneration,
@@ -61,18 +88,36 @@ def load(name: str):
 
 
 def encode(processor, messages, image):
+    """The rendered text, input ids [N] and the image inputs the model takes (pixel values, and
+    image_sizes or image_grid_thw)."""
     rendered = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     bos = processor.tokenizer.bos_token
     add_special = not (bos is not None and rendered.startswith(bos))
     enc = processor(images=image, text=rendered, return_tensors="pt", add_special_tokens=add_special)
-    return rendered, enc["input_ids"][0], enc["pixel_values"]
+    images = {k: enc[k] for k in ("pixel_values", "image_sizes", "image_grid_thw") if k in enc}
+    return rendered, enc["input_ids"][0], images
 
 
-def greedy(model, input_ids, pixel_values):
-    gen = model.generate(input_ids=input_ids[None], pixel_values=pixel_values,
-                         attention_mask=torch.ones_like(input_ids)[None], do_sample=False,
-                         max_new_tokens=MAX_NEW_TOKENS)
+def greedy(model, input_ids, images):
+    extra = {}
+    if "image_grid_thw" in images:
+        import qwen_vl_common as qc
+
+        extra["mm_token_type_ids"] = qc.mm_token_type_ids(model, input_ids, input_ids.shape[0])[None]
+    gen = model.generate(input_ids=input_ids[None], attention_mask=torch.ones_like(input_ids)[None],
+                         do_sample=False, max_new_tokens=MAX_NEW_TOKENS, **images, **extra)
     return gen[0, input_ids.shape[0]:]
+
+
+def attention(model, seq, n_prompt, images):
+    """Logits [S, V] and per-layer attention [L, H, S, S] of one eager forward over seq."""
+    if "image_grid_thw" in images:
+        import qwen_vl_common as qc
+
+        fwd = qc.forward(model, seq, images["pixel_values"], images["image_grid_thw"], n_prompt)
+        return fwd["logits"], torch.stack([a[0] for a in fwd["dec"]])
+    fwd = model(input_ids=seq[None], output_attentions=True, **images)
+    return fwd.logits[0], torch.stack([a[0] for a in fwd.attentions])
 
 
 @torch.no_grad()
@@ -88,14 +133,13 @@ def reference(name: str, image: Image.Image) -> dict:
         {"role": "user", "content": [{"type": "text", "text": PROMPTS[1]}]},
     ]
     rendered2, ids2, pixels2 = encode(processor, second, image)
-    assert torch.equal(pixels, pixels2)
+    assert all(torch.equal(pixels[k], pixels2[k]) for k in pixels)
     out2 = greedy(model, ids2, pixels)
     n2, t2 = ids2.shape[0], out2.shape[0]
     seq = torch.cat([ids2, out2[:-1]])
-    fwd = model(input_ids=seq[None], pixel_values=pixels, output_attentions=True)
-    attn = torch.stack([a[0] for a in fwd.attentions])  # [L, H, S, S]
+    logits, attn = attention(model, seq, n2, pixels)  # [S, V], [L, H, S, S]
     rows = attn[:, :, n2 - 1:n2 - 1 + t2, :].permute(2, 0, 1, 3)  # [T, L, H, S]
-    assert torch.equal(fwd.logits[0, n2 - 1:].argmax(-1), out2)
+    assert torch.equal(logits[n2 - 1:].argmax(-1), out2)
     return {
         "prompts": PROMPTS,
         "max_new_tokens": MAX_NEW_TOKENS,

@@ -1,7 +1,8 @@
 //! Generation with a LLaVA-NeXT / LLaVA-OneVision model: the image becomes a base view and
 //! tiles ([`AnyresImageConfig`]), the prompt's image token is expanded to the layout's token
 //! count, the packed features are embedded like LLaVA's and the decoder runs through the same
-//! prefill / decode stages as LLaVA-1.5 ([`super::Decoding`]).
+//! prefill / decode stages as LLaVA-1.5 ([`super::Decoding`], through
+//! [`super::pipeline::Pipeline`]).
 //!
 //! The session stores the image as fitted into the canvas (aspect kept, no padding) and two
 //! image regions over it ([`regions`]): `Base`, the base view's grid, and `Highres`, the
@@ -12,16 +13,16 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{
-    validate, Capture, Decoding, GenerateError, ModelShape, Progress, RunRequest, SessionBuilder,
-};
+use super::conversation::Conversation;
+use super::pipeline::{check_context, encode_image, Seen};
+use super::{Decoding, GenerateError, Progress, RunRequest};
 use crate::explain::relevancy::RelevancyMaps;
 use crate::model::config::AnyresConfig;
 use crate::model::tracked::{AnyresRows, AnyresTrackedPass};
 use crate::model::{LlavaNext, ModelDir, NoTape};
 use crate::processing::anyres::{AnyresImageConfig, AnyresLayout, FeatureSource};
-use crate::processing::PromptProcessor;
-use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
+use crate::processing::{EncodedPrompt, PromptProcessor};
+use crate::session::{Array, ImageRegion, RegionKind, Session};
 
 /// A LLaVA-NeXT / OneVision model with its preprocessors.
 pub struct AnyresLoaded {
@@ -116,74 +117,64 @@ pub fn generate(
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Session, GenerateError> {
-    validate(request)?;
+    Ok(Conversation::start(loaded, image, request, cancel, on_progress)?.into_session())
+}
+
+/// [`super::pipeline::Pipeline::see`] of an anyres model: the base view and the tiles encoded,
+/// the image fitted into the canvas as the picture, the base and high-resolution regions. The
+/// vision attention of an anyres run is one `[P, P]` per view, not over a region's cells: not
+/// stored.
+pub(super) fn see(
+    loaded: &AnyresLoaded,
+    image: &image::DynamicImage,
+    request: &RunRequest,
+    run: &mut Decoding,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<(Seen, EncodedPrompt), GenerateError> {
     let model = &loaded.model;
     let llava = model.llava();
     let pixels = loaded.images.preprocess(image)?;
     let layout = &pixels.layout;
-    let encoded = loaded
-        .prompts
-        .encode(&request.prompt, layout.num_tokens())?;
-    let n = encoded.ids.len();
-    let context = llava.config().text_config.max_position_embeddings;
-    if n + request.max_new_tokens > context {
-        return Err(GenerateError::TooLong {
-            prompt: n,
-            new: request.max_new_tokens,
-            context,
-        });
-    }
-    let capture = if request.causal {
-        Capture::Full
-    } else {
-        request.capture
-    };
-    let mut run = Decoding::new(llava, capture);
-
-    on_progress(Progress::Stage("encoding image".into()));
-    let clock = Instant::now();
-    let pixel_tensor =
-        Tensor::from_vec(pixels.data.clone(), pixels.shape.to_vec(), llava.device())?;
-    let features = model.image_features(&pixel_tensor, layout, &mut run.recorder)?;
-    run.timings
-        .insert("encode_image".into(), clock.elapsed().as_secs_f64());
-
-    on_progress(Progress::Stage("prefill".into()));
-    let clock = Instant::now();
-    let embeds = llava.embed(&encoded.ids, Some(&features))?;
-    let logits = llava.forward(&embeds, 0, &mut run.cache, &mut run.recorder, false)?;
-    run.timings
-        .insert("prefill".into(), clock.elapsed().as_secs_f64());
-    run.decode(logits, &loaded.prompts, request, cancel, on_progress)?;
-
-    let cfg = llava.config();
-    let builder = SessionBuilder {
-        model_name: &loaded.name,
-        shape: ModelShape {
-            architecture: cfg.architecture.clone(),
-            text_layers: llava.num_layers(),
-            text_heads: llava.num_heads(),
-            vision_layers: cfg.vision_config.num_hidden_layers,
-            vision_heads: cfg.vision_config.num_attention_heads,
-            family: ModelFamily {
-                decoder: cfg.text_config.family.as_str().into(),
-                vision: cfg.vision_config.family.as_str().into(),
-            },
-        },
-        request,
-        image_mode: "anyres".into(),
-        original_size: [image.width(), image.height()],
+    let tokens = layout.num_tokens();
+    let encoded = loaded.prompts.encode(&request.prompt, tokens)?;
+    check_context(
+        encoded.ids.len(),
+        request.max_new_tokens,
+        llava.config().text_config.max_position_embeddings,
+    )?;
+    encode_image(run, on_progress, |recorder| {
+        let tensor = Tensor::from_vec(pixels.data.clone(), pixels.shape.to_vec(), llava.device())?;
+        Ok(model.image_features(&tensor, layout, recorder)?)
+    })?;
+    let seen = Seen {
+        tokens,
+        grid: None,
+        image_span: encoded.image_span,
         regions: regions(layout, encoded.image_span[0]).to_vec(),
-        encoded,
         pixel_values: Array::new(pixels.fitted.shape.to_vec(), pixels.fitted.data).ok_or_else(
             || GenerateError::Setting("pixel values do not match their shape".into()),
         )?,
-        output: run.output,
-        timings: run.timings,
+        image_mode: "anyres".into(),
+        original_size: [image.width(), image.height()],
+        shape: super::pipeline::Pipeline::Anyres(loaded).shape(),
+        vision_attention: false,
     };
-    // The vision attention of an anyres run is one [P, P] per view, not over a region's
-    // cells: not stored.
-    Ok(builder.build(&loaded.prompts, &run.recorder, false))
+    Ok((seen, encoded))
+}
+
+/// The image features of a session `generate` made with `loaded`, from its original image
+/// (read back and checked, [`session_image`]).
+pub(super) fn session_features(
+    loaded: &AnyresLoaded,
+    session: &Session,
+) -> Result<Tensor, GenerateError> {
+    let image = session_image(loaded, session)?;
+    let pixels = loaded.images.preprocess(&image)?;
+    let llava = loaded.model.llava();
+    let tensor = Tensor::from_vec(pixels.data, pixels.shape.to_vec(), llava.device())?;
+    Ok(loaded
+        .model
+        .image_features(&tensor, &pixels.layout, &mut NoTape)?)
 }
 
 /// Output tokens carried by one decoder backward of the anyres relevancy pass.

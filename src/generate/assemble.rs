@@ -106,6 +106,8 @@ impl SessionBuilder<'_> {
                 temperature: request.temperature,
                 top_p: request.top_p,
                 seed: request.seed,
+                dtype: Some(request.dtype.as_str().to_string()),
+                device: Some(request.device.to_string()),
             },
             tokens: TokenStrings {
                 input: self.encoded.tokens,

@@ -1,30 +1,31 @@
-//! Conversations on the LLaVA path: follow-up questions on the same image, continuing from the
-//! KV cache when the chat template's rendering of the conversation extends what was already run
-//! (docs/design.md, "Conversations").
+//! Conversations on every pipeline: follow-up questions on the same image, continuing from the
+//! KV cache (docs/design.md, "Conversations (turns)").
 //!
 //! Turn k's input is the conversation rendered through the chat template with every earlier
 //! answer included and the generation prompt (as transformers' `apply_chat_template`), the image
 //! expanded. The cache holds the last turn's input and its answer but the last token (which was
-//! sampled, never run); when the new ids start with exactly those ids, only the rest runs; when
-//! the template spells the earlier turns differently (a re-tokenised boundary, an end token it
-//! drops), the new ids run from position 0 with the image features kept from the first turn.
+//! sampled, never run); the positions the new ids share with those keep their keys and values
+//! (a position's depend on the positions up to it only) and the rest runs: only the new question
+//! when the template spells the conversation so far as it ran, more from where it spells an
+//! earlier turn differently (a re-tokenised boundary, an end token it drops). Nothing shared
+//! (a resumed conversation): the new ids run from position 0 with the image features kept.
 
+use std::ops::Deref;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
-use super::{
-    prepare, validate, Capture, Decoding, GenerateError, LoadedModel, Prepared, Progress,
-    RunRequest,
-};
+use super::pipeline::{check_context, encode_image, Seen, Talker};
+use super::{validate, Capture, Decoding, GenerateError, Progress, RunRequest};
+use crate::processing::EncodedPrompt;
 use crate::session::{Session, TurnInfo};
 
-/// A conversation in progress: the model's state after the last turn and the session so far.
-pub struct Conversation<'m> {
-    loaded: &'m LoadedModel,
-    original_size: [u32; 2],
+/// A conversation in progress on a model of any pipeline (held as `M`: a reference, or an
+/// `Arc` a long-lived worker keeps): the model's state after the last turn (KV cache, image
+/// features, recorder) and the session so far.
+pub struct Conversation<M> {
+    model: M,
+    seen: Seen,
     request: RunRequest,
-    prepared: Prepared,
-    run: Decoding<'m>,
+    run: Decoding,
     history: Vec<(String, String)>,
     session: Session,
 }
@@ -56,41 +57,57 @@ pub fn follow_up_spans(
     (common, answers)
 }
 
-/// Refuses, before anything runs, a scripted conversation whose questions alone (every answer
-/// taken as empty) and `max_new_tokens` already pass the model's context.
+/// Refuses, before anything runs, a scripted conversation on `image` whose questions alone
+/// (every answer taken as empty) and `max_new_tokens` already pass the model's context.
 pub fn check_questions(
-    loaded: &LoadedModel,
+    model: &(impl Talker + ?Sized),
+    image: &image::DynamicImage,
+    request: &RunRequest,
     prompts: &[String],
-    max_new_tokens: usize,
 ) -> Result<(), GenerateError> {
     let Some((last, earlier)) = prompts.split_last() else {
         return Ok(());
     };
+    let model = model.pipeline();
     let history: Vec<(String, String)> =
         earlier.iter().map(|q| (q.clone(), String::new())).collect();
-    let model = &loaded.model;
-    let encoded = loaded
-        .prompts
-        .encode_conversation(&history, last, model.num_image_features())?;
-    let context = model.config().text_config.max_position_embeddings;
+    let tokens = model.image_tokens(image, request)?;
+    let encoded = model
+        .prompts()
+        .encode_conversation(&history, last, tokens)?;
+    let context = model.context();
     let n = encoded.ids.len();
-    if n + max_new_tokens > context {
+    if n + request.max_new_tokens > context {
         return Err(GenerateError::ConversationTooLong {
             turns: prompts.len(),
             prompt: n,
-            new: max_new_tokens,
+            new: request.max_new_tokens,
             context,
         });
     }
     Ok(())
 }
 
-impl<'m> Conversation<'m> {
-    /// Runs the first turn (`request.prompt` about `image`) as [`super::generate`] does and
-    /// keeps the model's state for follow-ups.
+/// The ids of the last turn of `session`: its input, then its answer.
+fn turn_ids(session: &Session) -> Vec<u32> {
+    session
+        .input_ids
+        .iter()
+        .chain(&session.output_ids)
+        .map(|&i| i as u32)
+        .collect()
+}
+
+impl<M> Conversation<M>
+where
+    M: Deref,
+    M::Target: Talker,
+{
+    /// Runs the first turn (`request.prompt` about `image`) and keeps the model's state for
+    /// follow-ups; its session is what a one-question run gives.
     pub fn start(
-        loaded: &'m LoadedModel,
-        image: image::DynamicImage,
+        model: M,
+        image: &image::DynamicImage,
         request: &RunRequest,
         cancel: &AtomicBool,
         on_progress: &mut dyn FnMut(Progress),
@@ -101,35 +118,40 @@ impl<'m> Conversation<'m> {
         } else {
             request.capture
         };
-        let prepared = prepare(loaded, &image, request)?;
-        let mut run = Decoding::new(&loaded.model, capture);
-        let logits = run.prefill(&prepared, on_progress)?;
-        run.decode(logits, &loaded.prompts, request, cancel, on_progress)?;
-        let original_size = [image.width(), image.height()];
-        let session = run.session(&prepared, loaded, original_size, request)?;
-        let answer = loaded.prompts.decode(&run.output);
+        let p = model.pipeline();
+        let mut run = Decoding::new(p.num_layers(), capture);
+        let (seen, encoded) = p.see(image, request, &mut run, on_progress)?;
+        let text = p.text(&seen, &encoded.ids)?;
+        let logits = run.prefill_with(&text, &encoded.ids, 0, on_progress)?;
+        run.decode(&text, logits, p.prompts(), request, cancel, on_progress)?;
+        let session = seen.session(p, request, encoded, &run);
+        let answer = p.prompts().decode(&run.output);
         Ok(Self {
-            loaded,
-            original_size,
+            model,
+            seen,
             request: request.clone(),
-            prepared,
             run,
             history: vec![(request.prompt.trim().to_string(), answer)],
             session,
         })
     }
 
-    /// Continues `session` (a conversation, or one question, made by `loaded`'s model) with
-    /// `loaded`: the image features are computed again from the session's pixel values and the
-    /// KV cache starts empty, so the next turn runs afresh. `max_new_tokens` bounds the next
-    /// answers; the sampling settings are the session's.
+    /// Continues `session` (a conversation, or one question, made by this model) with `model`:
+    /// nothing runs until the next turn, which (once its input is checked against the context)
+    /// computes the image features again from the session's picture (a LLaVA-NeXT / OneVision
+    /// model re-reads the original image) and runs afresh, the KV cache being empty.
+    /// `max_new_tokens` bounds the next answers; the sampling settings are the session's.
     pub fn resume(
-        loaded: &'m LoadedModel,
+        model: M,
         session: Session,
         max_new_tokens: usize,
     ) -> Result<Self, GenerateError> {
         let m = &session.manifest;
-        let image_mode = m.image.mode.parse().map_err(GenerateError::Processing)?;
+        let (dtype, device) = super::recorded_settings(&m.generation);
+        let image_mode = match m.image.mode.as_str() {
+            "native" | "anyres" => Default::default(),
+            mode => mode.parse().map_err(GenerateError::Processing)?,
+        };
         let request = RunRequest {
             model: m.model.path.clone(),
             image: m.image.path.clone().into(),
@@ -139,10 +161,13 @@ impl<'m> Conversation<'m> {
             temperature: m.generation.temperature,
             top_p: m.generation.top_p,
             seed: m.generation.seed,
+            dtype,
+            device,
             capture: Capture::Full,
             ..RunRequest::default()
         };
         validate(&request)?;
+        let p = model.pipeline();
         let mut history = Vec::with_capacity(session.num_turns());
         for k in 0..session.num_turns() {
             let turn = session
@@ -151,42 +176,31 @@ impl<'m> Conversation<'m> {
             let ids: Vec<u32> = turn.output_ids.iter().map(|&i| i as u32).collect();
             history.push((
                 turn.manifest.prompt.trim().to_string(),
-                loaded.prompts.decode(&ids),
+                p.prompts().decode(&ids),
             ));
         }
-        let shape = &session.pixel_values.shape;
-        if shape.len() != 3 {
-            return Err(GenerateError::Setting(
-                "the session's pixel values are not one [3, h, w] image".into(),
-            ));
-        }
-        let pixels = crate::processing::PixelValues {
-            shape: [shape[0], shape[1], shape[2]],
-            data: session.pixel_values.data.clone(),
-        };
-        let mut run = Decoding::new(&loaded.model, Capture::Full);
-        let [c, h, w] = pixels.shape;
-        let tensor = candle_core::Tensor::from_vec(
-            pixels.data.clone(),
-            (1, c, h, w),
-            loaded.model.device(),
-        )?;
-        run.features = Some(loaded.model.image_features(&tensor, &mut run.recorder)?);
-        let encoded = crate::processing::EncodedPrompt {
-            ids: session.input_ids.iter().map(|&i| i as u32).collect(),
-            tokens: session.manifest.tokens.input.clone(),
-            image_span: session.manifest.image_span,
-            text: String::new(),
-        };
+        let run = Decoding::new(p.num_layers(), Capture::Full);
+        let seen = p.see_session(&session)?;
         Ok(Self {
-            loaded,
-            original_size: m.image.original_size,
+            model,
+            seen,
             request,
-            prepared: Prepared { pixels, encoded },
             run,
             history,
             session,
         })
+    }
+
+    /// The conversation with later turns recording that the model runs in `dtype` on `device`
+    /// (a resumed one records the session's own, or f32 on the CPU).
+    pub fn running_on(
+        mut self,
+        dtype: candle_core::DType,
+        device: crate::model::DeviceName,
+    ) -> Self {
+        self.request.dtype = dtype;
+        self.request.device = device;
+        self
     }
 
     /// The conversation so far: the last turn in the standard fields, the earlier ones as turns.
@@ -199,6 +213,38 @@ impl<'m> Conversation<'m> {
         self.session
     }
 
+    /// Whether `session` is this conversation (the same turns: questions, input and answer
+    /// ids, and the same picture), whatever explanations were added to it since.
+    pub fn continues(&self, session: &Session) -> bool {
+        let (a, b) = (&self.session, session);
+        a.num_turns() == b.num_turns()
+            && a.pixel_values == b.pixel_values
+            && a.manifest.model.path == b.manifest.model.path
+            && (0..a.num_turns()).all(|k| match (a.turn(k), b.turn(k)) {
+                (Some(x), Some(y)) => {
+                    x.input_ids == y.input_ids
+                        && x.output_ids == y.output_ids
+                        && x.manifest.prompt.trim() == y.manifest.prompt.trim()
+                }
+                _ => false,
+            })
+    }
+
+    /// Takes `session` as the conversation so far when it [`continues`](Self::continues) this
+    /// one (the explanations added to it kept for the next turn); returns whether it did.
+    pub fn adopt(&mut self, session: Session) -> bool {
+        if !self.continues(&session) {
+            return false;
+        }
+        self.session = session;
+        true
+    }
+
+    /// Positions the KV cache holds.
+    pub fn cached(&self) -> usize {
+        self.run.cache.len()
+    }
+
     /// Input positions the follow-up `prompt` would have (the whole conversation rendered);
     /// errors in one sentence when it and the requested new tokens do not fit the model's
     /// context, before anything runs.
@@ -206,29 +252,27 @@ impl<'m> Conversation<'m> {
         Ok(self.encode_next(prompt)?.ids.len())
     }
 
-    fn encode_next(&self, prompt: &str) -> Result<crate::processing::EncodedPrompt, GenerateError> {
-        let model = &self.loaded.model;
-        let encoded = self.loaded.prompts.encode_conversation(
-            &self.history,
-            prompt,
-            model.num_image_features(),
-        )?;
-        let context = model.config().text_config.max_position_embeddings;
-        let n = encoded.ids.len();
-        if n + self.request.max_new_tokens > context {
-            return Err(GenerateError::TooLong {
-                prompt: n,
-                new: self.request.max_new_tokens,
-                context,
-            });
+    fn encode_next(&self, prompt: &str) -> Result<EncodedPrompt, GenerateError> {
+        let p = self.model.pipeline();
+        let encoded = p
+            .prompts()
+            .encode_conversation(&self.history, prompt, self.seen.tokens)?;
+        check_context(encoded.ids.len(), self.request.max_new_tokens, p.context())?;
+        if encoded.image_span != self.seen.image_span {
+            return Err(GenerateError::Setting(format!(
+                "the chat template puts the image at positions {:?} in the follow-up but {:?} \
+                 in the first turn",
+                encoded.image_span, self.seen.image_span
+            )));
         }
         Ok(encoded)
     }
 
-    /// Asks `prompt` next: renders the whole conversation, continues from the KV cache when the
-    /// new ids extend the cached ones exactly (else runs them afresh), decodes the answer
-    /// (streamed to `on_progress`) and adds the turn. On an error the conversation is unchanged
-    /// (a later turn runs afresh if the cache was touched).
+    /// Asks `prompt` next: renders the whole conversation, keeps the longest prefix of the new
+    /// ids the KV cache holds (all of it when the template spells the conversation so far as it
+    /// ran; up to where it re-spells an earlier answer otherwise) and runs only the rest,
+    /// decodes the answer (streamed to `on_progress`) and adds the turn. On an error (a cancel
+    /// included) the conversation is unchanged and the cache is cut back to the kept prefix.
     pub fn follow_up(
         &mut self,
         prompt: &str,
@@ -236,60 +280,24 @@ impl<'m> Conversation<'m> {
         on_progress: &mut dyn FnMut(Progress),
     ) -> Result<&Session, GenerateError> {
         let encoded = self.encode_next(prompt)?;
-        let model = &self.loaded.model;
-        let previous: Vec<u32> = self
-            .session
-            .input_ids
-            .iter()
-            .chain(&self.session.output_ids)
-            .map(|&i| i as u32)
-            .collect();
-        let cached = previous.len() - 1;
+        // the cache holds a prefix of the last turn's input and answer (all but the answer's
+        // last token, which was sampled and never run, unless a failed turn cut it back)
+        let previous = turn_ids(&self.session);
         let common = common_prefix(&encoded.ids, &previous);
-        let reuse =
-            self.run.cache.len() == cached && common >= cached && encoded.ids.len() > cached;
-        self.run.output.clear();
-        self.run.timings.clear();
-        self.run.recorder.clear_rows();
-        on_progress(Progress::Stage("prefill".into()));
-        let clock = Instant::now();
-        let logits = if reuse {
-            let embeds = model.embed_text(&encoded.ids[cached..])?;
-            model.forward(
-                &embeds,
-                cached,
-                &mut self.run.cache,
-                &mut self.run.recorder,
-                false,
-            )?
-        } else {
-            self.run.cache.clear();
-            self.run.recorder.clear_text();
-            let embeds = model.embed(&encoded.ids, self.run.features.as_ref())?;
-            model.forward(
-                &embeds,
-                0,
-                &mut self.run.cache,
-                &mut self.run.recorder,
-                false,
-            )?
+        let [start, len] = self.seen.image_span;
+        let from = match common
+            .min(self.run.cache.len())
+            .min(encoded.ids.len().saturating_sub(1))
+        {
+            // a prefix that ends before the image's end runs afresh, the image with it
+            kept if kept < start + len => 0,
+            kept => kept,
         };
-        self.run
-            .timings
-            .insert("prefill".into(), clock.elapsed().as_secs_f64());
-        let request = RunRequest {
-            prompt: prompt.trim().to_string(),
-            ..self.request.clone()
-        };
-        self.run
-            .decode(logits, &self.loaded.prompts, &request, cancel, on_progress)?;
-        let prepared = Prepared {
-            pixels: self.prepared.pixels.clone(),
-            encoded,
-        };
-        let next = self
-            .run
-            .session(&prepared, self.loaded, self.original_size, &request)?;
+        let result = self.run_turn(prompt, encoded, from, cancel, on_progress);
+        if result.is_err() {
+            self.run.cache.truncate(from);
+        }
+        let (next, request) = result?;
         let prev_earlier = self
             .session
             .current_turn()
@@ -307,14 +315,54 @@ impl<'m> Conversation<'m> {
             answer_len: next.num_output(),
             question_start,
             earlier_answers,
-            reused: if reuse { cached } else { 0 },
+            reused: from,
             tokens: None,
         };
-        let answer = self.loaded.prompts.decode(&self.run.output);
-        self.prepared = prepared;
+        let answer = self.model.pipeline().prompts().decode(&self.run.output);
         self.session.push_turn(next, info);
         self.history.push((request.prompt, answer));
         Ok(&self.session)
+    }
+
+    /// Runs one turn's prefill (after the first `from` positions the cache holds, or afresh
+    /// with the image features kept when `from` is 0) and decoding; the turn's session and
+    /// request.
+    fn run_turn(
+        &mut self,
+        prompt: &str,
+        encoded: EncodedPrompt,
+        from: usize,
+        cancel: &AtomicBool,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> Result<(Session, RunRequest), GenerateError> {
+        let p = self.model.pipeline();
+        let text = p.text(&self.seen, &encoded.ids)?;
+        self.run.output.clear();
+        self.run.timings.clear();
+        if self.run.features.is_none() {
+            let session = &self.session;
+            encode_image(&mut self.run, on_progress, |recorder| {
+                p.session_features(session, recorder)
+            })?;
+        }
+        // the recorded rows of the last layer's full matrix from `from` on are recorded again
+        self.run.cache.truncate(from);
+        if from > 0 {
+            self.run.recorder.clear_rows();
+        } else {
+            self.run.recorder.clear_text();
+        }
+        let logits = self
+            .run
+            .prefill_with(&text, &encoded.ids, from, on_progress)?;
+        let request = RunRequest {
+            prompt: prompt.trim().to_string(),
+            ..self.request.clone()
+        };
+        self.run
+            .decode(&text, logits, p.prompts(), &request, cancel, on_progress)?;
+        let next = self.seen.session(p, &request, encoded, &self.run);
+        Ok((next, request))
     }
 }
 

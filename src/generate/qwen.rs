@@ -3,21 +3,18 @@
 //! merged tokens, M-RoPE positions in prefill and decode, and a session with one image region
 //! (the merged grid `[rows, cols]`, rarely square, over the whole image).
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{
-    capture_mode, validate, GenerateError, ModelShape, Progress, RunRequest, Sampler,
-    SessionBuilder,
-};
+use super::conversation::Conversation;
+use super::pipeline::{encode_image, Seen};
+use super::{Decoding, GenerateError, ModelShape, Progress, RunRequest};
 use crate::explain::relevancy::RelevancyMaps;
 use crate::model::config::QwenVlVariant;
-use crate::model::qwen_vl::MropePositions;
 use crate::model::tracked::QwenTrackedPass;
-use crate::model::{AttentionRecorder, ModelDir, QwenVl};
+use crate::model::{ModelDir, NoTape, QwenVl};
 use crate::processing::qwen_vl::{QwenImageConfig, QwenPixels};
 use crate::processing::{EncodedPrompt, PromptProcessor};
 use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
@@ -146,77 +143,63 @@ pub fn generate(
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Session, GenerateError> {
-    validate(request)?;
+    Ok(Conversation::start(loaded, image, request, cancel, on_progress)?.into_session())
+}
+
+/// The identity and sizes of a Qwen VL model.
+pub(super) fn shape(loaded: &QwenLoaded) -> ModelShape {
     let model = &loaded.model;
-    let (pixels, encoded, cfg) = prepare(loaded, image, request)?;
-    let mut timings = BTreeMap::new();
-    let mut recorder = AttentionRecorder::new(capture_mode(request.capture, model.num_layers()));
-    let mut cache = model.new_cache();
-
-    on_progress(Progress::Stage("encoding image".into()));
-    let clock = Instant::now();
-    let pixel_tensor = Tensor::from_vec(
-        pixels.data.clone(),
-        (pixels.num_patches, pixels.patch_len),
-        model.device(),
-    )?;
-    let out = model.image_features(&pixel_tensor, pixels.grid_thw, &mut recorder)?;
-    timings.insert("encode_image".into(), clock.elapsed().as_secs_f64());
-
-    on_progress(Progress::Stage("prefill".into()));
-    let clock = Instant::now();
-    let grid = pixels.merged_grid(cfg.merge_size);
-    let pos: MropePositions = model.positions(&encoded.ids, &[grid])?;
-    let embeds = model.embed(&encoded.ids, Some(&out.features))?;
-    let mut logits = model.forward(&embeds, 0, &pos, &mut cache, &mut recorder, false)?;
-    timings.insert("prefill".into(), clock.elapsed().as_secs_f64());
-
-    on_progress(Progress::Stage("decoding".into()));
-    let clock = Instant::now();
-    let mut sampler = Sampler::new(request.temperature, request.top_p, request.seed);
-    let eos = loaded.prompts.eos_token_ids().to_vec();
-    let mut output: Vec<u32> = Vec::new();
-    let mut shown = String::new();
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(GenerateError::Cancelled);
-        }
-        let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-        let id = sampler.sample(&row);
-        output.push(id);
-        let text = loaded.prompts.decode(&output);
-        let piece = text
-            .strip_prefix(shown.as_str())
-            .unwrap_or(&text)
-            .to_string();
-        shown = text;
-        on_progress(Progress::Token {
-            index: output.len() - 1,
-            id,
-            text: piece,
-        });
-        on_progress(Progress::Fraction(
-            output.len() as f64 / request.max_new_tokens as f64,
-        ));
-        if eos.contains(&id) || output.len() >= request.max_new_tokens {
-            break;
-        }
-        let e = model.embed_text(&[id])?;
-        let offset = cache.len();
-        logits = model.forward(&e, offset, &pos, &mut cache, &mut recorder, false)?;
-    }
-    let seconds = clock.elapsed().as_secs_f64();
-    timings.insert("decode".into(), seconds);
-    timings.insert(
-        "tokens_per_second".into(),
-        output.len() as f64 / seconds.max(1e-9),
-    );
-
     let mcfg = model.config();
     let (decoder, vision) = match mcfg.variant {
         QwenVlVariant::Qwen2Vl => ("qwen2_vl_text", "qwen2_vl_vision"),
         QwenVlVariant::Qwen25Vl => ("qwen2_5_vl_text", "qwen2_5_vl_vision"),
     };
+    ModelShape {
+        architecture: mcfg.architecture.clone(),
+        text_layers: model.num_layers(),
+        text_heads: model.num_heads(),
+        vision_layers: mcfg.vision_config.depth,
+        vision_heads: mcfg.vision_config.num_heads,
+        family: ModelFamily {
+            decoder: decoder.into(),
+            vision: vision.into(),
+        },
+    }
+}
+
+/// Image tokens `image` becomes under `request`'s pixel budget.
+pub(super) fn image_tokens(
+    loaded: &QwenLoaded,
+    image: &image::DynamicImage,
+    request: &RunRequest,
+) -> Result<usize, GenerateError> {
+    let cfg = image_config(loaded, request);
+    Ok(cfg.preprocess(image)?.num_tokens(cfg.merge_size))
+}
+
+/// [`super::pipeline::Pipeline::see`] of a Qwen VL model: one image region, the merged grid
+/// `[rows, cols]`, over the whole image. The vision attention of a Qwen run is `[P, P]` over
+/// patches, not the grid's cells; the session has no place for it.
+pub(super) fn see(
+    loaded: &QwenLoaded,
+    image: &image::DynamicImage,
+    request: &RunRequest,
+    run: &mut Decoding,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<(Seen, EncodedPrompt), GenerateError> {
+    let model = &loaded.model;
+    let (pixels, encoded, cfg) = prepare(loaded, image, request)?;
+    encode_image(run, on_progress, |recorder| {
+        let tensor = Tensor::from_vec(
+            pixels.data.clone(),
+            (pixels.num_patches, pixels.patch_len),
+            model.device(),
+        )?;
+        Ok(model
+            .image_features(&tensor, pixels.grid_thw, recorder)?
+            .features)
+    })?;
+    let grid = pixels.merged_grid(cfg.merge_size);
     let region = ImageRegion {
         kind: RegionKind::Image,
         span: encoded.image_span,
@@ -226,45 +209,39 @@ pub fn generate(
     };
     let pixel_values = picture(&cfg, &pixels)
         .ok_or_else(|| GenerateError::Setting("pixel values do not match their shape".into()))?;
-    let builder = SessionBuilder {
-        model_name: &loaded.name,
-        shape: ModelShape {
-            architecture: mcfg.architecture.clone(),
-            text_layers: model.num_layers(),
-            text_heads: model.num_heads(),
-            vision_layers: mcfg.vision_config.depth,
-            vision_heads: mcfg.vision_config.num_heads,
-            family: ModelFamily {
-                decoder: decoder.into(),
-                vision: vision.into(),
-            },
-        },
-        request,
-        image_mode: "native".into(),
-        original_size: [image.width(), image.height()],
-        encoded,
+    let seen = Seen {
+        tokens: encoded.image_span[1],
+        grid: Some(grid),
+        image_span: encoded.image_span,
         regions: vec![region],
         pixel_values,
-        output,
-        timings,
+        image_mode: "native".into(),
+        original_size: [image.width(), image.height()],
+        shape: shape(loaded),
+        vision_attention: false,
     };
-    // The vision attention of a Qwen run is [P, P] over patches, not the grid's cells; the
-    // session has no place for it.
-    Ok(builder.build(&loaded.prompts, &recorder, false))
+    Ok((seen, encoded))
 }
 
-/// Relevancy of output tokens `tokens` of a session `generate` made with `loaded`, in the
-/// session's layout: `llm` rows over the positions, `vit` and `combined` over the merged grid
-/// (row-major), each merged token holding the mean of its patches' values (the tracked pass
-/// computes them per patch, in the processor's order).
-pub fn relevancy_maps(
+/// The image features of a session's picture (cut into patches again; checked against the
+/// manifest's grid).
+pub(super) fn session_features(
     loaded: &QwenLoaded,
     session: &Session,
-    tokens: &[usize],
-    on_token: &mut dyn FnMut(usize),
-) -> Result<RelevancyMaps, GenerateError> {
-    let start = Instant::now();
-    let model = &loaded.model;
+) -> Result<Tensor, GenerateError> {
+    let (pixel_values, grid) = session_patches(loaded, session)?;
+    Ok(loaded
+        .model
+        .image_features(&pixel_values, grid, &mut NoTape)?
+        .features)
+}
+
+/// A session's picture cut into patches `[P, patch_len]` again, and its `[t, h, w]` grid,
+/// checked against the manifest's merged grid.
+fn session_patches(
+    loaded: &QwenLoaded,
+    session: &Session,
+) -> Result<(Tensor, [usize; 3]), GenerateError> {
     let px = &session.pixel_values;
     let [3, h, w] = px.shape[..] else {
         return Err(GenerateError::Setting(format!(
@@ -283,7 +260,28 @@ pub fn relevancy_maps(
         )));
     }
     let patch_len = loaded.images.patch_len();
-    let pixel_values = Tensor::from_vec(patches, (grid[1] * grid[2], patch_len), model.device())?;
+    let pixel_values = Tensor::from_vec(
+        patches,
+        (grid[1] * grid[2], patch_len),
+        loaded.model.device(),
+    )?;
+    Ok((pixel_values, grid))
+}
+
+/// Relevancy of output tokens `tokens` of a session `generate` made with `loaded`, in the
+/// session's layout: `llm` rows over the positions, `vit` and `combined` over the merged grid
+/// (row-major), each merged token holding the mean of its patches' values (the tracked pass
+/// computes them per patch, in the processor's order).
+pub fn relevancy_maps(
+    loaded: &QwenLoaded,
+    session: &Session,
+    tokens: &[usize],
+    on_token: &mut dyn FnMut(usize),
+) -> Result<RelevancyMaps, GenerateError> {
+    let start = Instant::now();
+    let model = &loaded.model;
+    let (pixel_values, grid) = session_patches(loaded, session)?;
+    let m = loaded.images.merge_size;
     let ids = |v: &[i64]| v.iter().map(|&i| i as u32).collect::<Vec<_>>();
     let (input, output) = (ids(&session.input_ids), ids(&session.output_ids));
     let pass = QwenTrackedPass::forward(model, &input, &output, &pixel_values, grid)?;

@@ -10,6 +10,7 @@ use crate::explain::faithfulness::{scored_region, Deletion, PictureScorer};
 use crate::explain::knockout::Replayer;
 use crate::explain::relevancy::{self, RelevancyMaps};
 use crate::generate::anyres::{self, AnyresLoaded};
+use crate::generate::pipeline::{Pipeline, Talker};
 use crate::generate::qwen::{self, QwenLoaded};
 use crate::generate::{GenerateError, LoadedModel, Progress, RunRequest};
 use crate::model::{Llava, LlavaNext, ModelDir, NoTape, QwenVl};
@@ -339,6 +340,16 @@ impl SessionModel {
             Self::Llava(m) => &m.name,
             Self::Qwen(m) => &m.name,
             Self::Anyres(m) => &m.name,
+        }
+    }
+}
+
+impl Talker for SessionModel {
+    fn pipeline(&self) -> Pipeline<'_> {
+        match self {
+            Self::Llava(m) => Pipeline::Llava(m),
+            Self::Qwen(m) => Pipeline::Qwen(m),
+            Self::Anyres(m) => Pipeline::Anyres(m),
         }
     }
 }

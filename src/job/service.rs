@@ -8,6 +8,7 @@
 //! `report --method lens`), all with the kept model.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::DType;
@@ -22,6 +23,7 @@ use crate::processing::PromptProcessor;
 use crate::session::{RegionKind, Session};
 
 use super::models::SessionModel;
+use super::shared::{RunSettings, SharedModel};
 
 /// Which model to load, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,13 +37,15 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// The model a session was made with. Sessions do not record the dtype and device of their
-    /// run, so these are f32 on the CPU (what `run` and the app use by default).
+    /// The model a session was made with, on the device and in the dtype its run recorded;
+    /// f32 on the CPU (what `run` and the app use by default) for a file that records neither
+    /// or names ones this build does not know.
     pub fn for_session(session: &Session) -> Self {
+        let (dtype, device) = crate::generate::recorded_settings(&session.manifest.generation);
         Self {
             path: session.manifest.model.path.clone(),
-            dtype: DType::F32,
-            device: DeviceName::Cpu,
+            dtype,
+            device,
         }
     }
 }
@@ -192,11 +196,14 @@ pub enum ServiceError {
 }
 
 /// Holds the model of the latest job (one at a time: a second large model would not fit) and
-/// runs [`ModelJob`]s with it.
+/// runs [`ModelJob`]s with it. The app's service shares it with the live-run worker
+/// ([`ModelService::shared`]).
 #[derive(Default)]
 pub struct ModelService {
-    loaded: Option<(ModelSpec, SessionModel)>,
+    loaded: Option<(ModelSpec, Arc<SessionModel>)>,
     loads: usize,
+    shared: SharedModel,
+    settings: RunSettings,
 }
 
 impl std::fmt::Debug for ModelService {
@@ -212,6 +219,16 @@ impl ModelService {
     /// A service with no model loaded yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A service that looks for its model in `shared` before loading one (and shares what it
+    /// loads), running sessions' models with `settings` over their own device and dtype.
+    pub fn shared(shared: SharedModel, settings: RunSettings) -> Self {
+        Self {
+            shared,
+            settings,
+            ..Self::default()
+        }
     }
 
     /// How many times a model was loaded (a second job on the same model loads nothing).
@@ -232,21 +249,23 @@ impl ModelService {
         let fresh = self.loaded.as_ref().is_some_and(|(s, _)| s == spec);
         if !fresh {
             self.loaded = None;
-            progress(JobProgress::Stage(format!("loading model {}", spec.path)));
-            let load_error = |source| ServiceError::Load {
-                path: spec.path.clone(),
-                source,
-            };
-            let device = spec
-                .device
-                .open()
-                .map_err(|e| load_error(GenerateError::from(e)))?;
-            let model = SessionModel::load(spec, &device).map_err(load_error)?;
-            self.loads += 1;
+            let (model, loaded) = self.shared.get_or_load(spec, || {
+                progress(JobProgress::Stage(format!("loading model {}", spec.path)));
+                let load_error = |source| ServiceError::Load {
+                    path: spec.path.clone(),
+                    source,
+                };
+                let device = spec
+                    .device
+                    .open()
+                    .map_err(|e| load_error(GenerateError::from(e)))?;
+                SessionModel::load(spec, &device).map_err(load_error)
+            })?;
+            self.loads += usize::from(loaded);
             self.loaded = Some((spec.clone(), model));
         }
         match &self.loaded {
-            Some((_, m)) => Ok(m),
+            Some((_, m)) => Ok(m.as_ref()),
             None => Err(ServiceError::NoModel),
         }
     }
@@ -257,7 +276,7 @@ impl ModelService {
         session: &Session,
         progress: &mut dyn FnMut(JobProgress),
     ) -> Result<&SessionModel, ServiceError> {
-        let spec = ModelSpec::for_session(session);
+        let spec = self.settings.spec_for(session);
         let loaded = self.model(&spec, progress)?;
         loaded.check_fits(&spec.path, session)?;
         Ok(loaded)

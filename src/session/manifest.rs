@@ -117,6 +117,13 @@ pub struct GenerationInfo {
     pub top_p: f64,
     /// Random seed for sampling.
     pub seed: u64,
+    /// Weights and activations dtype of the run (`f32`, `f16`, `bf16`); absent in files
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
+    /// Device of the run (`cpu`, `cuda:N`); absent in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// Token strings, one per id, as the tokenizer spells them.

@@ -347,6 +347,8 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
             temperature: 0.0,
             top_p: 1.0,
             seed: spec.seed,
+            dtype: None,
+            device: None,
         },
         relevancy_tokens: if spec.relevancy {
             (0..t_len).collect()

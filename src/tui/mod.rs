@@ -70,6 +70,8 @@ pub struct TuiOptions {
     pub heads: Option<PathBuf>,
     /// A second session to show beside the first (the compare split view).
     pub compare: Option<PathBuf>,
+    /// Device and dtype of live runs, follow-ups and model jobs (`--device`, `--dtype`).
+    pub settings: crate::job::RunSettings,
 }
 
 /// The look for a `--theme` value and the terminal's colour mode.
@@ -143,7 +145,19 @@ pub fn read_head_scores(path: &std::path::Path) -> Result<grid::HeadScores, Stri
 /// Runs the app for `opts` until the user quits. Live runs use `runner` (none: they report that
 /// this build cannot run models).
 pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
-    run_with(opts, default_runner())
+    let (runner, jobs) = model_runners(opts.settings);
+    run_with_jobs(opts, Some(runner), jobs)
+}
+
+/// The runners of the real model for live runs (and follow-ups) and for model jobs, holding one
+/// copy of the weights between them (a [`crate::job::SharedModel`]) and running with
+/// `settings`.
+pub fn model_runners(settings: crate::job::RunSettings) -> (Arc<dyn Runner>, Box<dyn JobRunner>) {
+    let shared = crate::job::SharedModel::default();
+    (
+        Arc::new(worker::GenerateRunner::new(shared.clone(), settings)),
+        Box::new(crate::job::ModelService::shared(shared, settings)),
+    )
 }
 
 /// The job runner model jobs use: a [`crate::job::ModelService`], which keeps the model it
@@ -154,7 +168,7 @@ pub fn default_job_runner() -> Box<dyn JobRunner> {
 
 /// The runner live runs use: the model through `job::run`.
 pub fn default_runner() -> Option<Arc<dyn Runner>> {
-    Some(Arc::new(worker::GenerateRunner))
+    Some(Arc::new(worker::GenerateRunner::default()))
 }
 
 /// Like [`run`], with an explicit runner.

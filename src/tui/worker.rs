@@ -4,9 +4,9 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{channel, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::job::{JobOutput, JobProgress, ModelJob, ModelService};
+use crate::job::{JobOutput, JobProgress, Live, ModelJob, ModelService, RunSettings, SharedModel};
 use crate::session::Session;
 
 pub use super::msg::{JobDone, LiveRequest, Msg, RunEvent};
@@ -42,11 +42,41 @@ pub fn spawn_run(
     })
 }
 
-/// The runner of the real model: `crate::job::run`, recording the generated rows and the
-/// full attention of the last layer (so causal explanations can be computed in the app); a
-/// follow-up goes through `crate::job::follow_up` (the session's model loaded again).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GenerateRunner;
+/// The runner of the real model, recording the generated rows and the full attention of the
+/// last layer (so causal explanations can be computed in the app). It keeps the model of its
+/// last run and the conversation with its KV cache ([`Live`]): a follow-up on that
+/// conversation runs only its new positions; a follow-up on a session opened from a file loads
+/// its model once and resumes it.
+#[derive(Default)]
+pub struct GenerateRunner {
+    live: Mutex<Live>,
+}
+
+impl GenerateRunner {
+    /// A runner that shares its model through `shared` (with the model-job service) and runs
+    /// with `settings` (the app's `--device` / `--dtype`).
+    pub fn new(shared: SharedModel, settings: RunSettings) -> Self {
+        Self {
+            live: Mutex::new(Live::new(shared, settings)),
+        }
+    }
+
+    /// How many times the runner loaded a model.
+    pub fn loads(&self) -> usize {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .loads()
+    }
+
+    /// Positions the kept conversation's KV cache holds.
+    pub fn cached(&self) -> usize {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cached()
+    }
+}
 
 impl Runner for GenerateRunner {
     fn run(
@@ -69,11 +99,12 @@ impl Runner for GenerateRunner {
             Progress::Fraction(f) => progress(RunEvent::Fraction(f)),
             Progress::Token { index, text, .. } => progress(RunEvent::Token { index, text }),
         };
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         match &req.history {
             Some(talk) => {
-                crate::job::follow_up(talk, &req.prompt, req.max_new_tokens, cancel, &mut report)
+                live.follow_up(talk, &req.prompt, req.max_new_tokens, cancel, &mut report)
             }
-            None => crate::job::run(&request, cancel, &mut report),
+            None => live.run(&request, cancel, &mut report),
         }
         .map_err(|e| e.to_string())
     }

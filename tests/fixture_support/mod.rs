@@ -64,6 +64,8 @@ pub fn reference_session(name: &str, model: &Llava) -> Session {
             temperature: 0.0,
             top_p: 1.0,
             seed: 0,
+            dtype: None,
+            device: None,
         },
         tokens: TokenStrings {
             input: strings("input_tokens"),

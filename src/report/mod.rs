@@ -137,6 +137,9 @@ pub struct ReportMap {
     pub image_share: Option<f32>,
     /// The relevancy views (relevancy only).
     pub relevancy: Option<RelevancyReport>,
+    /// The map's row over the parts of the turn as shares (every method with a text part:
+    /// the catalogue's [`catalogue::Explanation::parts`]; relevancy's as its views prepare it).
+    pub parts: Option<PartSums>,
 }
 
 /// The relevancy views of a report: the input words against the image, and how much the
@@ -289,6 +292,10 @@ pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportErr
         text: e.text,
         causal: e.causal,
         image_share,
+        parts: relevancy
+            .as_ref()
+            .map(|r| r.parts)
+            .or(e.parts.map(|p| p.shares())),
         relevancy,
     })
 }
@@ -330,6 +337,13 @@ pub fn to_json(s: &Session, r: &ReportMap) -> Value {
     if let Some(c) = &r.causal {
         out["causal"] = serde_json::to_value(c).unwrap_or(Value::Null);
     }
+    if let Some(parts) = &r.parts {
+        out["reliance_parts"] = TextPart::ALL
+            .iter()
+            .map(|&p| (p.key().to_string(), json!(parts.get(p))))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     if let Some(rel) = &r.relevancy {
         let reliance = |x: &Reliance| json!({"image": x.image, "text": x.text, "image_share": x.image_share()});
         out["normalization"] = json!(rel.normalization.name());
@@ -341,11 +355,6 @@ pub fn to_json(s: &Session, r: &ReportMap) -> Value {
             .collect();
         out["image_max"] = json!(rel.text.image_max);
         out["reliance"] = reliance(&rel.reliance);
-        out["reliance_parts"] = TextPart::ALL
-            .iter()
-            .map(|&p| (p.key().to_string(), json!(rel.parts.get(p))))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
         out["answer_reliance"] = rel
             .answer
             .iter()

@@ -121,6 +121,13 @@ pub fn print(out: &mut dyn Write, s: &Session, r: &ReportMap, look: &Look) -> st
     if let Some(share) = r.image_share {
         writeln!(out, "share of attention on the image: {share:.3}")?;
     }
+    if let Some(parts) = r.parts.filter(|_| TurnParts::of(s).has_history()) {
+        let parts: Vec<String> = TextPart::ALL
+            .iter()
+            .map(|&p| format!("{} {:.3}", p.name(), parts.get(p)))
+            .collect();
+        writeln!(out, "{} by part: {}", r.method, parts.join(", "))?;
+    }
     if let Some(rel) = &r.relevancy {
         relevancy(out, s, r.token, rel, look)?;
     } else {
@@ -195,13 +202,6 @@ fn relevancy(
         rel.reliance.image,
         rel.reliance.text
     )?;
-    if TurnParts::of(s).has_history() {
-        let parts: Vec<String> = TextPart::ALL
-            .iter()
-            .map(|&p| format!("{} {:.3}", p.name(), rel.parts.get(p)))
-            .collect();
-        writeln!(out, "relevancy by part: {}", parts.join(", "))?;
-    }
     let mut line = String::new();
     for (t, x) in s.manifest.tokens.output.iter().zip(&rel.answer) {
         let text = display(t);

@@ -13,6 +13,7 @@ pub mod causal;
 pub mod faithfulness;
 pub mod knockout;
 pub mod lens;
+mod parts;
 pub mod relevancy;
 
 use std::collections::BTreeMap;
@@ -271,6 +272,15 @@ fn draw(pane: &MethodPane, f: &mut Frame, area: Rect, ctx: &Ctx) {
         Rect::new(inner.x, inner.y, inner.width, top)
     } else {
         inner
+    };
+    let inner = match &ctx.view.reliance_parts {
+        Some(shares) if inner.height >= parts::HEIGHT + 3 => {
+            let top = inner.height - parts::HEIGHT;
+            let strip = Rect::new(inner.x, inner.y + top, inner.width, parts::HEIGHT);
+            parts::draw(f, ctx, shares, strip);
+            Rect::new(inner.x, inner.y, inner.width, top)
+        }
+        _ => inner,
     };
     match sel.method {
         Method::Attention if patches => {

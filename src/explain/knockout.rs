@@ -6,15 +6,19 @@
 //!
 //! One forward covers positions `0..=q_t` (`input_ids + output_ids[..t]`, q_t = N − 1 + t);
 //! the image features come from the session's pixel values. Key sets: the image features, the
-//! question (the input positions that spell the user's prompt, [`question_positions`]), chosen
-//! patches, or the top k % patches of a catalogue map. Query sets: the answer position
+//! question (the input positions that spell the current turn's prompt, [`question_positions`]),
+//! a conversation's earlier turns or earlier answers ([`earlier_positions`],
+//! [`earlier_answer_positions`]), chosen patches, or the top k % patches of a catalogue map. Query sets: the answer position
 //! (default) or the last question token. Δp = p(knocked out) − p(original).
 
 mod sets;
 
 use std::ops::RangeInclusive;
 
-pub use sets::{parse_layers, question_positions, KeyBlock, QuerySet};
+pub use sets::{
+    earlier_answer_positions, earlier_positions, parse_layers, question_positions, KeyBlock,
+    QuerySet,
+};
 
 use candle_core::{Device, Tensor};
 
@@ -42,7 +46,7 @@ pub enum KnockoutError {
         count: usize,
     },
     /// A `--block` that names no key set.
-    #[error("unknown key set {0:?} (choose image, question, map:NAME:PCT such as map:relevancy.combined:10, or patches:LIST such as patches:0,1,5-7)")]
+    #[error("unknown key set {0:?} (choose image, question, earlier, answers, map:NAME:PCT such as map:relevancy.combined:10, or patches:LIST such as patches:0,1,5-7)")]
     Block(String),
     /// A `--query` that names no query set.
     #[error("unknown query set {0:?} (choose answer or last-question)")]
@@ -83,6 +87,9 @@ pub enum KnockoutError {
     /// The session has no question tokens.
     #[error("the session has no question tokens after the image")]
     NoQuestion,
+    /// A conversation key set on a turn without earlier turns.
+    #[error("the key set {0} blocks the earlier turns of a conversation, and this turn has none (choose image or question)")]
+    NoHistory(String),
     /// The key set names an unknown map.
     #[error(transparent)]
     MapName(#[from] MapIdError),
@@ -189,6 +196,16 @@ pub fn key_positions(s: &Session, t: usize, block: &KeyBlock) -> Result<Vec<usiz
     Ok(match block {
         KeyBlock::Image => s.image_range().collect(),
         KeyBlock::Question => question_positions(s),
+        KeyBlock::Earlier | KeyBlock::Answers => {
+            let keys = match block {
+                KeyBlock::Earlier => earlier_positions(s),
+                _ => earlier_answer_positions(s),
+            };
+            if keys.is_empty() {
+                return Err(KnockoutError::NoHistory(block.to_string()));
+            }
+            keys
+        }
         KeyBlock::Patches(list) => {
             if let Some(&patch) = list.iter().find(|&&i| i >= patches.len()) {
                 return Err(KnockoutError::Patch {

@@ -438,6 +438,22 @@ pub fn png_raster(s: &Session, r: &ReportMap, look: &Look) -> overlay::Raster {
     }
 }
 
+/// Loads turn `turn` (1-based; default: the last) of the session file at `path` as an
+/// ordinary session (the last turn is the whole file, earlier turns included); returns it
+/// with the turn's number and the file's turns.
+pub fn load_turn(
+    path: &std::path::Path,
+    turn: Option<usize>,
+) -> Result<(Session, usize, usize), ReportError> {
+    let file = crate::session::load(path)?;
+    let turns = file.num_turns();
+    let turn = turn.unwrap_or(turns);
+    match turn.checked_sub(1).and_then(|k| file.turn(k)) {
+        Some(one) => Ok((one.into_owned(), turn, turns)),
+        None => Err(ReportError::Turn { turn, turns }),
+    }
+}
+
 /// Runs `lvlmscope report`.
 pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
     let theme = match &opts.theme {
@@ -445,14 +461,7 @@ pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
         None => Theme::dark(),
     };
     let look = Look::new(theme, ColorMode::detect());
-    let file = crate::session::load(&opts.file).map_err(ReportError::from)?;
-    let turns = file.num_turns();
-    let turn = opts.turn.unwrap_or(turns);
-    let mut s = match turn.checked_sub(1).and_then(|k| file.turn(k)) {
-        Some(one) => one.into_owned(),
-        None => return Err(ReportError::Turn { turn, turns }.into()),
-    };
-    drop(file);
+    let (mut s, turn, turns) = load_turn(&opts.file, opts.turn)?;
     let t = opts.token.unwrap_or(0);
     let id = map_id(&s, &opts)?;
     if t < s.num_output() && matches!(catalogue::need(&s, &[t], &id), Need::Relevancy(_)) {

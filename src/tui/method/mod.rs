@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use ratatui::layout::Rect;
 use ratatui::Frame;
 
+use crate::explain::catalogue::TurnParts;
 use crate::job::ModelJob;
 use crate::session::Session;
 
@@ -128,6 +129,11 @@ impl MethodPane {
             percent: self.knock.percent,
             layers: self.knock.layers,
             shown: self.knock.shown,
+            history: self
+                .knock
+                .history
+                .clone()
+                .filter(|_| TurnParts::of(s).has_history()),
             ..Default::default()
         };
         self.lens_halted = None;
@@ -188,7 +194,10 @@ impl Component for MethodPane {
             Action::ComputeRelevancy => relevancy::request(ctx, out),
             Action::Faithfulness => faithfulness::toggle(&mut self.faith, ctx, out),
             Action::Knockout => knockout::request(&mut self.knock, ctx, out),
-            Action::KnockoutPercent => self.knock.step_percent(),
+            Action::KnockoutPercent => {
+                let history = ctx.session.is_some_and(|s| TurnParts::of(s).has_history());
+                self.knock.step_percent(history);
+            }
             Action::KnockoutLayers => {
                 self.knock.shown = true;
                 self.knock.layers = self.knock.layers.next();

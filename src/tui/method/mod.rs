@@ -58,7 +58,37 @@ impl Default for MethodPane {
     }
 }
 
+/// What the method pane measured on one turn of a conversation (faithfulness, the last
+/// knockout, the token words jobs brought), kept while another turn is shown.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TurnMeasures {
+    faith: Option<FaithState>,
+    knock: Option<knockout::KnockShown>,
+    words: BTreeMap<u32, String>,
+}
+
 impl MethodPane {
+    /// What the pane measured on the session shown.
+    pub fn measures(&self) -> TurnMeasures {
+        TurnMeasures {
+            faith: Some(self.faith.clone()),
+            knock: self.knock.last.clone(),
+            words: self.words.clone(),
+        }
+    }
+
+    /// Shows again what was measured on a turn (after [`MethodPane::open_session`] of that
+    /// turn); the faithfulness block's settings stay as they are.
+    pub fn restore(&mut self, m: TurnMeasures) {
+        if let Some(f) = m.faith {
+            self.faith.drops = f.drops;
+            self.faith.original = f.original;
+            self.faith.seconds = f.seconds;
+        }
+        self.knock.last = m.knock;
+        self.words.extend(m.words);
+    }
+
     /// What the pane shows under the attention method (key `v`).
     pub fn attn_view(&self) -> AttnView {
         self.attn_view
@@ -282,10 +312,14 @@ fn draw(pane: &MethodPane, f: &mut Frame, area: Rect, ctx: &Ctx) {
     } else {
         inner
     };
+    let strip_h = ctx
+        .view
+        .reliance_parts
+        .map_or(0, |s| parts::height(&s, inner.width));
     let inner = match &ctx.view.reliance_parts {
-        Some(shares) if inner.height >= parts::HEIGHT + 3 => {
-            let top = inner.height - parts::HEIGHT;
-            let strip = Rect::new(inner.x, inner.y + top, inner.width, parts::HEIGHT);
+        Some(shares) if inner.height >= strip_h + 3 => {
+            let top = inner.height - strip_h;
+            let strip = Rect::new(inner.x, inner.y + top, inner.width, strip_h);
             parts::draw(f, ctx, shares, strip);
             Rect::new(inner.x, inner.y, inner.width, top)
         }

@@ -13,8 +13,35 @@ use crate::style::Look;
 use super::super::blocks::put;
 use super::super::component::Ctx;
 
-/// Lines the strip takes: the bar and the legend.
-pub const HEIGHT: u16 = 2;
+/// Lines the strip takes in a pane `width` cells wide: the bar and the legend, wrapped.
+pub fn height(shares: &PartSums, width: u16) -> u16 {
+    1 + legend(shares, width)
+        .last()
+        .map_or(0, |&(_, line, _)| line + 1)
+}
+
+/// The legend's entries `(part, line, x)`: a swatch, the part's name and its share, flowed
+/// over lines `width` cells wide.
+fn legend(shares: &PartSums, width: u16) -> Vec<(TextPart, u16, u16)> {
+    let (mut line, mut x) = (0u16, 0u16);
+    TextPart::ALL
+        .iter()
+        .map(|&part| {
+            let w = entry(shares, part).chars().count() as u16 + 1;
+            if x > 0 && x + w > width {
+                (line, x) = (line + 1, 0);
+            }
+            let at = (part, line, x);
+            x += w + 1;
+            at
+        })
+        .collect()
+}
+
+/// The legend's text of a part after its swatch.
+fn entry(shares: &PartSums, part: TextPart) -> String {
+    format!(" {} {:.2}", part.name(), shares.get(part))
+}
 
 /// The colour of a part: the theme's accent for the image, ordinary text for this question,
 /// the warning colour for earlier answers, the focused border's for earlier questions, dim
@@ -63,54 +90,35 @@ pub fn widths(shares: &PartSums, width: usize) -> Vec<usize> {
     out
 }
 
-/// Draws the strip of the view's parts into the first [`HEIGHT`] lines of `area`.
+/// Draws the strip of the view's parts into `area` ([`height`] lines).
 pub fn draw(f: &mut Frame, ctx: &Ctx, shares: &PartSums, area: Rect) {
     let look = ctx.look;
     let buf = f.buffer_mut();
-    let label = "parts ";
     let fg = Style::default().fg(look.color(look.theme.foreground));
-    let used = put(buf, area, area.x, area.y, label, fg);
+    let used = put(buf, area, area.x, area.y, "parts ", fg);
     let width = area.width.saturating_sub(used) as usize;
     let mut x = area.x + used;
+    let fill = |part: TextPart, w: usize| -> String {
+        let c = if look.no_color() { glyph(part) } else { ' ' };
+        std::iter::repeat_n(c, w).collect()
+    };
     for (&part, w) in TextPart::ALL.iter().zip(widths(shares, width)) {
-        let text: String = if look.no_color() {
-            std::iter::repeat_n(glyph(part), w).collect()
-        } else {
-            " ".repeat(w)
-        };
-        put(
-            buf,
-            area,
-            x,
-            area.y,
-            &text,
-            Style::default().bg(colour(look, part)),
-        );
+        let swatch = Style::default().bg(colour(look, part));
+        put(buf, area, x, area.y, &fill(part, w), swatch);
         x += w as u16;
     }
-    let mut x = area.x;
-    for &part in &TextPart::ALL {
-        let swatch = if look.no_color() {
-            glyph(part).to_string()
-        } else {
-            " ".into()
-        };
-        x += put(
-            buf,
-            area,
-            x,
-            area.y + 1,
-            &swatch,
-            Style::default().bg(colour(look, part)),
-        );
-        let text = format!(" {} {:.2}  ", part.name(), shares.get(part));
-        x += put(buf, area, x, area.y + 1, &text, fg);
+    for (part, line, x) in legend(shares, area.width) {
+        let (x, y) = (area.x + x, area.y + 1 + line);
+        let swatch = Style::default().bg(colour(look, part));
+        let w = put(buf, area, x, y, &fill(part, 1), swatch);
+        put(buf, area, x + w, y, &entry(shares, part), fg);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::widths;
+
     use crate::explain::catalogue::PartSums;
 
     #[test]
@@ -132,5 +140,21 @@ mod tests {
         };
         assert_eq!(widths(&thirds, 10).iter().sum::<usize>(), 10);
         assert_eq!(widths(&PartSums::default(), 10), vec![0; 5]);
+    }
+
+    #[test]
+    fn the_legend_wraps_to_the_pane() {
+        let shares = PartSums {
+            image: 0.5,
+            question: 0.5,
+            ..PartSums::default()
+        };
+        // " image 0.50" and the swatch: 12 cells, then a gap
+        assert_eq!(super::height(&shares, 200), 2);
+        let narrow = super::legend(&shares, 30);
+        assert_eq!((narrow[0].1, narrow[0].2), (0, 0));
+        assert_eq!((narrow[1].1, narrow[1].2), (0, 13));
+        assert_eq!(narrow[2].1, 1);
+        assert!(super::height(&shares, 30) >= 3);
     }
 }

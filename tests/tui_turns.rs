@@ -8,7 +8,7 @@ mod common;
 
 use common::{look, press, run_jobs, FakeInterventions};
 use crossterm::event::KeyCode;
-use lvlmscope::explain::catalogue::{self, MapId, TextPart};
+use lvlmscope::explain::catalogue::{self, MapId, TextPart, TurnParts};
 use lvlmscope::explain::knockout::KeyBlock;
 use lvlmscope::job::ModelJob;
 use lvlmscope::session::synthetic::{second_turn, synthetic_session, SyntheticSpec};
@@ -89,6 +89,29 @@ fn every_method_shows_the_parts_of_a_later_turn() {
             "{text}"
         );
     }
+    // the relevancy word bars tag each word with its part's glyph (as the legend shows it)
+    press(&mut app, KeyCode::Char('2'));
+    let parts = TurnParts::of(&s);
+    let glyph = |p: TextPart| match p {
+        TextPart::Image => '█',
+        TextPart::Question => '▓',
+        TextPart::EarlierAnswers => '▒',
+        TextPart::EarlierQuestions => '░',
+        TextPart::Answer => '·',
+    };
+    let text = screen(&app);
+    let words = &app.view.rel_text.as_ref().expect("relevancy words").words;
+    let mut earlier = 0;
+    for w in words {
+        let part = parts.part(w.positions[0]);
+        earlier += usize::from(matches!(
+            part,
+            TextPart::EarlierAnswers | TextPart::EarlierQuestions
+        ));
+        let label = format!("{} {}", glyph(part), w.text.trim());
+        assert!(text.contains(&label), "{label} in\n{text}");
+    }
+    assert!(earlier > 0, "{words:?}");
     // the first turn has no earlier turns: no strip
     press(&mut app, KeyCode::Char('('));
     assert_eq!(app.turn_position(), (1, 2));

@@ -7,7 +7,8 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
 use ratatui::Frame;
 
-use crate::explain::catalogue::{PartSums, TextPart};
+use crate::explain::catalogue::{PartSums, TextPart, TurnParts};
+use crate::session::Session;
 use crate::style::Look;
 
 use super::super::blocks::put;
@@ -57,7 +58,8 @@ fn colour(look: &Look, part: TextPart) -> Color {
     })
 }
 
-/// The character a part fills the bar with without colours (and its legend's swatch).
+/// The character a part fills the bar with without colours, its legend's swatch, and the tag
+/// of a word bar in that part.
 fn glyph(part: TextPart) -> char {
     match part {
         TextPart::Image => '█',
@@ -90,6 +92,17 @@ pub fn widths(shares: &PartSums, width: usize) -> Vec<usize> {
     out
 }
 
+/// A word bar's label in a turn with earlier turns: the word tagged with its part's glyph
+/// (the part of its first position), so the bars show which words come from earlier turns;
+/// the word alone otherwise.
+pub fn tagged(s: &Session, positions: &[usize], word: String) -> String {
+    let parts = TurnParts::of(s);
+    match positions.first() {
+        Some(&p) if parts.has_history() => format!("{} {word}", glyph(parts.part(p))),
+        _ => word,
+    }
+}
+
 /// Draws the strip of the view's parts into `area` ([`height`] lines).
 pub fn draw(f: &mut Frame, ctx: &Ctx, shares: &PartSums, area: Rect) {
     let look = ctx.look;
@@ -109,8 +122,8 @@ pub fn draw(f: &mut Frame, ctx: &Ctx, shares: &PartSums, area: Rect) {
     }
     for (part, line, x) in legend(shares, area.width) {
         let (x, y) = (area.x + x, area.y + 1 + line);
-        let swatch = Style::default().bg(colour(look, part));
-        let w = put(buf, area, x, y, &fill(part, 1), swatch);
+        let swatch = Style::default().fg(colour(look, part));
+        let w = put(buf, area, x, y, &glyph(part).to_string(), swatch);
         put(buf, area, x + w, y, &entry(shares, part), fg);
     }
 }

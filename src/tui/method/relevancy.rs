@@ -86,11 +86,10 @@ pub fn draw(f: &mut Frame, area: Rect, ctx: &Ctx) {
         _ if bars_h == 0 => {}
         Some(tr) => {
             let mut rows = vec![(IMAGE_BAR.to_string(), tr.image_max, true)];
-            rows.extend(
-                tr.words
-                    .iter()
-                    .map(|w| (display_token(&w.text), w.value, false)),
-            );
+            rows.extend(tr.words.iter().map(|w| {
+                let label = super::parts::tagged(s, &w.positions, display_token(&w.text));
+                (label, w.value, false)
+            }));
             bars(
                 f,
                 look,

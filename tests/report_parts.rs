@@ -119,7 +119,28 @@ fn the_cli_prints_the_parts_of_the_turn() {
         line.contains("earlier answers") && line.contains("image"),
         "{line}"
     );
+    // the top text positions carry their part's glyph
+    let top = text.lines().find(|l| l.starts_with("text ")).unwrap();
+    assert!(top.contains('▓') && top.contains("  ░"), "{top}");
+    // relevancy: each word names its part in the JSON and carries its glyph in the text
+    let j: Value = serde_json::from_str(&report(&["--json", "--method", "relevancy"])).unwrap();
+    let words = j["words"].as_array().unwrap();
+    for w in words {
+        let p = w["positions"][0].as_u64().unwrap();
+        let want = match p {
+            21..=22 => "earlier_answers",
+            23..=24 => "question",
+            _ => "earlier_questions",
+        };
+        assert_eq!(w["part"], want, "{w}");
+    }
+    assert!(words.iter().any(|w| w["part"] == "earlier_questions"));
+    let text = report(&["--method", "relevancy"]);
+    assert!(text.contains("  ░"), "{text}");
+    assert!(text.contains("(words marked █ image, ▓ question"), "{text}");
     // the first turn has no history: its parts stay in the JSON, no line in the text
     let first = report(&["--turn", "1", "--layer", "1"]);
     assert!(!first.contains("by part:"), "{first}");
+    let top = first.lines().find(|l| l.starts_with("text ")).unwrap();
+    assert!(!top.contains('▓') && !top.contains('░'), "{top}");
 }

@@ -347,11 +347,13 @@ pub fn to_json(s: &Session, r: &ReportMap) -> Value {
     if let Some(rel) = &r.relevancy {
         let reliance = |x: &Reliance| json!({"image": x.image, "text": x.text, "image_share": x.image_share()});
         out["normalization"] = json!(rel.normalization.name());
+        let parts = TurnParts::of(s);
+        let part = |w: &views::Word| w.positions.first().map(|&p| parts.part(p).key());
         out["words"] = rel
             .text
             .words
             .iter()
-            .map(|w| json!({"text": w.text, "positions": w.positions, "value": w.value}))
+            .map(|w| json!({"text": w.text, "positions": w.positions, "value": w.value, "part": part(w)}))
             .collect();
         out["image_max"] = json!(rel.text.image_max);
         out["reliance"] = reliance(&rel.reliance);

@@ -127,6 +127,11 @@ pub fn print(out: &mut dyn Write, s: &Session, r: &ReportMap, look: &Look) -> st
             .map(|&p| format!("{} {:.3}", p.name(), parts.get(p)))
             .collect();
         writeln!(out, "{} by part: {}", r.method, parts.join(", "))?;
+        let glyphs: Vec<String> = TextPart::ALL
+            .iter()
+            .map(|&p| format!("{} {}", crate::style::part_glyph(p), p.name()))
+            .collect();
+        writeln!(out, "        (words marked {})", glyphs.join(", "))?;
     }
     if let Some(rel) = &r.relevancy {
         relevancy(out, s, r.token, rel, look)?;
@@ -134,6 +139,18 @@ pub fn print(out: &mut dyn Write, s: &Session, r: &ReportMap, look: &Look) -> st
         top_text(out, s, r)?;
     }
     image_view(out, r, s, look)
+}
+
+/// `word` tagged with the glyph of the part of position `p` in a turn with earlier turns
+/// ([`crate::style::part_glyph`]); `word` alone otherwise.
+fn tagged(s: &Session, p: Option<usize>, word: String) -> String {
+    let parts = TurnParts::of(s);
+    match p {
+        Some(p) if parts.has_history() => {
+            format!("{}{word}", crate::style::part_glyph(parts.part(p)))
+        }
+        _ => word,
+    }
 }
 
 /// The top text positions of the report's `text` values on one line.
@@ -148,7 +165,10 @@ fn top_text(out: &mut dyn Write, s: &Session, r: &ReportMap) -> std::io::Result<
     let words: Vec<String> = top
         .iter()
         .take(8)
-        .map(|(p, v)| format!("{}@{p}={v:.3}", display(s.token_at(*p)).trim()))
+        .map(|(p, v)| {
+            let word = format!("{}@{p}={v:.3}", display(s.token_at(*p)).trim());
+            tagged(s, Some(*p), word)
+        })
         .collect();
     if !words.is_empty() {
         writeln!(out, "text    {}", words.join("  "))?;
@@ -177,12 +197,10 @@ fn relevancy(
         rel.normalization.name()
     )?;
     let mut rows = vec![("image (max)".to_string(), rel.text.image_max)];
-    rows.extend(
-        rel.text
-            .words
-            .iter()
-            .map(|w| (crate::style::display_token(&w.text), w.value)),
-    );
+    rows.extend(rel.text.words.iter().map(|w| {
+        let word = crate::style::display_token(&w.text);
+        (tagged(s, w.positions.first().copied(), word), w.value)
+    }));
     let max = rows.iter().map(|r| r.1).fold(0.0f32, f32::max);
     let label_w = rows
         .iter()

@@ -9,7 +9,7 @@ use ratatui::Frame;
 
 use crate::explain::catalogue::{PartSums, TextPart, TurnParts};
 use crate::session::Session;
-use crate::style::Look;
+use crate::style::{part_glyph as glyph, Look};
 
 use super::super::blocks::put;
 use super::super::component::Ctx;
@@ -56,18 +56,6 @@ fn colour(look: &Look, part: TextPart) -> Color {
         TextPart::EarlierQuestions => t.border_focus,
         TextPart::Answer => t.dim,
     })
-}
-
-/// The character a part fills the bar with without colours, its legend's swatch, and the tag
-/// of a word bar in that part.
-fn glyph(part: TextPart) -> char {
-    match part {
-        TextPart::Image => '█',
-        TextPart::Question => '▓',
-        TextPart::EarlierAnswers => '▒',
-        TextPart::EarlierQuestions => '░',
-        TextPart::Answer => '·',
-    }
 }
 
 /// Cell widths of the parts in a bar `width` cells wide (largest remainders, so the widths sum

@@ -41,8 +41,9 @@ pub struct KnockoutArgs {
     /// Output token to re-run.
     #[arg(long, default_value_t = 0)]
     pub token: usize,
-    /// Keys blocked: image, question, map:NAME:PCT (top PCT % patches of a catalogue map) or
-    /// patches:LIST (grid indices, e.g. 0,1,5-7).
+    /// Keys blocked: image, question (the current turn's), earlier (a conversation's earlier
+    /// turns), answers (its earlier answers), map:NAME:PCT (top PCT % patches of a catalogue
+    /// map) or patches:LIST (grid indices, e.g. 0,1,5-7).
     #[arg(long)]
     pub block: String,
     /// Decoder layers where the block holds: A-B (inclusive) or A.

@@ -159,11 +159,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
-    if args.method == "lens" && args.turn.is_some() {
-        anyhow::bail!(
-            "--turn is not supported with --method lens yet: the lens reads the last turn"
-        );
-    }
     if args.method == "lens" {
         return Ok(interventions::lens(&interventions::LensOptions {
             file: args.file,
@@ -173,6 +168,7 @@ fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
             region: args.region,
             json: args.json,
             cache: args.cache,
+            turn: args.turn,
             dtype: parse_dtype(&args.dtype)?,
             device: args.device.parse::<DeviceName>()?.open()?,
         })?);

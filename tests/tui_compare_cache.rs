@@ -34,7 +34,9 @@ fn reliance_is_computed_once_per_session() {
     cache.sides(&other, &b);
     assert_eq!(cache.sides(&other, &b), compare::sides(&other, &b));
     assert_eq!(cache.computed(), 4);
-    // swapping the sessions between the slots recomputes both
-    cache.sides(&b, &other);
+    // swapping the sessions between the slots recomputes both: the synthetic sessions share
+    // every id and differ only in their attention, as two images under one prompt do
+    assert_eq!(other.input_ids, b.input_ids);
+    assert_eq!(cache.sides(&b, &other), compare::sides(&b, &other));
     assert_eq!(cache.computed(), 6);
 }

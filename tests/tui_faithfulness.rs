@@ -8,12 +8,10 @@
 
 mod common;
 
-use common::{look, press, NoModel};
+use common::{look, press, run_jobs, NoModel};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crossterm::event::KeyCode;
 use lvlmscope::explain::attention::HeadAgg;
@@ -21,8 +19,6 @@ use lvlmscope::explain::maps::token_maps;
 use lvlmscope::job::{JobOutput, JobProgress, ModelJob};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
 use lvlmscope::session::{CausalHead, CausalParams, CausalResults, CausalToken, Session};
-use lvlmscope::tui::jobs::job_request;
-use lvlmscope::tui::worker::spawn_job_worker;
 use lvlmscope::tui::{draw, update, App, Cmd, JobRunner, Msg};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -115,31 +111,6 @@ fn text(app: &App) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Runs the model jobs among `cmds` on a worker around `runner` and applies every message
-/// until each is done; returns the commands the last update asked for.
-fn run_jobs(app: &mut App, cmds: Vec<Cmd>, runner: Box<dyn JobRunner>) -> Vec<Cmd> {
-    let (tx, rx) = channel();
-    let worker = spawn_job_worker(runner, tx);
-    let mut last = Vec::new();
-    for cmd in cmds {
-        let Cmd::ModelJob(id, _) = cmd else {
-            panic!("expected a model job, got {cmd:?}")
-        };
-        assert!(worker.submit(job_request(app, id).expect("the job is pending")));
-        loop {
-            let msg = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("the worker answers");
-            let done = matches!(msg, Msg::JobDone(_));
-            last = update(app, msg);
-            if done {
-                break;
-            }
-        }
-    }
-    last
 }
 
 fn names(job: &Cmd) -> Vec<String> {

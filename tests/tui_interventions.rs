@@ -11,25 +11,18 @@
 mod common;
 mod fixture_support;
 
-use common::{look, press, NoModel};
+use common::{look, press, run_jobs, FakeInterventions as Fake, NoModel};
 use fixture_support::{fixture_model, fixture_run};
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::channel;
-use std::time::Duration;
 
 use crossterm::event::KeyCode;
 use lvlmscope::explain::catalogue::{self, MapId};
-use lvlmscope::explain::knockout::{
-    self, top_patches, KeyBlock, KnockoutRequest, KnockoutResult, QuerySet,
-};
-use lvlmscope::explain::lens::{Lens, LensPoint};
-use lvlmscope::job::{JobOutput, JobProgress, ModelJob, ModelService};
+use lvlmscope::explain::knockout::{self, top_patches, KeyBlock, KnockoutRequest, QuerySet};
+use lvlmscope::job::{ModelJob, ModelService};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
 use lvlmscope::session::{RegionKind, Session};
-use lvlmscope::tui::jobs::job_request;
 use lvlmscope::tui::state::Method;
-use lvlmscope::tui::worker::spawn_job_worker;
-use lvlmscope::tui::{draw, update, App, Cmd, JobRunner, Msg};
+use lvlmscope::tui::{draw, App, Cmd};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
@@ -45,88 +38,6 @@ fn text(app: &App) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Answers knockout and lens jobs with made-up numbers.
-struct Fake;
-
-impl JobRunner for Fake {
-    fn run_job(
-        &mut self,
-        session: &Session,
-        job: &ModelJob,
-        _cancel: &AtomicBool,
-        _progress: &mut dyn FnMut(JobProgress),
-    ) -> Result<JobOutput, String> {
-        match job {
-            ModelJob::Knockout(r) => Ok(JobOutput::Knockout {
-                result: KnockoutResult {
-                    token: r.token,
-                    token_id: 7,
-                    queries: vec![session.query_position(r.token)],
-                    keys: vec![3, 4],
-                    layers: [*r.layers.start(), *r.layers.end()],
-                    p_original: 0.875,
-                    p_knockout: 0.125,
-                    delta_p: -0.75,
-                    greedy_original: 7,
-                    greedy_knockout: 9,
-                },
-                words: vec![(7, "▁purple".into()), (9, "▁red".into())],
-            }),
-            ModelJob::Lens { token, layer } => {
-                let [rows, cols] = session.manifest.model.image_grid;
-                let n = rows * cols;
-                Ok(JobOutput::Lens {
-                    lens: Lens {
-                        token: *token,
-                        token_id: 7,
-                        position: session.query_position(*token),
-                        curve: (0..4)
-                            .map(|l| LensPoint {
-                                layer: l,
-                                prob: 0.1 + 0.2 * l as f32,
-                                rank: 4 - l,
-                                top: if l == 3 { 7 } else { 9 },
-                            })
-                            .collect(),
-                        layer: *layer,
-                        grid: [rows, cols],
-                        map: (0..n).map(|i| i as f32 / n as f32).collect(),
-                        top_ids: vec![9; n],
-                        top_probs: vec![0.5; n],
-                    },
-                    words: vec![(7, "▁purple".into()), (9, "▁red".into())],
-                })
-            }
-            other => Err(format!("unexpected job {other:?}")),
-        }
-    }
-}
-
-/// Runs the model jobs among `cmds` on a worker around `runner`, applying every message until
-/// each is done; returns the commands the last update asked for.
-fn run_jobs(app: &mut App, cmds: Vec<Cmd>, runner: Box<dyn JobRunner>) -> Vec<Cmd> {
-    let (tx, rx) = channel();
-    let worker = spawn_job_worker(runner, tx);
-    let mut last = Vec::new();
-    for cmd in cmds {
-        let Cmd::ModelJob(id, _) = cmd else {
-            panic!("expected a model job, got {cmd:?}")
-        };
-        assert!(worker.submit(job_request(app, id).expect("the job is pending")));
-        loop {
-            let msg = rx
-                .recv_timeout(Duration::from_secs(120))
-                .expect("the worker answers");
-            let done = matches!(msg, Msg::JobDone(_));
-            last = update(app, msg);
-            if done {
-                break;
-            }
-        }
-    }
-    last
 }
 
 fn knockout_job(cmds: &[Cmd]) -> KnockoutRequest {

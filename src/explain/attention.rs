@@ -126,9 +126,12 @@ pub fn patch_positions(s: &Session) -> Result<Range<usize>, AttentionError> {
     }
 }
 
-/// Input positions of the question: after the image span, up to the last input position.
+/// Input positions of the question: after the image span, up to the last input position; in
+/// a conversation's later turn, from where this turn's question starts (the earlier turns are
+/// not its question).
 pub fn question_range(s: &Session) -> Range<usize> {
-    s.image_range().end..s.num_input()
+    let start = s.current_turn().map_or(0, |t| t.question_start);
+    s.image_range().end.max(start)..s.num_input()
 }
 
 fn check(s: &Session, t: usize, l: usize) -> Result<&Array, AttentionError> {

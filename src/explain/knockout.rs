@@ -8,11 +8,12 @@
 //! rebuilt by the session's pipeline ([`Replayer`]: LLaVA-style, Qwen2-VL / Qwen2.5-VL,
 //! LLaVA-NeXT / OneVision). Key sets: the image (every position of the image span: every
 //! region's cells and the anyres newline separators, which after the first layer carry what
-//! they read from the cells), the question (the input positions that spell the user's prompt,
-//! [`question_positions`]), chosen patches, or the top k % patches of a catalogue map. Patches
-//! and maps count the cells of the request's region (every region's cells in input order when
-//! it names none). Query sets: the answer position (default) or the last question token.
-//! Δp = p(knocked out) − p(original).
+//! they read from the cells), the question (the input positions that spell the current turn's
+//! prompt, [`question_positions`]), a conversation's earlier turns or earlier answers
+//! ([`earlier_positions`], [`earlier_answer_positions`]), chosen patches, or the top k % patches
+//! of a catalogue map. Patches and maps count the cells of the request's region (every region's
+//! cells in input order when it names none). Query sets: the answer position (default) or the
+//! last question token. Δp = p(knocked out) − p(original).
 
 mod replay;
 mod sets;
@@ -20,7 +21,10 @@ mod sets;
 use std::ops::RangeInclusive;
 
 pub use replay::{sequence_ids, Replay, Replayer};
-pub use sets::{parse_layers, question_positions, KeyBlock, QuerySet};
+pub use sets::{
+    earlier_answer_positions, earlier_positions, parse_layers, question_positions, KeyBlock,
+    QuerySet,
+};
 
 use candle_core::Tensor;
 
@@ -47,7 +51,7 @@ pub enum KnockoutError {
         count: usize,
     },
     /// A `--block` that names no key set.
-    #[error("unknown key set {0:?} (choose image, question, map:NAME:PCT such as map:relevancy.combined:10, or patches:LIST such as patches:0,1,5-7)")]
+    #[error("unknown key set {0:?} (choose image, question, earlier, answers, map:NAME:PCT such as map:relevancy.combined:10, or patches:LIST such as patches:0,1,5-7)")]
     Block(String),
     /// A `--query` that names no query set.
     #[error("unknown query set {0:?} (choose answer or last-question)")]
@@ -106,6 +110,9 @@ pub enum KnockoutError {
     /// The session has no question tokens.
     #[error("the session has no question tokens after the image")]
     NoQuestion,
+    /// A conversation key set on a turn without earlier turns.
+    #[error("the key set {0} blocks the earlier turns of a conversation, and this turn has none (choose image or question)")]
+    NoHistory(String),
     /// The key set names an unknown map.
     #[error(transparent)]
     MapName(#[from] MapIdError),
@@ -278,6 +285,16 @@ pub fn key_positions_in(
     Ok(match block {
         KeyBlock::Image => s.image_range().collect(),
         KeyBlock::Question => question_positions(s),
+        KeyBlock::Earlier | KeyBlock::Answers => {
+            let keys = match block {
+                KeyBlock::Earlier => earlier_positions(s),
+                _ => earlier_answer_positions(s),
+            };
+            if keys.is_empty() {
+                return Err(KnockoutError::NoHistory(block.to_string()));
+            }
+            keys
+        }
         KeyBlock::Patches(list) => {
             let cells = region_cells(s, region)?;
             if let Some(&patch) = list.iter().find(|&&i| i >= cells.len()) {

@@ -51,6 +51,17 @@ pub enum InterventionError {
     /// Writing failed.
     #[error("cannot write the report: {0}")]
     Io(#[from] std::io::Error),
+    /// The turn could not be read.
+    #[error(transparent)]
+    Turn(#[from] super::ReportError),
+    /// `--cache` on an earlier turn, whose readings the file does not keep.
+    #[error("--cache keeps a reading of the conversation's last turn (turn {turns}) only, not of turn {turn}")]
+    CacheTurn {
+        /// The asked turn.
+        turn: usize,
+        /// The file's turns.
+        turns: usize,
+    },
 }
 
 /// What `lvlmscope knockout` was asked for.
@@ -88,6 +99,8 @@ pub struct LensOptions {
     /// Store the reading in the session file (its `lens` list), so that the catalogue's
     /// `lens.l{L}` map and later reports read it without the model.
     pub cache: bool,
+    /// The conversation turn whose token is read, 1-based (default: the last).
+    pub turn: Option<usize>,
     /// Weights and activations dtype.
     pub dtype: DType,
     /// Where the model runs.
@@ -304,7 +317,10 @@ fn lens_rows(l: &Lens, part: &LensRegion, word: &dyn Fn(u32) -> String) -> Vec<S
 /// one (the model's tokenizer names the tokens when its folder is there), else computed with
 /// the model (and stored in the file under `--cache`); the cells of `--region` only.
 pub fn lens(opts: &LensOptions) -> Result<(), InterventionError> {
-    let mut s = crate::session::load(&opts.file)?;
+    let (mut s, turn, turns) = super::load_turn(&opts.file, opts.turn)?;
+    if opts.cache && turn != turns {
+        return Err(InterventionError::CacheTurn { turn, turns });
+    }
     let layers = s.manifest.model.text_layers;
     let layer = opts.layer.unwrap_or(layers.saturating_sub(1));
     let cached = lens::cached(&s, opts.token, layer).cloned();

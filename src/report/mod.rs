@@ -137,6 +137,9 @@ pub struct ReportMap {
     pub image_share: Option<f32>,
     /// The relevancy views (relevancy only).
     pub relevancy: Option<RelevancyReport>,
+    /// The map's row over the parts of the turn as shares (every method with a text part:
+    /// the catalogue's [`catalogue::Explanation::parts`]; relevancy's as its views prepare it).
+    pub parts: Option<PartSums>,
 }
 
 /// The relevancy views of a report: the input words against the image, and how much the
@@ -289,6 +292,10 @@ pub fn compute(s: &Session, opts: &ReportOptions) -> Result<ReportMap, ReportErr
         text: e.text,
         causal: e.causal,
         image_share,
+        parts: relevancy
+            .as_ref()
+            .map(|r| r.parts)
+            .or(e.parts.map(|p| p.shares())),
         relevancy,
     })
 }
@@ -330,22 +337,26 @@ pub fn to_json(s: &Session, r: &ReportMap) -> Value {
     if let Some(c) = &r.causal {
         out["causal"] = serde_json::to_value(c).unwrap_or(Value::Null);
     }
+    if let Some(parts) = &r.parts {
+        out["reliance_parts"] = TextPart::ALL
+            .iter()
+            .map(|&p| (p.key().to_string(), json!(parts.get(p))))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     if let Some(rel) = &r.relevancy {
         let reliance = |x: &Reliance| json!({"image": x.image, "text": x.text, "image_share": x.image_share()});
         out["normalization"] = json!(rel.normalization.name());
+        let parts = TurnParts::of(s);
+        let part = |w: &views::Word| w.positions.first().map(|&p| parts.part(p).key());
         out["words"] = rel
             .text
             .words
             .iter()
-            .map(|w| json!({"text": w.text, "positions": w.positions, "value": w.value}))
+            .map(|w| json!({"text": w.text, "positions": w.positions, "value": w.value, "part": part(w)}))
             .collect();
         out["image_max"] = json!(rel.text.image_max);
         out["reliance"] = reliance(&rel.reliance);
-        out["reliance_parts"] = TextPart::ALL
-            .iter()
-            .map(|&p| (p.key().to_string(), json!(rel.parts.get(p))))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
         out["answer_reliance"] = rel
             .answer
             .iter()
@@ -429,6 +440,22 @@ pub fn png_raster(s: &Session, r: &ReportMap, look: &Look) -> overlay::Raster {
     }
 }
 
+/// Loads turn `turn` (1-based; default: the last) of the session file at `path` as an
+/// ordinary session (the last turn is the whole file, earlier turns included); returns it
+/// with the turn's number and the file's turns.
+pub fn load_turn(
+    path: &std::path::Path,
+    turn: Option<usize>,
+) -> Result<(Session, usize, usize), ReportError> {
+    let file = crate::session::load(path)?;
+    let turns = file.num_turns();
+    let turn = turn.unwrap_or(turns);
+    match turn.checked_sub(1).and_then(|k| file.turn(k)) {
+        Some(one) => Ok((one.into_owned(), turn, turns)),
+        None => Err(ReportError::Turn { turn, turns }),
+    }
+}
+
 /// Runs `lvlmscope report`.
 pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
     let theme = match &opts.theme {
@@ -436,14 +463,7 @@ pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
         None => Theme::dark(),
     };
     let look = Look::new(theme, ColorMode::detect());
-    let file = crate::session::load(&opts.file).map_err(ReportError::from)?;
-    let turns = file.num_turns();
-    let turn = opts.turn.unwrap_or(turns);
-    let mut s = match turn.checked_sub(1).and_then(|k| file.turn(k)) {
-        Some(one) => one.into_owned(),
-        None => return Err(ReportError::Turn { turn, turns }.into()),
-    };
-    drop(file);
+    let (mut s, turn, turns) = load_turn(&opts.file, opts.turn)?;
     let t = opts.token.unwrap_or(0);
     let id = map_id(&s, &opts)?;
     if t < s.num_output() && matches!(catalogue::need(&s, &[t], &id), Need::Relevancy(_)) {

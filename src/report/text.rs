@@ -121,12 +121,36 @@ pub fn print(out: &mut dyn Write, s: &Session, r: &ReportMap, look: &Look) -> st
     if let Some(share) = r.image_share {
         writeln!(out, "share of attention on the image: {share:.3}")?;
     }
+    if let Some(parts) = r.parts.filter(|_| TurnParts::of(s).has_history()) {
+        let parts: Vec<String> = TextPart::ALL
+            .iter()
+            .map(|&p| format!("{} {:.3}", p.name(), parts.get(p)))
+            .collect();
+        writeln!(out, "{} by part: {}", r.method, parts.join(", "))?;
+        let glyphs: Vec<String> = TextPart::ALL
+            .iter()
+            .map(|&p| format!("{} {}", crate::style::part_glyph(p), p.name()))
+            .collect();
+        writeln!(out, "        (words marked {})", glyphs.join(", "))?;
+    }
     if let Some(rel) = &r.relevancy {
         relevancy(out, s, r.token, rel, look)?;
     } else {
         top_text(out, s, r)?;
     }
     image_view(out, r, s, look)
+}
+
+/// `word` tagged with the glyph of the part of position `p` in a turn with earlier turns
+/// ([`crate::style::part_glyph`]); `word` alone otherwise.
+fn tagged(s: &Session, p: Option<usize>, word: String) -> String {
+    let parts = TurnParts::of(s);
+    match p {
+        Some(p) if parts.has_history() => {
+            format!("{}{word}", crate::style::part_glyph(parts.part(p)))
+        }
+        _ => word,
+    }
 }
 
 /// The top text positions of the report's `text` values on one line.
@@ -141,7 +165,10 @@ fn top_text(out: &mut dyn Write, s: &Session, r: &ReportMap) -> std::io::Result<
     let words: Vec<String> = top
         .iter()
         .take(8)
-        .map(|(p, v)| format!("{}@{p}={v:.3}", display(s.token_at(*p)).trim()))
+        .map(|(p, v)| {
+            let word = format!("{}@{p}={v:.3}", display(s.token_at(*p)).trim());
+            tagged(s, Some(*p), word)
+        })
         .collect();
     if !words.is_empty() {
         writeln!(out, "text    {}", words.join("  "))?;
@@ -170,12 +197,10 @@ fn relevancy(
         rel.normalization.name()
     )?;
     let mut rows = vec![("image (max)".to_string(), rel.text.image_max)];
-    rows.extend(
-        rel.text
-            .words
-            .iter()
-            .map(|w| (crate::style::display_token(&w.text), w.value)),
-    );
+    rows.extend(rel.text.words.iter().map(|w| {
+        let word = crate::style::display_token(&w.text);
+        (tagged(s, w.positions.first().copied(), word), w.value)
+    }));
     let max = rows.iter().map(|r| r.1).fold(0.0f32, f32::max);
     let label_w = rows
         .iter()
@@ -195,13 +220,6 @@ fn relevancy(
         rel.reliance.image,
         rel.reliance.text
     )?;
-    if TurnParts::of(s).has_history() {
-        let parts: Vec<String> = TextPart::ALL
-            .iter()
-            .map(|&p| format!("{} {:.3}", p.name(), rel.parts.get(p)))
-            .collect();
-        writeln!(out, "relevancy by part: {}", parts.join(", "))?;
-    }
     let mut line = String::new();
     for (t, x) in s.manifest.tokens.output.iter().zip(&rel.answer) {
         let text = display(t);

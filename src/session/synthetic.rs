@@ -383,6 +383,50 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
     }
 }
 
+/// Makes `s` (a [`synthetic_session`]) the second turn of a conversation: of its positions
+/// after the image, the first `earlier_question` are the first turn's question, the next
+/// `earlier_answer` its answer, and the rest this turn's question. The first turn (its input
+/// up to its question's end, its answer those ids) is kept as an earlier turn whose attention
+/// rows are this turn's, cut at their query and renormalised. Sizes past the positions after
+/// the image are cut to fit.
+pub fn second_turn(mut s: Session, earlier_question: usize, earlier_answer: usize) -> Session {
+    let n = s.num_input();
+    let asked = (s.image_range().end + earlier_question).min(n);
+    let answered = (asked + earlier_answer).min(n);
+    let tokens = &s.manifest.tokens.input;
+    let first = super::TurnInfo {
+        tokens: Some(TokenStrings {
+            input: tokens[..asked].to_vec(),
+            output: tokens[asked..answered].to_vec(),
+        }),
+        ..super::TurnInfo::single("What is in the picture?", asked, answered - asked)
+    };
+    let second = super::TurnInfo {
+        question_start: answered,
+        earlier_answers: vec![[asked, answered - asked]],
+        ..super::TurnInfo::single(&s.manifest.prompt, n, s.num_output())
+    };
+    let attn_gen = s.attn_gen.as_ref().filter(|_| answered > asked).map(|a| {
+        let [t_len, layers, heads] = [a.shape[0], a.shape[1], a.shape[2]];
+        let width = answered - 1;
+        let mut out = Array::zeros(&[answered - asked, layers, heads, width]);
+        for (i, row) in out.data.chunks_exact_mut(width).enumerate() {
+            let (t, l, h) = (i / (layers * heads), (i / heads) % layers, i % heads);
+            let seen = &a.row(&[t.min(t_len - 1), l, h])[..asked + t];
+            let total: f32 = seen.iter().sum::<f32>().max(f32::MIN_POSITIVE);
+            row.iter_mut().zip(seen).for_each(|(o, v)| *o = v / total);
+        }
+        out
+    });
+    s.turns = vec![super::Turn {
+        input_ids: s.input_ids[..asked].to_vec(),
+        output_ids: s.input_ids[asked..answered].to_vec(),
+        attn_gen,
+    }];
+    s.manifest.turns = vec![first, second];
+    s
+}
+
 type Relevancy = (Option<Array>, Option<Array>, Option<Array>);
 
 /// Relevancy-like maps derived from the attention (mean over layers and heads), for views to

@@ -69,6 +69,20 @@ pub fn rgb_to_ansi256(c: Rgb) -> u8 {
     }
 }
 
+/// The glyph that marks a part of a turn (the app's parts strip and word bars, the text
+/// report's words): `█` image, `▓` this question, `▒` earlier answers, `░` earlier questions,
+/// `·` this answer so far.
+pub fn part_glyph(part: crate::explain::catalogue::TextPart) -> char {
+    use crate::explain::catalogue::TextPart;
+    match part {
+        TextPart::Image => '█',
+        TextPart::Question => '▓',
+        TextPart::EarlierAnswers => '▒',
+        TextPart::EarlierQuestions => '░',
+        TextPart::Answer => '·',
+    }
+}
+
 /// Shade characters for maps without colour, from low to high.
 pub const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
 

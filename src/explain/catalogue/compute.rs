@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::parts::{attention_part_sums, part_sums, value_part_sums, PartSums, TurnParts};
 use super::{CatalogueError, CausalHeads, Explanation, Layers, MapId, RegionMap, RelevancySource};
 use crate::explain::attention::{self as attn, Grid, HeadAgg};
 use crate::explain::causal::{self, CausalParams};
@@ -49,6 +50,7 @@ fn blank(s: &Session) -> Explanation {
         layer: None,
         head: None,
         causal: None,
+        parts: None,
     }
 }
 
@@ -137,6 +139,8 @@ fn attention(
     let n = tokens.len() as f32;
     let cells = cells(s)?;
     let mut values = vec![0f32; cells.len()];
+    let turn = TurnParts::of(s);
+    let mut parts = PartSums::default();
     match layers {
         Layers::Last | Layers::At(_) => {
             let l = if let Layers::At(l) = layers { l } else { last };
@@ -146,6 +150,8 @@ fn attention(
                     *o += row[p] / n;
                 }
                 add_text(&mut out.text, s, &row, upto, n);
+                let sums = attention_part_sums(&turn, &row, s.query_position(t));
+                parts.add_scaled(&sums, 1.0 / n);
             }
             out.layer = Some(l);
             out.title = format!("attention · layer {l} · {}", heads_label(heads));
@@ -160,6 +166,8 @@ fn attention(
                         *o += row[p] / count as f32;
                     }
                     add_text(&mut out.text, s, &row, upto, n * count as f32);
+                    let sums = attention_part_sums(&turn, &row, s.query_position(t));
+                    parts.add_scaled(&sums, 1.0 / (n * count as f32));
                 }
                 values.iter_mut().zip(&one).for_each(|(o, v)| *o += v / n);
             }
@@ -167,6 +175,7 @@ fn attention(
         }
     }
     set_values(&mut out, s, values);
+    out.parts = Some(parts);
     out.head = match heads {
         HeadAgg::Head(h) => Some(h),
         _ => None,
@@ -215,6 +224,8 @@ fn relevancy(
     let n = tokens.len() as f32;
     let mut values = vec![0.0; columns.len()];
     let upto = text_end(s, tokens);
+    let turn = TurnParts::of(s);
+    let mut parts = Some(PartSums::default());
     for &t in tokens {
         if t >= a.shape[0] {
             return Err(CatalogueError::NoRelevancy(t));
@@ -227,12 +238,20 @@ fn relevancy(
             *o += row[c] / n;
         }
         let decoder = s.relevancy_llm.as_ref().filter(|l| t < l.shape[0]);
-        if let Some(l) = decoder {
-            let prepared = prepare_row(l.row(&[t]), s.query_position(t), norm);
-            add_text(&mut out.text, s, &prepared, upto, n);
+        match decoder {
+            Some(l) => {
+                let q = s.query_position(t);
+                let prepared = prepare_row(l.row(&[t]), q, norm);
+                add_text(&mut out.text, s, &prepared, upto, n);
+                if let Some(p) = parts.as_mut() {
+                    p.add_scaled(&part_sums(&turn, &prepared, q), 1.0 / n);
+                }
+            }
+            None => parts = None,
         }
     }
     set_values(&mut out, s, values);
+    out.parts = parts;
     let norm = match source {
         RelevancySource::Llm => format!(" · {}", norm.name()),
         _ => String::new(),
@@ -305,7 +324,9 @@ fn causal_map(
             out.causal = Some(ct.into_owned());
         }
     }
+    let image_total = values.iter().sum();
     set_values(&mut out, s, values);
+    out.parts = Some(value_part_sums(&TurnParts::of(s), image_total, &out.text));
     out.layer = Some(CausalParams::of_session(s).layer);
     out.head = match heads {
         CausalHeads::Head(h) => Some(h),

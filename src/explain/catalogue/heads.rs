@@ -260,9 +260,13 @@ pub(super) fn heads_map(
     let cells = super::compute::cells(s)?;
     let mut values = vec![0f32; cells.len()];
     let mut text = BTreeMap::new();
+    let turn = super::parts::TurnParts::of(s);
+    let mut parts = super::parts::PartSums::default();
     for &t in tokens {
         for (l, h) in set.heads() {
             let row = attn::attention_row(s, t, l, h)?;
+            let sums = super::parts::attention_part_sums(&turn, row, s.query_position(t));
+            parts.add_scaled(&sums, 1.0 / n);
             for (o, &p) in values.iter_mut().zip(&cells) {
                 *o += row.get(p).copied().unwrap_or(0.0) / n;
             }
@@ -275,6 +279,7 @@ pub(super) fn heads_map(
     }
     super::compute::set_values(&mut out, s, values);
     out.text = text;
+    out.parts = Some(parts);
     out.layer = set.layer();
     out.head = match set.len {
         1 => set.heads().next().map(|(_, h)| h),

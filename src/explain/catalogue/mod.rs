@@ -24,7 +24,7 @@ use crate::session::{CausalToken, RegionKind, Session};
 
 pub use heads::{HeadScore, HeadSel, HeadSet};
 pub use id::{CausalHeads, Family, Layers, MapId, MapIdError, RelevancySource};
-pub use parts::{part_sums, PartSums, TextPart, TurnParts};
+pub use parts::{attention_part_sums, part_sums, value_part_sums, PartSums, TextPart, TurnParts};
 
 /// One map of the catalogue for some answer tokens.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +49,13 @@ pub struct Explanation {
     pub head: Option<usize>,
     /// The causal result of the first explained token (causal maps).
     pub causal: Option<CausalToken>,
+    /// The map's row over the parts of the turn (image, this question, earlier questions and
+    /// answers, this answer so far), raw sums, mean over the tokens: every attention map's
+    /// whole row (the query's own position in its part), relevancy's decoder rows as prepared
+    /// (positions before the query), causal's own values; `None` for maps without a text
+    /// part (random, lens, relevancy without the decoder's table). Views show
+    /// [`PartSums::shares`].
+    pub parts: Option<PartSums>,
 }
 
 /// A map over one image region: its rows × cols grid of cell values and the rectangle of the

@@ -135,6 +135,26 @@ impl PartSums {
         TextPart::ALL.iter().map(|&p| self.get(p)).sum()
     }
 
+    /// Adds `w ×` each of `other`'s sums (the mean of several rows).
+    pub fn add_scaled(&mut self, other: &PartSums, w: f32) {
+        self.image += w * other.image;
+        self.question += w * other.question;
+        self.earlier_questions += w * other.earlier_questions;
+        self.earlier_answers += w * other.earlier_answers;
+        self.answer += w * other.answer;
+    }
+
+    /// Adds `v` to `part`'s sum.
+    pub fn add(&mut self, part: TextPart, v: f32) {
+        match part {
+            TextPart::Image => self.image += v,
+            TextPart::Question => self.question += v,
+            TextPart::EarlierQuestions => self.earlier_questions += v,
+            TextPart::EarlierAnswers => self.earlier_answers += v,
+            TextPart::Answer => self.answer += v,
+        }
+    }
+
     /// Each part's share of the total (all 0 when the total is 0).
     pub fn shares(&self) -> PartSums {
         let total = self.total();
@@ -155,16 +175,33 @@ pub fn part_sums(parts: &TurnParts, row: &[f32], q: usize) -> PartSums {
     let mut out = PartSums::default();
     for (p, &v) in row.iter().enumerate() {
         let part = parts.part(p);
-        if p >= q && part != TextPart::Image {
-            continue;
+        if p < q || part == TextPart::Image {
+            out.add(part, v);
         }
-        match part {
-            TextPart::Image => out.image += v,
-            TextPart::Question => out.question += v,
-            TextPart::EarlierQuestions => out.earlier_questions += v,
-            TextPart::EarlierAnswers => out.earlier_answers += v,
-            TextPart::Answer => out.answer += v,
-        }
+    }
+    out
+}
+
+/// Sums of an attention row of the query at `q` over the parts, the query's own position
+/// counted in its part: a softmax row's parts then sum to 1, the whole attention mass.
+pub fn attention_part_sums(parts: &TurnParts, row: &[f32], q: usize) -> PartSums {
+    part_sums(parts, row, q + 1)
+}
+
+/// Sums of a map's own values over the parts: `image` (the sum over its cells) and its text
+/// values by position (what the causal map gives: image weights and the explaining text
+/// positions' importances).
+pub fn value_part_sums(
+    parts: &TurnParts,
+    image: f32,
+    text: &std::collections::BTreeMap<usize, f32>,
+) -> PartSums {
+    let mut out = PartSums {
+        image,
+        ..PartSums::default()
+    };
+    for (&p, &v) in text {
+        out.add(parts.part(p), v);
     }
     out
 }

@@ -210,3 +210,113 @@ fn comparisons_hold_the_shown_maps_once_in_order() {
         ]
     );
 }
+
+/// A two-turn synthetic conversation: positions 0..3 template, 3..19 the image, 19..21 the
+/// first question, 21..23 the first answer, 23..25 this question, 25.. this answer.
+fn two_turns(relevancy: bool) -> Session {
+    crate::session::synthetic::second_turn(tiny(relevancy), 2, 2)
+}
+
+/// Hand sums of `row` over the two-turn layout, positions up to `upto` (exclusive) for text.
+fn by_hand(row: &[f32], upto: usize) -> [f32; 5] {
+    let sum = |r: std::ops::Range<usize>| r.filter(|&p| p < upto).map(|p| row[p]).sum::<f32>();
+    [
+        (3..19).map(|p| row[p]).sum(),
+        sum(23..25),
+        sum(0..3) + sum(19..21),
+        sum(21..23),
+        sum(25..row.len()),
+    ]
+}
+
+fn close(got: PartSums, want: [f32; 5]) {
+    let got = [
+        got.image,
+        got.question,
+        got.earlier_questions,
+        got.earlier_answers,
+        got.answer,
+    ];
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-6, "{got:?} != {want:?}");
+    }
+}
+
+#[test]
+fn attention_parts_split_the_whole_row_of_a_later_turn() {
+    let s = two_turns(false);
+    let a = s.attn_gen.as_ref().unwrap();
+    let e = explain(&s, &[2], &id("attention.l1.h3")).unwrap();
+    let q = s.query_position(2);
+    let row = a.row(&[2, 1, 3]).to_vec();
+    let parts = e.parts.unwrap();
+    close(parts, by_hand(&row, q + 1));
+    // the whole softmax row: the parts sum to 1, and the earlier turns hold some of it
+    assert!((parts.total() - 1.0).abs() < 1e-5, "{parts:?}");
+    assert!(parts.earlier_answers > 0.0 && parts.earlier_questions > 0.0);
+    // the mean of two tokens is the mean of their parts; the heads map is the same row
+    let both = explain(&s, &[0, 2], &id("attention.l1.h3"))
+        .unwrap()
+        .parts
+        .unwrap();
+    let zero = explain(&s, &[0], &id("attention.l1.h3"))
+        .unwrap()
+        .parts
+        .unwrap();
+    assert!((both.question - (zero.question + parts.question) / 2.0).abs() < 1e-6);
+    let heads = explain(&s, &[2], &id("attention.heads.l1h3")).unwrap();
+    close(heads.parts.unwrap(), by_hand(&row, q + 1));
+    // the first answer token's query is the question's last position: no answer part
+    assert_eq!(zero.answer, 0.0);
+}
+
+#[test]
+fn relevancy_parts_are_the_prepared_decoder_row_before_the_query() {
+    let s = two_turns(true);
+    let t = 3;
+    let q = s.query_position(t);
+    let row = prepare_row(
+        s.relevancy_llm.as_ref().unwrap().row(&[t]),
+        q,
+        Normalization::SelfRemoved,
+    );
+    for name in [
+        "relevancy.decoder",
+        "relevancy.combined",
+        "relevancy.vision",
+    ] {
+        let e = explain(&s, &[t], &id(name)).unwrap();
+        close(e.parts.unwrap(), by_hand(&row, q));
+    }
+}
+
+#[test]
+fn causal_parts_are_the_map_values_and_random_has_none() {
+    let s = two_turns(false);
+    let options = Options {
+        seed: None,
+        compute_causal: true,
+    };
+    let e = explain_with(&s, &[1], &id("causal"), options).unwrap();
+    let parts = e.parts.unwrap();
+    assert!((parts.image - e.cells().iter().sum::<f32>()).abs() < 1e-6);
+    let text: f32 = e.text.values().sum();
+    assert!((parts.total() - parts.image - text).abs() < 1e-5);
+    for (&p, &v) in &e.text {
+        let part = TurnParts::of(&s).part(p);
+        assert!(v <= parts.get(part) + 1e-6, "position {p}");
+    }
+    assert_eq!(explain(&s, &[1], &MapId::Random).unwrap().parts, None);
+}
+
+#[test]
+fn a_single_turn_session_has_no_earlier_parts() {
+    let s = tiny(false);
+    let parts = explain(&s, &[2], &id("attention.l1.mean"))
+        .unwrap()
+        .parts
+        .unwrap();
+    assert_eq!((parts.earlier_answers, parts.earlier_questions), (0.0, 0.0));
+    assert!(parts.question > 0.0 && !TurnParts::of(&s).has_history());
+    assert!(TurnParts::of(&two_turns(false)).has_history());
+}

@@ -24,6 +24,11 @@ pub enum KeyBlock {
     },
     /// Patches by index in the grid (row-major).
     Patches(Vec<usize>),
+    /// A conversation's earlier turns after the image: their questions and answers
+    /// ([`earlier_positions`]).
+    Earlier,
+    /// A conversation's earlier answers ([`earlier_answer_positions`]).
+    Answers,
 }
 
 impl std::fmt::Display for KeyBlock {
@@ -36,6 +41,8 @@ impl std::fmt::Display for KeyBlock {
                 let list: Vec<String> = p.iter().map(|i| i.to_string()).collect();
                 write!(f, "patches:{}", list.join(","))
             }
+            KeyBlock::Earlier => write!(f, "earlier"),
+            KeyBlock::Answers => write!(f, "answers"),
         }
     }
 }
@@ -76,6 +83,8 @@ impl FromStr for KeyBlock {
         match s {
             "image" => return Ok(KeyBlock::Image),
             "question" => return Ok(KeyBlock::Question),
+            "earlier" => return Ok(KeyBlock::Earlier),
+            "answers" => return Ok(KeyBlock::Answers),
             _ => {}
         }
         if let Some(rest) = s.strip_prefix("patches:") {
@@ -191,4 +200,25 @@ pub fn question_positions(s: &Session) -> Vec<usize> {
     }
     let end = range.end.saturating_sub(1).max(range.start);
     (range.start..end).collect()
+}
+
+/// The positions of a conversation's earlier turns in the current turn's input: from the
+/// image's end to where this turn's question starts (the earlier questions, the earlier
+/// answers and the template between them; the template before the image, BOS and system
+/// prompt, is left out). Empty in a conversation's first turn and a session without turns.
+pub fn earlier_positions(s: &Session) -> Vec<usize> {
+    let start = s.current_turn().map_or(0, |t| t.question_start);
+    let image = s.image_range();
+    (image.end..start).filter(|p| !image.contains(p)).collect()
+}
+
+/// The positions of a conversation's earlier answers in the current turn's input (each as the
+/// chat template spells it again). Empty without earlier turns.
+pub fn earlier_answer_positions(s: &Session) -> Vec<usize> {
+    s.current_turn().map_or_else(Vec::new, |t| {
+        t.earlier_answers
+            .iter()
+            .flat_map(|&[start, len]| start..start + len)
+            .collect()
+    })
 }

@@ -6,6 +6,7 @@
 //! aggregates over the whole of `attn.gen` are computed once per session ([`TokenAggregates`]).
 
 pub mod draw;
+pub mod turns;
 
 use std::path::PathBuf;
 
@@ -26,7 +27,7 @@ use super::grid::GridPane;
 use super::help::HelpOverlay;
 use super::image::ImagePane;
 use super::keymap::Keymap;
-use super::method::MethodPane;
+use super::method::{MethodPane, TurnMeasures};
 use super::prompt::PromptPane;
 use super::run_form::RunFormPane;
 use super::status::StatusBar;
@@ -118,6 +119,9 @@ pub struct App {
     pub compare: Option<super::compare::ComparePane>,
     /// The one-line prompt that opens session B (`B`).
     pub open_b: super::compare::open::OpenPrompt,
+    /// What was computed on the conversation's other turns, by 0-based turn, shown again when
+    /// `(` `)` come back to them.
+    pub kept: turns::KeptTurns,
 }
 
 impl App {
@@ -156,6 +160,7 @@ impl App {
             quit: false,
             compare: None,
             open_b: Default::default(),
+            kept: turns::KeptTurns::new(),
         }
     }
 
@@ -171,8 +176,23 @@ impl App {
         app
     }
 
-    /// Replaces the session, resets the selection and recomputes everything.
+    /// Replaces the session, resets the selection and recomputes everything. What was
+    /// computed on the turns of the conversation shown before is kept for the turns the new
+    /// session shares with it (a follow-up's earlier turns), else dropped.
     pub fn set_session(&mut self, session: Session, path: Option<PathBuf>) {
+        let old = self.take_turns();
+        self.kept = turns::carry(std::mem::take(&mut self.kept), old, &session);
+        self.open_session(session, path, None);
+    }
+
+    /// Shows `session` (a conversation, or one of its turns with the conversation set aside
+    /// by the caller), with what was measured on it before.
+    fn open_session(
+        &mut self,
+        session: Session,
+        path: Option<PathBuf>,
+        measures: Option<TurnMeasures>,
+    ) {
         self.talk = None;
         self.aggregates = TokenAggregates::compute(&session).ok();
         self.image.open_session(&session);
@@ -181,6 +201,9 @@ impl App {
         self.sel.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
         self.sel.head = 0;
         self.method.open_session(&session);
+        if let Some(m) = measures {
+            self.method.restore(m);
+        }
         if let Some(why) = self.grid.open_session(&session) {
             self.notify(why, true);
         }
@@ -208,25 +231,30 @@ impl App {
     }
 
     /// Shows turn `k` (0-based) of the conversation as the session (the views work on it as
-    /// on one question); results computed in the app for an earlier turn are not kept when
-    /// another turn is shown. `false` when there is no such turn.
+    /// on one question), with what was computed on it when it was last shown (relevancy,
+    /// causal and lens results, faithfulness, the last knockout). `false` when there is no
+    /// such turn.
     pub fn show_turn(&mut self, k: usize) -> bool {
-        let Some(full) = self.talk.take().or_else(|| self.session.take()) else {
+        if self.conversation().is_none_or(|c| k >= c.num_turns()) {
+            return false;
+        }
+        let Some((full, shown, kept)) = self.take_turns() else {
             return false;
         };
-        let last = full.num_turns() - 1;
+        self.kept.insert(shown, kept);
         let (path, modified) = (self.session_path.clone(), self.modified);
-        let shown = (k < last).then(|| full.turn(k).map(|t| t.into_owned()));
-        match shown {
-            Some(Some(turn)) => {
-                self.set_session(turn, path);
-                self.talk = Some(full);
-            }
-            None if k == last => self.set_session(full, path),
-            _ => {
+        let again = self.kept.remove(&k);
+        let measures = again.as_ref().map(|t| t.measures.clone());
+        if k + 1 == full.num_turns() {
+            self.open_session(full, path, measures);
+        } else {
+            let turn = again.and_then(|t| t.session);
+            let Some(turn) = turn.or_else(|| full.turn(k).map(|t| t.into_owned())) else {
                 self.session = Some(full);
                 return false;
-            }
+            };
+            self.open_session(turn, path, measures);
+            self.talk = Some(full);
         }
         self.modified = modified;
         true

@@ -5,15 +5,28 @@
 use crate::explain::compare::{self, Side};
 use crate::session::Session;
 
-/// What a session's per-token reliance depends on: its ids and prompt, whether it holds
-/// attention, and which tokens have relevancy rows (a job adds them).
+/// What a session's per-token reliance depends on: its ids, prompt and image, which tokens have
+/// relevancy rows (a job adds them), and its attention: the shape and a fixed sample of the
+/// values (two runs of one prompt on two images share every id, so the ids alone cannot tell
+/// them apart; hashing all of a 7B session's attention would cost what the cache saves).
 #[derive(Debug, Clone, PartialEq)]
 struct RelianceKey {
     input_ids: Vec<i64>,
     output_ids: Vec<i64>,
     prompt: String,
-    attention: bool,
+    image: String,
     relevancy_tokens: Vec<usize>,
+    attention_shape: Option<Vec<usize>>,
+    attention_sample: Vec<u32>,
+    pixel_sample: Vec<u32>,
+}
+
+/// Values sampled from a tensor for the key: this many, evenly strided.
+const SAMPLE: usize = 4096;
+
+fn sample(data: &[f32]) -> Vec<u32> {
+    let step = (data.len() / SAMPLE).max(1);
+    data.iter().step_by(step).map(|v| v.to_bits()).collect()
 }
 
 impl RelianceKey {
@@ -22,8 +35,14 @@ impl RelianceKey {
             input_ids: s.input_ids.clone(),
             output_ids: s.output_ids.clone(),
             prompt: s.manifest.prompt.clone(),
-            attention: s.attn_gen.is_some(),
+            image: s.manifest.image.path.clone(),
             relevancy_tokens: s.manifest.relevancy_tokens.clone(),
+            attention_shape: s.attn_gen.as_ref().map(|a| a.shape.clone()),
+            attention_sample: s
+                .attn_gen
+                .as_ref()
+                .map_or_else(Vec::new, |a| sample(&a.data)),
+            pixel_sample: sample(&s.pixel_values.data),
         }
     }
 }

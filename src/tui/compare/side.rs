@@ -47,6 +47,8 @@ pub struct Side {
     pub image: ImagePane,
     /// Numbers derived from the side's selection.
     pub view: View,
+    /// What was computed on the side's other turns (a conversation's results per turn).
+    pub kept: crate::tui::app::turns::KeptTurns,
     /// No live run: what the side's panes are told while it is not focused.
     idle: RunState,
 }
@@ -80,6 +82,7 @@ impl Side {
         swap(&mut self.grid, &mut app.grid);
         swap(&mut self.image, &mut app.image);
         swap(&mut self.view, &mut app.view);
+        swap(&mut self.kept, &mut app.kept);
     }
 
     /// What the side's panes read while it is not focused: its own session and selection,

@@ -216,7 +216,7 @@ pub const HELP: [HelpRow; 45] = [
     row(
         &[Action::KnockoutPercent, Action::KnockoutLayers],
         "% L",
-        "knockout: k of the map's top k% (5–50), layers (all, shown, up to shown)",
+        "knockout: k of the map's top k% (5–50; later turns: earlier turns, answers), layers (all, shown, up to shown)",
     ),
     row(
         &[Action::ShowLens],

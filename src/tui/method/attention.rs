@@ -157,9 +157,13 @@ pub(super) fn words(f: &mut Frame, ctx: &Ctx, area: Rect, words: &[(Word, f32)])
     }
     let vals: Vec<f32> = words.iter().map(|w| w.1).collect();
     let (_, max) = min_max(&vals);
+    let label = |w: &Word| match ctx.session {
+        Some(s) => super::parts::tagged(s, &w.positions, w.text.clone()),
+        None => w.text.clone(),
+    };
     let rows: Vec<(String, f32, bool)> = words
         .iter()
-        .map(|(w, v)| (w.text.clone(), *v, max > 0.0 && *v == max))
+        .map(|(w, v)| (label(w), *v, max > 0.0 && *v == max))
         .collect();
     bars(f, ctx.look, area, &rows);
 }

@@ -3,8 +3,10 @@
 //! of the map the image pane shows (both counted in the region the pane shows: base or
 //! high-res on a LLaVA-NeXT / OneVision session), over a layer range, and re-run the token on
 //! the job worker with the session's model (the same [`crate::explain::knockout::knockout`] as
-//! `lvlmscope knockout`, on every pipeline). The result line (p before and after, Δp, the greedy token before and after)
-//! takes the bottom of the method pane. `%` steps k, `L` the layer range.
+//! `lvlmscope knockout`, on every pipeline). The result line (p before and after, Δp, the
+//! greedy token before and after) takes the bottom of the method pane. `%` steps k, and in a
+//! conversation's later turn then the earlier turns and the earlier answers as the key set;
+//! `L` steps the layer range.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -92,6 +94,9 @@ pub struct KnockState {
     pub last: Option<KnockShown>,
     /// The block is shown (after the first `K`, `%` or `L`).
     pub shown: bool,
+    /// In a conversation's later turn, `K` blocks the earlier turns ([`KeyBlock::Earlier`])
+    /// or the earlier answers ([`KeyBlock::Answers`]) instead of the map's top patches.
+    pub history: Option<KeyBlock>,
 }
 
 impl Default for KnockState {
@@ -102,16 +107,40 @@ impl Default for KnockState {
             asked: None,
             last: None,
             shown: false,
+            history: None,
         }
     }
 }
 
 impl KnockState {
-    /// `%`: the next percentage.
-    pub fn step_percent(&mut self) {
+    /// `%`: the next percentage; in a turn with earlier turns (`history`), after the last
+    /// one the earlier turns, then the earlier answers, then the first percentage again.
+    pub fn step_percent(&mut self, history: bool) {
         self.shown = true;
-        let i = PERCENTS.iter().position(|&p| p == self.percent);
-        self.percent = PERCENTS[i.map_or(0, |i| (i + 1) % PERCENTS.len())];
+        self.history = match self.history.take() {
+            Some(KeyBlock::Earlier) if history => Some(KeyBlock::Answers),
+            Some(_) => {
+                self.percent = PERCENTS[0];
+                return;
+            }
+            None if history && self.percent == PERCENTS[PERCENTS.len() - 1] => {
+                Some(KeyBlock::Earlier)
+            }
+            None => None,
+        };
+        if self.history.is_none() {
+            let i = PERCENTS.iter().position(|&p| p == self.percent);
+            self.percent = PERCENTS[i.map_or(0, |i| (i + 1) % PERCENTS.len())];
+        }
+    }
+
+    /// What `K` blocks when no patch is selected, in words.
+    pub fn target(&self) -> String {
+        match &self.history {
+            Some(KeyBlock::Answers) => "the earlier answers".into(),
+            Some(_) => "the earlier turns".into(),
+            None => format!("top {}% of the map", self.percent),
+        }
     }
 
     /// Stores what the knockout `request` changed.
@@ -153,7 +182,9 @@ pub fn request(state: &mut KnockState, ctx: &Ctx, out: &mut Vec<Effect>) {
     let shown = ctx.shown_region();
     let region = shown.as_ref().and_then(|r| r.scored_kind());
     let place = region.map_or_else(String::new, |k| format!(" in {}", region_word(k)));
-    let (block, keys) = if ctx.patches.is_empty() {
+    let (block, keys) = if let Some(chosen) = history_keys(state, ctx) {
+        chosen
+    } else if ctx.patches.is_empty() {
         let id = ctx.map_id();
         let map = match catalogue::explain(s, &[token], &id) {
             Ok(e) => match (&shown, e.regions.is_empty()) {
@@ -198,6 +229,12 @@ pub fn request(state: &mut KnockState, ctx: &Ctx, out: &mut Vec<Effect>) {
     out.push(Effect::StartJob(ModelJob::Knockout(request)));
 }
 
+/// The conversation key set `%` chose, with its words, when no patch is selected.
+fn history_keys(state: &KnockState, ctx: &Ctx) -> Option<(KeyBlock, String)> {
+    let block = state.history.clone().filter(|_| ctx.patches.is_empty())?;
+    Some((block, state.target()))
+}
+
 /// Lines the block needs: none until it is first used, then the settings line, and three
 /// more once a knockout is done.
 pub fn height(state: &KnockState) -> u16 {
@@ -223,7 +260,7 @@ pub fn draw(
     let accent = Style::default().fg(look.color(look.theme.accent));
     let buf = f.buffer_mut();
     let target = if ctx.patches.is_empty() {
-        format!("top {}% of the map", state.percent)
+        state.target()
     } else {
         format!("{} selected patches", ctx.patches.len())
     };
@@ -264,5 +301,33 @@ pub fn draw(
     ];
     for (i, (line, style)) in lines.iter().enumerate() {
         put(buf, area, area.x, area.y + 1 + i as u16, line, *style);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KnockState, PERCENTS};
+
+    #[test]
+    fn percent_steps_reach_the_earlier_turns_only_in_a_later_turn() {
+        let mut k = KnockState::default();
+        let mut seen = Vec::new();
+        for _ in 0..PERCENTS.len() + 2 {
+            k.step_percent(true);
+            seen.push(k.target());
+        }
+        // from the default 10 %: 20, 30, 50, the earlier turns, the earlier answers, 5, 10
+        assert_eq!(seen[2], "top 50% of the map");
+        assert_eq!(seen[3], "the earlier turns");
+        assert_eq!(seen[4], "the earlier answers");
+        assert_eq!(seen[5], "top 5% of the map");
+        assert_eq!((k.history.clone(), k.percent), (None, 10.0));
+        // without earlier turns the percentages cycle as before
+        let mut k = KnockState::default();
+        for _ in 0..PERCENTS.len() * 2 {
+            k.step_percent(false);
+            assert_eq!(k.history, None);
+        }
+        assert_eq!(k.percent, super::DEFAULT_PERCENT);
     }
 }

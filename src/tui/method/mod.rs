@@ -13,6 +13,7 @@ pub mod causal;
 pub mod faithfulness;
 pub mod knockout;
 pub mod lens;
+mod parts;
 pub mod relevancy;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 use ratatui::layout::Rect;
 use ratatui::Frame;
 
+use crate::explain::catalogue::TurnParts;
 use crate::job::ModelJob;
 use crate::session::Session;
 
@@ -56,7 +58,37 @@ impl Default for MethodPane {
     }
 }
 
+/// What the method pane measured on one turn of a conversation (faithfulness, the last
+/// knockout, the token words jobs brought), kept while another turn is shown.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TurnMeasures {
+    faith: Option<FaithState>,
+    knock: Option<knockout::KnockShown>,
+    words: BTreeMap<u32, String>,
+}
+
 impl MethodPane {
+    /// What the pane measured on the session shown.
+    pub fn measures(&self) -> TurnMeasures {
+        TurnMeasures {
+            faith: Some(self.faith.clone()),
+            knock: self.knock.last.clone(),
+            words: self.words.clone(),
+        }
+    }
+
+    /// Shows again what was measured on a turn (after [`MethodPane::open_session`] of that
+    /// turn); the faithfulness block's settings stay as they are.
+    pub fn restore(&mut self, m: TurnMeasures) {
+        if let Some(f) = m.faith {
+            self.faith.drops = f.drops;
+            self.faith.original = f.original;
+            self.faith.seconds = f.seconds;
+        }
+        self.knock.last = m.knock;
+        self.words.extend(m.words);
+    }
+
     /// What the pane shows under the attention method (key `v`).
     pub fn attn_view(&self) -> AttnView {
         self.attn_view
@@ -127,6 +159,11 @@ impl MethodPane {
             percent: self.knock.percent,
             layers: self.knock.layers,
             shown: self.knock.shown,
+            history: self
+                .knock
+                .history
+                .clone()
+                .filter(|_| TurnParts::of(s).has_history()),
             ..Default::default()
         };
         self.lens_halted = None;
@@ -187,7 +224,10 @@ impl Component for MethodPane {
             Action::ComputeRelevancy => relevancy::request(ctx, out),
             Action::Faithfulness => faithfulness::toggle(&mut self.faith, ctx, out),
             Action::Knockout => knockout::request(&mut self.knock, ctx, out),
-            Action::KnockoutPercent => self.knock.step_percent(),
+            Action::KnockoutPercent => {
+                let history = ctx.session.is_some_and(|s| TurnParts::of(s).has_history());
+                self.knock.step_percent(history);
+            }
             Action::KnockoutLayers => {
                 self.knock.shown = true;
                 self.knock.layers = self.knock.layers.next();
@@ -271,6 +311,19 @@ fn draw(pane: &MethodPane, f: &mut Frame, area: Rect, ctx: &Ctx) {
         Rect::new(inner.x, inner.y, inner.width, top)
     } else {
         inner
+    };
+    let strip_h = ctx
+        .view
+        .reliance_parts
+        .map_or(0, |s| parts::height(&s, inner.width));
+    let inner = match &ctx.view.reliance_parts {
+        Some(shares) if inner.height >= strip_h + 3 => {
+            let top = inner.height - strip_h;
+            let strip = Rect::new(inner.x, inner.y + top, inner.width, strip_h);
+            parts::draw(f, ctx, shares, strip);
+            Rect::new(inner.x, inner.y, inner.width, top)
+        }
+        _ => inner,
     };
     match sel.method {
         Method::Attention if patches => {

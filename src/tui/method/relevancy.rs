@@ -7,7 +7,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::Frame;
 
-use crate::explain::catalogue::{self, Need, TextPart};
+use crate::explain::catalogue::{self, Need};
 use crate::job::ModelJob;
 use crate::session::Session;
 
@@ -86,11 +86,10 @@ pub fn draw(f: &mut Frame, area: Rect, ctx: &Ctx) {
         _ if bars_h == 0 => {}
         Some(tr) => {
             let mut rows = vec![(IMAGE_BAR.to_string(), tr.image_max, true)];
-            rows.extend(
-                tr.words
-                    .iter()
-                    .map(|w| (display_token(&w.text), w.value, false)),
-            );
+            rows.extend(tr.words.iter().map(|w| {
+                let label = super::parts::tagged(s, &w.positions, display_token(&w.text));
+                (label, w.value, false)
+            }));
             bars(
                 f,
                 look,
@@ -138,17 +137,8 @@ fn draw_reliance(f: &mut Frame, ctx: &Ctx, s: &Session, area: Rect) {
     let dim = Style::default().fg(look.color(look.theme.dim));
     let fg = Style::default().fg(look.color(look.theme.foreground));
     let buf = f.buffer_mut();
-    let label = match &ctx.view.reliance_parts {
-        Some(parts) => {
-            let shares: Vec<String> = TextPart::ALL
-                .iter()
-                .map(|&p| format!("{} {:.2}", p.name(), parts.get(p)))
-                .collect();
-            format!("token {}: {}", ctx.token(), shares.join(" · "))
-        }
-        None => "reliance on the image (share of relevancy)".into(),
-    };
-    put(buf, area, area.x, area.y, &label, dim);
+    let label = "reliance on the image (share of relevancy)";
+    put(buf, area, area.x, area.y, label, dim);
     let texts = chips(s);
     let cells: Vec<String> = texts
         .iter()

@@ -131,7 +131,8 @@ pub fn done(app: &mut App, done: JobDone) {
             app.method.add_words(words);
             lens::store(s, reading);
             app.modified = true;
-            app.notify(format!("{what} computed: s saves it in the session"), false);
+            let keep = saved_where(app);
+            app.notify(format!("{what} computed: {keep}"), false);
         }
         Ok(JobOutput::Relevancy(maps)) => {
             let Some(s) = app.session.as_mut() else {
@@ -145,11 +146,9 @@ pub fn done(app: &mut App, done: JobDone) {
                 Ok(()) => {
                     app.modified = true;
                     let late = if pending { "" } else { " (after cancel; kept)" };
+                    let keep = saved_where(app);
                     app.notify(
-                        format!(
-                            "{what} computed in {:.2}s{late}: s saves it in the session",
-                            maps.seconds
-                        ),
+                        format!("{what} computed in {:.2}s{late}: {keep}", maps.seconds),
                         false,
                     );
                 }
@@ -170,4 +169,14 @@ pub fn job_request(app: &App, id: u64) -> Option<JobRequest> {
         job: pending.job.clone(),
         cancel: pending.cancel.clone(),
     })
+}
+
+/// Where a result computed on the shown turn is kept: the session file for the last turn, the
+/// app's memory for an earlier turn of a conversation.
+fn saved_where(app: &App) -> &'static str {
+    if app.talk.is_some() {
+        "kept with this turn while the app runs (s saves the last turn's results only)"
+    } else {
+        "s saves it in the session"
+    }
 }

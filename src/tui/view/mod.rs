@@ -12,7 +12,7 @@ use crate::explain::attention::{
     self as attn, min_max, Grid, HeadAgg, Region, TokenAggregates, Word,
 };
 use crate::explain::catalogue::{self, CatalogueError, Explanation, Family};
-use crate::explain::catalogue::{part_sums, PartSums, TurnParts};
+use crate::explain::catalogue::{PartSums, TurnParts};
 use crate::explain::relevancy::views::{self as rel_views, TextRelevancy};
 use crate::session::{Array, CausalToken, Session};
 
@@ -93,8 +93,9 @@ pub struct View {
     pub rel_text: Option<TextRelevancy>,
     /// Relevancy: the image share of each answer token's relevancy (`None`: not computed).
     pub reliance: Vec<Option<f32>>,
-    /// Relevancy, in a conversation's turn with earlier turns: the first selected token's
-    /// relevancy split over the image, this question, the earlier answers and questions.
+    /// In a conversation's turn with earlier turns: the shown map's row (any method with a
+    /// text part) split over the image, this question, the earlier answers and questions and
+    /// this answer so far, as shares (the catalogue's [`Explanation::parts`]).
     pub reliance_parts: Option<PartSums>,
     /// Per head of the layer: attention to the selected patches, averaged over answer tokens.
     pub patch_heads: Vec<f32>,
@@ -140,11 +141,6 @@ impl View {
                 .into_iter()
                 .map(|r| r.map(|r| r.image_share()))
                 .collect();
-            let parts = TurnParts::of(s);
-            if parts.has_history() {
-                v.reliance_parts = rel_views::session_row(s, tokens[0], sel.rel_norm)
-                    .map(|row| part_sums(&parts, &row, s.query_position(tokens[0])).shares());
-            }
         }
         if let Some(m) = &v.map {
             v.range = m.min_max();
@@ -211,13 +207,18 @@ fn image_map(v: &mut View, input: &ViewInput, s: &Session, shown: Option<&ShownR
         _ => input.tokens,
     };
     match catalogue::explain(s, tokens, &id) {
-        Ok(e) => match id.family() {
-            Family::Causal => causal::details(v, input, s, e, shown),
-            _ => {
-                v.map = Some(region_grid(&e, shown));
-                v.map_title = e.title;
+        Ok(e) => {
+            if TurnParts::of(s).has_history() {
+                v.reliance_parts = e.parts.map(|p| p.shares());
             }
-        },
+            match id.family() {
+                Family::Causal => causal::details(v, input, s, e, shown),
+                _ => {
+                    v.map = Some(region_grid(&e, shown));
+                    v.map_title = e.title;
+                }
+            }
+        }
         Err(e) => v.map_missing = Some(missing(input, s, e)),
     }
 }

@@ -7,6 +7,10 @@
 //! image regions over it ([`regions`]): `Base`, the base view's grid, and `Highres`, the
 //! stitched high-resolution grid, whose newline tokens are separators.
 
+mod views;
+
+pub use views::{place, placement, vision_views};
+
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -18,10 +22,10 @@ use super::{
 use crate::explain::relevancy::RelevancyMaps;
 use crate::model::config::AnyresConfig;
 use crate::model::tracked::{AnyresRows, AnyresTrackedPass};
-use crate::model::{LlavaNext, ModelDir, NoTape};
-use crate::processing::anyres::{AnyresImageConfig, AnyresLayout, FeatureSource};
+use crate::model::{AttentionRecorder, LlavaNext, ModelDir, NoTape};
+use crate::processing::anyres::{AnyresImageConfig, AnyresLayout};
 use crate::processing::PromptProcessor;
-use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
+use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session, VisionAttention};
 
 /// A LLaVA-NeXT / OneVision model with its preprocessors.
 pub struct AnyresLoaded {
@@ -139,6 +143,11 @@ pub fn generate(
         request.capture
     };
     let mut run = Decoding::new(llava, capture);
+    let row = views::vision_row(llava.vision().spec().class_token);
+    if !run.recorder.mode().is_off() {
+        let recorder = std::mem::replace(&mut run.recorder, AttentionRecorder::off());
+        run.recorder = recorder.keep_vision_rows(views::row_kind(row));
+    }
 
     on_progress(Progress::Stage("encoding image".into()));
     let clock = Instant::now();
@@ -181,49 +190,18 @@ pub fn generate(
         output: run.output,
         timings: run.timings,
     };
-    // The vision attention of an anyres run is one [P, P] per view, not over a region's
-    // cells: not stored.
-    Ok(builder.build(&loaded.prompts, &run.recorder, false))
+    // The vision attention of an anyres run is kept as one row a head per view, placed on
+    // the regions' cells as the features are (docs/design.md, "Session file").
+    let mut session = builder.build(&loaded.prompts, &run.recorder, false);
+    if let Some((info, views)) = vision_views(&run.recorder, layout, row) {
+        session.manifest.vision_attention = Some(info);
+        session.attn_vit = Some(VisionAttention::Views(views));
+    }
+    Ok(session)
 }
 
 /// Output tokens carried by one decoder backward of the anyres relevancy pass.
 const RELEVANCY_CHUNK: usize = 4;
-
-/// One per-view row (`[views][Pv]`) placed on the cells of `kinds`' regions, in order: a Base
-/// cell is the base view's patch; a Highres cell is the tile patch it was stitched from, or
-/// for a pooled cell the bilinear mix of its patches with the pooling weights.
-pub fn place(
-    per_view: &[Vec<f32>],
-    class_token: bool,
-    layout: &AnyresLayout,
-    kinds: &[RegionKind],
-) -> Vec<f32> {
-    let skip = usize::from(class_token);
-    let pf = layout.rule.side * layout.rule.side;
-    let value = |src: usize| -> f32 {
-        per_view
-            .get(src / pf)
-            .and_then(|row| row.get(skip + src % pf))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    let sources = layout.sources();
-    let (base, grid) = sources.split_at(layout.rule.base.min(sources.len()));
-    let mut out = Vec::new();
-    for kind in kinds {
-        let part = match kind {
-            RegionKind::Base => base,
-            RegionKind::Highres => grid,
-            RegionKind::Image => &[],
-        };
-        for s in part {
-            if let FeatureSource::Cells(cells) = s {
-                out.push(cells.iter().map(|&(src, w)| w * value(src)).sum());
-            }
-        }
-    }
-    out
-}
 
 /// Relevancy of output tokens `tokens` of a session `generate` made with `loaded` from
 /// `image`: `llm` rows over the positions; `vit` and `combined` per view, placed on the cells

@@ -264,7 +264,8 @@ impl App {
             MapId::Attention {
                 layers: Layers::Mean,
                 ..
-            } => return false,
+            }
+            | MapId::Vision { .. } => return false,
             MapId::Attention { heads, .. } => Some(heads),
             MapId::Causal(CausalHeads::Sum) => Some(HeadAgg::Mean),
             MapId::Causal(CausalHeads::Max) => Some(HeadAgg::Max),
@@ -292,7 +293,7 @@ impl App {
                 sel.rel_norm = norm;
             }
             MapId::Lens(l) => self.sel.layer = l,
-            MapId::Heads(_) | MapId::Causal(_) | MapId::Random => {}
+            MapId::Heads(_) | MapId::Causal(_) | MapId::Random | MapId::Vision { .. } => {}
         }
         self.refresh();
         true

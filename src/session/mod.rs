@@ -104,6 +104,13 @@ impl Session {
         Cow::Owned(one.into_iter().collect())
     }
 
+    /// The rectangle of the original image (`[x0, y0, x1, y1]`, pixels) that `pixel_values`
+    /// shows: the first region's (LLaVA-1.5's crop or padded square, Qwen2-VL's whole image,
+    /// an anyres run's base view, which is the whole fitted image); `None` without a region.
+    pub fn picture_rect(&self) -> Option<[f64; 4]> {
+        self.regions().first().map(|r| r.rect)
+    }
+
     /// Absolute input positions of every region's cells, region by region, each row-major.
     pub fn cell_positions(&self) -> Vec<usize> {
         self.regions()

@@ -213,3 +213,23 @@ fn loader_refuses_vision_attention_that_lies() {
     refused(&heads, "attn.vit.v1");
     assert!(Path::new(&path).exists());
 }
+
+#[test]
+fn the_app_shows_the_vision_map_with_v() {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use lvlmscope::style::{ColorMode, Look, Theme};
+    use lvlmscope::tui::{update, App, Msg};
+    let s = run("tiny-llava-onevision", "image.png");
+    let want = explain(&s, &[0], &"attention.vision.last.mean".parse().unwrap()).unwrap();
+    let look = Look::new(Theme::dark(), ColorMode::TrueColor);
+    let mut app = App::with_session(look, s, None);
+    let decoder = app.map_id();
+    let v = || Msg::Key(KeyEvent::new(KeyCode::Char('V'), KeyModifiers::NONE));
+    update(&mut app, v());
+    assert_eq!(app.map_id().to_string(), "attention.vision.last.mean");
+    // The app opens on the high-resolution region: its map is the catalogue's there.
+    let shown = app.view.map.as_ref().expect("a map is shown");
+    assert_eq!(shown.values, want.regions[1].grid.values);
+    update(&mut app, v());
+    assert_eq!(app.map_id(), decoder);
+}

@@ -262,8 +262,9 @@ mod tests {
         // 3 tokens: a class token and two patches.
         let m = [0.5, 0.2, 0.3, 0.1, 0.6, 0.3, 0.4, 0.4, 0.2];
         assert_eq!(VisionRow::Class.of_matrix(&m, 3, 2), vec![0.2, 0.3]);
-        let got = VisionRow::Received.of_matrix(&m[..4].repeat(1), 2, 2);
-        assert!((got[0] - 0.35).abs() < 1e-6 && (got[1] - 0.15).abs() < 1e-6);
+        // 2 tokens, no class token: the column means of [[0.5, 0.2], [0.3, 0.1]].
+        let got = VisionRow::Received.of_matrix(&m[..4], 2, 2);
+        assert!((got[0] - 0.4).abs() < 1e-6 && (got[1] - 0.15).abs() < 1e-6);
     }
 
     #[test]

@@ -265,8 +265,11 @@ impl App {
                 layers: Layers::Mean,
                 ..
             }
-            | MapId::Vision { .. } => return false,
-            MapId::Attention { heads, .. } => Some(heads),
+            | MapId::Vision {
+                layers: Layers::Mean | Layers::At(_),
+                ..
+            } => return false,
+            MapId::Attention { heads, .. } | MapId::Vision { heads, .. } => Some(heads),
             MapId::Causal(CausalHeads::Sum) => Some(HeadAgg::Mean),
             MapId::Causal(CausalHeads::Max) => Some(HeadAgg::Max),
             MapId::Causal(CausalHeads::Head(h)) => Some(HeadAgg::Head(h)),
@@ -282,6 +285,7 @@ impl App {
             None => {}
         }
         sel.method = id.family();
+        sel.vision = matches!(id, MapId::Vision { .. });
         match id {
             MapId::Attention {
                 layers: Layers::At(l),

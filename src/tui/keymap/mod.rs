@@ -114,11 +114,13 @@ pub enum Action {
     ComputeLens,
     /// Colour the heads × layers grid by attention or by a head score.
     GridColouring,
+    /// Show the vision tower's own attention instead of the decoder's (and back).
+    VisionAttention,
 }
 
 impl Action {
     /// Every action, in the order of the help.
-    pub const ALL: [Action; 52] = [
+    pub const ALL: [Action; 53] = [
         Action::Quit,
         Action::Help,
         Action::NextPane,
@@ -171,6 +173,7 @@ impl Action {
         Action::ShowLens,
         Action::ComputeLens,
         Action::GridColouring,
+        Action::VisionAttention,
     ];
 
     /// The action's name in a theme's `[keys]` table.
@@ -228,6 +231,7 @@ impl Action {
             Action::ShowLens => "show_lens",
             Action::ComputeLens => "compute_lens",
             Action::GridColouring => "grid_colouring",
+            Action::VisionAttention => "vision_attention",
         }
     }
 
@@ -241,6 +245,7 @@ impl Action {
                 Some(Family::Causal)
             }
             Action::ComputeLens => Some(Family::Lens),
+            Action::VisionAttention => Some(Family::Attention),
             _ => None,
         }
     }
@@ -300,6 +305,7 @@ impl Action {
             Action::ShowLens => vec![c('4')],
             Action::ComputeLens => vec![c('r')],
             Action::GridColouring => vec![c('G')],
+            Action::VisionAttention => vec![c('V')],
         }
     }
 }

@@ -96,6 +96,7 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
         Action::RelevancySource => sel.rel_source = sel.rel_source.next(),
         Action::Normalisation => sel.rel_norm = sel.rel_norm.toggle(),
         Action::Heads => sel.agg = sel.agg.next(),
+        Action::VisionAttention => sel.vision = !sel.vision,
         Action::ColorMap => app.look.colormap = app.look.colormap.next(),
         Action::ClearSelection => {
             app.answer.clear_selection();

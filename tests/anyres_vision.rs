@@ -233,3 +233,47 @@ fn the_app_shows_the_vision_map_with_v() {
     update(&mut app, v());
     assert_eq!(app.map_id(), decoder);
 }
+
+#[test]
+fn report_gives_the_vision_map_per_region() {
+    let s = run("tiny-llava-next", "image_tall.png");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.safetensors");
+    session::save(&s, &file, AttentionDtype::F32).unwrap();
+    let want = explain(&s, &[0], &"attention.vision.l1.h2".parse().unwrap()).unwrap();
+    for (index, region) in ["base", "highres"].into_iter().enumerate() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
+            .arg("report")
+            .arg(&file)
+            .args([
+                "--method",
+                "attention.vision.l1.h2",
+                "--json",
+                "--region",
+                region,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["map_id"], "attention.vision.l1.h2");
+        let grid = &want.regions[index].grid;
+        assert_eq!(
+            j["grid"],
+            serde_json::json!([grid.rows, grid.cols]),
+            "{region}"
+        );
+        let got: Vec<f32> = j["regions"][0]["map"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter())
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got, grid.values, "{region}");
+    }
+}

@@ -77,6 +77,7 @@ fn session_from(inputs: &Path, model: &Llava) -> anyhow::Result<Session> {
             timings: BTreeMap::new(),
             lens: Vec::new(),
             turns: Vec::new(),
+            vision_attention: None,
         },
         pixel_values: Array::new(
             px.dims().to_vec(),

@@ -73,6 +73,7 @@ fn session_with(layer: usize) -> Session {
         timings: BTreeMap::new(),
         lens: Vec::new(),
         turns: Vec::new(),
+        vision_attention: None,
     };
     let mut attn_full = BTreeMap::new();
     attn_full.insert(layer, Array::new(vec![heads, S, S], data).unwrap());

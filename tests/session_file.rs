@@ -67,6 +67,7 @@ fn small_session() -> Session {
             timings: BTreeMap::from([("prefill".to_string(), 0.5)]),
             lens: Vec::new(),
             turns: Vec::new(),
+            vision_attention: None,
         },
         input_ids: vec![1, 3, 3, 3, 3, 40],
         output_ids: vec![7, 8, 2],

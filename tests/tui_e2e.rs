@@ -180,10 +180,13 @@ fn keys_drive_the_app_and_quit_restores_the_shell() {
     assert_ne!(tmux.capture(true), colored, "the frame did not change");
     tmux.send(&["}"]);
     tmux.wait_for("head 1/3");
+    // The help takes two pages here: Space turns to the second, any other key closes it.
     tmux.send(&["?"]);
-    tmux.wait_for("Keys (any key closes)");
+    tmux.wait_for("Keys 1/2 (Space: next page");
+    tmux.send(&["Space"]);
+    tmux.wait_for("Keys 2/2 (any key closes)");
     tmux.send(&["x"]);
-    tmux.wait_gone("Keys (any key closes)");
+    tmux.wait_gone("any key closes");
     tmux.send(&["2"]);
     tmux.wait_for("no relevancy for token 1");
     tmux.send(&["s"]);

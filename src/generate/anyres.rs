@@ -8,6 +8,10 @@
 //! image regions over it ([`regions`]): `Base`, the base view's grid, and `Highres`, the
 //! stitched high-resolution grid, whose newline tokens are separators.
 
+mod views;
+
+pub use views::{place, placement, vision_views};
+
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -19,8 +23,8 @@ use super::{Decoding, GenerateError, Progress, RunRequest};
 use crate::explain::relevancy::RelevancyMaps;
 use crate::model::config::AnyresConfig;
 use crate::model::tracked::{AnyresRows, AnyresTrackedPass};
-use crate::model::{LlavaNext, ModelDir, NoTape};
-use crate::processing::anyres::{AnyresImageConfig, AnyresLayout, FeatureSource};
+use crate::model::{AttentionRecorder, LlavaNext, ModelDir, NoTape};
+use crate::processing::anyres::{AnyresImageConfig, AnyresLayout};
 use crate::processing::{EncodedPrompt, PromptProcessor};
 use crate::session::{Array, ImageRegion, RegionKind, Session};
 
@@ -121,9 +125,8 @@ pub fn generate(
 }
 
 /// [`super::pipeline::Pipeline::see`] of an anyres model: the base view and the tiles encoded,
-/// the image fitted into the canvas as the picture, the base and high-resolution regions. The
-/// vision attention of an anyres run is one `[P, P]` per view, not over a region's cells: not
-/// stored.
+/// the image fitted into the canvas as the picture, the base and high-resolution regions, and
+/// the tower's attention kept per view ([`vision_views`]).
 pub(super) fn see(
     loaded: &AnyresLoaded,
     image: &image::DynamicImage,
@@ -142,6 +145,13 @@ pub(super) fn see(
         request.max_new_tokens,
         llava.config().text_config.max_position_embeddings,
     )?;
+    // The tower's attention is kept as one row a head per view (docs/design.md, "Session
+    // file"), placed on the regions' cells as the features are.
+    let row = views::vision_row(llava.vision().spec().class_token);
+    if !run.recorder.mode().is_off() {
+        let recorder = std::mem::replace(&mut run.recorder, AttentionRecorder::off());
+        run.recorder = recorder.keep_vision_rows(views::row_kind(row));
+    }
     encode_image(run, on_progress, |recorder| {
         let tensor = Tensor::from_vec(pixels.data.clone(), pixels.shape.to_vec(), llava.device())?;
         Ok(model.image_features(&tensor, layout, recorder)?)
@@ -158,6 +168,7 @@ pub(super) fn see(
         original_size: [image.width(), image.height()],
         shape: super::pipeline::Pipeline::Anyres(loaded).shape(),
         vision_attention: false,
+        vision_views: vision_views(&run.recorder, layout, row),
     };
     Ok((seen, encoded))
 }
@@ -179,42 +190,6 @@ pub(super) fn session_features(
 
 /// Output tokens carried by one decoder backward of the anyres relevancy pass.
 const RELEVANCY_CHUNK: usize = 4;
-
-/// One per-view row (`[views][Pv]`) placed on the cells of `kinds`' regions, in order: a Base
-/// cell is the base view's patch; a Highres cell is the tile patch it was stitched from, or
-/// for a pooled cell the bilinear mix of its patches with the pooling weights.
-pub fn place(
-    per_view: &[Vec<f32>],
-    class_token: bool,
-    layout: &AnyresLayout,
-    kinds: &[RegionKind],
-) -> Vec<f32> {
-    let skip = usize::from(class_token);
-    let pf = layout.rule.side * layout.rule.side;
-    let value = |src: usize| -> f32 {
-        per_view
-            .get(src / pf)
-            .and_then(|row| row.get(skip + src % pf))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    let sources = layout.sources();
-    let (base, grid) = sources.split_at(layout.rule.base.min(sources.len()));
-    let mut out = Vec::new();
-    for kind in kinds {
-        let part = match kind {
-            RegionKind::Base => base,
-            RegionKind::Highres => grid,
-            RegionKind::Image => &[],
-        };
-        for s in part {
-            if let FeatureSource::Cells(cells) = s {
-                out.push(cells.iter().map(|&(src, w)| w * value(src)).sum());
-            }
-        }
-    }
-    out
-}
 
 /// Relevancy of output tokens `tokens` of a session `generate` made with `loaded` from
 /// `image`: `llm` rows over the positions; `vit` and `combined` per view, placed on the cells

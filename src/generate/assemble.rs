@@ -9,7 +9,7 @@ use crate::model::AttentionRecorder;
 use crate::processing::{EncodedPrompt, PromptProcessor};
 use crate::session::{
     Array, GenerationInfo, ImageInfo, ImageRegion, Manifest, ModelFamily, ModelInfo, Session,
-    TokenStrings, SCHEMA,
+    TokenStrings, VisionAttention, SCHEMA,
 };
 
 /// The model's identity and sizes, as the session records them.
@@ -77,7 +77,10 @@ impl SessionBuilder<'_> {
             }
         }
         let attn_vit = if vision_attention {
-            recorder.vision().and_then(to_array)
+            recorder
+                .vision()
+                .and_then(to_array)
+                .map(VisionAttention::Full)
         } else {
             None
         };
@@ -124,6 +127,7 @@ impl SessionBuilder<'_> {
             timings: self.timings,
             lens: Vec::new(),
             turns: Vec::new(),
+            vision_attention: None,
         };
         Session {
             manifest,

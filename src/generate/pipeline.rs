@@ -18,7 +18,9 @@ use super::{
 };
 use crate::model::AttentionRecorder;
 use crate::processing::{EncodedPrompt, PromptProcessor};
-use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
+use crate::session::{
+    Array, ImageRegion, ModelFamily, RegionKind, Session, VisionAttention, VisionInfo, VisionViews,
+};
 
 /// A loaded model of one of the pipelines.
 #[derive(Clone, Copy)]
@@ -77,6 +79,8 @@ pub struct Seen {
     pub shape: ModelShape,
     /// Whether the recorded vision attention is over the regions' cells (and so stored).
     pub vision_attention: bool,
+    /// An anyres image's vision attention kept per view, with its placement on the regions.
+    pub vision_views: Option<(VisionInfo, VisionViews)>,
 }
 
 impl Seen {
@@ -100,7 +104,12 @@ impl Seen {
             output: run.output.clone(),
             timings: run.timings.clone(),
         };
-        builder.build(model.prompts(), &run.recorder, self.vision_attention)
+        let mut session = builder.build(model.prompts(), &run.recorder, self.vision_attention);
+        if let Some((info, views)) = &self.vision_views {
+            session.manifest.vision_attention = Some(*info);
+            session.attn_vit = Some(VisionAttention::Views(views.clone()));
+        }
+        session
     }
 }
 
@@ -202,6 +211,10 @@ impl<'a> Pipeline<'a> {
             original_size: m.image.original_size,
             shape: self.shape(),
             vision_attention: matches!(self, Self::Llava(_)),
+            vision_views: match (&session.attn_vit, m.vision_attention) {
+                (Some(VisionAttention::Views(views)), Some(info)) => Some((info, views.clone())),
+                _ => None,
+            },
         })
     }
 
@@ -334,6 +347,7 @@ fn see_llava(
         original_size: [width, height],
         shape: llava_shape(model),
         vision_attention: true,
+        vision_views: None,
     };
     Ok((seen, encoded))
 }

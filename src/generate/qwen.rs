@@ -219,6 +219,7 @@ pub(super) fn see(
         original_size: [image.width(), image.height()],
         shape: shape(loaded),
         vision_attention: false,
+        vision_views: None,
     };
     Ok((seen, encoded))
 }

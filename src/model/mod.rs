@@ -66,7 +66,7 @@ pub use files::ModelDir;
 pub use llava::Llava;
 pub use llava_next::LlavaNext;
 pub use qwen_vl::QwenVl;
-pub use recorder::{AttentionRecorder, CaptureMode};
+pub use recorder::{AttentionRecorder, CaptureMode, VisionRowKind};
 pub use tape::{NoTape, Tape};
 
 use candle_core::Device;

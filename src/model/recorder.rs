@@ -7,6 +7,8 @@
 //!   forward call for all layers together.
 //! - full layers: every query row of the chosen decoder layers.
 //! - vision: every attention matrix of the vision tower layers that run.
+//! - vision rows ([`AttentionRecorder::keep_vision_rows`]): one row per head of every view of
+//!   a batched tower run (an anyres image's base view and tiles), reduced on the device.
 
 use std::collections::BTreeMap;
 
@@ -94,6 +96,17 @@ pub struct AttentionRecorder {
     rows: Vec<RowStep>,
     full: BTreeMap<usize, Vec<Block>>,
     vision: BTreeMap<usize, Block>,
+    vision_rows: Option<VisionRowKind>,
+    view_rows: BTreeMap<usize, Block>,
+}
+
+/// Which row of each vision attention matrix [`AttentionRecorder::keep_vision_rows`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisionRowKind {
+    /// Query row 0 (the class token) over the other tokens.
+    Class,
+    /// The mean over query rows: the attention each token receives.
+    Received,
 }
 
 fn to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
@@ -112,7 +125,16 @@ impl AttentionRecorder {
             rows: Vec::new(),
             full: BTreeMap::new(),
             vision: BTreeMap::new(),
+            vision_rows: None,
+            view_rows: BTreeMap::new(),
         }
+    }
+
+    /// Also keep, for every view of the vision tower's batch, one row per layer and head
+    /// (`kind`), reduced on the device; [`AttentionRecorder::view_rows`] gives them.
+    pub fn keep_vision_rows(mut self, kind: VisionRowKind) -> Self {
+        self.vision_rows = Some(kind);
+        self
     }
 
     /// A recorder that keeps nothing.
@@ -131,6 +153,7 @@ impl AttentionRecorder {
         self.rows.clear();
         self.full.clear();
         self.vision.clear();
+        self.view_rows.clear();
     }
 
     /// Forget the recorded rows (the rows of the next turn of a conversation start afresh);
@@ -159,7 +182,7 @@ impl AttentionRecorder {
 
     /// Whether the vision tower's probabilities are wanted.
     pub(crate) fn wants_vision(&self) -> bool {
-        self.mode.vision
+        self.mode.vision || self.vision_rows.is_some()
     }
 
     /// Called from decoder attention: `probs` is `[1, H, q_len, kv_len]`, query rows start at
@@ -212,6 +235,9 @@ impl AttentionRecorder {
     /// Called from vision attention: `probs` is `[1, H, n, n]`. A call for layer 0 starts a new
     /// image (earlier vision records are dropped).
     pub(crate) fn record_vision(&mut self, layer: usize, probs: &Tensor) -> Result<()> {
+        if let Some(kind) = self.vision_rows {
+            self.record_view_rows(layer, probs, kind)?;
+        }
         if !self.mode.vision {
             return Ok(());
         }
@@ -231,6 +257,59 @@ impl AttentionRecorder {
             },
         );
         Ok(())
+    }
+
+    /// Keeps one row a head of every view of `probs` `[V, H, n, n]`: `[V, H, n − 1]` (class
+    /// row, the class token's own column dropped) or `[V, H, n]` (received).
+    fn record_view_rows(
+        &mut self,
+        layer: usize,
+        probs: &Tensor,
+        kind: VisionRowKind,
+    ) -> Result<()> {
+        if layer == 0 {
+            self.view_rows.clear();
+        }
+        let (views, heads, n, _) = probs.dims4()?;
+        let rows = match kind {
+            VisionRowKind::Class => probs.narrow(2, 0, 1)?.narrow(3, 1, n - 1)?.squeeze(2)?,
+            VisionRowKind::Received => probs.to_dtype(DType::F32)?.mean(2)?,
+        };
+        let kv_len = rows.dim(2)?;
+        self.view_rows.insert(
+            layer,
+            Block {
+                q_offset: 0,
+                q_len: views,
+                kv_len,
+                heads,
+                data: to_f32_vec(&rows)?,
+            },
+        );
+        Ok(())
+    }
+
+    /// One `[Lv, H, P]` array (shape, data) per view of the last tower run kept by
+    /// [`AttentionRecorder::keep_vision_rows`]; `None` when nothing was kept or the layers
+    /// disagree.
+    pub fn view_rows(&self) -> Option<Vec<(Vec<usize>, Vec<f32>)>> {
+        let first = self.view_rows.values().next()?;
+        let (views, heads, p) = (first.q_len, first.heads, first.kv_len);
+        let layers = self.view_rows.len();
+        let mut out = vec![Vec::with_capacity(layers * heads * p); views];
+        for (i, (l, b)) in self.view_rows.iter().enumerate() {
+            if *l != i || b.q_len != views || b.heads != heads || b.kv_len != p {
+                return None;
+            }
+            for (v, view) in out.iter_mut().enumerate() {
+                view.extend_from_slice(&b.data[v * heads * p..(v + 1) * heads * p]);
+            }
+        }
+        Some(
+            out.into_iter()
+                .map(|data| (vec![layers, heads, p], data))
+                .collect(),
+        )
     }
 
     /// `[T, L, H, S]` row-major f32: one row per forward call (the last query row of each
@@ -375,6 +454,33 @@ mod tests {
         assert_eq!(&full[12..16], &[2000.0, 2001.0, 2002.0, 2003.0]);
         assert!(rec.full(0, 4).is_none());
         assert!(rec.vision().is_none());
+    }
+
+    #[test]
+    fn view_rows_per_view() {
+        let mut rec = AttentionRecorder::off().keep_vision_rows(VisionRowKind::Class);
+        assert!(rec.wants_vision());
+        // two views, one head, 3 tokens (class token first), two layers
+        for layer in 0..2 {
+            rec.record_vision(
+                layer,
+                &probs(1, 2 * 3, 3, 100.0 * layer as f32)
+                    .reshape((2, 1, 3, 3))
+                    .unwrap(),
+            )
+            .unwrap();
+        }
+        let views = rec.view_rows().unwrap();
+        assert_eq!(views.len(), 2);
+        assert_eq!(views[0].0, vec![2, 1, 2]);
+        // view 1, layer 0: its class row is values 9, 10, 11; the class column dropped
+        assert_eq!(views[1].1, vec![10.0, 11.0, 110.0, 111.0]);
+        assert!(rec.vision().is_none());
+
+        let mut rec = AttentionRecorder::off().keep_vision_rows(VisionRowKind::Received);
+        rec.record_vision(0, &probs(1, 2, 2, 0.0).reshape((1, 1, 2, 2)).unwrap())
+            .unwrap();
+        assert_eq!(rec.view_rows().unwrap()[0].1, vec![1.0, 2.0]);
     }
 
     #[test]

@@ -404,8 +404,9 @@ pub fn regions_range(r: &ReportMap) -> (f32, f32) {
     }
 }
 
-/// The PNG of the report: each region's map blended over the picture at the region's true
-/// aspect ratio, regions stacked top to bottom with a 4-pixel gap.
+/// The PNG of the report: each region's map blended over the part of the picture its
+/// rectangle covers, at the region's true aspect ratio, regions stacked top to bottom with a
+/// 4-pixel gap.
 pub fn png_raster(s: &Session, r: &ReportMap, look: &Look) -> overlay::Raster {
     let img = overlay::denormalize(&s.pixel_values);
     let range = regions_range(r);
@@ -415,7 +416,10 @@ pub fn png_raster(s: &Session, r: &ReportMap, look: &Look) -> overlay::Raster {
         r.regions
             .iter()
             .map(|m| {
-                let blended = overlay::overlay(&img, &m.grid, range, look.colormap, 0.6);
+                // Each region's map over the part of the picture its rectangle covers.
+                let shows = s.picture_rect().unwrap_or(m.rect);
+                let picture = overlay::crop(&img, shows, m.rect);
+                let blended = overlay::overlay(&picture, &m.grid, range, look.colormap, 0.6);
                 overlay::at_aspect(&blended, m.aspect())
             })
             .collect()

@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::session::{piece_text, Session};
 use crate::style::{rgb_to_ansi256, shade, ColorMode, Look, Rgb};
 
-use super::overlay::{denormalize, overlay, resample, Raster};
+use super::overlay::{crop, denormalize, overlay, resample, Raster};
 use super::{RelevancyReport, ReportMap};
 use crate::explain::catalogue::{RegionMap, TextPart, TurnParts};
 
@@ -284,6 +284,7 @@ fn image_view(out: &mut dyn Write, r: &ReportMap, s: &Session, look: &Look) -> s
         }
     }
     let (tw, _) = viuer::terminal_size();
+    let shows = s.picture_rect().filter(|_| !r.regions.is_empty());
     for m in regions {
         if regions.len() > 1 {
             writeln!(
@@ -294,7 +295,12 @@ fn image_view(out: &mut dyn Write, r: &ReportMap, s: &Session, look: &Look) -> s
                 m.grid.cols
             )?;
         }
-        region_blocks(out, &img, m, range, look, tw as usize)?;
+        // Each region over the part of the picture its rectangle covers.
+        let picture = match shows {
+            Some(shows) => crop(&img, shows, m.rect),
+            None => std::borrow::Cow::Borrowed(&img),
+        };
+        region_blocks(out, &picture, m, range, look, tw as usize)?;
     }
     Ok(())
 }

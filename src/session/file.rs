@@ -8,7 +8,8 @@ use half::f16;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::manifest::{Manifest, SCHEMA, SCHEMA_1};
-use super::{turns::check_turns, Array, Session, Turn};
+use super::vision::{check_views, read_vision};
+use super::{turns::check_turns, Array, Session, Turn, VisionAttention};
 
 /// The metadata key that holds the JSON manifest.
 const MANIFEST_KEY: &str = "lvlmscope";
@@ -107,8 +108,29 @@ pub fn save(session: &Session, path: &Path, attention: AttentionDtype) -> Result
     for (layer, a) in &session.attn_full {
         tensors.insert(format!("attn.full.{layer}"), encode_attention(a, attention));
     }
-    if let Some(a) = &session.attn_vit {
-        tensors.insert("attn.vit".into(), encode_attention(a, attention));
+    match &session.attn_vit {
+        Some(VisionAttention::Full(a)) => {
+            tensors.insert("attn.vit".into(), encode_attention(a, attention));
+        }
+        Some(VisionAttention::Views(v)) => {
+            for (k, a) in v.views.iter().enumerate() {
+                tensors.insert(format!("attn.vit.v{k}"), encode_attention(a, attention));
+            }
+            let p = &v.placement;
+            let shape = vec![p.cells(), p.taps];
+            let source: Vec<i64> = p.source.iter().map(|&i| i as i64).collect();
+            tensors.insert(
+                "attn.vit.source".into(),
+                Encoded {
+                    shape: shape.clone(),
+                    ..encode_i64(&source)
+                },
+            );
+            let weight = Array::new(shape, p.weight.clone())
+                .ok_or_else(|| SessionError::Encode("attn.vit.weight misshapen".into()))?;
+            tensors.insert("attn.vit.weight".into(), encode_f32(&weight));
+        }
+        None => {}
     }
     for (name, a) in [
         ("relevancy.llm", &session.relevancy_llm),
@@ -254,6 +276,7 @@ pub fn load(path: &Path) -> Result<Session, SessionError> {
             "tensor {name} belongs to no earlier turn its manifest lists"
         )));
     }
+    let manifest_vision = manifest.vision_attention;
     let session = Session {
         manifest,
         input_ids,
@@ -261,7 +284,7 @@ pub fn load(path: &Path) -> Result<Session, SessionError> {
         pixel_values,
         attn_gen: read_f("attn.gen")?,
         attn_full,
-        attn_vit: read_f("attn.vit")?,
+        attn_vit: read_vision(&st, &manifest_vision).map_err(schema)?,
         relevancy_llm: read_f("relevancy.llm")?,
         relevancy_vit: read_f("relevancy.vit")?,
         relevancy_combined: read_f("relevancy.combined")?,
@@ -271,7 +294,7 @@ pub fn load(path: &Path) -> Result<Session, SessionError> {
     Ok(session)
 }
 
-fn decode_float(view: &TensorView<'_>) -> Result<Array, String> {
+pub(super) fn decode_float(view: &TensorView<'_>) -> Result<Array, String> {
     let data: Vec<f32> = match view.dtype() {
         Dtype::F32 => view
             .data()
@@ -354,6 +377,9 @@ fn validate_turn(s: &Session) -> Result<(), String> {
         if *layer >= layers || a.shape != [heads, positions, positions] {
             return Err(format!("attn.full.{layer} has shape {:?}", a.shape));
         }
+    }
+    if let Some(VisionAttention::Views(v)) = &s.attn_vit {
+        check_views(v, model.vision_layers, model.vision_heads, patches)?;
     }
     for (name, a, width) in [
         ("relevancy.llm", &s.relevancy_llm, positions),

@@ -55,6 +55,10 @@ pub struct Manifest {
     /// empty for a single question, which is one turn.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub turns: Vec<super::TurnInfo>,
+    /// What the per-view vision attention tensors (`attn.vit.v{K}`) hold; absent when the
+    /// session has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_attention: Option<super::VisionInfo>,
 }
 
 /// The model's identity and the sizes a view needs without loading it.

@@ -11,6 +11,7 @@ mod pieces;
 mod regions;
 pub mod synthetic;
 mod turns;
+mod vision;
 
 pub use array::Array;
 pub use file::{load, save, AttentionDtype, SessionError};
@@ -21,6 +22,7 @@ pub use manifest::{
 pub use pieces::piece_text;
 pub use regions::{check_regions, schema1_region, square_input_rect, ImageRegion, RegionKind};
 pub use turns::{Turn, TurnInfo};
+pub use vision::{Placement, VisionAttention, VisionInfo, VisionRow, VisionViews};
 
 use std::borrow::Cow;
 
@@ -41,8 +43,9 @@ pub struct Session {
     pub attn_gen: Option<Array>,
     /// Decoder layer → its full attention `[H, S, S]`.
     pub attn_full: BTreeMap<usize, Array>,
-    /// Vision-tower attention `[Lv, Hv, P+1, P+1]`, when recorded.
-    pub attn_vit: Option<Array>,
+    /// Vision-tower attention, when recorded: one view's matrices `[Lv, Hv, P+1, P+1]`
+    /// (`attn.vit`), or an anyres run's rows per view and their placement (`attn.vit.v{K}`).
+    pub attn_vit: Option<VisionAttention>,
     /// `[T, S]`: decoder relevancy rows (rows of tokens not in `relevancy_tokens` are zero).
     pub relevancy_llm: Option<Array>,
     /// `[T, P]`: vision-tower relevancy per patch.
@@ -99,6 +102,13 @@ impl Session {
             m.image.original_size,
         );
         Cow::Owned(one.into_iter().collect())
+    }
+
+    /// The rectangle of the original image (`[x0, y0, x1, y1]`, pixels) that `pixel_values`
+    /// shows: the first region's (LLaVA-1.5's crop or padded square, Qwen2-VL's whole image,
+    /// an anyres run's base view, which is the whole fitted image); `None` without a region.
+    pub fn picture_rect(&self) -> Option<[f64; 4]> {
+        self.regions().first().map(|r| r.rect)
     }
 
     /// Absolute input positions of every region's cells, region by region, each row-major.

@@ -361,6 +361,7 @@ pub fn synthetic_session(spec: &SyntheticSpec) -> Session {
         timings: BTreeMap::new(),
         lens: Vec::new(),
         turns: Vec::new(),
+        vision_attention: None,
         tokens,
     };
     let picture = if picture_grid[0] == picture_grid[1] {

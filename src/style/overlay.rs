@@ -1,6 +1,7 @@
 //! The preprocessed image as RGB, maps blended over it, and PNG export; shared by the app and the
 //! report (which both draw; neither imports the other).
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use crate::explain::attention::Grid;
@@ -92,6 +93,53 @@ pub fn resample(src: &Raster, width: usize, height: usize) -> Raster {
     }
 }
 
+/// The part of `src` — a picture of the rectangle `shows` (`[x0, y0, x1, y1]`, pixels of the
+/// original image) — that covers the rectangle `rect` of the same image, at the picture's
+/// scale: what an image region's map is drawn over. Black where `rect` reaches past the
+/// picture; `src` itself when the two rectangles agree within half a picture pixel (or `shows`
+/// is empty).
+pub fn crop(src: &Raster, shows: [f64; 4], rect: [f64; 4]) -> Cow<'_, Raster> {
+    let (sw, sh) = (shows[2] - shows[0], shows[3] - shows[1]);
+    if !(sw > 0.0 && sh > 0.0) || src.width == 0 || src.height == 0 {
+        return Cow::Borrowed(src);
+    }
+    let (kx, ky) = (src.width as f64 / sw, src.height as f64 / sh);
+    let px = [
+        (rect[0] - shows[0]) * kx,
+        (rect[1] - shows[1]) * ky,
+        (rect[2] - shows[0]) * kx,
+        (rect[3] - shows[1]) * ky,
+    ];
+    if !px.iter().all(|v| v.is_finite()) {
+        return Cow::Borrowed(src);
+    }
+    let full = [0.0, 0.0, src.width as f64, src.height as f64];
+    if px.iter().zip(full).all(|(a, b)| (a - b).abs() < 0.5) {
+        return Cow::Borrowed(src);
+    }
+    let (x0, y0) = (px[0].round() as i64, px[1].round() as i64);
+    let width = (px[2].round() as i64 - x0).max(1) as usize;
+    let height = (px[3].round() as i64 - y0).max(1) as usize;
+    let mut pixels = Vec::with_capacity(width * height);
+    for y in 0..height as i64 {
+        for x in 0..width as i64 {
+            let (sx, sy) = (x0 + x, y0 + y);
+            let inside =
+                (0..src.width as i64).contains(&sx) && (0..src.height as i64).contains(&sy);
+            pixels.push(if inside {
+                src.get(sx as usize, sy as usize)
+            } else {
+                Rgb(0, 0, 0)
+            });
+        }
+    }
+    Cow::Owned(Raster {
+        width,
+        height,
+        pixels,
+    })
+}
+
 /// `src` resampled to the aspect ratio `aspect` (width / height), keeping its larger side, so a
 /// picture of a wide image looks wide; unchanged when it already has that aspect (within one
 /// pixel) or is empty.
@@ -166,4 +214,36 @@ pub fn write_png(raster: &Raster, path: &Path) -> Result<(), PngError> {
         .ok_or_else(|| err("raster size does not match its pixels".into()))?;
     img.save_with_format(path, image::ImageFormat::Png)
         .map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raster(width: usize, height: usize) -> Raster {
+        Raster {
+            width,
+            height,
+            pixels: (0..width * height)
+                .map(|i| Rgb(i as u8, (i / width) as u8, 0))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn crop_takes_the_rectangle_at_the_picture_scale() {
+        // A 8x4 picture of a 16x8 image: the rectangle x 4..12, y 2..8 is pixels 2..6, 1..4.
+        let src = raster(8, 4);
+        let out = crop(&src, [0.0, 0.0, 16.0, 8.0], [4.0, 2.0, 12.0, 8.0]);
+        assert_eq!((out.width, out.height), (4, 3));
+        assert_eq!(out.get(0, 0), src.get(2, 1));
+        assert_eq!(out.get(3, 2), src.get(5, 3));
+        // Past the picture is black; the same rectangle is the picture itself.
+        let out = crop(&src, [0.0, 0.0, 16.0, 8.0], [-2.0, 0.0, 16.0, 8.2]);
+        assert_eq!((out.width, out.height), (9, 4));
+        assert_eq!(out.get(0, 0), Rgb(0, 0, 0));
+        assert_eq!(out.get(1, 0), src.get(0, 0));
+        let same = crop(&src, [0.0, 0.0, 16.0, 8.0], [0.4, 0.0, 16.0, 8.0]);
+        assert!(matches!(same, Cow::Borrowed(_)));
+    }
 }

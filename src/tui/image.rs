@@ -4,6 +4,7 @@
 //! A component owning patch mode, the patch cursor and selection, the opacity, the image and
 //! which of the session's regions it shows.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use ratatui::layout::Rect;
@@ -12,7 +13,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 use crate::session::Session;
-use crate::style::overlay::{denormalize, resample, Raster};
+use crate::style::overlay::{crop, denormalize, resample, Raster};
 use crate::style::{normalize, Rgb};
 
 use super::blocks::{half_blocks, pane_inner, put, Px};
@@ -258,8 +259,16 @@ impl Component for ImagePane {
             height_px,
             ..
         } = geom;
-        // Resampled per frame (a few thousand pixels), so drawing changes no state.
-        let raster = resample(image, width as usize, height_px as usize);
+        // Cropped to the shown region's rectangle and resampled per frame (both from the
+        // capped picture), so drawing changes no state.
+        let picture = match (
+            ctx.session.and_then(Session::picture_rect),
+            ctx.shown_region(),
+        ) {
+            (Some(shows), Some(shown)) => crop(image, shows, shown.region.rect),
+            _ => Cow::Borrowed(image),
+        };
+        let raster = resample(&picture, width as usize, height_px as usize);
         let colors: Vec<(Rgb, f32)> = match &view.map {
             Some(m) => m
                 .values

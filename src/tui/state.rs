@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::explain::attention::HeadAgg;
-use crate::explain::catalogue::{CausalHeads, MapId};
+use crate::explain::catalogue::{CausalHeads, Layers, MapId};
 use crate::explain::relevancy::views::Normalization;
 use crate::job::ModelJob;
 use crate::session::{ImageRegion, RegionKind, Session};
@@ -120,6 +120,9 @@ pub struct Selection {
     pub rel_source: RelSource,
     /// How relevancy rows are normalised for the text bars and the decoder map (key `N`).
     pub rel_norm: Normalization,
+    /// The attention method shows the vision tower's own attention (key `V`), not the
+    /// decoder's.
+    pub vision: bool,
 }
 
 impl Default for Selection {
@@ -131,6 +134,7 @@ impl Default for Selection {
             agg: Agg::Mean,
             rel_source: RelSource::Combined,
             rel_norm: Normalization::default(),
+            vision: false,
         }
     }
 }
@@ -162,6 +166,10 @@ impl Selection {
     /// The catalogue id of the map the image pane shows, in a model of `layers` layers.
     pub fn map_id(&self, layers: usize) -> MapId {
         match self.method {
+            Method::Attention if self.vision => MapId::Vision {
+                layers: Layers::Last,
+                heads: self.head_agg(),
+            },
             Method::Attention => self.attention_id(layers),
             Method::Relevancy => MapId::relevancy(self.rel_source, self.rel_norm),
             Method::Causal => MapId::Causal(match self.agg {

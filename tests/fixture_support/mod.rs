@@ -81,6 +81,7 @@ pub fn reference_session(name: &str, model: &Llava) -> Session {
         timings: BTreeMap::new(),
         lens: Vec::new(),
         turns: Vec::new(),
+        vision_attention: None,
     };
     Session {
         manifest,

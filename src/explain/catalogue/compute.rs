@@ -28,6 +28,9 @@ pub(super) fn explain(
         MapId::Causal(heads) => causal_map(s, tokens, heads, compute_causal)?,
         MapId::Random => random(s, seed)?,
         MapId::Lens(layer) => super::lens::lens_map(s, tokens, layer, blank(s))?,
+        MapId::Vision { layers, heads } => {
+            super::vision::vision_map(s, tokens, layers, heads, blank(s))?
+        }
     };
     out.id = *id;
     out.tokens = tokens.to_vec();

@@ -9,6 +9,7 @@
 //! | `attention.last.mean` / `.max` / `.h{h}` | raw attention of the last layer, heads combined |
 //! | `attention.layers.mean` / `.max` / `.h{h}` | the same, then the mean over every layer |
 //! | `attention.l{l}.mean` / `.max` / `.h{h}` | raw attention of layer `l` |
+//! | `attention.vision.last` / `.layers` / `.l{l}` then `.mean` / `.max` / `.h{h}` | the vision tower's own attention (layers of the tower), placed on the image |
 //! | `attention.heads.l{l}h{h}+…` / `attention.heads.best` | mean attention of chosen heads; of the best localization heads ([`super::heads`]) |
 //! | `relevancy.decoder` | decoder relevancy over the image (self-removed row) |
 //! | `relevancy.decoder.residual` | the same row under LVLM-Interpret's residual normalisation |
@@ -137,6 +138,13 @@ pub enum MapId {
     Random,
     /// The logit lens at a decoder layer, read from the session's cache.
     Lens(usize),
+    /// The vision tower's own attention (its layers and heads), placed on the image.
+    Vision {
+        /// Which vision layers.
+        layers: Layers,
+        /// How heads are combined.
+        heads: HeadAgg,
+    },
 }
 
 impl MapId {
@@ -195,7 +203,7 @@ impl MapId {
     /// The map's family.
     pub fn family(&self) -> Family {
         match self {
-            MapId::Attention { .. } | MapId::Heads(_) => Family::Attention,
+            MapId::Attention { .. } | MapId::Heads(_) | MapId::Vision { .. } => Family::Attention,
             MapId::Relevancy { .. } => Family::Relevancy,
             MapId::Causal(_) => Family::Causal,
             MapId::Random => Family::Random,
@@ -219,15 +227,26 @@ fn heads_suffix(heads: HeadAgg) -> String {
 
 impl fmt::Display for MapId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let layers_name = |layers: Layers| match layers {
+            Layers::Last => "last".to_string(),
+            Layers::Mean => "layers".to_string(),
+            Layers::At(l) => format!("l{l}"),
+        };
         match *self {
             MapId::Attention { layers, heads } => {
-                let l = match layers {
-                    Layers::Last => "last".to_string(),
-                    Layers::Mean => "layers".to_string(),
-                    Layers::At(l) => format!("l{l}"),
-                };
-                write!(f, "attention.{l}.{}", heads_suffix(heads))
+                write!(
+                    f,
+                    "attention.{}.{}",
+                    layers_name(layers),
+                    heads_suffix(heads)
+                )
             }
+            MapId::Vision { layers, heads } => write!(
+                f,
+                "attention.vision.{}.{}",
+                layers_name(layers),
+                heads_suffix(heads)
+            ),
             MapId::Relevancy { source, norm } => {
                 let name = match source {
                     RelevancySource::Llm => "decoder",
@@ -253,7 +272,7 @@ impl fmt::Display for MapId {
 
 /// A string that names no map.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown map {0:?} (for example attention.last.mean, attention.l2.h3, attention.heads.best, relevancy.decoder, relevancy.combined, causal, causal.max, lens.l2, random)")]
+#[error("unknown map {0:?} (for example attention.last.mean, attention.l2.h3, attention.vision.last.mean, attention.heads.best, relevancy.decoder, relevancy.combined, causal, causal.max, lens.l2, random)")]
 pub struct MapIdError(pub String);
 
 fn parse_heads(s: &str) -> Option<HeadAgg> {
@@ -264,6 +283,14 @@ fn parse_heads(s: &str) -> Option<HeadAgg> {
             let n = s.strip_prefix("head").or_else(|| s.strip_prefix('h'))?;
             n.parse().ok().map(HeadAgg::Head)
         }
+    }
+}
+
+fn parse_layers(s: &str) -> Option<Layers> {
+    match s {
+        "last" => Some(Layers::Last),
+        "layers" => Some(Layers::Mean),
+        l => l.strip_prefix('l')?.parse().ok().map(Layers::At),
     }
 }
 
@@ -284,19 +311,14 @@ impl FromStr for MapId {
             ["attention", "heads", set] => {
                 MapId::Heads(HeadSel::Set(set.parse::<HeadSet>().map_err(|_| err())?))
             }
-            ["attention", layers, heads] => {
-                let layers = match *layers {
-                    "last" => Layers::Last,
-                    "layers" => Layers::Mean,
-                    l => Layers::At(
-                        l.strip_prefix('l')
-                            .and_then(|n| n.parse().ok())
-                            .ok_or_else(err)?,
-                    ),
-                };
-                let heads = parse_heads(heads).ok_or_else(err)?;
-                MapId::Attention { layers, heads }
-            }
+            ["attention", "vision", layers, heads] => MapId::Vision {
+                layers: parse_layers(layers).ok_or_else(err)?,
+                heads: parse_heads(heads).ok_or_else(err)?,
+            },
+            ["attention", layers, heads] => MapId::Attention {
+                layers: parse_layers(layers).ok_or_else(err)?,
+                heads: parse_heads(heads).ok_or_else(err)?,
+            },
             ["relevancy", "decoder" | "llm"] => rel(RelevancySource::Llm),
             ["relevancy", "decoder" | "llm", "residual"] => MapId::Relevancy {
                 source: RelevancySource::Llm,
@@ -351,6 +373,9 @@ mod tests {
             "attention.l1.h7",
             "attention.heads.best",
             "attention.heads.l2h1+l0h3",
+            "attention.vision.last.mean",
+            "attention.vision.layers.max",
+            "attention.vision.l1.h3",
             "relevancy.decoder",
             "relevancy.decoder.residual",
             "relevancy.vision",
@@ -394,6 +419,9 @@ mod tests {
             "attention.l1.sum",
             "attention.heads.l2",
             "attention.heads.worst",
+            "attention.vision.mean",
+            "attention.vision.lx.mean",
+            "attention.vision.last.sum",
             "relevancy.vision.residual",
             "causal.mean",
             "random.3",

@@ -15,6 +15,7 @@ pub mod heads;
 mod id;
 mod lens;
 pub mod parts;
+mod vision;
 
 use std::collections::BTreeMap;
 
@@ -139,6 +140,18 @@ pub enum CatalogueError {
     /// No causal result can be had.
     #[error(transparent)]
     Causal(#[from] CausalUnavailable),
+    /// The session stores no vision-tower attention.
+    #[error("this session holds no vision-tower attention (attn.vit); LLaVA-NeXT and OneVision runs record it")]
+    NoVisionAttention,
+    /// A vision layer the session did not record.
+    #[error("vision layer {0} was not recorded (the session holds {1} vision layers)")]
+    VisionLayer(usize, usize),
+    /// A head past the vision tower's.
+    #[error("vision head {0} does not exist (the tower has {1} heads)")]
+    VisionHead(usize, usize),
+    /// Vision attention that does not fit the image's cells.
+    #[error("the vision attention of shape {0:?} does not fit the image's {1} cells")]
+    VisionCells(Vec<usize>, usize),
 }
 
 /// How [`explain_with`] may obtain what it needs.
@@ -244,6 +257,7 @@ pub fn available(s: &Session, t: usize, id: &MapId) -> bool {
         MapId::Causal(_) => crate::explain::causal::stored_token(s, t).is_some(),
         MapId::Random => true,
         MapId::Lens(layer) => crate::explain::lens::cached(s, t, *layer).is_some(),
+        MapId::Vision { .. } => s.attn_vit.is_some(),
     }
 }
 

@@ -82,20 +82,29 @@ impl Attention {
             .matmul(&s.v.t()?)?
             .reshape((nh, n, b, n))?
             .to_dtype(DType::F32)?;
+        // On the CPU the element-wise steps below run fused (`fused.rs`), the same numbers.
+        let cpu = grad_a.device().is_cpu();
         let a = s.probs.unsqueeze(2)?; // [heads, n_q, 1, n_k]
-        let ga = grad_a.broadcast_mul(&a)?;
-        let abar = (ga.relu()?.sum(0)? / nh as f64)?;
+        let (abar, ga) = if cpu {
+            (super::fused::abar(&grad_a, &s.probs)?, None)
+        } else {
+            let ga = grad_a.broadcast_mul(&a)?;
+            ((ga.relu()?.sum(0)? / nh as f64)?, Some(ga))
+        };
         if !need_input {
             return Ok(AttnGrads { abar, dx: None });
         }
         // softmax backward: dS = A ⊙ (∇A − Σ_k ∇A ⊙ A)
-        let rowsum = ga.sum_keepdim(3)?;
-        drop(ga);
         // (the score scale is applied to dQ and dK, which are smaller)
-        let ds = grad_a
-            .broadcast_sub(&rowsum)?
-            .broadcast_mul(&a)?
-            .to_dtype(dtype)?;
+        let ds = match ga {
+            None => super::fused::ds(&grad_a, &s.probs)?,
+            Some(ga) => {
+                let rowsum = ga.sum_keepdim(3)?;
+                drop(ga);
+                grad_a.broadcast_sub(&rowsum)?.broadcast_mul(&a)?
+            }
+        }
+        .to_dtype(dtype)?;
         drop(grad_a);
         // dQ = dS K: [kv, n_rep·n_q·B, n_k] × [kv, n_k, d] → [heads, n_q, B, d]
         let dq = (ds

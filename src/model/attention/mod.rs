@@ -3,6 +3,7 @@
 //! the `backward` submodule.
 
 mod backward;
+mod fused;
 
 pub(crate) use backward::SeedRows;
 

@@ -295,8 +295,12 @@ impl App {
             MapId::Attention {
                 layers: Layers::Mean,
                 ..
+            }
+            | MapId::Vision {
+                layers: Layers::Mean | Layers::At(_),
+                ..
             } => return false,
-            MapId::Attention { heads, .. } => Some(heads),
+            MapId::Attention { heads, .. } | MapId::Vision { heads, .. } => Some(heads),
             MapId::Causal(CausalHeads::Sum) => Some(HeadAgg::Mean),
             MapId::Causal(CausalHeads::Max) => Some(HeadAgg::Max),
             MapId::Causal(CausalHeads::Head(h)) => Some(HeadAgg::Head(h)),
@@ -312,6 +316,7 @@ impl App {
             None => {}
         }
         sel.method = id.family();
+        sel.vision = matches!(id, MapId::Vision { .. });
         match id {
             MapId::Attention {
                 layers: Layers::At(l),
@@ -323,7 +328,7 @@ impl App {
                 sel.rel_norm = norm;
             }
             MapId::Lens(l) => self.sel.layer = l,
-            MapId::Heads(_) | MapId::Causal(_) | MapId::Random => {}
+            MapId::Heads(_) | MapId::Causal(_) | MapId::Random | MapId::Vision { .. } => {}
         }
         self.refresh();
         true

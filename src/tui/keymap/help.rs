@@ -27,7 +27,7 @@ const fn row(actions: &'static [Action], label: &'static str, text: &'static str
 }
 
 /// Every row of the help, in order; a row with no actions is a note.
-pub const HELP: [HelpRow; 45] = [
+pub const HELP: [HelpRow; 46] = [
     row(&[Action::Quit], "q, Ctrl-C", "quit"),
     row(&[Action::Help], "?", "this help (any key closes it)"),
     row(
@@ -84,6 +84,11 @@ pub const HELP: [HelpRow; 45] = [
         &[Action::AttentionView],
         "v",
         "attention view: small multiples, image share, prompt words",
+    ),
+    row(
+        &[Action::VisionAttention],
+        "V",
+        "attention: the vision tower's own (last layer) / the decoder's",
     ),
     row(
         &[Action::GridScope],

@@ -122,11 +122,13 @@ pub enum Action {
     CompareOpen,
     /// Close the compare view.
     CompareClose,
+    /// Show the vision tower's own attention instead of the decoder's (and back).
+    VisionAttention,
 }
 
 impl Action {
     /// Every action, in the order of the help.
-    pub const ALL: [Action; 56] = [
+    pub const ALL: [Action; 57] = [
         Action::Quit,
         Action::Help,
         Action::NextPane,
@@ -183,6 +185,7 @@ impl Action {
         Action::CompareLink,
         Action::CompareOpen,
         Action::CompareClose,
+        Action::VisionAttention,
     ];
 
     /// The action's name in a theme's `[keys]` table.
@@ -244,6 +247,7 @@ impl Action {
             Action::CompareLink => "compare_link",
             Action::CompareOpen => "compare_open",
             Action::CompareClose => "compare_close",
+            Action::VisionAttention => "vision_attention",
         }
     }
 
@@ -257,6 +261,7 @@ impl Action {
                 Some(Family::Causal)
             }
             Action::ComputeLens => Some(Family::Lens),
+            Action::VisionAttention => Some(Family::Attention),
             _ => None,
         }
     }
@@ -320,6 +325,7 @@ impl Action {
             Action::CompareLink => vec![c('u')],
             Action::CompareOpen => vec![c('B')],
             Action::CompareClose => vec![c('X')],
+            Action::VisionAttention => vec![c('V')],
         }
     }
 }

@@ -73,7 +73,12 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
     }
     let action = app.keymap.action(app.sel.method, &k);
     if app.help.open {
-        // Any key closes the overlay, bound or not.
+        if matches!(k.code, KeyCode::Char(' ') | KeyCode::PageDown)
+            && app.help.next_page(&app.keymap, app.screen)
+        {
+            return Vec::new();
+        }
+        // Any other key closes the overlay, bound or not.
         app.help
             .handle(action.unwrap_or(Action::Help), &ctx!(app), &mut Vec::new());
         return Vec::new();
@@ -108,6 +113,7 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
         Action::RelevancySource => sel.rel_source = sel.rel_source.next(),
         Action::Normalisation => sel.rel_norm = sel.rel_norm.toggle(),
         Action::Heads => sel.agg = sel.agg.next(),
+        Action::VisionAttention => sel.vision = !sel.vision,
         Action::ColorMap => app.look.colormap = app.look.colormap.next(),
         Action::ClearSelection => {
             app.answer.clear_selection();

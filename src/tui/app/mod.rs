@@ -122,6 +122,8 @@ pub struct App {
     /// What was computed on the conversation's other turns, by 0-based turn, shown again when
     /// `(` `)` come back to them.
     pub kept: turns::KeptTurns,
+    /// What a closed split view's side B left under way (its results are dropped).
+    pub orphans: super::compare::Orphans,
 }
 
 impl App {
@@ -161,6 +163,7 @@ impl App {
             compare: None,
             open_b: Default::default(),
             kept: turns::KeptTurns::new(),
+            orphans: Default::default(),
         }
     }
 

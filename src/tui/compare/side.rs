@@ -104,7 +104,7 @@ impl Side {
             session: self.session.as_ref(),
             view: &self.view,
             sel: &self.sel,
-            // The split view draws no heads × layers pane, so no pane of this side is lit.
+            // No pane of this side is lit: its heads × layers pane is drawn with another focus.
             focus: Pane::Grid,
             run: &self.idle,
             job: self.job.as_ref(),

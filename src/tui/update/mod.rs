@@ -30,6 +30,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
         Msg::Key(_) => Vec::new(),
         Msg::Resize(w, h) => {
             app.screen = Rect::new(0, 0, w, h);
+            split::resized(app);
             Vec::new()
         }
         Msg::Mouse(m) => {

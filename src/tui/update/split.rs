@@ -56,13 +56,30 @@ pub(super) fn act(app: &mut App, action: Action) -> Option<Vec<Cmd>> {
         Action::NextPane | Action::PrevPane if open => {
             let step = if action == Action::NextPane { 1 } else { -1 };
             app.focus = app.focus.cycle(step);
-            if app.focus == Pane::Grid {
+            if app.focus == Pane::Grid && !grid_shown(app) {
                 app.focus = app.focus.cycle(step);
             }
         }
         _ => return None,
     }
     Some(Vec::new())
+}
+
+/// Whether the split view draws the focused side's heads × layers pane on the app's screen
+/// (Tab skips it when not).
+fn grid_shown(app: &App) -> bool {
+    app.compare.as_ref().is_some_and(|c| {
+        let panes = compare::draw::focused_panes(app.screen, app, c);
+        panes.iter().any(|(p, r)| *p == Pane::Grid && r.area() > 0)
+    })
+}
+
+/// The screen changed size: the focus leaves a heads × layers pane the split view no longer
+/// draws.
+pub(super) fn resized(app: &mut App) {
+    if app.compare.is_some() && app.focus == Pane::Grid && !grid_shown(app) {
+        app.focus = Pane::Answer;
+    }
 }
 
 /// A key while the path prompt is open.

@@ -1,7 +1,7 @@
 //! Model jobs in the compare split view: in linked mode `r`, `f` and the demo's automatic
 //! requests ask for both sides' tokens, the job worker runs the two jobs one after the other
 //! and each result lands on the side whose session it was asked for, the focused side left
-//! as it was; Esc cancels both. Closing B while its job or live run is under way cancels them
+//! as it was (a causal result by the session epoch it carries); Esc cancels both. Closing B while its job or live run is under way cancels them
 //! and drops their results with a notice instead of applying them to A.
 
 mod common;
@@ -368,4 +368,42 @@ fn closing_b_drops_its_job_and_live_run_with_a_notice() {
     update(&mut app, answer(&req_a, job_a));
     assert_eq!(app.session.as_ref().unwrap().manifest.relevancy_tokens, [0]);
     assert!(app.job.is_none());
+}
+
+#[test]
+fn the_demos_causal_result_for_the_other_side_lands_there_by_its_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let [(_, a), (_, mut b)] = sessions();
+    let hash = lvlmscope::demo::demo_model_hash();
+    b.manifest.model.path = dir
+        .path()
+        .join(format!("demo-{hash}"))
+        .display()
+        .to_string();
+    let mut app = open(dir.path(), &a, &b);
+    // choosing causal on A (not the demo) asks for B's token 0 in the background
+    let cmds = press(&mut app, KeyCode::Char('3'));
+    let epoch = app.compare.as_ref().unwrap().other.epoch;
+    let [Cmd::ForSession(e, inner)] = cmds.as_slice() else {
+        panic!("{cmds:?}")
+    };
+    let Cmd::ComputeCausal(0, params) = &**inner else {
+        panic!("{inner:?}")
+    };
+    assert_eq!(*e, epoch);
+    let (_, shown_b) = app.compare.as_ref().unwrap().sessions(&app);
+    let ct = lvlmscope::explain::causal::compute_token(shown_b.unwrap(), 0, params).unwrap();
+    let done = Msg::CausalDone(0, params.clone(), Ok(ct.clone()));
+    update(&mut app, Msg::ForSession(epoch, Box::new(done)));
+    let causal = |s: Option<&Session>| s.and_then(|s| s.manifest.causal.clone());
+    let (on_a, on_b) = app.compare.as_ref().unwrap().sessions(&app);
+    assert!(causal(on_a).is_none(), "A is left as it was");
+    assert_eq!(causal(on_b).unwrap().tokens.get(&0), Some(&ct));
+    assert_eq!(app.compare.as_ref().unwrap().focused, Which::A);
+    // a result for a session no side shows any more is dropped
+    let stale = Msg::CausalDone(1, params.clone(), Ok(ct));
+    update(&mut app, Msg::ForSession(epoch + 7, Box::new(stale)));
+    let (on_a, on_b) = app.compare.as_ref().unwrap().sessions(&app);
+    assert!(causal(on_a).is_none());
+    assert_eq!(causal(on_b).unwrap().tokens.len(), 1);
 }

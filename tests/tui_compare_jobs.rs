@@ -1,8 +1,9 @@
 //! Model jobs in the compare split view: in linked mode `r`, `f` and the demo's automatic
 //! requests ask for both sides' tokens, the job worker runs the two jobs one after the other
 //! and each result lands on the side whose session it was asked for, the focused side left
-//! as it was (a causal result by the session epoch it carries); Esc cancels both. Closing B while its job or live run is under way cancels them
-//! and drops their results with a notice instead of applying them to A.
+//! as it was (a causal result by the session epoch it carries); Esc cancels both. Closing B
+//! while its job or live run is under way cancels them and drops their results with a notice
+//! instead of applying them to A.
 
 mod common;
 mod compare_support;

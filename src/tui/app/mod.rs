@@ -109,7 +109,8 @@ pub struct App {
     pub screen: Rect,
     /// A live run in progress (its worker reports through messages).
     pub run: RunState,
-    /// The model job in progress, if any (one at a time).
+    /// The model job in progress on the session shown, if any (one at a time; the split view's
+    /// other side keeps its own).
     pub job: Option<PendingJob>,
     /// The id of the last model job asked for.
     pub last_job_id: u64,

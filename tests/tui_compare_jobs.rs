@@ -276,7 +276,7 @@ fn linked_f_and_the_demo_ask_for_both_sides_and_esc_cancels_both() {
 }
 
 #[test]
-fn closing_b_drops_its_job_and_live_run_with_a_notice() {
+fn closing_b_drops_its_job_live_run_and_save_with_a_notice() {
     let dir = tempfile::tempdir().unwrap();
     let [(a_full, a), (b_full, b)] = sessions();
     let mut app = open(dir.path(), &a, &b);
@@ -308,6 +308,13 @@ fn closing_b_drops_its_job_and_live_run_with_a_notice() {
     assert!(app.run.active);
     let run_cancel = Arc::new(AtomicBool::new(false));
     app.run.cancel = Some(run_cancel.clone());
+    // and a save of B
+    let cmds = press(&mut app, KeyCode::Char('s'));
+    let [Cmd::Save(b_path)] = cmds.as_slice() else {
+        panic!("{cmds:?}")
+    };
+    assert!(b_path.ends_with("b.session"));
+    let b_path = b_path.clone();
     // X: A stays with its job; B's job and run are cancelled
     press(&mut app, KeyCode::Char('X'));
     assert!(app.compare.is_none());
@@ -365,6 +372,13 @@ fn closing_b_drops_its_job_and_live_run_with_a_notice() {
     );
     let notice = app.status.notice().unwrap().text.clone();
     assert_eq!(notice, "dropped the live run asked on B: B is closed");
+    update(&mut app, Msg::Saved(Ok(b_path.clone())));
+    let notice = app.status.notice().unwrap().text.clone();
+    assert_eq!(
+        notice,
+        format!("saved B's session to {} (B is closed)", b_path.display())
+    );
+    assert!(app.session_path.as_ref().unwrap().ends_with("a.session"));
     // A's own job still lands on A
     update(&mut app, answer(&req_a, job_a));
     assert_eq!(app.session.as_ref().unwrap().manifest.relevancy_tokens, [0]);

@@ -9,35 +9,21 @@
 //! B.
 
 mod common;
+mod compare_support;
 
 use common::{look, press, NoModel};
+use compare_support::{cursors, open, save, screen, session_b};
 use crossterm::event::{KeyCode, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use lvlmscope::explain::compare;
 use lvlmscope::explain::knockout::KnockoutResult;
 use lvlmscope::job::{JobOutput, ModelJob};
+use lvlmscope::session;
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
-use lvlmscope::session::{self, AttentionDtype, Session};
 use lvlmscope::tui::compare::{draw::layout, open::load, Which};
 use lvlmscope::tui::msg::JobDone;
 use lvlmscope::tui::state::{Method, Pane};
-use lvlmscope::tui::{draw, initial_app, update, App, Cmd, Msg, TuiOptions};
-use ratatui::backend::TestBackend;
+use lvlmscope::tui::{initial_app, update, App, Cmd, Msg, TuiOptions};
 use ratatui::layout::Rect;
-use ratatui::Terminal;
-
-fn screen(app: &App, w: u16, h: u16) -> String {
-    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| draw(f, app)).unwrap();
-    let buf = t.backend().buffer();
-    (0..buf.area.height)
-        .map(|y| {
-            (0..buf.area.width)
-                .map(|x| buf[(x, y)].symbol().to_string())
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 fn text(app: &App) -> String {
     screen(app, 170, 48)
@@ -48,46 +34,6 @@ fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
         .lines()
         .find(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("{needle} in\n{screen}"))
-}
-
-/// Session B: another seed on A's pixels, another prompt, and an answer that says A's words
-/// at other places ("A red ball here" against "The ball is red").
-fn session_b(a: &Session) -> Session {
-    let mut b = synthetic_session(&SyntheticSpec {
-        seed: 8,
-        ..SyntheticSpec::tiny()
-    });
-    b.pixel_values = a.pixel_values.clone();
-    b.manifest.prompt = "What shape is the red object?".into();
-    b.manifest.tokens.output = ["▁A", "▁red", "▁ball", "▁here", "</s>"]
-        .map(String::from)
-        .to_vec();
-    b
-}
-
-fn save(dir: &std::path::Path, name: &str, s: &Session) -> std::path::PathBuf {
-    let p = dir.join(name);
-    session::save(s, &p, AttentionDtype::F32).unwrap();
-    p
-}
-
-fn open(dir: &std::path::Path, a: &Session, b: &Session) -> App {
-    let opts = TuiOptions {
-        session: Some(save(dir, "a.session", a)),
-        compare: Some(save(dir, "b.session", b)),
-        ..Default::default()
-    };
-    initial_app(&opts, look()).0
-}
-
-/// The answer cursors of A and B.
-fn cursors(app: &App) -> [usize; 2] {
-    let c = app.compare.as_ref().expect("split view open");
-    let (mine, other) = (app.answer.cursor(), c.other.answer.cursor());
-    match c.focused {
-        Which::A => [mine, other],
-        Which::B => [other, mine],
-    }
 }
 
 #[test]
@@ -200,7 +146,8 @@ fn linked_sides_move_together_and_unlinked_alone() {
     press(&mut app, KeyCode::Home);
     press(&mut app, KeyCode::Right);
     assert_eq!(cursors(&app), [3, 1]);
-    // Tab skips the heads × layers pane, which the split view does not draw
+    // Tab skips the heads × layers pane, which the split view does not draw on a screen of
+    // unknown size (tui_compare_grid has the tall one)
     for _ in 0..8 {
         press(&mut app, KeyCode::Tab);
         assert_ne!(app.focus, Pane::Grid);
@@ -241,7 +188,7 @@ fn a_click_gives_the_other_side_the_keys_and_regions_follow() {
     assert_eq!(base.0, base.1);
     assert_eq!(grids(&app), [[4, 4], [4, 4]]);
     // a click in B's image: B takes the keys, its patch cursor moves, A's follows
-    let r = layout(Rect::new(0, 0, 170, 48)).sides[1].image;
+    let r = layout(Rect::new(0, 0, 170, 48), 0).sides[1].image;
     let (x, y) = (r.x + r.width / 2, r.y + r.height / 2);
     let click = MouseEvent {
         kind: MouseEventKind::Down(MouseButton::Left),
@@ -269,8 +216,14 @@ fn w_on_a_demo_session_asks_for_its_missing_relevancy_at_once() {
         .display()
         .to_string();
     let mut app = open(dir.path(), &a, &b);
-    // A is not the demo: showing relevancy asks for nothing; B is: w asks for its token's
-    assert!(press(&mut app, KeyCode::Char('2')).is_empty());
+    // A is not the demo: showing relevancy asks for nothing on A; B is: its token's is asked
+    // for in the background (linked); once that is cancelled, w asks for it again at once
+    let cmds = press(&mut app, KeyCode::Char('2'));
+    assert!(
+        matches!(cmds.as_slice(), [Cmd::ForSession(_, job)] if matches!(&**job, Cmd::ModelJob(_, ModelJob::Relevancy { tokens }) if tokens == &[0])),
+        "{cmds:?}"
+    );
+    press(&mut app, KeyCode::Esc);
     let cmds = press(&mut app, KeyCode::Char('w'));
     assert!(
         matches!(cmds.as_slice(), [Cmd::ModelJob(_, ModelJob::Relevancy { tokens })] if tokens == &[0]),
@@ -403,7 +356,9 @@ fn a_job_asked_on_b_lands_in_b_after_the_focus_moved() {
     let s = text(&app);
     assert!(s.contains("Δp -0.7500"), "{s}");
     // relevancy asked on B goes to the job worker with B's session; its failure is one line
+    // (unlinked: B's alone; tui_compare_jobs has both sides')
     press(&mut app, KeyCode::Char('w'));
+    press(&mut app, KeyCode::Char('u'));
     press(&mut app, KeyCode::Char('2'));
     let cmds = press(&mut app, KeyCode::Char('r'));
     let [Cmd::ModelJob(id, ModelJob::Relevancy { .. })] = cmds.as_slice() else {

@@ -18,6 +18,8 @@ pub mod open;
 pub mod side;
 pub mod strip;
 
+use std::sync::atomic::Ordering;
+
 use crate::explain::catalogue::MapId;
 use crate::explain::compare::{self, TokenMaps};
 use crate::session::Session;
@@ -76,16 +78,15 @@ pub struct ComparePane {
     pub reliance: RelianceCache,
 }
 
-/// The side that asked for a live run, a save and a causal result still under way (their
-/// results go to it even when the focus has moved).
+/// The side that asked for a live run and a save still under way (their results go to it even
+/// when the focus has moved; model jobs and causal results carry their session's epoch
+/// instead).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Asked {
     /// A live run (a new run or a follow-up replaces that side's session).
     pub run: Option<Which>,
     /// A save.
     pub save: Option<Which>,
-    /// A causal explanation.
-    pub causal: Option<Which>,
 }
 
 impl ComparePane {
@@ -148,9 +149,7 @@ pub fn open_b(app: &mut App, session: Session, name: String, path: Option<std::p
     b.swap_with(app);
     // B's epochs stay apart from A's, so a job's result goes to the side it was asked for.
     app.epoch = b.epoch.max(app.epoch) + (1 << 32);
-    let job = app.job.take();
     app.set_session(session, path);
-    app.job = job;
     b.swap_with(app);
     let a_name = app
         .session_path
@@ -174,16 +173,56 @@ pub fn open_b(app: &mut App, session: Session, name: String, path: Option<std::p
     app.refresh();
 }
 
-/// Closes the split view; A stays (and takes the focus back when B had it). `false` when there
-/// was no split view.
-pub fn close(app: &mut App) -> bool {
-    let Some(mut c) = app.compare.take() else {
-        return false;
-    };
+/// What side B had under way when the split view was closed: its results are dropped when they
+/// come back, with a notice, instead of landing on A.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Orphans {
+    /// The closed B's session epoch (its model jobs and causal results carry it).
+    pub epoch: Option<u64>,
+    /// B's live run.
+    pub run: bool,
+    /// B's save.
+    pub save: bool,
+}
+
+/// Closes the split view; A stays (and takes the focus back when B had it). B's model job and
+/// live run under way are cancelled and their results dropped when they come back
+/// ([`Orphans`]). `None` when there was no split view, else what was cancelled (`""` when
+/// nothing).
+pub fn close(app: &mut App) -> Option<String> {
+    let mut c = app.compare.take()?;
     if c.focused == Which::B {
         c.other.swap_with(app);
     }
-    true
+    let mine = |slot: Option<Which>| slot == Some(Which::B);
+    app.orphans = Orphans {
+        epoch: Some(c.other.epoch),
+        run: mine(c.asked.run),
+        save: mine(c.asked.save),
+    };
+    let mut cancelled = Vec::new();
+    if let Some(job) = c.other.job.take() {
+        job.cancel.store(true, Ordering::SeqCst);
+        cancelled.push(job.job.describe());
+    }
+    if app.orphans.run {
+        if let Some(cancel) = &app.run.cancel {
+            cancel.store(true, Ordering::SeqCst);
+        }
+        cancelled.push("its live run".into());
+    }
+    Some(cancelled.join(" and "))
+}
+
+/// The side showing the session with epoch `epoch`: the app's own (the focused side) or the
+/// split view's other side; `None` when neither does.
+pub fn side_of(app: &App, epoch: u64) -> Option<Which> {
+    let focused = app.compare.as_ref().map_or(Which::A, |c| c.focused);
+    if app.epoch == epoch {
+        return Some(focused);
+    }
+    let other = app.compare.as_ref()?.other.epoch == epoch;
+    other.then(|| focused.other())
 }
 
 /// Gives the focus to the other side (its keys, jobs and saves act on it from now on).

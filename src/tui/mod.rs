@@ -256,11 +256,26 @@ impl Runtime {
                 let Some(s) = &app.session else { return };
                 let tx = self.tx.clone();
                 let s = s.clone();
+                let epoch = app.epoch;
                 std::thread::spawn(move || {
                     let r = crate::explain::causal::compute_token(&s, t, &params)
                         .map_err(|e| e.to_string());
-                    let _ = tx.send(Msg::CausalDone(t, params, r));
+                    let done = Msg::CausalDone(t, params, r);
+                    let _ = tx.send(Msg::ForSession(epoch, Box::new(done)));
                 });
+            }
+            Cmd::ForSession(epoch, cmd) => {
+                let Some(w) = compare::side_of(app, epoch) else {
+                    return;
+                };
+                let flip = app.compare.as_ref().is_some_and(|c| c.focused != w);
+                if flip {
+                    compare::switch(app);
+                }
+                self.execute(app, *cmd);
+                if flip {
+                    compare::switch(app);
+                }
             }
             Cmd::ModelJob(id, job) => {
                 let Some(req) = jobs::job_request(app, id) else {

@@ -83,6 +83,9 @@ pub enum Msg {
     Interrupt,
     /// A session file for the compare split view was read (or why it could not be).
     CompareLoaded(PathBuf, Result<Box<Session>, String>),
+    /// A worker's message for the session with this epoch (see `App::epoch`): the split view
+    /// applies it on the side showing that session; it is dropped when no side does.
+    ForSession(u64, Box<Msg>),
 }
 
 /// Work the runtime does for the app off the draw loop.
@@ -100,6 +103,9 @@ pub enum Cmd {
     ModelJob(u64, ModelJob),
     /// Read this session file for the compare split view.
     LoadCompare(PathBuf),
+    /// Do this command for the session with this epoch: the split view's side not focused
+    /// (the runtime gives that side the app's fields while it starts the work).
+    ForSession(u64, Box<Cmd>),
 }
 
 /// What a component asks of the app when it handles an action (the app applies these in

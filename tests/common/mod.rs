@@ -49,6 +49,11 @@ pub fn run_jobs(app: &mut App, cmds: Vec<Cmd>, runner: Box<dyn JobRunner>) -> Ve
     let worker = spawn_job_worker(runner, tx);
     let mut last = Vec::new();
     for cmd in cmds {
+        // A job of the split view's side not focused comes tagged with its session.
+        let cmd = match cmd {
+            Cmd::ForSession(_, inner) => *inner,
+            cmd => cmd,
+        };
         let Cmd::ModelJob(id, _) = cmd else {
             panic!("expected a model job, got {cmd:?}")
         };

@@ -60,7 +60,7 @@ pub fn hits(app: &App, area: Rect) -> Hits {
         return Hits::default();
     }
     let panes = match &app.compare {
-        Some(c) => compare::draw::focused_panes(area, c),
+        Some(c) => compare::draw::focused_panes(area, app, c),
         None => layout(area, app).1,
     };
     let ctx = app.ctx();

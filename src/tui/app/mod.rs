@@ -109,7 +109,8 @@ pub struct App {
     pub screen: Rect,
     /// A live run in progress (its worker reports through messages).
     pub run: RunState,
-    /// The model job in progress, if any (one at a time).
+    /// The model job in progress on the session shown, if any (one at a time; the split view's
+    /// other side keeps its own).
     pub job: Option<PendingJob>,
     /// The id of the last model job asked for.
     pub last_job_id: u64,
@@ -122,6 +123,8 @@ pub struct App {
     /// What was computed on the conversation's other turns, by 0-based turn, shown again when
     /// `(` `)` come back to them.
     pub kept: turns::KeptTurns,
+    /// What a closed split view's side B left under way (its results are dropped).
+    pub orphans: super::compare::Orphans,
 }
 
 impl App {
@@ -161,6 +164,7 @@ impl App {
             compare: None,
             open_b: Default::default(),
             kept: turns::KeptTurns::new(),
+            orphans: Default::default(),
         }
     }
 

@@ -2,7 +2,10 @@
 //! header, answer and prompt tokens, image with its map and method pane, the strip of the
 //! comparison between them, and the status line. Side by side from [`COLUMNS_FROM`] terminal
 //! columns, one above the other below that (the strip then at the right, when there is room).
-//! The heads × layers pane is left out; the head keys still work.
+//! Each side draws its own heads × layers pane under its method pane when that column is tall
+//! enough for [`GRID_MIN_ROWS`] rows of it beside [`METHOD_MIN_ROWS`] of the method pane (the
+//! two sessions may come from models of other sizes, and their grids side by side are the
+//! comparison); otherwise it is left out, and the head keys still work.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
@@ -23,6 +26,12 @@ use super::{strip, ComparePane, Which};
 /// From this many terminal columns the sides stand side by side; below, one above the other.
 pub const COLUMNS_FROM: u16 = 140;
 
+/// The fewest rows of the method pane left above a side's heads × layers pane.
+pub const METHOD_MIN_ROWS: u16 = 8;
+
+/// The fewest rows a side's heads × layers pane is drawn in (frame, labels, two rows of heads).
+pub const GRID_MIN_ROWS: u16 = 6;
+
 /// Where one side's parts go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SideRects {
@@ -38,17 +47,19 @@ pub struct SideRects {
     pub image: Rect,
     /// Its method pane.
     pub method: Rect,
+    /// Its heads × layers pane (empty when the side is not tall enough).
+    pub grid: Rect,
 }
 
 impl SideRects {
-    /// The side's panes as the single view lists them (the heads × layers pane empty).
+    /// The side's panes as the single view lists them.
     pub fn panes(&self) -> [(Pane, Rect); 5] {
         [
             (Pane::Answer, self.answer),
             (Pane::Prompt, self.prompt),
             (Pane::Image, self.image),
             (Pane::Method, self.method),
-            (Pane::Grid, Rect::default()),
+            (Pane::Grid, self.grid),
         ]
     }
 }
@@ -64,8 +75,9 @@ pub struct SplitLayout {
     pub foot: Rect,
 }
 
-/// The split view's layout for a frame of `area`.
-pub fn layout(area: Rect) -> SplitLayout {
+/// The split view's layout for a frame of `area`, with room for heads × layers panes of
+/// `heads` heads (none for 0).
+pub fn layout(area: Rect, heads: usize) -> SplitLayout {
     let [body, foot] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
     let (a, strip, b) = if body.width >= COLUMNS_FROM {
         let w = (body.width / 5).clamp(28, 40);
@@ -84,13 +96,34 @@ pub fn layout(area: Rect) -> SplitLayout {
         (a, s, b)
     };
     SplitLayout {
-        sides: [side_rects(a), side_rects(b)],
+        sides: [side_rects(a, heads), side_rects(b, heads)],
         strip,
         foot,
     }
 }
 
-fn side_rects(frame: Rect) -> SideRects {
+/// The layout of `app`'s split view `c` for a frame of `area` (the grids sized for the side
+/// with more heads).
+pub fn split_layout(area: Rect, app: &App, c: &ComparePane) -> SplitLayout {
+    let heads = |s: Option<&crate::session::Session>| s.map_or(0, |s| s.manifest.model.text_heads);
+    let (a, b) = c.sessions(app);
+    layout(area, heads(a).max(heads(b)))
+}
+
+/// The method pane and below it the heads × layers pane for `heads` heads when `column` is
+/// tall enough for both, else the whole column for the method pane.
+fn method_and_grid(column: Rect, heads: usize) -> (Rect, Rect) {
+    let want = (heads as u16).div_ceil(2) + 4;
+    let room = column.height.saturating_sub(METHOD_MIN_ROWS);
+    if heads == 0 || room < GRID_MIN_ROWS {
+        return (column, Rect::default());
+    }
+    let [method, grid] =
+        Layout::vertical([Constraint::Min(0), Constraint::Length(want.min(room))]).areas(column);
+    (method, grid)
+}
+
+fn side_rects(frame: Rect, heads: usize) -> SideRects {
     let inner = pane_inner(frame);
     let [head, rest] = Layout::vertical([Constraint::Length(2), Constraint::Min(0)]).areas(inner);
     let tokens_w = |w: u16, pct: u32| ((w as u32 * pct / 100) as u16).clamp(14, 28);
@@ -115,6 +148,7 @@ fn side_rects(frame: Rect) -> SideRects {
     };
     let [answer, prompt] =
         Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(tokens);
+    let (method, grid) = method_and_grid(method, heads);
     SideRects {
         frame,
         head,
@@ -122,17 +156,19 @@ fn side_rects(frame: Rect) -> SideRects {
         prompt,
         image,
         method,
+        grid,
     }
 }
 
-/// The panes of the focused side in a frame of `area` (for clicks).
-pub fn focused_panes(area: Rect, c: &ComparePane) -> [(Pane, Rect); 5] {
-    layout(area).sides[c.focused as usize].panes()
+/// The panes of the focused side of `app`'s split view `c` in a frame of `area` (for clicks
+/// and Tab).
+pub fn focused_panes(area: Rect, app: &App, c: &ComparePane) -> [(Pane, Rect); 5] {
+    split_layout(area, app, c).sides[c.focused as usize].panes()
 }
 
 /// The side under the cell `(x, y)` of a frame of `area`, if any.
 pub fn side_at(area: Rect, x: u16, y: u16) -> Option<Which> {
-    let l = layout(area);
+    let l = layout(area, 0);
     let hit = |r: Rect| x >= r.x && x < r.right() && y >= r.y && y < r.bottom();
     [Which::A, Which::B]
         .into_iter()
@@ -141,7 +177,7 @@ pub fn side_at(area: Rect, x: u16, y: u16) -> Option<Which> {
 
 /// Draws the split view of `app` (whose compare pane is `c`) into the whole frame.
 pub fn draw(f: &mut Frame, app: &App, c: &ComparePane) {
-    let l = layout(f.area());
+    let l = split_layout(f.area(), app, c);
     for w in [Which::A, Which::B] {
         let r = &l.sides[w as usize];
         let focused = w == c.focused;
@@ -153,16 +189,24 @@ pub fn draw(f: &mut Frame, app: &App, c: &ComparePane) {
         let title = format!("{} = {}{mark} · {prompt}", w.letter(), c.name(w));
         f.render_widget(pane_frame(&app.look, focused, title), r.frame);
         if focused {
+            let ctx = app.ctx();
             let parts = (&app.answer, &app.prompt, &app.image, &app.method);
-            draw_side(f, r, &app.ctx(), parts);
+            draw_side(f, r, &ctx, parts);
+            if r.grid.area() > 0 {
+                app.grid.draw(f, r.grid, &ctx);
+            }
         } else {
             let o = &c.other;
-            draw_side(
-                f,
-                r,
-                &o.ctx(app),
-                (&o.answer, &o.prompt, &o.image, &o.method),
-            );
+            let ctx = o.ctx(app);
+            draw_side(f, r, &ctx, (&o.answer, &o.prompt, &o.image, &o.method));
+            // Its panes are unlit under the focus on the heads × layers pane; that pane too.
+            let unlit = Ctx {
+                focus: Pane::Answer,
+                ..ctx
+            };
+            if r.grid.area() > 0 {
+                o.grid.draw(f, r.grid, &unlit);
+            }
         }
     }
     strip::draw(f, l.strip, app, c);

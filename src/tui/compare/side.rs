@@ -13,7 +13,7 @@ use super::super::grid::GridPane;
 use super::super::image::ImagePane;
 use super::super::method::MethodPane;
 use super::super::prompt::PromptPane;
-use super::super::state::{Pane, RunState, Selection};
+use super::super::state::{Pane, PendingJob, RunState, Selection};
 use super::super::tokens::AnswerPane;
 use super::super::view::View;
 
@@ -49,6 +49,9 @@ pub struct Side {
     pub view: View,
     /// What was computed on the side's other turns (a conversation's results per turn).
     pub kept: crate::tui::app::turns::KeptTurns,
+    /// The side's model job under way (each side has its own; the job worker runs them one
+    /// after the other).
+    pub job: Option<PendingJob>,
     /// No live run: what the side's panes are told while it is not focused.
     idle: RunState,
 }
@@ -83,10 +86,11 @@ impl Side {
         swap(&mut self.image, &mut app.image);
         swap(&mut self.view, &mut app.view);
         swap(&mut self.kept, &mut app.kept);
+        swap(&mut self.job, &mut app.job);
     }
 
     /// What the side's panes read while it is not focused: its own session and selection,
-    /// `app`'s look and keys, no pane focused, no run or job.
+    /// `app`'s look and keys, no pane focused, no live run, its own model job.
     pub fn ctx<'a>(&'a self, app: &'a App) -> Ctx<'a> {
         let total = self
             .talk
@@ -100,10 +104,10 @@ impl Side {
             session: self.session.as_ref(),
             view: &self.view,
             sel: &self.sel,
-            // The split view draws no heads × layers pane, so no pane of this side is lit.
+            // No pane of this side is lit: its heads × layers pane is drawn with another focus.
             focus: Pane::Grid,
             run: &self.idle,
-            job: None,
+            job: self.job.as_ref(),
             patch_mode: self.image.patch_mode(),
             patches: self.image.patches(),
             opacity: self.image.opacity(),

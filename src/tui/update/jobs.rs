@@ -158,17 +158,30 @@ pub fn done(app: &mut App, done: JobDone) {
     }
 }
 
-/// The job request for the app's pending job `id`, if that job is still pending.
+/// The job request for the pending job `id` of the app's session or of the split view's other
+/// side, if that job is still pending.
 pub fn job_request(app: &App, id: u64) -> Option<JobRequest> {
-    let pending = app.job.as_ref().filter(|p| p.id == id)?;
-    let session = app.session.as_ref()?;
-    Some(JobRequest {
-        id,
-        epoch: app.epoch,
-        session: crate::job::service::job_input(session),
-        job: pending.job.clone(),
-        cancel: pending.cancel.clone(),
-    })
+    let mine = (app.job.as_ref(), app.session.as_ref(), app.epoch);
+    let other = app.compare.as_ref().map(|c| {
+        (
+            c.other.job.as_ref(),
+            c.other.session.as_ref(),
+            c.other.epoch,
+        )
+    });
+    [Some(mine), other]
+        .into_iter()
+        .flatten()
+        .find_map(|(job, session, epoch)| {
+            let pending = job.filter(|p| p.id == id)?;
+            Some(JobRequest {
+                id,
+                epoch,
+                session: crate::job::service::job_input(session?),
+                job: pending.job.clone(),
+                cancel: pending.cancel.clone(),
+            })
+        })
 }
 
 /// Where a result computed on the shown turn is kept: the session file for the last turn, the

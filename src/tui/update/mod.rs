@@ -30,6 +30,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
         Msg::Key(_) => Vec::new(),
         Msg::Resize(w, h) => {
             app.screen = Rect::new(0, 0, w, h);
+            split::resized(app);
             Vec::new()
         }
         Msg::Mouse(m) => {
@@ -49,6 +50,16 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
     if app.quit {
         return cmds;
     }
+    cmds.extend(missing_jobs(app));
+    cmds.extend(split::on_other(app, missing_jobs));
+    split::remember(app, &cmds);
+    cmds
+}
+
+/// The jobs the app starts by itself: the faithfulness block's missing drops, and on the demo
+/// the logit lens the shown map lacks.
+fn missing_jobs(app: &mut App) -> Vec<Cmd> {
+    let mut cmds = Vec::new();
     if let Some(job) = app.method.missing_faith_job(&app.ctx()) {
         cmds.extend(jobs::begin(app, job));
     }
@@ -56,7 +67,6 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
     if let Some(job) = app.method.missing_lens_job(&app.ctx(), demo) {
         cmds.extend(jobs::begin(app, job));
     }
-    split::remember(app, &cmds);
     cmds
 }
 
@@ -95,6 +105,23 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
     if let Some(cmds) = split::act(app, action) {
         return cmds;
     }
+    let mut cmds = act_here(app, action);
+    if split::on_both(action) && app.compare.is_some() {
+        // Linked mode: the other side, moved where this one is, asks for its own.
+        super::compare::link::sync(app);
+        app.refresh();
+        let shown = app.method.faith().shown;
+        cmds.extend(split::on_other(app, |app| {
+            let cmds = act_here(app, action);
+            app.method.faith_mut().shown = shown;
+            cmds
+        }));
+    }
+    cmds
+}
+
+/// Does `action` on the focused side.
+fn act_here(app: &mut App, action: Action) -> Vec<Cmd> {
     let (layers, heads) = app.layers_heads();
     let sel = &mut app.sel;
     match action {
@@ -220,7 +247,10 @@ fn cancel(app: &mut App) -> Vec<Cmd> {
         c.store(true, std::sync::atomic::Ordering::SeqCst);
         app.notify("cancelling the run…", false);
     } else if app.job.is_some() {
+        split::cancel_other(app);
         jobs::cancel(app);
+    } else if split::cancel_other(app) {
+        app.notify("cancelled the other side's job", false);
     } else {
         return to_components(app, Action::Cancel);
     }
@@ -255,7 +285,8 @@ fn quit(app: &mut App) -> Vec<Cmd> {
     if let Some(c) = &app.run.cancel {
         c.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    if let Some(job) = &app.job {
+    let other = app.compare.as_ref().and_then(|c| c.other.job.as_ref());
+    for job in app.job.iter().chain(other) {
         job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     app.quit = true;

@@ -40,6 +40,8 @@ pub(super) fn apply(app: &mut App, msg: Msg) {
         Msg::Job(id, p) => super::jobs::progress(app, id, p),
         Msg::JobDone(done) => super::jobs::done(app, done),
         Msg::CompareLoaded(path, r) => super::split::loaded(app, path, r),
+        // Routed to its side by `split::from_worker` before it comes here.
+        Msg::ForSession(_, inner) => apply(app, *inner),
         Msg::Key(_) | Msg::Mouse(_) | Msg::Resize(..) | Msg::Interrupt => {}
     }
 }

@@ -272,7 +272,7 @@ fn quit_and_help_keys() {
         .iter()
         .map(|c| c.symbol())
         .collect();
-    assert!(text.contains("Keys (any key closes)"));
+    assert!(text.contains("Keys 1/2 (Space: next page, any other key closes)"));
     press(&mut app, KeyCode::Char('q'));
     assert!(!app.help.open && !app.quit);
     press(&mut app, KeyCode::Char('q'));

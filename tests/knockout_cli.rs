@@ -2,50 +2,10 @@
 //! `lvlmscope run` on the tiny-llava-gqa fixture: the JSON numbers are the reference's
 //! (`tests/fixtures/reference/knockout.json`, transformers), bad input is one sentence.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod cli_support;
 
+use cli_support::{fixtures, make_session, on_session as lvlmscope};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_lvlmscope");
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn make_session(dir: &Path) -> PathBuf {
-    let save = dir.join("gqa.session");
-    let out = Command::new(BIN)
-        .args(["run", "--model"])
-        .arg(fixtures().join("tiny-llava-gqa"))
-        .arg("--image")
-        .arg(fixtures().join("image.png"))
-        .args([
-            "--prompt",
-            "What is in the picture?",
-            "--max-new-tokens",
-            "8",
-        ])
-        .arg("--save")
-        .arg(&save)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    save
-}
-
-fn lvlmscope(args: &[&str], session: &Path) -> Output {
-    Command::new(BIN)
-        .arg(args[0])
-        .arg(session)
-        .args(&args[1..])
-        .output()
-        .unwrap()
-}
 
 fn reference_case(block: &str, token: u64, query: &str) -> Value {
     let all: Value = serde_json::from_str(
@@ -73,7 +33,7 @@ fn close(a: &Value, b: &Value) -> bool {
 #[test]
 fn knockout_and_lens_print_the_reference_numbers() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = make_session(tmp.path());
+    let s = make_session(tmp.path(), "tiny-llava-gqa");
     let out = lvlmscope(
         &[
             "knockout", "--token", "0", "--block", "image", "--layers", "0-2", "--json",
@@ -135,7 +95,7 @@ fn knockout_and_lens_print_the_reference_numbers() {
 #[test]
 fn bad_input_is_one_sentence() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = make_session(tmp.path());
+    let s = make_session(tmp.path(), "tiny-llava-gqa");
     for (args, want) in [
         (
             &[

@@ -5,47 +5,11 @@
 
 mod cli_support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-use cli_support::{assert_clear_failure, fixtures};
+use cli_support::{assert_clear_failure, fixtures, make_session, on_session as lvlmscope};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_lvlmscope");
-
-fn make_session(dir: &Path, model: &str) -> PathBuf {
-    let save = dir.join(format!("{model}.session"));
-    let out = Command::new(BIN)
-        .args(["run", "--model"])
-        .arg(fixtures().join(model))
-        .arg("--image")
-        .arg(fixtures().join("image.png"))
-        .args([
-            "--prompt",
-            "What is in the picture?",
-            "--max-new-tokens",
-            "8",
-        ])
-        .arg("--save")
-        .arg(&save)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    save
-}
-
-fn lvlmscope(args: &[&str], session: &Path) -> Output {
-    Command::new(BIN)
-        .arg(args[0])
-        .arg(session)
-        .args(&args[1..])
-        .output()
-        .unwrap()
-}
 
 fn json_of(out: Output) -> Value {
     assert!(

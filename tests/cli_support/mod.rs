@@ -1,8 +1,9 @@
-//! Running the binary on bad input and checking its answer: shared by the command-line error
-//! tests (`cli_errors`, `robustness_cli`).
+//! Running the binary and checking its answer: shared by the command-line tests (`cli_errors`,
+//! `robustness_cli`, the knockout and eval ones). Not every test uses every helper.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// The committed test fixtures.
 pub fn fixtures() -> PathBuf {
@@ -39,4 +40,41 @@ pub fn assert_clear_failure((code, stderr): (i32, String), needle: &str) {
         lines[0].to_lowercase().contains(&needle.to_lowercase()),
         "expected {needle:?} in {stderr:?}"
     );
+}
+
+/// Runs `lvlmscope run` with the fixture model `model` on the fixture image (8 new tokens) and
+/// saves the session in `dir` as `{model}.session`; panics with the tool's stderr on failure.
+pub fn make_session(dir: &Path, model: &str) -> PathBuf {
+    let save = dir.join(format!("{model}.session"));
+    let out = Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
+        .args(["run", "--model"])
+        .arg(fixtures().join(model))
+        .arg("--image")
+        .arg(fixtures().join("image.png"))
+        .args([
+            "--prompt",
+            "What is in the picture?",
+            "--max-new-tokens",
+            "8",
+        ])
+        .arg("--save")
+        .arg(&save)
+        .output()
+        .expect("binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    save
+}
+
+/// Runs the subcommand `args[0]` on `session` with the rest of `args` after it.
+pub fn on_session(args: &[&str], session: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lvlmscope"))
+        .arg(args[0])
+        .arg(session)
+        .args(&args[1..])
+        .output()
+        .expect("binary runs")
 }

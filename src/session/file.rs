@@ -125,6 +125,15 @@ pub fn save(session: &Session, path: &Path, attention: AttentionDtype) -> Result
         if let Some(a) = &turn.attn_gen {
             tensors.insert(format!("turn.{k}.attn.gen"), encode_attention(a, attention));
         }
+        for (name, a) in [
+            ("relevancy.llm", &turn.relevancy_llm),
+            ("relevancy.vit", &turn.relevancy_vit),
+            ("relevancy.combined", &turn.relevancy_combined),
+        ] {
+            if let Some(a) = a {
+                tensors.insert(format!("turn.{k}.{name}"), encode_f32(a));
+            }
+        }
     }
     let manifest = serde_json::to_string(&session.manifest)
         .map_err(|e| SessionError::Encode(e.to_string()))?;
@@ -240,6 +249,9 @@ pub fn load(path: &Path) -> Result<Session, SessionError> {
             input_ids: read_i(&format!("turn.{k}.input_ids"))?,
             output_ids: read_i(&format!("turn.{k}.output_ids"))?,
             attn_gen: read_f(&format!("turn.{k}.attn.gen"))?,
+            relevancy_llm: read_f(&format!("turn.{k}.relevancy.llm"))?,
+            relevancy_vit: read_f(&format!("turn.{k}.relevancy.vit"))?,
+            relevancy_combined: read_f(&format!("turn.{k}.relevancy.combined"))?,
         });
     }
     if let Some(name) = st.names().into_iter().find(|name| {
@@ -353,6 +365,24 @@ fn validate_turn(s: &Session) -> Result<(), String> {
     for (layer, a) in &s.attn_full {
         if *layer >= layers || a.shape != [heads, positions, positions] {
             return Err(format!("attn.full.{layer} has shape {:?}", a.shape));
+        }
+    }
+    let m = &s.manifest;
+    for (what, tokens) in [
+        ("relevancy_tokens", m.relevancy_tokens.clone()),
+        (
+            "causal",
+            m.causal
+                .iter()
+                .flat_map(|c| c.tokens.keys().copied())
+                .collect(),
+        ),
+        ("lens", m.lens.iter().map(|l| l.token).collect::<Vec<_>>()),
+    ] {
+        if let Some(bad) = tokens.into_iter().find(|&k| k >= t) {
+            return Err(format!(
+                "its {what} results name answer token {bad}, but the answer has {t} tokens"
+            ));
         }
     }
     for (name, a, width) in [

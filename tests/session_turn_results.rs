@@ -215,6 +215,18 @@ fn corrupted_per_turn_tensors_are_refused() {
         Some((Dtype::I64, vec![t, cells], vec![0u8; t * cells * 8])),
     );
     assert!(refused(&path).contains("tensor turn.0.relevancy.vit"));
+    // every table of turn 1 gone while its entry still names rows
+    let path = saved(&s, dir.path());
+    for name in ["llm", "vit", "combined"] {
+        rewrite(&path, &format!("turn.0.relevancy.{name}"), None);
+    }
+    let msg = refused(&path);
+    assert!(
+        msg.contains(
+            "turn 1: its relevancy_tokens name 2 answer tokens, but it holds no relevancy table"
+        ),
+        "{msg}"
+    );
     // rows for a turn the manifest does not list
     let path = saved(&s, dir.path());
     rewrite(

@@ -385,6 +385,13 @@ fn validate_turn(s: &Session) -> Result<(), String> {
             ));
         }
     }
+    let tables = [&s.relevancy_llm, &s.relevancy_vit, &s.relevancy_combined];
+    if !m.relevancy_tokens.is_empty() && tables.iter().all(|a| a.is_none()) {
+        return Err(format!(
+            "its relevancy_tokens name {} answer tokens, but it holds no relevancy table",
+            m.relevancy_tokens.len()
+        ));
+    }
     for (name, a, width) in [
         ("relevancy.llm", &s.relevancy_llm, positions),
         ("relevancy.vit", &s.relevancy_vit, patches),

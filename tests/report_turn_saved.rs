@@ -14,12 +14,12 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lvlmscope");
 
-/// `run` of a two-question conversation on tiny-llava-gqa with relevancy; the session file.
-fn two_turns(dir: &Path) -> PathBuf {
-    let save = dir.join("talk.session");
+/// `run` of a two-question conversation on fixture `model` with relevancy; the session file.
+fn two_turns(dir: &Path, model: &str) -> PathBuf {
+    let save = dir.join(format!("{model}.session"));
     let out = Command::new(BIN)
         .args(["run", "--model"])
-        .arg(fixtures().join("tiny-llava-gqa"))
+        .arg(fixtures().join(model))
         .arg("--image")
         .arg(fixtures().join("image.png"))
         .args(["--max-new-tokens", "4", "--relevancy", "--save"])
@@ -69,6 +69,22 @@ fn edited(s: &Session, path: &Path, edit: impl FnOnce(&mut Session)) -> PathBuf 
     path.to_path_buf()
 }
 
+/// Turn 1's rows, computed again on demand with the session's model (all its tokens at once, as
+/// `run` computes them).
+fn on_demand(first: &Session) -> Session {
+    let mut bare = first.clone();
+    bare.relevancy_llm = None;
+    bare.relevancy_vit = None;
+    bare.relevancy_combined = None;
+    bare.manifest.relevancy_tokens.clear();
+    let tokens: Vec<usize> = (0..first.num_output()).collect();
+    let computed = ModelService::new()
+        .add_relevancy(&mut bare, &tokens, &mut |_| {})
+        .unwrap();
+    assert_eq!(computed, tokens.len());
+    bare
+}
+
 fn without_turn_rows(s: &mut Session) {
     let turn = &mut s.turns[0];
     turn.relevancy_llm = None;
@@ -80,7 +96,7 @@ fn without_turn_rows(s: &mut Session) {
 #[test]
 fn run_explains_every_turn_and_report_reads_the_saved_rows_without_the_model() {
     let dir = tempfile::tempdir().unwrap();
-    let file = two_turns(dir.path());
+    let file = two_turns(dir.path(), "tiny-llava-gqa");
     let s = session::load(&file).unwrap();
     assert_eq!(s.num_turns(), 2);
     let first = s.turn(0).unwrap().into_owned();
@@ -92,16 +108,7 @@ fn run_explains_every_turn_and_report_reads_the_saved_rows_without_the_model() {
     );
     assert!(s.manifest.timings.contains_key("relevancy_earlier_turns"));
     // the saved rows are the ones the model gives turn 1 on demand, bit for bit
-    let mut bare = first.clone();
-    bare.relevancy_llm = None;
-    bare.relevancy_vit = None;
-    bare.relevancy_combined = None;
-    bare.manifest.relevancy_tokens.clear();
-    let tokens: Vec<usize> = (0..t).collect();
-    let computed = ModelService::new()
-        .add_relevancy(&mut bare, &tokens, &mut |_| {})
-        .unwrap();
-    assert_eq!(computed, t);
+    let bare = on_demand(&first);
     for (a, b) in [
         (&first.relevancy_llm, &bare.relevancy_llm),
         (&first.relevancy_vit, &bare.relevancy_vit),
@@ -165,4 +172,36 @@ fn run_explains_every_turn_and_report_reads_the_saved_rows_without_the_model() {
     assert_eq!(last["relevancy_from"].as_str(), Some("session"));
     let (attention, _) = report(&moved, &["--turn", "1"]).unwrap();
     assert!(attention.get("relevancy_from").is_none());
+}
+
+#[test]
+fn qwen_vl_and_anyres_conversations_save_every_turns_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["tiny-qwen2-vl", "tiny-llava-next"] {
+        let s = session::load(&two_turns(dir.path(), model)).unwrap();
+        let first = s.turn(0).unwrap().into_owned();
+        let t = first.num_output();
+        assert_eq!(
+            first.manifest.relevancy_tokens,
+            (0..t).collect::<Vec<_>>(),
+            "{model}"
+        );
+        let cells = first.cell_positions().len();
+        let combined = first.relevancy_combined.as_ref().unwrap();
+        assert_eq!(combined.shape, [t, cells], "{model}");
+        let bare = on_demand(&first);
+        for (a, b) in [
+            (&first.relevancy_llm, &bare.relevancy_llm),
+            (&first.relevancy_combined, &bare.relevancy_combined),
+        ] {
+            let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+            let diff = a
+                .data
+                .iter()
+                .zip(&b.data)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-6, "{model}: {diff}");
+        }
+    }
 }

@@ -88,7 +88,7 @@ pub(super) fn carry(
                 Some(s) => (ids == (&s.input_ids, &s.output_ids)).then_some(s)?,
                 None if ids == (&old.input_ids, &old.output_ids) => {
                     let mut s = new.turn(k)?.into_owned();
-                    move_results(&old, &mut s);
+                    s.set_turn_results(k, &old);
                     s
                 }
                 None => return None,
@@ -97,15 +97,4 @@ pub(super) fn carry(
             Some((k, t))
         })
         .collect()
-}
-
-/// Copies what the app computes into a session (relevancy rows, causal and lens results)
-/// from `from` into `to`, a session of the same turn.
-fn move_results(from: &Session, to: &mut Session) {
-    to.relevancy_llm = from.relevancy_llm.clone();
-    to.relevancy_vit = from.relevancy_vit.clone();
-    to.relevancy_combined = from.relevancy_combined.clone();
-    to.manifest.relevancy_tokens = from.manifest.relevancy_tokens.clone();
-    to.manifest.causal = from.manifest.causal.clone();
-    to.manifest.lens = from.manifest.lens.clone();
 }

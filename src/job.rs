@@ -80,8 +80,9 @@ pub fn run_with(
 /// [`run`] of a scripted conversation: `request.prompt`, then each of `follow_ups` on the same
 /// image, one session holding every turn, on a model of any pipeline. The questions alone are
 /// checked against the model's context before anything runs, each turn again before it runs.
-/// The requested explanations (relevancy, causal) are computed for the last turn; earlier turns
-/// are explained on demand.
+/// Relevancy, when requested, is computed for every turn (an earlier turn's rows saved in its
+/// per-turn fields); causal explanations for the last turn, the one whose full attention
+/// generation recorded.
 pub fn run_conversation(
     request: &RunRequest,
     follow_ups: &[String],
@@ -125,10 +126,47 @@ pub fn run_conversation(
         .manifest
         .timings
         .insert("load_model".into(), load_seconds);
+    if request.relevancy {
+        explain_earlier_turns(&mut session, on_progress, |s, tokens, on_token| {
+            relevancy_rows(&model, &image, s, tokens, on_token)
+        })?;
+    }
     add_requested(&mut session, request, on_progress, |s, tokens, on_token| {
         relevancy_rows(&model, &image, s, tokens, on_token)
     })?;
     Ok(session)
+}
+
+/// Relevancy of every answer token of every earlier turn of `session`, by `rows` (as in
+/// [`add_requested`]), stored in the turns' own fields; the seconds it took are the timing
+/// `relevancy_earlier_turns`.
+fn explain_earlier_turns(
+    session: &mut Session,
+    on_progress: &mut dyn FnMut(Progress),
+    mut rows: impl FnMut(&Session, &[usize], &mut dyn FnMut(usize)) -> Result<RelevancyMaps, JobError>,
+) -> Result<(), JobError> {
+    let started = Instant::now();
+    for k in 0..session.num_turns() - 1 {
+        let Some(turn) = session.turn(k) else {
+            continue;
+        };
+        let mut turn = turn.into_owned();
+        on_progress(Progress::Stage(format!("relevancy of turn {}", k + 1)));
+        let tokens: Vec<usize> = (0..turn.num_output()).collect();
+        let total = tokens.len().max(1) as f64;
+        let mut done = 0usize;
+        let maps = rows(&turn, &tokens, &mut |_| {
+            done += 1;
+            on_progress(Progress::Fraction(done as f64 / total));
+        })?;
+        relevancy::store(&mut turn, &maps)?;
+        session.set_turn_results(k, &turn);
+    }
+    session.manifest.timings.insert(
+        "relevancy_earlier_turns".into(),
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(())
 }
 
 /// Relevancy rows of output tokens `tokens` of `session`, which `model` made from `image`, by

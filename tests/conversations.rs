@@ -343,7 +343,7 @@ fn report_turn_prints_any_turn_and_refuses_one_out_of_range() {
             Some(turn.manifest.tokens.output[0].as_str())
         );
     }
-    // an earlier turn's relevancy is computed with the session's model on request
+    // an earlier turn's relevancy (saved by run --relevancy for every turn)
     let first = report_json(&file, &["--turn", "1", "--method", "relevancy"]).unwrap();
     assert_eq!(
         first["reliance_parts"]["earlier_answers"].as_f64(),

@@ -316,7 +316,7 @@ where
             question_start,
             earlier_answers,
             reused: from,
-            tokens: None,
+            ..TurnInfo::default()
         };
         let answer = self.model.pipeline().prompts().decode(&self.run.output);
         self.session.push_turn(next, info);

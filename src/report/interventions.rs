@@ -54,14 +54,6 @@ pub enum InterventionError {
     /// The turn could not be read.
     #[error(transparent)]
     Turn(#[from] super::ReportError),
-    /// `--cache` on an earlier turn, whose readings the file does not keep.
-    #[error("--cache keeps a reading of the conversation's last turn (turn {turns}) only, not of turn {turn}")]
-    CacheTurn {
-        /// The asked turn.
-        turn: usize,
-        /// The file's turns.
-        turns: usize,
-    },
 }
 
 /// What `lvlmscope knockout` was asked for.
@@ -315,12 +307,10 @@ fn lens_rows(l: &Lens, part: &LensRegion, word: &dyn Fn(u32) -> String) -> Vec<S
 
 /// Runs `lvlmscope report --method lens`: the reading cached in the session when there is
 /// one (the model's tokenizer names the tokens when its folder is there), else computed with
-/// the model (and stored in the file under `--cache`); the cells of `--region` only.
+/// the model (and stored in the file under `--cache`, an earlier turn's with that turn); the
+/// cells of `--region` only.
 pub fn lens(opts: &LensOptions) -> Result<(), InterventionError> {
     let (mut s, turn, turns) = super::load_turn(&opts.file, opts.turn)?;
-    if opts.cache && turn != turns {
-        return Err(InterventionError::CacheTurn { turn, turns });
-    }
     let layers = s.manifest.model.text_layers;
     let layer = opts.layer.unwrap_or(layers.saturating_sub(1));
     let cached = lens::cached(&s, opts.token, layer).cloned();
@@ -347,7 +337,14 @@ pub fn lens(opts: &LensOptions) -> Result<(), InterventionError> {
             let l = lens::lens(loaded.replayer(), &s, opts.token, Some(layer))?;
             if opts.cache {
                 lens::store(&mut s, l.clone());
-                crate::session::save(&s, &opts.file, AttentionDtype::F32)?;
+                if turn == turns {
+                    crate::session::save(&s, &opts.file, AttentionDtype::F32)?;
+                } else {
+                    // an earlier turn's reading is kept with that turn in the whole file
+                    let mut file = crate::session::load(&opts.file)?;
+                    file.set_turn_results(turn - 1, &s);
+                    crate::session::save(&file, &opts.file, AttentionDtype::F32)?;
+                }
             }
             (l, Some(loaded), None)
         }

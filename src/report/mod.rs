@@ -470,12 +470,16 @@ pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
     let (mut s, turn, turns) = load_turn(&opts.file, opts.turn)?;
     let t = opts.token.unwrap_or(0);
     let id = map_id(&s, &opts)?;
+    // where a relevancy map's rows came from: the file (this turn's saved rows) or the model
+    let mut relevancy_from = matches!(id, MapId::Relevancy { .. }).then_some("session");
     if t < s.num_output() && matches!(catalogue::need(&s, &[t], &id), Need::Relevancy(_)) {
         eprintln!(
             "lvlmscope: computing the relevancy of token {t} with the model {} (not saved)",
             s.manifest.model.path
         );
-        ensure_relevancy(&mut s, t, &mut ModelService::new())?;
+        if ensure_relevancy(&mut s, t, &mut ModelService::new())? {
+            relevancy_from = Some("model");
+        }
     }
     let r = compute(&s, &opts)?;
     if let Some(png) = &opts.png {
@@ -487,6 +491,9 @@ pub fn run(opts: ReportOptions) -> anyhow::Result<()> {
         let mut out = to_json(&s, &r);
         out["turn"] = json!(turn);
         out["turns"] = json!(turns);
+        if let Some(from) = relevancy_from {
+            out["relevancy_from"] = json!(from);
+        }
         writeln!(stdout, "{out}").map_err(ReportError::from)?;
     } else {
         use std::io::Write;

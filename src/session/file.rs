@@ -147,6 +147,15 @@ pub fn save(session: &Session, path: &Path, attention: AttentionDtype) -> Result
         if let Some(a) = &turn.attn_gen {
             tensors.insert(format!("turn.{k}.attn.gen"), encode_attention(a, attention));
         }
+        for (name, a) in [
+            ("relevancy.llm", &turn.relevancy_llm),
+            ("relevancy.vit", &turn.relevancy_vit),
+            ("relevancy.combined", &turn.relevancy_combined),
+        ] {
+            if let Some(a) = a {
+                tensors.insert(format!("turn.{k}.{name}"), encode_f32(a));
+            }
+        }
     }
     let manifest = serde_json::to_string(&session.manifest)
         .map_err(|e| SessionError::Encode(e.to_string()))?;
@@ -262,6 +271,9 @@ pub fn load(path: &Path) -> Result<Session, SessionError> {
             input_ids: read_i(&format!("turn.{k}.input_ids"))?,
             output_ids: read_i(&format!("turn.{k}.output_ids"))?,
             attn_gen: read_f(&format!("turn.{k}.attn.gen"))?,
+            relevancy_llm: read_f(&format!("turn.{k}.relevancy.llm"))?,
+            relevancy_vit: read_f(&format!("turn.{k}.relevancy.vit"))?,
+            relevancy_combined: read_f(&format!("turn.{k}.relevancy.combined"))?,
         });
     }
     if let Some(name) = st.names().into_iter().find(|name| {
@@ -380,6 +392,31 @@ fn validate_turn(s: &Session) -> Result<(), String> {
     }
     if let Some(VisionAttention::Views(v)) = &s.attn_vit {
         check_views(v, model.vision_layers, model.vision_heads, patches)?;
+    }
+    let m = &s.manifest;
+    for (what, tokens) in [
+        ("relevancy_tokens", m.relevancy_tokens.clone()),
+        (
+            "causal",
+            m.causal
+                .iter()
+                .flat_map(|c| c.tokens.keys().copied())
+                .collect(),
+        ),
+        ("lens", m.lens.iter().map(|l| l.token).collect::<Vec<_>>()),
+    ] {
+        if let Some(bad) = tokens.into_iter().find(|&k| k >= t) {
+            return Err(format!(
+                "its {what} results name answer token {bad}, but the answer has {t} tokens"
+            ));
+        }
+    }
+    let tables = [&s.relevancy_llm, &s.relevancy_vit, &s.relevancy_combined];
+    if !m.relevancy_tokens.is_empty() && tables.iter().all(|a| a.is_none()) {
+        return Err(format!(
+            "its relevancy_tokens name {} answer tokens, but it holds no relevancy table",
+            m.relevancy_tokens.len()
+        ));
     }
     for (name, a, width) in [
         ("relevancy.llm", &s.relevancy_llm, positions),

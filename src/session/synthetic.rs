@@ -423,6 +423,7 @@ pub fn second_turn(mut s: Session, earlier_question: usize, earlier_answer: usiz
         input_ids: s.input_ids[..asked].to_vec(),
         output_ids: s.input_ids[asked..answered].to_vec(),
         attn_gen,
+        ..Default::default()
     }];
     s.manifest.turns = vec![first, second];
     s

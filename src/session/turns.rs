@@ -11,10 +11,11 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Array, Session, TokenStrings};
+use super::{Array, CausalResults, Session, TokenStrings};
+use crate::explain::lens::Lens;
 
 /// One turn of a conversation as the manifest lists it (`turns`, in order).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TurnInfo {
     /// The user's question of this turn, before the chat template.
     pub prompt: String,
@@ -35,10 +36,20 @@ pub struct TurnInfo {
     /// manifest's `tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<TokenStrings>,
+    /// An earlier turn's answer tokens whose relevancy rows `turn.{k}.relevancy.*` hold (the
+    /// last turn's are the manifest's `relevancy_tokens`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relevancy_tokens: Vec<usize>,
+    /// An earlier turn's causal results (the last turn's are the manifest's `causal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causal: Option<CausalResults>,
+    /// An earlier turn's logit-lens readings (the last turn's are the manifest's `lens`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lens: Vec<Lens>,
 }
 
 /// The tensors of an earlier turn (every turn but the last).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Turn {
     /// The turn's input ids (N_k), the image expanded.
     pub input_ids: Vec<i64>,
@@ -46,6 +57,12 @@ pub struct Turn {
     pub output_ids: Vec<i64>,
     /// `[T_k, L, H, N_k + T_k − 1]`: the answer's attention rows, as `attn.gen`.
     pub attn_gen: Option<Array>,
+    /// `[T_k, N_k + T_k − 1]`: decoder relevancy rows, as `relevancy.llm`.
+    pub relevancy_llm: Option<Array>,
+    /// `[T_k, P]`: vision-tower relevancy, as `relevancy.vit`.
+    pub relevancy_vit: Option<Array>,
+    /// `[T_k, P]`: decoder relevancy through the vision tower, as `relevancy.combined`.
+    pub relevancy_combined: Option<Array>,
 }
 
 impl TurnInfo {
@@ -57,9 +74,13 @@ impl TurnInfo {
             answer_len,
             question_start: 0,
             earlier_answers: Vec::new(),
-            reused: 0,
-            tokens: None,
+            ..Self::default()
         }
+    }
+
+    /// Whether the entry carries explanations of its own (only an earlier turn's may).
+    fn has_results(&self) -> bool {
+        !self.relevancy_tokens.is_empty() || self.causal.is_some() || !self.lens.is_empty()
     }
 }
 
@@ -77,9 +98,9 @@ impl Session {
     }
 
     /// Turn `k` (0-based) as an ordinary single-turn session whose history is turns `..k`: the
-    /// last turn is the session itself; an earlier one is built from its [`Turn`] (the image,
-    /// the model and the settings shared; explanations computed for the last turn dropped).
-    /// `None` when `k` is out of range.
+    /// last turn is the session itself; an earlier one is built from its [`Turn`] and manifest
+    /// entry (the image, the model and the settings shared; the turn's own saved relevancy,
+    /// causal and lens results, not the last turn's). `None` when `k` is out of range.
     pub fn turn(&self, k: usize) -> Option<Cow<'_, Session>> {
         let last = self.num_turns() - 1;
         if k == last {
@@ -93,10 +114,13 @@ impl Session {
         manifest.turns = self.manifest.turns[..=k].to_vec();
         if let Some(own) = manifest.turns.last_mut() {
             own.tokens = None;
+            own.relevancy_tokens.clear();
+            own.causal = None;
+            own.lens.clear();
         }
-        manifest.relevancy_tokens.clear();
-        manifest.causal = None;
-        manifest.lens.clear();
+        manifest.relevancy_tokens = info.relevancy_tokens.clone();
+        manifest.causal = info.causal.clone();
+        manifest.lens = info.lens.clone();
         Some(Cow::Owned(Session {
             manifest,
             input_ids: data.input_ids.clone(),
@@ -105,15 +129,52 @@ impl Session {
             attn_gen: data.attn_gen.clone(),
             attn_full: Default::default(),
             attn_vit: self.attn_vit.clone(),
-            relevancy_llm: None,
-            relevancy_vit: None,
-            relevancy_combined: None,
+            relevancy_llm: data.relevancy_llm.clone(),
+            relevancy_vit: data.relevancy_vit.clone(),
+            relevancy_combined: data.relevancy_combined.clone(),
             turns: self.turns[..k].to_vec(),
         }))
     }
 
+    /// Stores the explanations of `turn`, turn `k` (0-based) of this conversation as
+    /// [`Session::turn`] gives it, with what was computed on it since: relevancy rows, causal
+    /// and lens results. On the last turn they are the session's own fields; on an earlier
+    /// one they go to its `turn.{k}.*` tensors and manifest entry. `false` (nothing stored)
+    /// when `turn` is not that turn (other ids or out of range).
+    pub fn set_turn_results(&mut self, k: usize, turn: &Session) -> bool {
+        let last = self.num_turns() - 1;
+        if k == last {
+            if (&turn.input_ids, &turn.output_ids) != (&self.input_ids, &self.output_ids) {
+                return false;
+            }
+            self.relevancy_llm = turn.relevancy_llm.clone();
+            self.relevancy_vit = turn.relevancy_vit.clone();
+            self.relevancy_combined = turn.relevancy_combined.clone();
+            self.manifest.relevancy_tokens = turn.manifest.relevancy_tokens.clone();
+            self.manifest.causal = turn.manifest.causal.clone();
+            self.manifest.lens = turn.manifest.lens.clone();
+            return true;
+        }
+        let (Some(data), Some(info)) = (self.turns.get_mut(k), self.manifest.turns.get_mut(k))
+        else {
+            return false;
+        };
+        if (&turn.input_ids, &turn.output_ids) != (&data.input_ids, &data.output_ids) {
+            return false;
+        }
+        data.relevancy_llm = turn.relevancy_llm.clone();
+        data.relevancy_vit = turn.relevancy_vit.clone();
+        data.relevancy_combined = turn.relevancy_combined.clone();
+        info.relevancy_tokens = turn.manifest.relevancy_tokens.clone();
+        info.causal = turn.manifest.causal.clone();
+        info.lens = turn.manifest.lens.clone();
+        true
+    }
+
     /// Appends `next` (a single-turn session of the same image, whose input continues this
-    /// conversation) as a new last turn: this session's last turn becomes an earlier one.
+    /// conversation) as a new last turn: this session's last turn becomes an earlier one (its
+    /// ids and attention rows; the explanations computed on it are dropped, as the app keeps
+    /// them in `App::kept` and stores them with [`Session::set_turn_results`] on save).
     /// `info` describes `next`'s turn.
     pub fn push_turn(&mut self, mut next: Session, info: TurnInfo) {
         let mut infos = std::mem::take(&mut self.manifest.turns);
@@ -133,6 +194,7 @@ impl Session {
             input_ids: std::mem::take(&mut self.input_ids),
             output_ids: std::mem::take(&mut self.output_ids),
             attn_gen: self.attn_gen.take(),
+            ..Turn::default()
         });
         next.manifest.turns = infos;
         next.turns = turns;
@@ -178,6 +240,11 @@ pub(super) fn check_turns(s: &Session) -> Result<(), String> {
             return Err(format!(
                 "turn {turn}'s token strings are {}",
                 if last { "given twice" } else { "missing" }
+            ));
+        }
+        if last && info.has_results() {
+            return Err(format!(
+                "turn {turn}'s entry holds explanations, but the last turn's are the manifest's own"
             ));
         }
         if info.reused > n {

@@ -237,7 +237,7 @@ impl Runtime {
                 }
             },
             Cmd::Save(path) => {
-                let Some(s) = app.conversation().cloned() else {
+                let Some(s) = app.saved_conversation() else {
                     return;
                 };
                 let tx = self.tx.clone();

@@ -1,8 +1,9 @@
 //! What the app computed on each turn of a conversation, kept while another turn is shown:
 //! an earlier turn's session with its relevancy, causal and lens results, and the method
 //! pane's measurements (faithfulness, the last knockout). The last turn's own results live in
-//! the conversation itself. They are kept in memory only: the session file's earlier turns
-//! hold their ids and attention rows, and `s` saves the last turn's results.
+//! the conversation itself. `s` saves the sessions' results (relevancy rows, causal and lens)
+//! into the file's per-turn fields ([`App::saved_conversation`]), so a reopened file shows
+//! them again; the method pane's measurements stay in memory.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,26 @@ pub struct KeptTurn {
 pub type KeptTurns = BTreeMap<usize, KeptTurn>;
 
 impl App {
+    /// The conversation as `s` saves it: the whole conversation with the results computed on
+    /// its other turns (those kept, and the earlier turn shown) stored in their turns' fields
+    /// (`Session::set_turn_results`); `None` without a session.
+    pub fn saved_conversation(&self) -> Option<Session> {
+        let mut full = self.conversation()?.clone();
+        let kept = self
+            .kept
+            .iter()
+            .filter_map(|(&k, t)| Some((k, t.session.as_ref()?)));
+        let shown = self
+            .talk
+            .as_ref()
+            .and(self.session.as_ref())
+            .map(|s| (s.num_turns() - 1, s));
+        for (k, turn) in kept.chain(shown) {
+            full.set_turn_results(k, turn);
+        }
+        Some(full)
+    }
+
     /// Takes the shown conversation out of the app: the whole conversation, the shown turn's
     /// index and what was computed on that turn; `None` without a session.
     pub(super) fn take_turns(&mut self) -> Option<(Session, usize, KeptTurn)> {
@@ -67,7 +88,7 @@ pub(super) fn carry(
                 Some(s) => (ids == (&s.input_ids, &s.output_ids)).then_some(s)?,
                 None if ids == (&old.input_ids, &old.output_ids) => {
                     let mut s = new.turn(k)?.into_owned();
-                    move_results(&old, &mut s);
+                    s.set_turn_results(k, &old);
                     s
                 }
                 None => return None,
@@ -76,15 +97,4 @@ pub(super) fn carry(
             Some((k, t))
         })
         .collect()
-}
-
-/// Copies what the app computes into a session (relevancy rows, causal and lens results)
-/// from `from` into `to`, a session of the same turn.
-fn move_results(from: &Session, to: &mut Session) {
-    to.relevancy_llm = from.relevancy_llm.clone();
-    to.relevancy_vit = from.relevancy_vit.clone();
-    to.relevancy_combined = from.relevancy_combined.clone();
-    to.manifest.relevancy_tokens = from.manifest.relevancy_tokens.clone();
-    to.manifest.causal = from.manifest.causal.clone();
-    to.manifest.lens = from.manifest.lens.clone();
 }

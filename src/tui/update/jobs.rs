@@ -184,11 +184,11 @@ pub fn job_request(app: &App, id: u64) -> Option<JobRequest> {
         })
 }
 
-/// Where a result computed on the shown turn is kept: the session file for the last turn, the
-/// app's memory for an earlier turn of a conversation.
+/// Where a result computed on the shown turn is kept: with the turn while the app runs, and
+/// `s` saves it in the session file (an earlier turn's in its per-turn fields).
 fn saved_where(app: &App) -> &'static str {
     if app.talk.is_some() {
-        "kept with this turn while the app runs (s saves the last turn's results only)"
+        "kept with this turn; s saves it in the session"
     } else {
         "s saves it in the session"
     }

@@ -234,7 +234,10 @@ mod tests {
                 assert!(used + 2 <= usize::from(width), "{w}×{h}: {key}{line}");
             }
             for page in &pages {
-                assert!(page.iter().all(|c| c.len() <= usize::from(h - 2)), "{w}×{h}");
+                assert!(
+                    page.iter().all(|c| c.len() <= usize::from(h - 2)),
+                    "{w}×{h}"
+                );
             }
         }
     }

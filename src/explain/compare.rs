@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::explain::attention as attn;
 use crate::explain::catalogue::{self, CatalogueError, MapId, Options};
 use crate::explain::relevancy::views::{self, Normalization};
-use crate::session::Session;
+use crate::session::{piece_text, Session};
 
 /// One answer token's reliance on the image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -219,6 +219,23 @@ pub fn token_maps(
     Ok(maps)
 }
 
+/// The token of answer `to` that matches token `t` of answer `from` (the split view's linked
+/// token cursor): the nearest
+/// token (by index, the earlier on a tie) reading the same as `from[t]`, else `t` clamped to
+/// `to`'s tokens.
+pub fn matching_token(from: &[String], t: usize, to: &[String]) -> usize {
+    if to.is_empty() {
+        return 0;
+    }
+    let norm = |s: &String| piece_text(s).trim().to_lowercase();
+    let same = from.get(t).map(norm).and_then(|want| {
+        (0..to.len())
+            .filter(|&i| norm(&to[i]) == want)
+            .min_by_key(|&i| i.abs_diff(t))
+    });
+    same.unwrap_or(t.min(to.len() - 1))
+}
+
 /// Spearman's rank correlation of `a` and `b` (ties take their mean rank; non-finite values
 /// count as 0). Two constant maps are the same ranking (1); a constant map against a varying
 /// one shares no ranking (0).
@@ -325,5 +342,24 @@ mod tests {
                 .contains("token 99 does not exist in session A"),
             "{e}"
         );
+    }
+
+    fn words(s: &str) -> Vec<String> {
+        s.split(' ').map(|w| format!("▁{w}")).collect()
+    }
+
+    #[test]
+    fn tokens_match_by_text_nearest_the_index_else_by_index() {
+        let a = words("The cat is red");
+        let b = words("A red cat sits on the mat");
+        assert_eq!(matching_token(&a, 1, &b), 2, "cat");
+        assert_eq!(matching_token(&a, 3, &b), 1, "red");
+        assert_eq!(matching_token(&a, 0, &b), 5, "the, case aside");
+        assert_eq!(matching_token(&a, 2, &b), 2, "no 'is' in B: the same index");
+        let short = words("Red");
+        assert_eq!(matching_token(&a, 2, &short), 0, "clamped");
+        assert_eq!(matching_token(&a, 2, &[]), 0);
+        let twice = words("red and red");
+        assert_eq!(matching_token(&a, 3, &twice), 2, "the nearer of two");
     }
 }

@@ -264,7 +264,7 @@ def pretrain_vision(model, heads, images, col, shp, test, args):
         print(f"vision done, {step} steps: " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
 
 
-def forward_single_turn(model, ids, att, pix, row_image, lab):
+def forward_single_turn(model, ids, att, pix, row_image, lab, attentions=False):
     """Single-turn rows that share images: the vision tower and projector run once per distinct
     image (`pix`), row r reads image `row_image[r]`. Same computation as model(input_ids=…,
     pixel_values=pix[row_image])."""
@@ -273,8 +273,33 @@ def forward_single_turn(model, ids, att, pix, row_image, lab):
     embeds = model.model.get_input_embeddings()(ids)
     mask = (ids == IMAGE).unsqueeze(-1).expand_as(embeds)
     embeds = embeds.masked_scatter(mask, proj.to(embeds.dtype))
-    out = model(inputs_embeds=embeds, attention_mask=att, labels=lab, output_hidden_states=True)
+    out = model(
+        inputs_embeds=embeds,
+        attention_mask=att,
+        labels=lab,
+        output_hidden_states=True,
+        output_attentions=attentions,
+    )
     return out, feats
+
+
+def localize_loss(out, ids, lab, covers, layer, head):
+    """Cross-entropy between the asked-about object's pixels over the vision patches (the
+    target distribution, proportional to each patch's object pixels) and decoder head
+    (`layer`, `head`)'s attention over the image at the last prompt position (where the first
+    answer token is read), renormalised over the image. Rows whose question names no object are
+    left out. It gives the demo one decoder head that looks at the object the question is about,
+    whatever the kind of question: a localization head for `eval --heads` to find."""
+    has = covers.sum(-1) > 0
+    if not bool(has.any()):
+        return torch.zeros(())
+    last = (lab != -100).int().argmax(-1) - 1
+    first = int((ids[0] == IMAGE).nonzero()[0])
+    rows = torch.arange(len(ids))
+    att = out.attentions[layer][rows, head, last, first : first + NUM_PATCHES]
+    p = att / att.sum(-1, keepdim=True).clamp_min(1e-12)
+    q = covers / covers.sum(-1, keepdim=True).clamp_min(1.0)
+    return -(q * torch.log(p + 1e-9)).sum(-1)[has].mean()
 
 
 def echo_loss(heads, out, ids, lab, words, layer):
@@ -295,16 +320,19 @@ def echo_loss(heads, out, ids, lab, words, layer):
 def single_turn_batch(scenes, idx, images, repeats):
     """Every question of the scenes `idx` as its own single-turn row (the inference prompt),
     the distinct images once; a question whose first prompt token after the image is in
-    `repeats` (token id → count) appears that many times."""
-    items, row_image = [], []
+    `repeats` (token id → count) appears that many times. Also returns per row the asked-about
+    object's pixel count per vision patch (zeros when the question names no object)."""
+    items, row_image, covers = [], [], []
     for k, i in enumerate(idx):
-        for first, _, ans in scenes[i]:
+        for first, _, ans, cover in scenes[i]:
             word = first[first.index(IMAGE) + NUM_PATCHES + 2]
             for _ in range(repeats.get(word, 1)):
                 items.append((first + ans, [-100] * len(first) + ans, i))
                 row_image.append(k)
+                covers.append(np.zeros(NUM_PATCHES) if cover is None else cover)
     ids, lab, att, _ = batchify(items, images)
-    return ids, lab, att, normalise(images[list(idx)]), torch.tensor(row_image)
+    covers = torch.from_numpy(np.stack(covers)).float()
+    return ids, lab, att, normalise(images[list(idx)]), torch.tensor(row_image), covers
 
 
 def normalise(images_u8):
@@ -331,8 +359,11 @@ def encode_rows(tok, rows, image_index):
     return out
 
 
-def encode_turns(tok, rows, image_index):
-    """Per scene: a list of (first-turn ids, later-turn ids, answer ids + EOS).
+def encode_turns(tok, rows, image_index, covers=None):
+    """Per scene: a list of (first-turn ids, later-turn ids, answer ids + EOS, cover), where
+    cover is the asked-about object's pixel count per vision patch (`patch_cover`) when
+    `covers` (image name → per-object covers, from `object_covers`) is given and the question
+    names an object, else None.
 
     Training packs all questions of a scene into one multi-turn conversation in random order
     ("USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>…"): the image and the
@@ -348,8 +379,19 @@ def encode_turns(tok, rows, image_index):
         later = tok.encode(f"USER: {r['question']} ASSISTANT:", add_special_tokens=False).ids
         ans = tok.encode(" " + r["answer"], add_special_tokens=False).ids + [EOS]
         assert UNK not in later and UNK not in ans, r
-        scenes.setdefault(image_index[r["image"]], []).append((first, later, ans))
+        cover = None
+        if covers is not None and r.get("object") is not None and r["image"] in covers:
+            cover = covers[r["image"]][r["object"]]
+        scenes.setdefault(image_index[r["image"]], []).append((first, later, ans, cover))
     return scenes
+
+
+def object_covers(folder):
+    """Image name → per object (in objects.jsonl order) its pixel count per vision patch."""
+    return {
+        row["image"]: [patch_cover(o) for o in row["objects"]]
+        for row in read_jsonl(os.path.join(folder, "objects.jsonl"))
+    }
 
 
 def pack(scene_turns, img, rng):
@@ -357,7 +399,7 @@ def pack(scene_turns, img, rng):
     turns = list(scene_turns)
     rng.shuffle(turns)
     ids, labels = [], []
-    for k, (first, later, ans) in enumerate(turns):
+    for k, (first, later, ans, _) in enumerate(turns):
         prompt = first if k == 0 else later
         ids += prompt + ans
         labels += [-100] * len(prompt) + ans
@@ -596,6 +638,15 @@ def main():
         "prompt position (after --echo-layer layers) name the question's shape and colour words",
     )
     ap.add_argument("--echo-layer", type=int, default=2)
+    ap.add_argument(
+        "--localize-weight",
+        type=float,
+        default=0.0,
+        help="with --single-turn: weight of a loss that makes decoder head --localize-head attend, "
+        "at the last prompt position, to the pixels of the object the question is about "
+        "(needs make_scenes --objects scenes)",
+    )
+    ap.add_argument("--localize-head", default="2:1", metavar="LAYER:HEAD")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--init", help="continue from a saved demo model folder (its tokenizer too)")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between evaluations")
@@ -620,7 +671,8 @@ def main():
     t0 = time.time()
     train_imgs, train_idx = load_images(args.train, sorted({r["image"] for r in train_rows}))
     test_imgs, test_idx = load_images(args.test, sorted({r["image"] for r in test_rows}))
-    train = encode_turns(tok, train_rows, train_idx)
+    covers = object_covers(args.train) if args.localize_weight > 0 else None
+    train = encode_turns(tok, train_rows, train_idx, covers)
     test = encode_rows(tok, test_rows, test_idx)
     print(
         f"{len(train_rows)} train questions on {len(train_imgs)} scenes, {len(test)} test questions "
@@ -635,6 +687,10 @@ def main():
         model.train()
     else:
         model = build_model(tok.get_vocab_size(), args)
+    if args.localize_weight > 0:
+        # The loss reads attention probabilities, which only the eager implementation returns.
+        model.set_attn_implementation("eager")
+    loc_layer, loc_head = (int(v) for v in args.localize_head.split(":"))
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params} parameters ({4 * n_params / 2**20:.1f} MiB in f32)", flush=True)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
@@ -680,6 +736,7 @@ def main():
     warmup = 200
     aux = torch.zeros(())
     echo = torch.zeros(())
+    loc = torch.zeros(())
     last_eval = budget.start
     step, seen, ema = 0, 0, None
     order = []
@@ -696,9 +753,14 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         if args.single_turn:
-            ids, lab, att, pix, row_image = single_turn_batch(train, idx, train_imgs, repeats)
-            out, feats = forward_single_turn(model, ids, att, pix, row_image, lab)
+            ids, lab, att, pix, row_image, covers = single_turn_batch(train, idx, train_imgs, repeats)
+            out, feats = forward_single_turn(
+                model, ids, att, pix, row_image, lab, attentions=args.localize_weight > 0
+            )
             loss = out.loss
+            if args.localize_weight > 0:
+                loc = localize_loss(out, ids, lab, covers, loc_layer, loc_head)
+                loss = loss + args.localize_weight * loc
             if args.word_weight > 0:
                 first_image = int((ids[0] == IMAGE).nonzero()[0])
                 words = colour_words[aux_col[idx][row_image]]
@@ -727,7 +789,7 @@ def main():
         seen += sum(len(train[i]) for i in idx)
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step % 100 == 0:
-            print(f"step {step} seen {seen} loss {ema:.4f} aux {aux.item():.3f} echo {echo.item():.3f} lr {lr:.2e} t {elapsed / 60:.1f}m", flush=True)
+            print(f"step {step} seen {seen} loss {ema:.4f} aux {aux.item():.3f} echo {echo.item():.3f} loc {loc.item():.3f} lr {lr:.2e} t {elapsed / 60:.1f}m", flush=True)
         if time.time() - last_eval > args.eval_every * 60:
             acc, _ = evaluate(model, [test[i] for i in probe], [test_rows[i] for i in probe], test_imgs)
             print(f"eval step {step}: " + " ".join(f"{t} {a:.3f}" for t, a in acc.items()), flush=True)

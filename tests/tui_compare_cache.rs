@@ -12,7 +12,7 @@ use lvlmscope::explain::compare;
 use lvlmscope::explain::relevancy::RelevancyMaps;
 use lvlmscope::job::{JobOutput, ModelJob};
 use lvlmscope::session::synthetic::{synthetic_session, SyntheticSpec};
-use lvlmscope::tui::app::SessionStamp;
+use lvlmscope::tui::app::{SessionStamp, TrackedSession};
 use lvlmscope::tui::compare::cache::RelianceCache;
 use lvlmscope::tui::msg::JobDone;
 use lvlmscope::tui::{update, App, Msg};
@@ -65,6 +65,29 @@ fn reliance_is_computed_once_per_session() {
         compare::sides(&b, &other)
     );
     assert_eq!(cache.computed(), 6);
+}
+
+#[test]
+fn every_way_to_change_a_tracked_session_draws_a_new_revision() {
+    fn changed(seen: &mut Vec<u64>, t: &TrackedSession) {
+        assert!(!seen.contains(&t.revision()), "{} again", t.revision());
+        seen.push(t.revision());
+    }
+    let mut t = TrackedSession::default();
+    let mut seen = vec![t.revision()];
+    t.set(Some(synthetic_session(&SyntheticSpec::tiny())));
+    changed(&mut seen, &t);
+    let before = t.revision();
+    assert!(t.as_ref().is_some() && t.is_some());
+    assert_eq!(t.revision(), before, "reading changes nothing");
+    t.as_mut().unwrap().manifest.relevancy_tokens.push(0);
+    changed(&mut seen, &t);
+    assert!(t.take().is_some() && t.is_none());
+    changed(&mut seen, &t);
+    // a fresh tracked session given a session never repeats a revision seen
+    let mut fresh = TrackedSession::default();
+    fresh.set(Some(synthetic_session(&SyntheticSpec::tiny())));
+    changed(&mut seen, &fresh);
 }
 
 /// How often the split view computed a reliance, and the reliance it shows.

@@ -4,6 +4,7 @@
 //! side that is not focused holds the other, and moving the focus swaps the two whole.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::explain::attention::TokenAggregates;
 use crate::session::Session;
@@ -21,8 +22,10 @@ use super::super::view::View;
 use super::turns::KeptTurns;
 
 /// The session shown, with a revision that every change to it bumps: every way to change it
-/// (`as_mut`, `set`, `take`) counts one, so whatever is derived from the session and kept can
-/// tell exactly whether it still holds.
+/// (`as_mut`, `set`, `take`) draws a new one, so whatever is derived from the session and kept
+/// can tell exactly whether it still holds. Revisions come from one counter for the whole
+/// process, so no two states of any sessions share one (a tracked session replaced whole by
+/// a fresh one cannot repeat an old revision).
 #[derive(Debug, Default)]
 pub struct TrackedSession {
     session: Option<Session>,
@@ -37,7 +40,7 @@ impl TrackedSession {
 
     /// The session to change, if any (counts as a change).
     pub fn as_mut(&mut self) -> Option<&mut Session> {
-        self.revision += 1;
+        self.bump();
         self.session.as_mut()
     }
 
@@ -53,19 +56,24 @@ impl TrackedSession {
 
     /// Replaces the session.
     pub fn set(&mut self, session: Option<Session>) {
-        self.revision += 1;
+        self.bump();
         self.session = session;
     }
 
     /// Takes the session out, leaving none.
     pub fn take(&mut self) -> Option<Session> {
-        self.revision += 1;
+        self.bump();
         self.session.take()
     }
 
-    /// How many times the session was changed.
+    /// The session's revision: a new number after every change (0 before the first).
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    fn bump(&mut self) {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        self.revision = NEXT.fetch_add(1, Ordering::Relaxed);
     }
 }
 

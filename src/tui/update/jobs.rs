@@ -166,27 +166,16 @@ pub fn done(app: &mut App, done: JobDone) {
 /// The job request for the pending job `id` of the app's session or of the split view's other
 /// side, if that job is still pending.
 pub fn job_request(app: &App, id: u64) -> Option<JobRequest> {
-    let mine = (
-        app.doc.job.as_ref(),
-        app.doc.session.as_ref(),
-        app.doc.epoch,
-    );
-    let other = app.compare.as_ref().map(|c| {
-        (
-            c.other.job.as_ref(),
-            c.other.session.as_ref(),
-            c.other.epoch,
-        )
-    });
-    [Some(mine), other]
+    let other = app.compare.as_ref().map(|c| &*c.other);
+    [Some(&app.doc), other]
         .into_iter()
         .flatten()
-        .find_map(|(job, session, epoch)| {
-            let pending = job.filter(|p| p.id == id)?;
+        .find_map(|side| {
+            let pending = side.job.as_ref().filter(|p| p.id == id)?;
             Some(JobRequest {
                 id,
-                epoch,
-                session: crate::job::service::job_input(session?),
+                epoch: side.epoch,
+                session: crate::job::service::job_input(side.session.as_ref()?),
                 job: pending.job.clone(),
                 cancel: pending.cancel.clone(),
             })

@@ -241,9 +241,7 @@ pub fn refresh(app: &mut App) {
     let Some(mut c) = app.compare.take() else {
         return;
     };
-    std::mem::swap(&mut *c.other, &mut app.doc);
-    app.refresh_view();
-    std::mem::swap(&mut *c.other, &mut app.doc);
+    c.other.refresh_view();
     let first = |view: &super::view::View| view.tokens.first().copied().unwrap_or(0);
     let (mine, other) = (first(&app.doc.view), first(&c.other.view));
     let regions = (app.doc.image.region(), c.other.image.region());

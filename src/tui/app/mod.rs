@@ -1,9 +1,10 @@
-//! The app: the session, the focus, the selection of the map shown, the components that own
-//! the rest of the state, and the channels of work in progress (a live run, a model job).
+//! The app: the session and everything held per session ([`SessionState`]), the focus, the
+//! app-wide components, and the live run in progress.
 //!
-//! Derived numbers (the current map, the small multiples, the grids, ...) live in [`View`] and
-//! are recomputed by [`App::refresh`] after every change, never while drawing; per-token
-//! aggregates over the whole of `attn.gen` are computed once per session ([`TokenAggregates`]).
+//! Derived numbers (the current map, the small multiples, the grids, ...) live in
+//! [`super::view::View`] and are recomputed by [`App::refresh`] after every change, never
+//! while drawing; per-token aggregates over the whole of `attn.gen` are computed once per
+//! session ([`TokenAggregates`]).
 
 pub mod draw;
 pub mod session_state;
@@ -31,7 +32,6 @@ use super::prompt::PromptPane;
 use super::run_form::RunFormPane;
 use super::status::StatusBar;
 use super::tokens::AnswerPane;
-use super::view::{View, ViewInput};
 pub use session_state::{SessionStamp, SessionState, TrackedSession};
 
 /// The [`Ctx`] of an app, borrowing only the fields that are not components, so that a
@@ -295,35 +295,7 @@ impl App {
     /// Recomputes the derived numbers for the current selection (the split view's other side
     /// and comparison too).
     pub fn refresh(&mut self) {
-        self.refresh_view();
+        self.doc.refresh_view();
         super::compare::refresh(self);
-    }
-
-    /// Recomputes the derived numbers of the app's own session for its selection.
-    pub fn refresh_view(&mut self) {
-        let tokens = self.doc.answer.tokens();
-        let input = ViewInput {
-            session: self.doc.session.as_ref(),
-            aggregates: self.doc.aggregates.as_ref(),
-            sel: &self.doc.sel,
-            tokens: &tokens,
-            cursor: self.doc.answer.cursor(),
-            one_token: self.doc.answer.selected().len() <= 1,
-            patches: self
-                .doc
-                .image
-                .patch_mode()
-                .then_some(self.doc.image.patches()),
-            region: self.doc.image.region(),
-            prompt_selected: self.doc.prompt.selected(),
-            attn_view: self.doc.method.attn_view(),
-            grid_all_tokens: self.doc.grid.all_tokens(),
-            causal: self.doc.method.causal(),
-            faith: self.doc.method.faith(),
-        };
-        self.doc.view = View::compute(&input);
-        self.doc
-            .method
-            .refresh(self.doc.session.as_ref(), &self.doc.view);
     }
 }

@@ -18,7 +18,7 @@ use super::super::method::MethodPane;
 use super::super::prompt::PromptPane;
 use super::super::state::{Pane, PendingJob, RunState, Selection};
 use super::super::tokens::AnswerPane;
-use super::super::view::View;
+use super::super::view::{View, ViewInput};
 use super::turns::KeptTurns;
 
 /// The session shown, with a revision that every change to it bumps: every way to change it
@@ -173,5 +173,28 @@ impl SessionState {
         run: &'a RunState,
     ) -> Ctx<'a> {
         super::ctx!(@doc self, self.image.patches(), look, keymap, focus, run)
+    }
+
+    /// Recomputes the numbers derived from the session for its selection (the `View`, and
+    /// what the method pane keeps from it).
+    pub fn refresh_view(&mut self) {
+        let tokens = self.answer.tokens();
+        let input = ViewInput {
+            session: self.session.as_ref(),
+            aggregates: self.aggregates.as_ref(),
+            sel: &self.sel,
+            tokens: &tokens,
+            cursor: self.answer.cursor(),
+            one_token: self.answer.selected().len() <= 1,
+            patches: self.image.patch_mode().then_some(self.image.patches()),
+            region: self.image.region(),
+            prompt_selected: self.prompt.selected(),
+            attn_view: self.method.attn_view(),
+            grid_all_tokens: self.grid.all_tokens(),
+            causal: self.method.causal(),
+            faith: self.method.faith(),
+        };
+        self.view = View::compute(&input);
+        self.method.refresh(self.session.as_ref(), &self.view);
     }
 }

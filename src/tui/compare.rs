@@ -7,8 +7,8 @@
 //! every answer token's image reliance in both — the numbers of `lvlmscope compare`
 //! ([`crate::explain::compare`]).
 //!
-//! The focused side lives in the app's own fields, so every key, model job and save works on
-//! it unchanged; the other side is kept in a [`SessionState`] of its own and the two are
+//! The focused side lives in the app's own [`App::doc`], so every key, model job and save works
+//! on it unchanged; the other side is kept in a [`SessionState`] of its own and the two are
 //! swapped whole when the focus moves.
 
 pub mod cache;
@@ -59,7 +59,7 @@ impl Which {
 /// comparison of the selected tokens.
 #[derive(Debug)]
 pub struct ComparePane {
-    /// The side that is not focused (the focused one is the app's own fields).
+    /// The side that is not focused (the focused one is [`App::doc`]).
     pub other: Box<SessionState>,
     /// The names shown for A and B (their file names).
     pub names: [String; 2],
@@ -117,8 +117,8 @@ pub struct Compared {
 
 /// Compares A's token `ta` with B's token `tb` under map `id`, over the image regions each side
 /// shows: every answer token's reliance in both sessions (kept in `cache` while a session's
-/// stamp is unchanged), both maps, and their difference and ρ when the pixels match. The one call the
-/// split view makes for its numbers.
+/// stamp is unchanged), both maps, and their difference and ρ when the pixels match. The one
+/// call the split view makes for its numbers.
 pub fn comparison(
     cache: &mut RelianceCache,
     a: Stamped<'_>,

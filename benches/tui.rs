@@ -119,7 +119,7 @@ fn bench_onevision(c: &mut Criterion) {
                 press(app, term, '\t');
             }
             press(app, term, '1');
-            if app.image.region() != 1 {
+            if app.doc.image.region() != 1 {
                 press(app, term, 'b');
             }
             prelude.chars().for_each(|k| press(app, term, k));

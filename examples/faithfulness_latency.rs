@@ -64,14 +64,22 @@ fn measure(name: &str, request: RunRequest, tokens: usize) -> Result<(), String>
         let cmds = press(&mut app, key);
         finish(&mut app, &cmds, &worker, &rx)?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
-        let fv = app.view.faith.as_ref().ok_or("no faithfulness block")?;
+        let fv = app.doc.view.faith.as_ref().ok_or("no faithfulness block")?;
         if fv.token != t || fv.rows.iter().any(|r| r.drop.is_none()) {
             return Err(format!(
                 "token {t} was not measured: {:?}",
                 app.status.notice()
             ));
         }
-        let secs = app.method.faith().seconds.get(&t).copied().unwrap_or(0.0) * 1e3;
+        let secs = app
+            .doc
+            .method
+            .faith()
+            .seconds
+            .get(&t)
+            .copied()
+            .unwrap_or(0.0)
+            * 1e3;
         let what = if t == 0 {
             "f: load + measure"
         } else {

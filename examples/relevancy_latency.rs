@@ -52,6 +52,7 @@ fn measure(name: &str, request: RunRequest, tokens: usize) -> Result<(), String>
         }
         let ms = started.elapsed().as_secs_f64() * 1e3;
         let stored = app
+            .doc
             .session
             .as_ref()
             .is_some_and(|s| s.manifest.relevancy_tokens.contains(&t));

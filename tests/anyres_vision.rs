@@ -228,7 +228,7 @@ fn the_app_shows_the_vision_map_with_v() {
     update(&mut app, v());
     assert_eq!(app.map_id().to_string(), "attention.vision.last.mean");
     // The app opens on the high-resolution region: its map is the catalogue's there.
-    let shown = app.view.map.as_ref().expect("a map is shown");
+    let shown = app.doc.view.map.as_ref().expect("a map is shown");
     assert_eq!(shown.values, want.regions[1].grid.values);
     update(&mut app, v());
     assert_eq!(app.map_id(), decoder);

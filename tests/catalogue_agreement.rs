@@ -56,14 +56,14 @@ fn app_report_and_eval_give_the_same_numbers() {
     let mut app = App::with_session(look, s.clone(), None);
     for t in [0usize, 2] {
         // the app's map for token t
-        app.answer.set_cursor(t);
+        app.doc.answer.set_cursor(t);
         let eval = lvlmscope::eval::scene_maps(&s, t as u64).unwrap();
         for name in IDS {
             let id: MapId = name.parse().unwrap();
             assert!(app.show(id), "{name}");
             assert_eq!(app.map_id(), id, "{name}");
-            let shown = app.view.map.as_ref().unwrap_or_else(|| {
-                panic!("{name}: {:?}", app.view.map_missing);
+            let shown = app.doc.view.map.as_ref().unwrap_or_else(|| {
+                panic!("{name}: {:?}", app.doc.view.map_missing);
             });
             let opts = ReportOptions {
                 token: Some(t),
@@ -167,8 +167,8 @@ fn a_qwen_session_gives_the_same_numbers_everywhere() {
         assert_eq!(region.aspect(), 48.0 / 36.0, "{name}");
         assert_eq!(catalogue.cells(), catalogue.grid.values, "{name}");
         assert!(app.show(id), "{name}");
-        let shown = app.view.map.as_ref().unwrap_or_else(|| {
-            panic!("{name}: {:?}", app.view.map_missing);
+        let shown = app.doc.view.map.as_ref().unwrap_or_else(|| {
+            panic!("{name}: {:?}", app.doc.view.map_missing);
         });
         assert_eq!(shown.values, catalogue.grid.values, "app, {name}");
         let opts = ReportOptions {

@@ -163,10 +163,10 @@ fn f_in_the_app_measures_the_token_with_the_real_model() {
     let after = run_job(&mut app, &cmds, lvlmscope::tui::default_job_runner());
     assert!(after.is_empty(), "every map measured: {after:?}");
     assert!(app.status.notice().is_none(), "{:?}", app.status.notice());
-    let fv = app.view.faith.clone().expect("the block");
+    let fv = app.doc.view.faith.clone().expect("the block");
     assert_eq!(fv.token, 1);
     // no relevancy in the session: attention (shown layer first), causal, random
-    let want = token_maps(&s, 1, Some((app.sel.layer, HeadAgg::Mean)), 1).unwrap();
+    let want = token_maps(&s, 1, Some((app.doc.sel.layer, HeadAgg::Mean)), 1).unwrap();
     assert_eq!(fv.rows.len(), want.len());
     let dir = lvlmscope::model::ModelDir::resolve(&s.manifest.model.path).unwrap();
     let model =
@@ -201,5 +201,5 @@ fn a_session_without_its_model_is_one_sentence() {
         n.text
     );
     assert!(!n.text.contains('\n'));
-    assert!(app.method.faith().halted.is_some());
+    assert!(app.doc.method.faith().halted.is_some());
 }

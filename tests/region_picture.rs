@@ -64,7 +64,7 @@ fn the_app_draws_only_the_part_of_the_picture_the_region_covers() {
             Msg::Key(KeyEvent::new(KeyCode::Char('o'), KeyModifiers::NONE)),
         );
     }
-    assert_eq!(app.image.opacity(), 0.0);
+    assert_eq!(app.doc.image.opacity(), 0.0);
     let high = colours(&app);
     assert!(high.contains(&BLUE), "the right half is drawn");
     assert!(!high.contains(&RED), "the left half is not");

@@ -88,6 +88,7 @@ fn a_tall_image_is_tall_in_every_view() {
     let look = Look::new(Theme::dark(), ColorMode::TrueColor);
     let app = App::with_session(look, s, None);
     let geom = app
+        .doc
         .image
         .geom(&app.ctx(), Rect::new(0, 0, 80, 40))
         .expect("a picture");

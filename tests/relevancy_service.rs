@@ -169,7 +169,7 @@ fn r_in_the_app_computes_the_reference_rows_with_the_real_model() {
             break;
         }
     }
-    let s = app.session.as_ref().unwrap();
+    let s = app.doc.session.as_ref().unwrap();
     assert_eq!(
         s.manifest.relevancy_tokens,
         vec![1],
@@ -184,8 +184,8 @@ fn r_in_the_app_computes_the_reference_rows_with_the_real_model() {
         let d = max_diff(got.as_ref().unwrap().row(&[1]), &want[key][1]);
         assert!(d < TOL, "{key} of token 1 differs by {d}");
     }
-    assert!(app.modified);
-    assert!(app.view.rel_text.is_some() && app.view.map.is_some());
+    assert!(app.doc.modified);
+    assert!(app.doc.view.rel_text.is_some() && app.doc.view.map.is_some());
 }
 
 #[test]

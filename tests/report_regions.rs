@@ -172,10 +172,10 @@ fn the_onevision_fixture_opens_on_its_high_res_region() {
     let hi = s.regions()[1].clone();
     let look = Look::new(Theme::dark(), ColorMode::TrueColor);
     let app = App::with_session(look, s.clone(), None);
-    assert_eq!(app.image.region(), 1);
+    assert_eq!(app.doc.image.region(), 1);
     assert_eq!(app.grid(), hi.grid);
     let e = catalogue::explain(&s, &app.selected_tokens(), &app.map_id()).unwrap();
-    assert_eq!(app.view.map.as_ref().unwrap(), &e.regions[1].grid);
+    assert_eq!(app.doc.view.map.as_ref().unwrap(), &e.regions[1].grid);
 
     let j = json(&report(&file, &["--json", "--region", "highres"]));
     assert_eq!(j["grid"], serde_json::json!(hi.grid));

@@ -215,7 +215,7 @@ fn an_absurd_image_grid_is_refused_before_anything_is_sized_by_it() {
         ..Default::default()
     };
     let (app, _) = lvlmscope::tui::initial_app(&opts, look);
-    assert!(app.session.is_none());
+    assert!(app.doc.session.is_none());
     let notice = app.status.notice().cloned().expect("a notice");
     assert!(notice.error && notice.text.contains("100000x100000 image grid"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lvlmscope"))

@@ -40,12 +40,13 @@ fn explained() -> (App, CausalToken) {
     let mut app = App::with_session(look, s, None);
     press(&mut app, '3');
     let cmds = press(&mut app, 'c');
-    let params = app.method.causal().params.clone();
+    let params = app.doc.method.causal().params.clone();
     assert_eq!(cmds, vec![Cmd::ComputeCausal(0, params.clone())]);
-    let ct = lvlmscope::explain::causal::compute_token(app.session.as_ref().unwrap(), 0, &params)
-        .unwrap();
+    let ct =
+        lvlmscope::explain::causal::compute_token(app.doc.session.as_ref().unwrap(), 0, &params)
+            .unwrap();
     update(&mut app, Msg::CausalDone(0, params, Ok(ct.clone())));
-    assert_eq!(app.view.causal.as_ref(), Some(&ct));
+    assert_eq!(app.doc.view.causal.as_ref(), Some(&ct));
     (app, ct)
 }
 
@@ -65,7 +66,7 @@ fn union_up_to(ct: &CausalToken, head: usize, r: usize) -> Vec<usize> {
 #[test]
 fn radius_keys_follow_per_radius() {
     let (mut app, ct) = explained();
-    let max = app.method.causal().params.search_radius;
+    let max = app.doc.method.causal().params.search_radius;
     // Pick a head whose tree reaches more than one depth, so the radius matters.
     let deep = ct
         .heads
@@ -76,25 +77,25 @@ fn radius_keys_follow_per_radius() {
     for _ in 0..deep + 1 {
         press(&mut app, '}');
     }
-    for _ in 0..(app.sel.head - deep) {
+    for _ in 0..(app.doc.sel.head - deep) {
         press(&mut app, '{');
     }
-    assert_eq!(app.sel.head, deep);
-    assert_eq!(app.view.causal_head, Some(deep));
-    let start = app.session.as_ref().unwrap().manifest.image_span[0];
+    assert_eq!(app.doc.sel.head, deep);
+    assert_eq!(app.doc.view.causal_head, Some(deep));
+    let start = app.doc.session.as_ref().unwrap().manifest.image_span[0];
     let grid_len = 16;
     let mut seen = Vec::new();
     for r in (1..=max).rev() {
-        assert_eq!(app.view.causal_radius, r);
+        assert_eq!(app.doc.view.causal_radius, r);
         let want = union_up_to(&ct, deep, r);
-        assert_eq!(app.view.causal_set, want, "radius {r}");
+        assert_eq!(app.doc.view.causal_set, want, "radius {r}");
         let marked: Vec<usize> = want
             .iter()
             .filter(|&&p| p >= start && p < start + grid_len)
             .map(|p| p - start)
             .collect();
         assert_eq!(
-            app.view.marked.iter().copied().collect::<Vec<_>>(),
+            app.doc.view.marked.iter().copied().collect::<Vec<_>>(),
             marked,
             "radius {r}"
         );
@@ -104,12 +105,12 @@ fn radius_keys_follow_per_radius() {
         press(&mut app, '-');
     }
     // At 1 the key stops; `+` climbs back to the search radius and no further.
-    assert_eq!(app.view.causal_radius, 1);
+    assert_eq!(app.doc.view.causal_radius, 1);
     for _ in 0..max + 2 {
         press(&mut app, '+');
     }
-    assert_eq!(app.view.causal_radius, max);
-    assert_eq!(app.view.causal_set, union_up_to(&ct, deep, max));
+    assert_eq!(app.doc.view.causal_radius, max);
+    assert_eq!(app.doc.view.causal_set, union_up_to(&ct, deep, max));
     let h = ct.heads.iter().find(|h| h.head == deep).unwrap();
     assert!(
         h.per_radius.len() >= 2,
@@ -149,15 +150,15 @@ fn head_bars_are_ordered_by_importance() {
         .collect();
     assert!(rows.windows(2).all(|w| w[0] < w[1]), "rows {rows:?}");
     // The most important head is detailed until one is chosen; then `{`/`}` move it.
-    assert_eq!(app.view.causal_head, Some(order[0].head));
+    assert_eq!(app.doc.view.causal_head, Some(order[0].head));
     press(&mut app, '}');
-    assert_eq!(app.view.causal_head, Some(1));
+    assert_eq!(app.doc.view.causal_head, Some(1));
     // The heat map under mean/sum is the summed image weights over heads.
     press(&mut app, 'm');
-    assert_eq!(app.sel.agg, lvlmscope::tui::app::Agg::Mean);
-    let start = app.session.as_ref().unwrap().manifest.image_span[0];
+    assert_eq!(app.doc.sel.agg, lvlmscope::tui::app::Agg::Mean);
+    let start = app.doc.session.as_ref().unwrap().manifest.image_span[0];
     let total = lvlmscope::explain::causal::total_image_weights(&ct, (start, 16));
-    let map = app.view.map.as_ref().unwrap();
+    let map = app.doc.view.map.as_ref().unwrap();
     for (p, w) in total.iter().enumerate() {
         assert!((map.values[p] as f64 - w).abs() < 1e-5, "patch {p}");
     }
@@ -167,8 +168,8 @@ fn head_bars_are_ordered_by_importance() {
 fn tree_rows_are_drawn_indented() {
     let (mut app, ct) = explained();
     press(&mut app, '{');
-    let head = app.view.causal_head.unwrap();
-    let s = app.session.as_ref().unwrap();
+    let head = app.doc.view.causal_head.unwrap();
+    let s = app.doc.session.as_ref().unwrap();
     let params: CausalParams = default_params(s);
     let full = &s.attn_full[&params.layer];
     let n = full.shape[1];
@@ -178,6 +179,7 @@ fn tree_rows_are_drawn_indented() {
     assert_eq!(h, ct.heads[head]);
     let rows = tree_rows(&tree);
     let cached = app
+        .doc
         .method
         .causal()
         .tree
@@ -205,7 +207,7 @@ fn tree_rows_are_drawn_indented() {
 #[test]
 fn parameter_keys_recompute_with_the_new_parameters() {
     let (mut app, _) = explained();
-    let before = app.method.causal().params.clone();
+    let before = app.doc.method.causal().params.clone();
     let cmds = press(&mut app, 'a');
     let want = CausalParams {
         alpha: before.alpha / 2.0,
@@ -226,11 +228,12 @@ fn parameter_keys_recompute_with_the_new_parameters() {
     };
     assert_eq!(cmds, vec![Cmd::ComputeCausal(0, want.clone())]);
     // A result for older parameters is dropped; the current one replaces the stored results.
-    let s = app.session.clone().unwrap();
+    let s = app.doc.session.as_ref().cloned().unwrap();
     let stale = lvlmscope::explain::causal::compute_token(&s, 0, &before).unwrap();
     update(&mut app, Msg::CausalDone(0, before.clone(), Ok(stale)));
     assert_eq!(
-        app.session
+        app.doc
+            .session
             .as_ref()
             .unwrap()
             .manifest
@@ -246,6 +249,7 @@ fn parameter_keys_recompute_with_the_new_parameters() {
         Msg::CausalDone(0, want.clone(), Ok(fresh.clone())),
     );
     let stored = app
+        .doc
         .session
         .as_ref()
         .unwrap()
@@ -255,8 +259,8 @@ fn parameter_keys_recompute_with_the_new_parameters() {
         .unwrap();
     assert_eq!(stored.params, want);
     assert_eq!(stored.tokens[&0], fresh);
-    assert_eq!(app.view.causal.as_ref(), Some(&fresh));
-    assert_eq!(app.view.causal_radius, want.search_radius);
+    assert_eq!(app.doc.view.causal.as_ref(), Some(&fresh));
+    assert_eq!(app.doc.view.causal_radius, want.search_radius);
     // Same parameters again: nothing to do.
     assert!(press(&mut app, 'c').is_empty());
 }

@@ -111,8 +111,8 @@ fn linked_sides_move_together_and_unlinked_alone() {
     press(&mut app, KeyCode::Char('}'));
     press(&mut app, KeyCode::Char('3'));
     let other = &app.compare.as_ref().unwrap().other;
-    assert_eq!(other.sel, app.sel);
-    assert_eq!(app.sel.method, Method::Causal);
+    assert_eq!(other.sel, app.doc.sel);
+    assert_eq!(app.doc.sel.method, Method::Causal);
     press(&mut app, KeyCode::Char('1'));
     // patches follow on grids of one size
     press(&mut app, KeyCode::Char('p'));
@@ -121,7 +121,7 @@ fn linked_sides_move_together_and_unlinked_alone() {
     press(&mut app, KeyCode::Char(' '));
     let other = &app.compare.as_ref().unwrap().other;
     assert!(other.image.patch_mode());
-    assert_eq!(other.image.patches(), app.image.patches());
+    assert_eq!(other.image.patches(), app.doc.image.patches());
     assert_eq!(other.image.patch(), 1);
     press(&mut app, KeyCode::Esc);
     app.focus = Pane::Answer;
@@ -136,7 +136,7 @@ fn linked_sides_move_together_and_unlinked_alone() {
     assert!(s.contains("B = b.session · keys act here"), "{s}");
     assert!(!s.contains("A = a.session · keys"), "{s}");
     assert_eq!(
-        app.session.as_ref().unwrap().manifest.prompt,
+        app.doc.session.as_ref().unwrap().manifest.prompt,
         "What shape is the red object?"
     );
     press(&mut app, KeyCode::Left);
@@ -169,7 +169,7 @@ fn a_click_gives_the_other_side_the_keys_and_regions_follow() {
     // b: both sides show the base view (linked)
     let region = |app: &App| {
         let c = app.compare.as_ref().unwrap();
-        (app.image.region(), c.other.image.region())
+        (app.doc.image.region(), c.other.image.region())
     };
     let grids = |app: &App| {
         let c = app.compare.as_ref().unwrap();
@@ -200,8 +200,8 @@ fn a_click_gives_the_other_side_the_keys_and_regions_follow() {
     let c = app.compare.as_ref().unwrap();
     assert_eq!(c.focused, Which::B);
     assert_eq!(app.focus, Pane::Image);
-    assert_ne!(app.image.patch(), 0);
-    assert_eq!(c.other.image.patch(), app.image.patch());
+    assert_ne!(app.doc.image.patch(), 0);
+    assert_eq!(c.other.image.patch(), app.doc.image.patch());
 }
 
 #[test]
@@ -291,7 +291,7 @@ fn b_opens_from_a_path_prompt_a_bad_file_is_one_sentence_and_x_closes() {
     press(&mut app, KeyCode::Char('X'));
     assert!(app.compare.is_none());
     assert_eq!(
-        app.session.as_ref().unwrap().manifest.prompt,
+        app.doc.session.as_ref().unwrap().manifest.prompt,
         a.manifest.prompt
     );
     let s = text(&app);
@@ -351,8 +351,8 @@ fn a_job_asked_on_b_lands_in_b_after_the_focus_moved() {
     );
     let b = &app.compare.as_ref().unwrap().other;
     assert!(b.method.knock().last.is_some());
-    assert!(app.method.knock().last.is_none());
-    assert!(app.job.is_none());
+    assert!(app.doc.method.knock().last.is_none());
+    assert!(app.doc.job.is_none());
     let s = text(&app);
     assert!(s.contains("Δp -0.7500"), "{s}");
     // relevancy asked on B goes to the job worker with B's session; its failure is one line
@@ -385,7 +385,7 @@ fn a_job_asked_on_b_lands_in_b_after_the_focus_moved() {
         notice.error && notice.text.contains("no such folder"),
         "{notice:?}"
     );
-    assert!(app.job.is_none());
+    assert!(app.doc.job.is_none());
 }
 
 #[test]
@@ -427,6 +427,6 @@ fn different_images_narrow_terminals_and_a_bad_b_on_the_command_line() {
         ..Default::default()
     };
     let (app, _) = initial_app(&opts, look());
-    assert!(app.compare.is_none() && app.session.is_none());
+    assert!(app.compare.is_none() && app.doc.session.is_none());
     assert!(app.status.notice().unwrap().error);
 }

@@ -59,13 +59,13 @@ fn a_tall_terminal_shows_each_sides_grid_and_tab_reaches_it() {
     assert!(round.contains(&Pane::Grid), "{round:?}");
     // its arrows move the layer and head; the other side follows (linked)
     app.focus = Pane::Grid;
-    let before = app.sel;
+    let before = app.doc.sel;
     press(&mut app, KeyCode::Right);
     press(&mut app, KeyCode::Down);
-    assert_eq!(app.sel.layer, before.layer + 1);
-    assert_eq!((app.sel.agg, app.sel.head), (Agg::Head, 1));
+    assert_eq!(app.doc.sel.layer, before.layer + 1);
+    assert_eq!((app.doc.sel.agg, app.doc.sel.head), (Agg::Head, 1));
     let other = &app.compare.as_ref().unwrap().other;
-    assert_eq!(other.sel, app.sel);
+    assert_eq!(other.sel, app.doc.sel);
     // only the focused side's grid frame is lit: the other side's frame looks as B's answer
     // pane's does
     let buf = {

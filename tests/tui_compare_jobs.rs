@@ -155,7 +155,7 @@ fn linked_r_asks_for_both_sides_and_each_result_lands_on_its_side() {
     let c = app.compare.as_ref().unwrap();
     assert_eq!(epoch_b, c.other.epoch);
     assert!(
-        app.job.is_some() && c.other.job.is_some(),
+        app.doc.job.is_some() && c.other.job.is_some(),
         "each side its job"
     );
     let s = screen(&app, 170, 48);
@@ -205,8 +205,8 @@ fn linked_r_asks_for_both_sides_and_each_result_lands_on_its_side() {
     assert_eq!(prompt_of(&app, Which::A), a.manifest.prompt);
     assert_eq!(relevancy_of(&app, Which::A), [1]);
     assert_eq!(relevancy_of(&app, Which::B), [2]);
-    assert!(app.job.is_none() && app.compare.as_ref().unwrap().other.job.is_none());
-    assert!(app.modified && app.compare.as_ref().unwrap().other.modified);
+    assert!(app.doc.job.is_none() && app.compare.as_ref().unwrap().other.job.is_none());
+    assert!(app.doc.modified && app.compare.as_ref().unwrap().other.modified);
     let c = app.compare.as_ref().unwrap();
     let compared = c.result.as_ref().unwrap();
     assert!(compared.maps.is_ok(), "{:?}", compared.maps);
@@ -241,7 +241,7 @@ fn linked_f_and_the_demo_ask_for_both_sides_and_esc_cancels_both() {
     );
     // w while it runs: B's job is already asked for, nothing new
     assert!(press(&mut app, KeyCode::Char('w')).is_empty());
-    assert!(app.job.is_some());
+    assert!(app.doc.job.is_some());
     press(&mut app, KeyCode::Char('w'));
     // Esc on A, which has no job: B's is cancelled
     let cancel = job_request(&app, id).unwrap().cancel;
@@ -261,7 +261,7 @@ fn linked_f_and_the_demo_ask_for_both_sides_and_esc_cancels_both() {
         panic!("{theirs:?}")
     };
     let c = app.compare.as_ref().unwrap();
-    assert!(app.method.faith().shown && c.other.method.faith().shown);
+    assert!(app.doc.method.faith().shown && c.other.method.faith().shown);
     assert_eq!(
         job_request(&app, id_b).unwrap().session.manifest.prompt,
         b.manifest.prompt
@@ -271,7 +271,7 @@ fn linked_f_and_the_demo_ask_for_both_sides_and_esc_cancels_both() {
     press(&mut app, KeyCode::Esc);
     assert!(cancels.iter().all(|c| c.load(Ordering::SeqCst)));
     let c = app.compare.as_ref().unwrap();
-    assert!(app.job.is_none() && c.other.job.is_none());
+    assert!(app.doc.job.is_none() && c.other.job.is_none());
     assert!(c.other.method.faith().halted.is_some());
 }
 
@@ -326,9 +326,9 @@ fn closing_b_drops_its_job_live_run_and_save_with_a_notice() {
     assert_eq!(notice.lines().count(), 1);
     assert!(req_b.cancel.load(Ordering::SeqCst) && run_cancel.load(Ordering::SeqCst));
     assert!(!req_a.cancel.load(Ordering::SeqCst));
-    assert_eq!(app.job.as_ref().map(|j| j.id), Some(id_a));
+    assert_eq!(app.doc.job.as_ref().map(|j| j.id), Some(id_a));
     assert_eq!(
-        app.session.as_ref().unwrap().manifest.prompt,
+        app.doc.session.as_ref().unwrap().manifest.prompt,
         a.manifest.prompt
     );
     // B's results come back: dropped, each with a notice, A untouched
@@ -352,13 +352,14 @@ fn closing_b_drops_its_job_live_run_and_save_with_a_notice() {
         "{notice}"
     );
     assert!(app
+        .doc
         .session
         .as_ref()
         .unwrap()
         .manifest
         .relevancy_tokens
         .is_empty());
-    assert!(!app.modified);
+    assert!(!app.doc.modified);
     let talk = {
         let mut s = b.clone();
         s.manifest.prompt = "Why?".into();
@@ -367,7 +368,7 @@ fn closing_b_drops_its_job_live_run_and_save_with_a_notice() {
     update(&mut app, Msg::RunDone(Ok(Box::new(talk))));
     assert!(!app.run.active);
     assert_eq!(
-        app.session.as_ref().unwrap().manifest.prompt,
+        app.doc.session.as_ref().unwrap().manifest.prompt,
         a.manifest.prompt
     );
     let notice = app.status.notice().unwrap().text.clone();
@@ -378,11 +379,19 @@ fn closing_b_drops_its_job_live_run_and_save_with_a_notice() {
         notice,
         format!("saved B's session to {} (B is closed)", b_path.display())
     );
-    assert!(app.session_path.as_ref().unwrap().ends_with("a.session"));
+    assert!(app
+        .doc
+        .session_path
+        .as_ref()
+        .unwrap()
+        .ends_with("a.session"));
     // A's own job still lands on A
     update(&mut app, answer(&req_a, job_a));
-    assert_eq!(app.session.as_ref().unwrap().manifest.relevancy_tokens, [0]);
-    assert!(app.job.is_none());
+    assert_eq!(
+        app.doc.session.as_ref().unwrap().manifest.relevancy_tokens,
+        [0]
+    );
+    assert!(app.doc.job.is_none());
 }
 
 #[test]

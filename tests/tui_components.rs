@@ -25,11 +25,11 @@ fn every_command_has_a_key_and_a_help_row() {
         for _ in 0..5 {
             let ctx = app.ctx();
             let components: [&dyn Component; 8] = [
-                &app.image,
-                &app.answer,
-                &app.prompt,
-                &app.method,
-                &app.grid,
+                &app.doc.image,
+                &app.doc.answer,
+                &app.doc.prompt,
+                &app.doc.method,
+                &app.doc.grid,
                 &app.status,
                 &app.form,
                 &app.help,
@@ -54,37 +54,40 @@ fn every_command_has_a_key_and_a_help_row() {
 fn image_pane_owns_patch_mode_opacity_and_region() {
     let look = Look::new(Theme::dark(), ColorMode::TrueColor);
     let mut app = App::with_session(look, synthetic_session(&SyntheticSpec::tiny()), None);
-    assert!(!app.image.patch_mode());
+    assert!(!app.doc.image.patch_mode());
     press(&mut app, KeyCode::Char('p'));
-    assert!(app.image.patch_mode());
+    assert!(app.doc.image.patch_mode());
     assert_eq!(app.focus, Pane::Image);
     press(&mut app, KeyCode::Char('l'));
     press(&mut app, KeyCode::Char(' '));
-    assert_eq!(app.image.patches().iter().copied().collect::<Vec<_>>(), [1]);
+    assert_eq!(
+        app.doc.image.patches().iter().copied().collect::<Vec<_>>(),
+        [1]
+    );
     assert!(
-        !app.view.patch_heads.is_empty(),
+        !app.doc.view.patch_heads.is_empty(),
         "the view reads the pane's selection"
     );
     // Esc leaves patch mode and keeps the selection; `x` clears it.
     press(&mut app, KeyCode::Esc);
-    assert!(!app.image.patch_mode());
-    assert!(app.view.patch_heads.is_empty());
-    assert_eq!(app.image.patches().len(), 1);
+    assert!(!app.doc.image.patch_mode());
+    assert!(app.doc.view.patch_heads.is_empty());
+    assert_eq!(app.doc.image.patches().len(), 1);
     press(&mut app, KeyCode::Char('x'));
-    assert!(app.image.patches().is_empty());
+    assert!(app.doc.image.patches().is_empty());
     // `o` cycles the opacity 0.6 → 1 → 0 → 0.6.
-    let mut seen = vec![app.image.opacity()];
+    let mut seen = vec![app.doc.image.opacity()];
     for _ in 0..3 {
         press(&mut app, KeyCode::Char('o'));
-        seen.push(app.image.opacity());
+        seen.push(app.doc.image.opacity());
     }
     assert_eq!(seen, [0.6, 1.0, 0.0, 0.6]);
     // A region index past the session's regions draws the first region.
     let area = Rect::new(0, 0, 60, 30);
-    let first = app.image.geom(&app.ctx(), area).expect("a picture");
-    app.image.set_region(7);
+    let first = app.doc.image.geom(&app.ctx(), area).expect("a picture");
+    app.doc.image.set_region(7);
     assert_eq!(app.ctx().region, 7);
-    assert_eq!(app.image.geom(&app.ctx(), area), Some(first));
-    let first_aspect = app.session.as_ref().unwrap().regions()[0].aspect();
+    assert_eq!(app.doc.image.geom(&app.ctx(), area), Some(first));
+    let first_aspect = app.doc.session.as_ref().unwrap().regions()[0].aspect();
     assert_eq!(app.ctx().aspect(), Some(first_aspect));
 }

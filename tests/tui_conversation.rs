@@ -68,7 +68,7 @@ fn a_follow_up_streams_in_as_a_new_turn_and_the_turns_can_be_shown() {
     let (loaded, first) = demo_session();
     let look = Look::new(Theme::dark(), ColorMode::TrueColor);
     let mut app = App::with_session(look, first.clone(), None);
-    assert_eq!(app.turn_position(), (1, 1));
+    assert_eq!(app.doc.turn_position(), (1, 1));
 
     // Esc cancels the prompt
     key(&mut app, KeyCode::Char('F'));
@@ -92,8 +92,10 @@ fn a_follow_up_streams_in_as_a_new_turn_and_the_turns_can_be_shown() {
     let runner = Arc::new(GenerateRunner::default());
     let (_, streamed) = drive(&mut app, &runner, req, false);
     let talk = app
+        .doc
         .session
-        .clone()
+        .as_ref()
+        .cloned()
         .expect("the follow-up's session is shown");
     assert!(streamed > 0 && streamed == talk.num_output(), "{streamed}");
     assert_eq!(talk.num_turns(), 2);
@@ -108,20 +110,23 @@ fn a_follow_up_streams_in_as_a_new_turn_and_the_turns_can_be_shown() {
         0,
         "the first follow-up on a session from a file runs afresh"
     );
-    assert_eq!(app.turn_position(), (2, 2));
+    assert_eq!(app.doc.turn_position(), (2, 2));
     assert!(screen(&app).contains("Turn 2/2"));
 
     // ( and ) move between the turns; the whole conversation stays what is saved
     key(&mut app, KeyCode::Char('('));
-    assert_eq!(app.turn_position(), (1, 2));
-    assert_eq!(app.session.as_ref().unwrap().output_ids, first.output_ids);
-    assert_eq!(app.conversation(), Some(&talk));
+    assert_eq!(app.doc.turn_position(), (1, 2));
+    assert_eq!(
+        app.doc.session.as_ref().unwrap().output_ids,
+        first.output_ids
+    );
+    assert_eq!(app.doc.conversation(), Some(&talk));
     assert!(screen(&app).contains("Turn 1/2"));
     key(&mut app, KeyCode::Char('('));
-    assert_eq!(app.turn_position(), (1, 2));
+    assert_eq!(app.doc.turn_position(), (1, 2));
     key(&mut app, KeyCode::Char(')'));
-    assert_eq!(app.turn_position(), (2, 2));
-    assert_eq!(app.session.as_ref(), Some(&talk));
+    assert_eq!(app.doc.turn_position(), (2, 2));
+    assert_eq!(app.doc.session.as_ref(), Some(&talk));
 
     // the relevancy view splits the token's relevancy over the parts of the turn
     let mut explained = talk.clone();
@@ -130,7 +135,7 @@ fn a_follow_up_streams_in_as_a_new_turn_and_the_turns_can_be_shown() {
     let look = Look::new(Theme::dark(), ColorMode::TrueColor);
     let mut app = App::with_session(look, explained, None);
     key(&mut app, KeyCode::Char('2'));
-    let parts = app.view.reliance_parts.expect("parts of a later turn");
+    let parts = app.doc.view.reliance_parts.expect("parts of a later turn");
     let total: f32 = TextPart::ALL.iter().map(|&p| parts.get(p)).sum();
     assert!((total - 1.0).abs() < 1e-4, "{parts:?}");
     assert!(
@@ -206,7 +211,7 @@ fn follow_up(
 ) -> (Vec<String>, Session) {
     let req = ask(app, question);
     let (stages, _) = drive(app, runner, req, false);
-    let talk = app.conversation().cloned().expect("a conversation");
+    let talk = app.doc.conversation().cloned().expect("a conversation");
     (stages, talk)
 }
 
@@ -227,7 +232,12 @@ fn follow_ups_on_a_live_run_run_only_their_new_positions() {
         history: None,
     };
     drive(&mut app, &runner, req, false);
-    let first = app.session.clone().expect("the live run's session");
+    let first = app
+        .doc
+        .session
+        .as_ref()
+        .cloned()
+        .expect("the live run's session");
     assert_eq!(first.manifest.generation.dtype.as_deref(), Some("f32"));
     assert_eq!(first.manifest.generation.device.as_deref(), Some("cpu"));
     let cached = first.num_input() + first.num_output() - 1;
@@ -251,7 +261,7 @@ fn follow_ups_on_a_live_run_run_only_their_new_positions() {
     drive(&mut app, &runner, req, true);
     assert!(app.status.notice().is_some_and(|n| n.error));
     assert!(
-        app.conversation() == Some(&talk),
+        app.doc.conversation() == Some(&talk),
         "the cancel changed the conversation"
     );
     let cached = talk.num_input() + talk.num_output() - 1;
@@ -317,7 +327,12 @@ fn follow_ups_on_a_live_run_run_only_their_new_positions() {
         history: None,
     };
     drive(&mut app, &runner, req, false);
-    let new = app.session.clone().expect("the new run's session");
+    let new = app
+        .doc
+        .session
+        .as_ref()
+        .cloned()
+        .expect("the new run's session");
     assert_eq!(new.num_turns(), 1);
     assert_eq!(runner.cached(), new.num_input() + new.num_output() - 1);
     assert_eq!(runner.loads(), 1);
@@ -345,5 +360,5 @@ fn a_follow_up_past_the_context_is_refused_before_anything_runs() {
         "{stages:?}"
     );
     assert_eq!(runner.cached(), 0);
-    assert!(app.conversation() == Some(&first));
+    assert!(app.doc.conversation() == Some(&first));
 }

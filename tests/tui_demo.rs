@@ -29,7 +29,7 @@ fn the_demo_computes_relevancy_and_causal_on_switching() {
     );
     let mut app = open(&demo);
     let cmds = press(&mut app, '3');
-    let params = CausalParams::for_session(app.session.as_ref().unwrap());
+    let params = CausalParams::for_session(app.doc.session.as_ref().unwrap());
     assert_eq!(cmds, vec![Cmd::ComputeCausal(0, params)]);
     let cmds = press(&mut app, '2');
     assert!(
@@ -44,6 +44,7 @@ fn the_demo_computes_relevancy_and_causal_on_switching() {
     assert!(press(&mut other, '3').is_empty());
     assert!(press(&mut other, '2').is_empty());
     assert!(other
+        .doc
         .view
         .map_missing
         .as_deref()

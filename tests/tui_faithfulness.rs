@@ -176,7 +176,7 @@ fn f_measures_every_map_of_the_token_and_shows_the_drops() {
     let after = run_jobs(&mut app, cmds, Box::new(FakeDrops { seen: seen.clone() }));
     assert!(after.is_empty(), "nothing left to measure: {after:?}");
     assert_eq!(seen.lock().unwrap().len(), 1);
-    assert!(app.job.is_none());
+    assert!(app.doc.job.is_none());
     let screen = text(&app);
     assert!(
         screen.contains("faithfulness · token 1 \"ball\" · p 0.875 · Δp@20% · 0.25s"),
@@ -194,7 +194,7 @@ fn f_measures_every_map_of_the_token_and_shows_the_drops() {
     assert!(row(&screen, "relevancy.combined").contains("+0.412 best"));
     assert!(!row(&screen, "random").contains("best"));
     assert!(row(&screen, "attention.last.max").contains("+0.010"));
-    let fv = app.view.faith.as_ref().unwrap();
+    let fv = app.doc.view.faith.as_ref().unwrap();
     assert_eq!(
         fv.rows
             .iter()
@@ -242,7 +242,7 @@ fn a_changed_map_is_measured_again_and_only_it() {
     run_jobs(&mut app, cmds, fake());
     // the last layer's mean is one of the standard maps: nothing new, and it is current
     assert!(press(&mut app, KeyCode::Char(']')).is_empty());
-    let fv = app.view.faith.clone().unwrap();
+    let fv = app.doc.view.faith.clone().unwrap();
     let current: Vec<_> = fv.rows.iter().filter(|r| r.current).collect();
     assert_eq!(current.len(), 1);
     assert_eq!(current[0].name, "attention.last.mean");
@@ -254,13 +254,13 @@ fn a_changed_map_is_measured_again_and_only_it() {
     assert!(press(&mut app, KeyCode::Char('m')).is_empty());
     // a causal result recomputed with other weights changes the causal map
     let start = s.manifest.image_span[0];
-    let params = app.method.causal().params.clone();
+    let params = app.doc.method.causal().params.clone();
     let ct = causal_token(start, s.query_position(1), 0.1);
     let cmds = update(&mut app, Msg::CausalDone(1, params, Ok(ct)));
     assert_eq!(names(&cmds[0]), ["causal"]);
     run_jobs(&mut app, cmds, fake());
     // new relevancy rows change the relevancy maps
-    let s2 = app.session.as_mut().unwrap();
+    let s2 = app.doc.session.as_mut().unwrap();
     for table in [
         &mut s2.relevancy_llm,
         &mut s2.relevancy_vit,
@@ -304,6 +304,7 @@ fn a_model_that_cannot_load_is_a_notice_and_f_retries() {
     // moving does not retry either
     assert!(press(&mut app, KeyCode::Right).is_empty());
     assert!(app
+        .doc
         .view
         .faith
         .as_ref()
@@ -317,7 +318,7 @@ fn a_model_that_cannot_load_is_a_notice_and_f_retries() {
         cmds.as_slice(),
         [Cmd::ModelJob(_, ModelJob::Faithfulness { token: 1, .. })]
     ));
-    assert!(app.method.faith().shown);
+    assert!(app.doc.method.faith().shown);
 }
 
 #[test]
@@ -325,7 +326,7 @@ fn esc_cancels_until_f_and_nothing_without_a_session() {
     let mut app = App::with_session(look(), session(), None);
     let cmds = press(&mut app, KeyCode::Char('f'));
     assert_eq!(cmds.len(), 1);
-    let cancel = app.job.as_ref().unwrap().cancel.clone();
+    let cancel = app.doc.job.as_ref().unwrap().cancel.clone();
     assert!(press(&mut app, KeyCode::Esc).is_empty());
     assert!(cancel.load(std::sync::atomic::Ordering::SeqCst));
     assert_eq!(
@@ -379,7 +380,7 @@ fn no_map_is_best_when_none_changes_the_answer() {
     let mut app = App::with_session(look(), session(), None);
     let cmds = press(&mut app, KeyCode::Char('f'));
     assert!(run_jobs(&mut app, cmds, Box::new(Flat)).is_empty());
-    let fv = app.view.faith.as_ref().unwrap();
+    let fv = app.doc.view.faith.as_ref().unwrap();
     assert!(fv.rows.iter().all(|r| r.drop.is_some() && !r.best));
     assert!(!text(&app).contains(" best"));
 }

@@ -88,7 +88,7 @@ fn a_score_file_colours_the_grid_and_g_steps_through_its_scores() {
     let dir = tempfile::tempdir().unwrap();
     let mut app = open(dir.path(), &demo_file());
     assert!(app.status.notice().is_none(), "{:?}", app.status.notice());
-    assert_eq!(app.grid.colouring(), Colouring::Pointing);
+    assert_eq!(app.doc.grid.colouring(), Colouring::Pointing);
     let scores: Vec<HeadScore> = read_scores(&demo_file()).unwrap();
     let score = |l: usize, h: usize| *scores.iter().find(|s| (s.layer, s.head) == (l, h)).unwrap();
     let buf = render(&app);
@@ -128,12 +128,12 @@ fn a_score_file_colours_the_grid_and_g_steps_through_its_scores() {
         (Colouring::Mass, score(2, 0).mass_in_mask),
     ] {
         press(&mut app, KeyCode::Char('G'));
-        assert_eq!(app.grid.colouring(), c);
+        assert_eq!(app.doc.grid.colouring(), c);
         let buf = render(&app);
         assert_eq!(cell_colour(&app, &buf, 2, 0), expected(&app, f), "{c:?}");
     }
     press(&mut app, KeyCode::Char('G'));
-    assert_eq!(app.grid.colouring(), Colouring::Attention);
+    assert_eq!(app.doc.grid.colouring(), Colouring::Attention);
     let buf = render(&app);
     assert!(text(&buf).contains("Image→Answer"));
     assert!(!text(&buf).contains("· by "));
@@ -160,7 +160,7 @@ fn wrong_shaped_and_broken_files_are_one_sentence() {
         notice.text,
         "the head score file heads.json scores 2 layers × 4 heads, the session's model 4 layers × 4 heads; the grid shows attention"
     );
-    assert_eq!(app.grid.colouring(), Colouring::Attention);
+    assert_eq!(app.doc.grid.colouring(), Colouring::Attention);
     press(&mut app, KeyCode::Char('G'));
     let notice = app.status.notice().unwrap().text.clone();
     assert!(
@@ -198,9 +198,9 @@ fn the_demo_uses_its_shipped_scores() {
         lvlmscope::demo::demo_model_hash()
     );
     let mut app = App::with_session(look(), s, None);
-    assert_eq!(app.grid.colouring(), Colouring::Attention);
+    assert_eq!(app.doc.grid.colouring(), Colouring::Attention);
     press(&mut app, KeyCode::Char('G'));
-    assert_eq!(app.grid.colouring(), Colouring::Pointing);
+    assert_eq!(app.doc.grid.colouring(), Colouring::Pointing);
     press(&mut app, KeyCode::Char('}'));
     let screen = text(&render(&app));
     assert!(screen.contains("· by pointing"), "{screen}");

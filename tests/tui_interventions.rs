@@ -142,8 +142,8 @@ fn the_lens_is_computed_on_r_cached_and_drawn_as_a_curve() {
         press(&mut app, KeyCode::Char('4')).is_empty(),
         "not the demo"
     );
-    assert_eq!(app.sel.method, Method::Lens);
-    assert!(app.view.map.is_none());
+    assert_eq!(app.doc.sel.method, Method::Lens);
+    assert!(app.doc.view.map.is_none());
     assert!(text(&app).contains("no logit lens for token 0 yet: press r"));
     let cmds = press(&mut app, KeyCode::Char('r'));
     assert!(
@@ -154,10 +154,10 @@ fn the_lens_is_computed_on_r_cached_and_drawn_as_a_curve() {
         "{cmds:?}"
     );
     run_jobs(&mut app, cmds, Box::new(Fake));
-    assert!(app.modified, "s saves the reading");
-    let cached = &app.session.as_ref().unwrap().manifest.lens;
+    assert!(app.doc.modified, "s saves the reading");
+    let cached = &app.doc.session.as_ref().unwrap().manifest.lens;
     assert_eq!(cached.len(), 1);
-    let map = app.view.map.as_ref().expect("lens.l1 is shown");
+    let map = app.doc.view.map.as_ref().expect("lens.l1 is shown");
     assert_eq!(map.values, cached[0].map);
     let screen = text(&app);
     assert!(screen.contains("token 0 \"purple\" · p and rank after each layer"));
@@ -165,7 +165,7 @@ fn the_lens_is_computed_on_r_cached_and_drawn_as_a_curve() {
     assert!(screen.contains("l0 #4 \"red\""), "{screen}");
     // another layer's map is another reading
     press(&mut app, KeyCode::Char(']'));
-    assert!(app.view.map.is_none());
+    assert!(app.doc.view.map.is_none());
     let cmds = press(&mut app, KeyCode::Char('r'));
     assert!(matches!(
         cmds.as_slice(),
@@ -225,7 +225,14 @@ fn on_the_demo_model_the_app_gives_the_numbers_of_the_cli_code() {
     let req = knockout_job(&cmds);
     run_jobs(&mut app, cmds, Box::new(ModelService::new()));
     let want = knockout::knockout(&loaded.model, &s, &req).unwrap();
-    let got = &app.method.knock().last.as_ref().expect("a result").result;
+    let got = &app
+        .doc
+        .method
+        .knock()
+        .last
+        .as_ref()
+        .expect("a result")
+        .result;
     assert_eq!(*got, want);
     let screen = text(&app);
     let line = format!(
@@ -237,11 +244,11 @@ fn on_the_demo_model_the_app_gives_the_numbers_of_the_cli_code() {
     let cmds = press(&mut app, KeyCode::Char('4'));
     assert_eq!(cmds.len(), 1, "the demo reads it out at once: {cmds:?}");
     run_jobs(&mut app, cmds, Box::new(ModelService::new()));
-    let layer = app.sel.layer;
+    let layer = app.doc.sel.layer;
     let want = lvlmscope::explain::lens::lens(&loaded.model, &s, 0, Some(layer)).unwrap();
-    let session = app.session.as_ref().unwrap();
+    let session = app.doc.session.as_ref().unwrap();
     assert_eq!(session.manifest.lens, vec![want.clone()]);
-    assert_eq!(app.view.map.as_ref().unwrap().values, want.map);
+    assert_eq!(app.doc.view.map.as_ref().unwrap().values, want.map);
     let top = loaded.prompts.decode_token(want.curve[0].top);
     let screen = text(&app);
     let label = format!(
@@ -267,19 +274,26 @@ fn k_and_the_lens_run_on_a_qwen_vl_session() {
     assert_eq!(req.region, None, "one region");
     run_jobs(&mut app, cmds, Box::new(ModelService::new()));
     let want = knockout::knockout(model.replayer(), &s, &req).unwrap();
-    let got = &app.method.knock().last.as_ref().expect("a result").result;
+    let got = &app
+        .doc
+        .method
+        .knock()
+        .last
+        .as_ref()
+        .expect("a result")
+        .result;
     assert_eq!(*got, want);
     assert!(app.status.notice().is_none_or(|n| !n.error));
     press(&mut app, KeyCode::Char('4'));
     let cmds = press(&mut app, KeyCode::Char('r'));
     run_jobs(&mut app, cmds, Box::new(ModelService::new()));
-    let layer = app.sel.layer;
+    let layer = app.doc.sel.layer;
     let want = lvlmscope::explain::lens::lens(model.replayer(), &s, 0, Some(layer)).unwrap();
     assert_eq!(
-        app.session.as_ref().unwrap().manifest.lens,
+        app.doc.session.as_ref().unwrap().manifest.lens,
         vec![want.clone()]
     );
-    assert_eq!(app.view.map.as_ref().unwrap().values, want.map);
+    assert_eq!(app.doc.view.map.as_ref().unwrap().values, want.map);
 }
 
 #[test]
@@ -300,7 +314,14 @@ fn on_an_anyres_session_k_and_the_lens_use_the_shown_region() {
     assert_eq!(req.block, KeyBlock::Patches(top_patches(&map, 10.0)));
     run_jobs(&mut app, cmds, Box::new(ModelService::new()));
     let want = knockout::knockout(model.replayer(), &s, &req).unwrap();
-    let got = &app.method.knock().last.as_ref().expect("a result").result;
+    let got = &app
+        .doc
+        .method
+        .knock()
+        .last
+        .as_ref()
+        .expect("a result")
+        .result;
     assert_eq!(*got, want);
     let cells = high.cell_positions();
     assert!(got.keys.iter().all(|k| cells.contains(k)), "{:?}", got.keys);
@@ -321,20 +342,20 @@ fn on_an_anyres_session_k_and_the_lens_use_the_shown_region() {
     press(&mut app, KeyCode::Char('4'));
     let cmds = press(&mut app, KeyCode::Char('r'));
     run_jobs(&mut app, cmds, Box::new(ModelService::new()));
-    let layer = app.sel.layer;
+    let layer = app.doc.sel.layer;
     let want = lvlmscope::explain::lens::lens(model.replayer(), &s, 0, Some(layer)).unwrap();
     assert_eq!(want.map.len(), base.cells() + high.cells());
     assert_eq!(
-        app.session.as_ref().unwrap().manifest.lens,
+        app.doc.session.as_ref().unwrap().manifest.lens,
         vec![want.clone()]
     );
     assert_eq!(
-        app.view.map.as_ref().unwrap().values,
+        app.doc.view.map.as_ref().unwrap().values,
         want.map[..base.cells()]
     );
     press(&mut app, KeyCode::Char('b'));
     assert_eq!(
-        app.view.map.as_ref().unwrap().values,
+        app.doc.view.map.as_ref().unwrap().values,
         want.map[base.cells()..]
     );
 }

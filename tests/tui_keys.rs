@@ -17,7 +17,7 @@ use ratatui::Terminal;
 fn app() -> App {
     let look = Look::new(Theme::dark(), ColorMode::TrueColor);
     let mut app = App::with_session(look, synthetic_session(&SyntheticSpec::tiny()), None);
-    app.image.set_opacity(1.0);
+    app.doc.image.set_opacity(1.0);
     app
 }
 
@@ -96,9 +96,9 @@ fn assert_image(app: &App, values: &[f32]) {
 #[test]
 fn token_layer_head_and_aggregation_keys_redraw_the_map() {
     let mut app = app();
-    let s = app.session.clone().unwrap();
+    let s = app.doc.session.as_ref().cloned().unwrap();
     assert_eq!(
-        (app.answer.cursor(), app.sel.layer, app.sel.agg),
+        (app.doc.answer.cursor(), app.doc.sel.layer, app.doc.sel.agg),
         (0, 1, Agg::Mean)
     );
     assert_image(&app, &expected_map(&s, &[0], 1, Heads::Mean));
@@ -107,11 +107,11 @@ fn token_layer_head_and_aggregation_keys_redraw_the_map() {
     press(&mut app, KeyCode::Char(']'));
     assert_image(&app, &expected_map(&s, &[1], 2, Heads::Mean));
     press(&mut app, KeyCode::Char('}'));
-    assert_eq!((app.sel.head, app.sel.agg), (1, Agg::Head));
+    assert_eq!((app.doc.sel.head, app.doc.sel.agg), (1, Agg::Head));
     assert_image(&app, &expected_map(&s, &[1], 2, Heads::One(1)));
     press(&mut app, KeyCode::Char('m'));
     press(&mut app, KeyCode::Char('m'));
-    assert_eq!(app.sel.agg, Agg::Max);
+    assert_eq!(app.doc.sel.agg, Agg::Max);
     assert_image(&app, &expected_map(&s, &[1], 2, Heads::Max));
     press(&mut app, KeyCode::Char('['));
     press(&mut app, KeyCode::Char('m'));
@@ -122,7 +122,7 @@ fn token_layer_head_and_aggregation_keys_redraw_the_map() {
 #[test]
 fn selecting_several_tokens_averages_their_maps() {
     let mut app = app();
-    let s = app.session.clone().unwrap();
+    let s = app.doc.session.as_ref().cloned().unwrap();
     press(&mut app, KeyCode::Char(' '));
     press(&mut app, KeyCode::Right);
     press(&mut app, KeyCode::Right);
@@ -136,17 +136,17 @@ fn selecting_several_tokens_averages_their_maps() {
 #[test]
 fn patch_selection_colours_answer_tokens_by_their_attention() {
     let mut app = app();
-    let s = app.session.clone().unwrap();
+    let s = app.doc.session.as_ref().cloned().unwrap();
     press(&mut app, KeyCode::Char('p'));
     assert_eq!(app.focus, Pane::Image);
     press(&mut app, KeyCode::Char('l'));
     press(&mut app, KeyCode::Char('j'));
-    assert_eq!(app.image.patch(), 5);
+    assert_eq!(app.doc.image.patch(), 5);
     press(&mut app, KeyCode::Char(' '));
     press(&mut app, KeyCode::Char('h'));
     press(&mut app, KeyCode::Char(' '));
     assert_eq!(
-        app.image.patches().iter().copied().collect::<Vec<_>>(),
+        app.doc.image.patches().iter().copied().collect::<Vec<_>>(),
         vec![4, 5]
     );
     let start = s.manifest.image_span[0];
@@ -166,7 +166,7 @@ fn patch_selection_colours_answer_tokens_by_their_attention() {
         let want = rgb(ColorMap::Viridis, normalize(per_token[t], range));
         assert_eq!(buf[(r.x, r.y)].fg, want, "answer token {t}");
     }
-    let heads = &app.view.patch_heads;
+    let heads = &app.doc.view.patch_heads;
     for (h, v) in heads.iter().enumerate() {
         let want: f32 = (0..5)
             .map(|t| {
@@ -184,7 +184,7 @@ fn patch_selection_colours_answer_tokens_by_their_attention() {
 #[test]
 fn heads_by_layers_grid_shows_mean_image_attention() {
     let mut app = app();
-    let s = app.session.clone().unwrap();
+    let s = app.doc.session.as_ref().cloned().unwrap();
     let buf = frame(&app, 120, 40);
     let g = hits(&app, whole(120, 40)).grid.expect("grid drawn");
     let start = s.manifest.image_span[0];
@@ -211,7 +211,7 @@ fn heads_by_layers_grid_shows_mean_image_attention() {
     press(&mut app, KeyCode::Right);
     press(&mut app, KeyCode::Down);
     assert_eq!(
-        (app.sel.layer, app.sel.head, app.sel.agg),
+        (app.doc.sel.layer, app.doc.sel.head, app.doc.sel.agg),
         (2, 1, Agg::Head)
     );
 }
@@ -231,12 +231,12 @@ fn mouse_clicks_select_tokens_and_patches() {
         })
     };
     update(&mut app, click(r.x, r.y));
-    assert_eq!(app.answer.cursor(), t);
+    assert_eq!(app.doc.answer.cursor(), t);
     frame(&app, 120, 40);
     let geom = hits(&app, whole(120, 40)).image.unwrap();
     let (x, y, _) = geom.patch_center(10);
     update(&mut app, click(x, y));
-    assert_eq!((app.image.patch(), app.focus), (10, Pane::Image));
+    assert_eq!((app.doc.image.patch(), app.focus), (10, Pane::Image));
 }
 
 #[test]
@@ -282,15 +282,19 @@ fn quit_and_help_keys() {
 #[test]
 fn prompt_selection_colours_answer_tokens_by_attention_to_it() {
     let mut app = app();
-    let s = app.session.clone().unwrap();
+    let s = app.doc.session.as_ref().cloned().unwrap();
     press(&mut app, KeyCode::Tab);
     assert_eq!(app.focus, Pane::Prompt);
     press(&mut app, KeyCode::Right);
-    assert_eq!(app.prompt.cursor(), 1);
+    assert_eq!(app.doc.prompt.cursor(), 1);
     press(&mut app, KeyCode::Char(' '));
     press(&mut app, KeyCode::Right);
     press(&mut app, KeyCode::Right);
-    assert_eq!(app.prompt.cursor(), 19, "the cursor skips the image span");
+    assert_eq!(
+        app.doc.prompt.cursor(),
+        19,
+        "the cursor skips the image span"
+    );
     press(&mut app, KeyCode::Char(' '));
     let want: Vec<f32> = (0..5)
         .map(|t| {
@@ -301,6 +305,7 @@ fn prompt_selection_colours_answer_tokens_by_attention_to_it() {
         })
         .collect();
     let got = app
+        .doc
         .view
         .token_values
         .clone()
@@ -313,7 +318,7 @@ fn prompt_selection_colours_answer_tokens_by_attention_to_it() {
 #[test]
 fn export_key_writes_the_map_over_the_image() {
     let mut app = app();
-    let s = app.session.clone().unwrap();
+    let s = app.doc.session.as_ref().cloned().unwrap();
     let cmds = update(
         &mut app,
         Msg::Key(KeyEvent::new(KeyCode::Char('e'), KeyModifiers::NONE)),
@@ -341,8 +346,9 @@ fn export_key_writes_the_map_over_the_image() {
 fn causal_key_computes_and_stores_the_explanation() {
     let mut app = app();
     press(&mut app, KeyCode::Char('3'));
-    assert!(app.view.map.is_none());
+    assert!(app.doc.view.map.is_none());
     assert!(app
+        .doc
         .view
         .map_missing
         .as_deref()
@@ -351,18 +357,18 @@ fn causal_key_computes_and_stores_the_explanation() {
         &mut app,
         Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::NONE)),
     );
-    let params = lvlmscope::report::causal::default_params(app.session.as_ref().unwrap());
+    let params = lvlmscope::report::causal::default_params(app.doc.session.as_ref().unwrap());
     assert_eq!(
         cmds,
         vec![lvlmscope::tui::Cmd::ComputeCausal(0, params.clone())]
     );
-    let s = app.session.clone().unwrap();
+    let s = app.doc.session.as_ref().cloned().unwrap();
     let ct = lvlmscope::report::causal::causal_for_token(&s, 0).unwrap();
     update(&mut app, Msg::CausalDone(0, params, Ok(ct.clone())));
-    assert_eq!(app.view.causal.as_ref(), Some(&ct));
-    let stored = &app.session.as_ref().unwrap().manifest.causal;
+    assert_eq!(app.doc.view.causal.as_ref(), Some(&ct));
+    let stored = &app.doc.session.as_ref().unwrap().manifest.causal;
     assert_eq!(stored.as_ref().unwrap().tokens[&0], ct);
-    let map = app.view.map.as_ref().expect("causal map drawn");
+    let map = app.doc.view.map.as_ref().expect("causal map drawn");
     // Sum over heads: each patch is the sum of the heads' image weights for it.
     let start = s.manifest.image_span[0];
     for p in 0..16 {
@@ -394,9 +400,9 @@ fn keys_remapped_in_the_theme_drive_dispatch_help_and_footer() {
     let theme = Theme::load(path.to_str().unwrap()).unwrap();
     let look = Look::new(theme, ColorMode::TrueColor);
     let mut app = App::with_session(look, synthetic_session(&SyntheticSpec::tiny()), None);
-    let layer = app.sel.layer;
+    let layer = app.doc.sel.layer;
     press(&mut app, KeyCode::Char('n'));
-    assert_eq!(app.sel.layer, layer + 1, "n is the next layer now");
+    assert_eq!(app.doc.sel.layer, layer + 1, "n is the next layer now");
     assert!(!app.form.is_open(), "n no longer opens the run form");
     press(&mut app, KeyCode::Char('q'));
     assert!(!app.quit, "q is unbound");

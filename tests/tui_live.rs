@@ -154,7 +154,7 @@ fn esc_cancels_a_run_and_failures_are_notices() {
         }
     }
     handle.join().unwrap();
-    assert!(!app.run.active && app.session.is_none());
+    assert!(!app.run.active && app.doc.session.is_none());
     let notice = app.status.notice().cloned().unwrap();
     assert!(
         notice.error && notice.text.contains("cancelled"),

@@ -65,7 +65,7 @@ fn text(t: &Terminal<TestBackend>) -> String {
 }
 
 fn session(app: &App) -> &Session {
-    app.session.as_ref().unwrap()
+    app.doc.session.as_ref().unwrap()
 }
 
 /// The map of the selection over region `index`, as the catalogue gives it.
@@ -82,7 +82,7 @@ fn opens_on_the_high_res_region_and_b_toggles() {
     let mut app = anyres();
     let regions = session(&app).regions().into_owned();
     assert_eq!(regions[1].kind, RegionKind::Highres);
-    assert_eq!(app.image.region(), 1);
+    assert_eq!(app.doc.image.region(), 1);
     assert_eq!(app.grid(), [6, 8]);
     let t = text(&frame(&app, 140, 44));
     assert!(t.contains("Image · high-res 6×8 · base 4×4"), "{t}");
@@ -95,7 +95,7 @@ fn opens_on_the_high_res_region_and_b_toggles() {
         "the footer lists the key: {t}"
     );
     press(&mut app, 'b');
-    assert_eq!(app.image.region(), 0);
+    assert_eq!(app.doc.image.region(), 0);
     assert_eq!(app.grid(), [4, 4]);
     let t = text(&frame(&app, 140, 44));
     assert!(t.contains("Image · base 4×4 · high-res 6×8"), "{t}");
@@ -112,7 +112,7 @@ fn opens_on_the_high_res_region_and_b_toggles() {
         "{name:?}"
     );
     press(&mut app, 'b');
-    assert_eq!(app.image.region(), 1);
+    assert_eq!(app.doc.image.region(), 1);
     // The key is listed by the image pane and named in the help.
     press(&mut app, '?');
     let t = text(&frame(&app, 140, 50));
@@ -122,12 +122,12 @@ fn opens_on_the_high_res_region_and_b_toggles() {
 #[test]
 fn a_one_region_session_keeps_its_region_and_says_why() {
     let mut app = App::with_session(look(), synthetic_session(&SyntheticSpec::tiny()), None);
-    assert_eq!(app.image.region(), 0);
+    assert_eq!(app.doc.image.region(), 0);
     let t = text(&frame(&app, 120, 40));
     assert!(!t.contains("high-res"), "{t}");
     assert!(!t.contains("base/high-res"), "{t}");
     press(&mut app, 'b');
-    assert_eq!(app.image.region(), 0);
+    assert_eq!(app.doc.image.region(), 0);
     let notice = app.status.notice().expect("a notice").text.clone();
     assert!(notice.contains("one region"), "{notice}");
 }
@@ -140,8 +140,8 @@ fn the_map_is_the_catalogues_map_of_the_region_shown() {
         keys(&mut app, step);
         for _ in 0..2 {
             press(&mut app, 'b');
-            let r = app.image.region();
-            let map = app.view.map.as_ref().expect("a map");
+            let r = app.doc.image.region();
+            let map = app.doc.view.map.as_ref().expect("a map");
             assert_eq!([map.rows, map.cols], app.grid());
             assert_eq!(map.values, catalogue_region(&app, r), "{:?}", app.map_id());
         }
@@ -152,21 +152,21 @@ fn the_map_is_the_catalogues_map_of_the_region_shown() {
 fn drawn_colours_are_the_region_values() {
     let mut app = anyres();
     press(&mut app, 'o'); // opacity 1: the picture shows the map alone
-    assert_eq!(app.image.opacity(), 1.0);
+    assert_eq!(app.doc.image.opacity(), 1.0);
     for _ in 0..2 {
         let (w, h) = (160, 48);
         let t = frame(&app, w, h);
         let geom = hits(&app, Rect::new(0, 0, w, h)).image.expect("a picture");
         assert_eq!([geom.rows, geom.cols], app.grid());
-        let values = catalogue_region(&app, app.image.region());
-        let range = app.view.range;
+        let values = catalogue_region(&app, app.doc.image.region());
+        let range = app.doc.view.range;
         let look = &app.look;
         for (p, &v) in values.iter().enumerate() {
             let (x, y, lower) = geom.patch_center(p);
             let cell = &t.backend().buffer()[(x, y)];
             let got = if lower { cell.bg } else { cell.fg };
             let want = look.color(look.map_rgb(normalize(v, range)));
-            assert_eq!(got, want, "cell {p} of region {}", app.image.region());
+            assert_eq!(got, want, "cell {p} of region {}", app.doc.image.region());
         }
         press(&mut app, 'b');
     }
@@ -180,29 +180,32 @@ fn selected_patches_are_cells_of_the_region_shown() {
     keys(&mut app, "\t\tp");
     assert_eq!(app.focus, Pane::Image);
     keys(&mut app, "jll ");
-    assert_eq!(app.image.patch(), 10);
+    assert_eq!(app.doc.image.patch(), 10);
     let ctx = app.ctx();
     let hi = regions[1].cell_positions();
-    assert_eq!(app.image.selected_positions(&ctx), vec![hi[10]]);
+    assert_eq!(app.doc.image.selected_positions(&ctx), vec![hi[10]]);
     // the reverse view reads attention to that position
     let s = session(&app);
-    let want = attn::position_attention(s, &[hi[10]], app.sel.layer, HeadAgg::Mean).unwrap();
-    assert_eq!(app.view.token_values.as_ref(), Some(&want));
-    let heads = attn::patch_head_means(s, &[16 + 10], app.sel.layer).unwrap();
-    assert_eq!(app.view.patch_heads, heads);
+    let want = attn::position_attention(s, &[hi[10]], app.doc.sel.layer, HeadAgg::Mean).unwrap();
+    assert_eq!(app.doc.view.token_values.as_ref(), Some(&want));
+    let heads = attn::patch_head_means(s, &[16 + 10], app.doc.sel.layer).unwrap();
+    assert_eq!(app.doc.view.patch_heads, heads);
     // the cursor at the last high-res cell, then the base view: cursor and selection reset
     keys(&mut app, "jjjjjjllllllll");
-    assert_eq!(app.image.patch(), 47);
+    assert_eq!(app.doc.image.patch(), 47);
     press(&mut app, 'b');
-    assert_eq!((app.image.patch(), app.image.patches().len()), (0, 0));
-    assert!(app.view.token_values.is_none());
+    assert_eq!(
+        (app.doc.image.patch(), app.doc.image.patches().len()),
+        (0, 0)
+    );
+    assert!(app.doc.view.token_values.is_none());
     keys(&mut app, "jjjjjjllllllll ");
-    assert_eq!(app.image.patch(), 15, "clamped to the 4×4 grid");
+    assert_eq!(app.doc.image.patch(), 15, "clamped to the 4×4 grid");
     let base = regions[0].cell_positions();
-    assert_eq!(app.image.selected_positions(&app.ctx()), vec![base[15]]);
+    assert_eq!(app.doc.image.selected_positions(&app.ctx()), vec![base[15]]);
     let s = session(&app);
-    let want = attn::position_attention(s, &[base[15]], app.sel.layer, HeadAgg::Mean).unwrap();
-    assert_eq!(app.view.token_values.as_ref(), Some(&want));
+    let want = attn::position_attention(s, &[base[15]], app.doc.sel.layer, HeadAgg::Mean).unwrap();
+    assert_eq!(app.doc.view.token_values.as_ref(), Some(&want));
     frame(&app, 120, 40);
 }
 
@@ -213,7 +216,7 @@ fn a_click_selects_the_cell_of_the_region_shown() {
     update(&mut app, Msg::Resize(w, h));
     press(&mut app, 'p');
     for region in [1, 0] {
-        assert_eq!(app.image.region(), region);
+        assert_eq!(app.doc.image.region(), region);
         let geom = hits(&app, Rect::new(0, 0, w, h)).image.expect("a picture");
         let last = geom.rows * geom.cols - 1;
         let (x, y, _) = geom.patch_center(last);
@@ -224,9 +227,12 @@ fn a_click_selects_the_cell_of_the_region_shown() {
             modifiers: KeyModifiers::NONE,
         };
         update(&mut app, Msg::Mouse(click));
-        assert_eq!(app.image.patch(), last);
+        assert_eq!(app.doc.image.patch(), last);
         let cells = session(&app).regions()[region].cell_positions();
-        assert_eq!(app.image.selected_positions(&app.ctx()), vec![cells[last]]);
+        assert_eq!(
+            app.doc.image.selected_positions(&app.ctx()),
+            vec![cells[last]]
+        );
         press(&mut app, 'b');
     }
 }
@@ -237,41 +243,41 @@ fn the_heads_gallery_and_causal_outline_follow_the_region() {
     let s = session(&app).clone();
     let regions = s.regions().into_owned();
     for (index, region) in regions.iter().enumerate().rev() {
-        assert_eq!(app.image.region(), index);
+        assert_eq!(app.doc.image.region(), index);
         let want =
-            attn::heads_by_region_attention(&s, &app.selected_tokens(), app.sel.layer, region)
+            attn::heads_by_region_attention(&s, &app.selected_tokens(), app.doc.sel.layer, region)
                 .unwrap();
-        assert_eq!(app.view.heads, want);
+        assert_eq!(app.doc.view.heads, want);
         assert!(want.iter().all(|(_, _, g)| [g.rows, g.cols] == region.grid));
         press(&mut app, 'b');
     }
     // causal: the outlined cells are the explaining positions inside the region shown
     press(&mut app, '3');
     let cmds = press(&mut app, 'c');
-    let params = app.method.causal().params.clone();
+    let params = app.doc.method.causal().params.clone();
     assert_eq!(cmds, vec![Cmd::ComputeCausal(0, params.clone())]);
     let ct = lvlmscope::explain::causal::compute_token(&s, 0, &params).unwrap();
     update(&mut app, Msg::CausalDone(0, params, Ok(ct)));
     keys(&mut app, "+++++");
     let mut outlined = 0;
     for _ in 0..2 {
-        let r = app.image.region();
+        let r = app.doc.image.region();
         let cells = regions[r].cell_positions();
         let e = catalogue::explain(session(&app), &[0], &app.map_id()).unwrap();
         assert_eq!(
-            app.view.map.as_ref().unwrap().values,
+            app.doc.view.map.as_ref().unwrap().values,
             e.regions[r].grid.values
         );
-        let ct = app.view.causal.clone().expect("the causal result");
+        let ct = app.doc.view.causal.clone().expect("the causal result");
         let mut want = BTreeSet::new();
         for h in &ct.heads {
-            for p in set_up_to(h, app.view.causal_radius) {
+            for p in set_up_to(h, app.doc.view.causal_radius) {
                 if let Ok(i) = cells.binary_search(&p) {
                     want.insert(i);
                 }
             }
         }
-        assert_eq!(app.view.marked, want, "region {r}");
+        assert_eq!(app.doc.view.marked, want, "region {r}");
         outlined += want.len();
         press(&mut app, 'b');
     }
@@ -333,7 +339,7 @@ fn faithfulness_deletes_cells_of_the_region_shown_and_keeps_each_regions_drops()
         };
         let done = JobDone {
             id: *id,
-            epoch: app.epoch,
+            epoch: app.doc.epoch,
             job: job.clone(),
             result: Ok(JobOutput::Faithfulness {
                 token: *token,
@@ -349,7 +355,7 @@ fn faithfulness_deletes_cells_of_the_region_shown_and_keeps_each_regions_drops()
     let cmds = press(&mut app, 'f');
     assert_eq!(answer(&mut app, cmds, 0.25), Some(RegionKind::Highres));
     let drops = |app: &App| -> Vec<Option<f32>> {
-        let fv = app.view.faith.as_ref().expect("the block");
+        let fv = app.doc.view.faith.as_ref().expect("the block");
         fv.rows.iter().map(|r| r.drop).collect()
     };
     assert!(drops(&app).iter().all(|d| *d == Some(0.25)));

@@ -200,13 +200,13 @@ fn r_computes_the_token_on_the_worker_and_the_pane_shows_its_bars() {
     let progress = run_jobs(&mut app, cmds, Box::new(runner));
     assert_eq!(progress, 2);
     assert_eq!(*seen.lock().unwrap(), vec![job]);
-    assert!(app.job.is_none());
-    let s = app.session.as_ref().unwrap();
+    assert!(app.doc.job.is_none());
+    let s = app.doc.session.as_ref().unwrap();
     assert_eq!(s.manifest.relevancy_tokens, vec![2]);
     let row = |a: &Option<lvlmscope::session::Array>| a.as_ref().unwrap().row(&[2]).to_vec();
     assert_eq!(row(&s.relevancy_llm), row(&full.relevancy_llm));
     assert_eq!(row(&s.relevancy_combined), row(&full.relevancy_combined));
-    assert!(app.modified);
+    assert!(app.doc.modified);
     let screen = text(&app);
     assert!(
         screen.contains("relevancy of token 2 computed in 0.25s"),
@@ -214,7 +214,7 @@ fn r_computes_the_token_on_the_worker_and_the_pane_shows_its_bars() {
     );
     assert!(screen.contains("unsaved results"));
     // the image map is the combined row; the bars are the words of the llm row
-    let map = app.view.map.as_ref().expect("a map");
+    let map = app.doc.view.map.as_ref().expect("a map");
     assert_eq!(map.values, row(&full.relevancy_combined));
     let q = s.query_position(2);
     let prepared = views::prepare_row(&row(&full.relevancy_llm), q, Normalization::SelfRemoved);
@@ -250,13 +250,14 @@ fn a_model_that_cannot_load_is_a_notice() {
     );
     assert!(text(&app).contains("relevancy of token 0 failed"));
     assert!(app
+        .doc
         .session
         .as_ref()
         .unwrap()
         .manifest
         .relevancy_tokens
         .is_empty());
-    assert!(!app.modified && app.job.is_none());
+    assert!(!app.doc.modified && app.doc.job.is_none());
 }
 
 #[test]
@@ -285,14 +286,14 @@ fn esc_cancels_and_results_of_an_old_session_are_dropped() {
     let mut app = App::with_session(look(), without_relevancy(), None);
     press(&mut app, KeyCode::Char('2'));
     let cmds = press(&mut app, KeyCode::Char('r'));
-    let cancel = app.job.as_ref().unwrap().cancel.clone();
+    let cancel = app.doc.job.as_ref().unwrap().cancel.clone();
     let req = match &cmds[0] {
         Cmd::ModelJob(id, _) => job_request(&app, *id).unwrap(),
         other => panic!("{other:?}"),
     };
     press(&mut app, KeyCode::Esc);
     assert!(cancel.load(Ordering::SeqCst));
-    assert!(app.job.is_none());
+    assert!(app.doc.job.is_none());
     assert_eq!(
         app.status.notice().unwrap().text,
         "cancelled relevancy of token 0"
@@ -318,7 +319,7 @@ fn esc_cancels_and_results_of_an_old_session_are_dropped() {
         }),
     );
     assert_eq!(
-        app.session.as_ref().unwrap().manifest.relevancy_tokens,
+        app.doc.session.as_ref().unwrap().manifest.relevancy_tokens,
         vec![0]
     );
     assert!(app
@@ -339,13 +340,14 @@ fn esc_cancels_and_results_of_an_old_session_are_dropped() {
         }),
     );
     assert!(app
+        .doc
         .session
         .as_ref()
         .unwrap()
         .manifest
         .relevancy_tokens
         .is_empty());
-    assert!(!app.modified);
+    assert!(!app.doc.modified);
 }
 
 #[test]
@@ -379,19 +381,19 @@ fn n_switches_the_normalisation_of_the_bars_and_the_decoder_map() {
     // the rows sum to 3 besides the query: residual values are a third of the plain ones
     assert!((residual.words[0].value * 3.0 - plain.words[0].value).abs() < 1e-5);
     // the decoder map follows the normalisation; the combined map does not
-    let combined = app.view.map.clone().unwrap();
+    let combined = app.doc.view.map.clone().unwrap();
     press(&mut app, KeyCode::Char('N'));
-    assert_eq!(app.view.map.as_ref(), Some(&combined));
+    assert_eq!(app.doc.view.map.as_ref(), Some(&combined));
     press(&mut app, KeyCode::Char('m'));
     press(&mut app, KeyCode::Char('m'));
-    assert_eq!(app.sel.rel_source, RelSource::Llm);
+    assert_eq!(app.doc.sel.rel_source, RelSource::Llm);
     let image = s.image_range();
     let plain_map = views::prepare_row(&raw, q, Normalization::SelfRemoved)[image.clone()].to_vec();
-    assert_eq!(app.view.map.as_ref().unwrap().values, plain_map);
+    assert_eq!(app.doc.view.map.as_ref().unwrap().values, plain_map);
     press(&mut app, KeyCode::Char('N'));
     let residual_map = views::prepare_row(&raw, q, Normalization::Residual)[image].to_vec();
-    assert_eq!(app.view.map.as_ref().unwrap().values, residual_map);
-    assert!(app.view.map_title.contains("relevancy.llm · residual"));
+    assert_eq!(app.doc.view.map.as_ref().unwrap().values, residual_map);
+    assert!(app.doc.view.map_title.contains("relevancy.llm · residual"));
 }
 
 #[test]
@@ -425,7 +427,7 @@ fn the_answer_is_coloured_by_its_reliance_on_the_image() {
             .sum();
         image / (image + text)
     };
-    let reliance = &app.view.reliance;
+    let reliance = &app.doc.view.reliance;
     assert_eq!(reliance.len(), s.num_output());
     assert!((reliance[0].unwrap() - share(0)).abs() < 1e-5);
     assert!((reliance[3].unwrap() - share(3)).abs() < 1e-5);

@@ -176,7 +176,7 @@ fn faithfulness_block() {
         .collect();
     let done = JobDone {
         id: *id,
-        epoch: app.epoch,
+        epoch: app.doc.epoch,
         job: job.clone(),
         result: Ok(JobOutput::Faithfulness {
             token: *token,

@@ -81,33 +81,33 @@ fn relevancy_on_an_earlier_turn_is_saved_and_shown_again_on_reopening() {
     let path = dir.path().join("talk.session");
     let mut app = App::with_session(look(), conversation(), Some(path.clone()));
     press(&mut app, KeyCode::Char('('));
-    assert_eq!(app.turn_position(), (1, 2));
+    assert_eq!(app.doc.turn_position(), (1, 2));
     press(&mut app, KeyCode::Char('2'));
     assert!(!catalogue::available(
-        app.session.as_ref().unwrap(),
+        app.doc.session.as_ref().unwrap(),
         0,
         &combined()
     ));
     let cmds = press(&mut app, KeyCode::Char('r'));
     run_jobs(&mut app, cmds, Box::new(MadeUpRows));
-    let computed = app.session.clone().unwrap();
+    let computed = app.doc.session.as_ref().cloned().unwrap();
     assert!(catalogue::available(&computed, 0, &combined()));
     // saved while turn 2 is shown (turn 1's rows kept in the app)
     press(&mut app, KeyCode::Char(')'));
-    assert_eq!(app.turn_position(), (2, 2));
+    assert_eq!(app.doc.turn_position(), (2, 2));
     let path = save(&mut app);
     let mut again = reopen(&path);
-    assert_eq!(again.turn_position(), (2, 2));
-    assert!(again.kept.is_empty());
+    assert_eq!(again.doc.turn_position(), (2, 2));
+    assert!(again.doc.kept.is_empty());
     press(&mut again, KeyCode::Char('('));
-    assert_eq!(again.turn_position(), (1, 2));
-    let shown = again.session.as_ref().unwrap();
+    assert_eq!(again.doc.turn_position(), (1, 2));
+    let shown = again.doc.session.as_ref().unwrap();
     assert!(catalogue::available(shown, 0, &combined()));
     assert_eq!(shown.manifest.relevancy_tokens, vec![0]);
     assert_eq!(shown.relevancy_combined, computed.relevancy_combined);
     assert_eq!(shown.relevancy_llm, computed.relevancy_llm);
     press(&mut again, KeyCode::Char('2'));
-    assert!(again.view.map.is_some(), "the saved relevancy is drawn");
+    assert!(again.doc.view.map.is_some(), "the saved relevancy is drawn");
     // the last turn's own results are saved as before
     let file = session::load(&path).unwrap();
     assert_eq!(file.relevancy_llm, conversation().relevancy_llm);
@@ -132,7 +132,7 @@ fn saving_while_an_earlier_turn_is_shown_saves_that_turn_too() {
     assert_eq!(first.manifest.relevancy_tokens, vec![0]);
     assert_eq!(
         first.relevancy_combined,
-        app.session.as_ref().unwrap().relevancy_combined
+        app.doc.session.as_ref().unwrap().relevancy_combined
     );
     // the file's standard fields are still the last turn's
     assert_eq!(file.num_turns(), 2);

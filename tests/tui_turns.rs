@@ -54,9 +54,9 @@ fn compute_lens(app: &mut App) {
 }
 
 fn lens_cached(app: &App) -> bool {
-    let s = app.session.as_ref().unwrap();
-    let id = MapId::Lens(app.sel.layer);
-    catalogue::available(s, app.answer.cursor(), &id)
+    let s = app.doc.session.as_ref().unwrap();
+    let id = MapId::Lens(app.doc.sel.layer);
+    catalogue::available(s, app.doc.answer.cursor(), &id)
 }
 
 #[test]
@@ -65,7 +65,7 @@ fn every_method_shows_the_parts_of_a_later_turn() {
     let mut app = App::with_session(look(), s.clone(), None);
     for key in ['1', '2'] {
         press(&mut app, KeyCode::Char(key));
-        let parts = app.view.reliance_parts.expect("parts of a later turn");
+        let parts = app.doc.view.reliance_parts.expect("parts of a later turn");
         let total: f32 = TextPart::ALL.iter().map(|&p| parts.get(p)).sum();
         assert!((total - 1.0).abs() < 1e-4, "{key}: {parts:?}");
         assert!(
@@ -81,7 +81,7 @@ fn every_method_shows_the_parts_of_a_later_turn() {
         .parts
         .unwrap()
         .shares();
-    assert_eq!(app.view.reliance_parts, Some(want));
+    assert_eq!(app.doc.view.reliance_parts, Some(want));
     let text = screen(&app);
     for part in TextPart::ALL {
         assert!(
@@ -100,7 +100,13 @@ fn every_method_shows_the_parts_of_a_later_turn() {
         TextPart::Answer => '·',
     };
     let text = screen(&app);
-    let words = &app.view.rel_text.as_ref().expect("relevancy words").words;
+    let words = &app
+        .doc
+        .view
+        .rel_text
+        .as_ref()
+        .expect("relevancy words")
+        .words;
     let mut earlier = 0;
     for w in words {
         let part = parts.part(w.positions[0]);
@@ -114,8 +120,8 @@ fn every_method_shows_the_parts_of_a_later_turn() {
     assert!(earlier > 0, "{words:?}");
     // the first turn has no earlier turns: no strip
     press(&mut app, KeyCode::Char('('));
-    assert_eq!(app.turn_position(), (1, 2));
-    assert_eq!(app.view.reliance_parts, None);
+    assert_eq!(app.doc.turn_position(), (1, 2));
+    assert_eq!(app.doc.view.reliance_parts, None);
     assert!(!screen(&app).contains("earlier answers"));
 }
 
@@ -156,21 +162,21 @@ fn results_stay_with_their_turn() {
     assert!(screen(&app).contains(knocked));
     // turn 2 has neither
     press(&mut app, KeyCode::Char(')'));
-    assert_eq!(app.turn_position(), (2, 2));
+    assert_eq!(app.doc.turn_position(), (2, 2));
     assert!(!lens_cached(&app));
     assert!(!screen(&app).contains(knocked));
     // back on turn 1 both are there again; the saved conversation is unchanged
     press(&mut app, KeyCode::Char('('));
     assert!(lens_cached(&app));
     assert!(screen(&app).contains(knocked), "{}", screen(&app));
-    assert_eq!(app.conversation().unwrap().manifest.lens, Vec::new());
+    assert_eq!(app.doc.conversation().unwrap().manifest.lens, Vec::new());
     // turn 2's own lens lives in the conversation itself
     press(&mut app, KeyCode::Char(')'));
     compute_lens(&mut app);
     press(&mut app, KeyCode::Char('('));
     press(&mut app, KeyCode::Char(')'));
     assert!(lens_cached(&app));
-    assert_eq!(app.conversation().unwrap().manifest.lens.len(), 1);
+    assert_eq!(app.doc.conversation().unwrap().manifest.lens.len(), 1);
 }
 
 #[test]
@@ -182,17 +188,17 @@ fn a_follow_up_keeps_the_results_of_the_turns_it_shares() {
     let cmds = press(&mut app, KeyCode::Char('K'));
     run_jobs(&mut app, cmds, Box::new(FakeInterventions));
     // the conversation grows by a third turn on the same image (as a follow-up brings it)
-    let mut talk = app.conversation().unwrap().clone();
+    let mut talk = app.doc.conversation().unwrap().clone();
     let mut spec = SyntheticSpec::tiny();
     spec.relevancy = true;
     let next = synthetic_session(&spec);
     let info = TurnInfo::single("And then?", next.num_input(), next.num_output());
     talk.push_turn(next, info);
     app.set_session(talk.clone(), None);
-    assert_eq!(app.turn_position(), (3, 3));
+    assert_eq!(app.doc.turn_position(), (3, 3));
     // turn 2 was the last one: its lens moved into its turn; turn 1 keeps its knockout
     press(&mut app, KeyCode::Char('('));
-    assert_eq!(app.turn_position(), (2, 3));
+    assert_eq!(app.doc.turn_position(), (2, 3));
     assert!(lens_cached(&app));
     press(&mut app, KeyCode::Char('('));
     assert!(screen(&app).contains("p 0.8750 → 0.1250"));
@@ -200,7 +206,7 @@ fn a_follow_up_keeps_the_results_of_the_turns_it_shares() {
     let mut other = talk;
     other.pixel_values.data[0] += 1.0;
     app.set_session(other, None);
-    assert!(app.kept.is_empty());
+    assert!(app.doc.kept.is_empty());
     press(&mut app, KeyCode::Char('('));
     assert!(!lens_cached(&app));
 }

@@ -7,9 +7,9 @@
 //! every answer token's image reliance in both — the numbers of `lvlmscope compare`
 //! ([`crate::explain::compare`]).
 //!
-//! The focused side lives in the app's own fields, so every key, model job and save works on
-//! it unchanged; the other side is kept in a [`side::Side`] and the two are swapped when the
-//! focus moves.
+//! The focused side lives in the app's own [`App::doc`], so every key, model job and save works
+//! on it unchanged; the other side is kept in a [`SessionState`] of its own and the two are
+//! swapped whole when the focus moves.
 
 pub mod cache;
 pub mod draw;
@@ -24,10 +24,9 @@ use crate::explain::catalogue::MapId;
 use crate::explain::compare::{self, TokenMaps};
 use crate::session::Session;
 
-use super::app::App;
+use super::app::{App, SessionState};
 use super::state::Pane;
-use cache::RelianceCache;
-use side::Side;
+use cache::{RelianceCache, Stamped};
 
 /// Which side of the split view: A (the first session) or B.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +59,8 @@ impl Which {
 /// comparison of the selected tokens.
 #[derive(Debug)]
 pub struct ComparePane {
-    /// The side that is not focused (the focused one is the app's own fields).
-    pub other: Box<Side>,
+    /// The side that is not focused (the focused one is [`App::doc`]).
+    pub other: Box<SessionState>,
     /// The names shown for A and B (their file names).
     pub names: [String; 2],
     /// The focused side.
@@ -97,7 +96,7 @@ impl ComparePane {
 
     /// Session A and session B of `app`'s split view.
     pub fn sessions<'a>(&'a self, app: &'a App) -> (Option<&'a Session>, Option<&'a Session>) {
-        let (mine, other) = (app.session.as_ref(), self.other.session.as_ref());
+        let (mine, other) = (app.doc.session.as_ref(), self.other.session.as_ref());
         match self.focused {
             Which::A => (mine, other),
             Which::B => (other, mine),
@@ -117,18 +116,18 @@ pub struct Compared {
 }
 
 /// Compares A's token `ta` with B's token `tb` under map `id`, over the image regions each side
-/// shows: every answer token's reliance in both sessions (kept in `cache` while a session is
-/// unchanged), both maps, and their difference and ρ when the pixels match. The one call the
-/// split view makes for its numbers.
+/// shows: every answer token's reliance in both sessions (kept in `cache` while a session's
+/// stamp is unchanged), both maps, and their difference and ρ when the pixels match. The one
+/// call the split view makes for its numbers.
 pub fn comparison(
     cache: &mut RelianceCache,
-    a: &Session,
-    b: &Session,
+    a: Stamped<'_>,
+    b: Stamped<'_>,
     [ta, tb]: [usize; 2],
     id: &MapId,
     regions: [usize; 2],
 ) -> Compared {
-    let maps = compare::token_maps(a, b, &[[ta, tb]], id, regions)
+    let maps = compare::token_maps(a.0, b.0, &[[ta, tb]], id, regions)
         .map_err(|e| e.to_string())
         .and_then(|m| {
             m.into_iter()
@@ -145,13 +144,14 @@ pub fn comparison(
 /// replacing a B already open; the app's side keeps the focus (it becomes A when B had it).
 pub fn open_b(app: &mut App, session: Session, name: String, path: Option<std::path::PathBuf>) {
     close(app);
-    let mut b = Side::for_other(app);
-    b.swap_with(app);
+    let mut b = app.doc.beside();
+    std::mem::swap(&mut b, &mut app.doc);
     // B's epochs stay apart from A's, so a job's result goes to the side it was asked for.
-    app.epoch = b.epoch.max(app.epoch) + (1 << 32);
+    app.doc.epoch = b.epoch.max(app.doc.epoch) + (1 << 32);
     app.set_session(session, path);
-    b.swap_with(app);
+    std::mem::swap(&mut b, &mut app.doc);
     let a_name = app
+        .doc
         .session_path
         .as_ref()
         .and_then(|p| p.file_name())
@@ -192,7 +192,7 @@ pub struct Orphans {
 pub fn close(app: &mut App) -> Option<String> {
     let mut c = app.compare.take()?;
     if c.focused == Which::B {
-        c.other.swap_with(app);
+        std::mem::swap(&mut *c.other, &mut app.doc);
     }
     let mine = |slot: Option<Which>| slot == Some(Which::B);
     app.orphans = Orphans {
@@ -218,7 +218,7 @@ pub fn close(app: &mut App) -> Option<String> {
 /// split view's other side; `None` when neither does.
 pub fn side_of(app: &App, epoch: u64) -> Option<Which> {
     let focused = app.compare.as_ref().map_or(Which::A, |c| c.focused);
-    if app.epoch == epoch {
+    if app.doc.epoch == epoch {
         return Some(focused);
     }
     let other = app.compare.as_ref()?.other.epoch == epoch;
@@ -230,7 +230,7 @@ pub fn switch(app: &mut App) {
     let Some(mut c) = app.compare.take() else {
         return;
     };
-    c.other.swap_with(app);
+    std::mem::swap(&mut *c.other, &mut app.doc);
     c.focused = c.focused.other();
     app.compare = Some(c);
 }
@@ -241,19 +241,17 @@ pub fn refresh(app: &mut App) {
     let Some(mut c) = app.compare.take() else {
         return;
     };
-    c.other.swap_with(app);
-    app.refresh_view();
-    c.other.swap_with(app);
+    c.other.refresh_view();
     let first = |view: &super::view::View| view.tokens.first().copied().unwrap_or(0);
-    let (mine, other) = (first(&app.view), first(&c.other.view));
-    let regions = (app.image.region(), c.other.image.region());
+    let (mine, other) = (first(&app.doc.view), first(&c.other.view));
+    let regions = (app.doc.image.region(), c.other.image.region());
     let (tokens, regions) = match c.focused {
         Which::A => ([mine, other], [regions.0, regions.1]),
         Which::B => ([other, mine], [regions.1, regions.0]),
     };
     c.tokens = tokens;
     let id = app.map_id();
-    let (mine, other) = (app.session.as_ref(), c.other.session.as_ref());
+    let (mine, other) = (app.doc.stamped(), c.other.stamped());
     let sessions = match c.focused {
         Which::A => (mine, other),
         Which::B => (other, mine),

@@ -89,7 +89,7 @@ pub fn initial_app(opts: &TuiOptions, look: Look) -> (App, Option<LiveRequest>) 
     let mut start = None;
     if let Some(p) = &opts.heads {
         match read_head_scores(p) {
-            Ok(scores) => app.grid.give_scores(scores),
+            Ok(scores) => app.doc.grid.give_scores(scores),
             Err(e) => app.notify(e, true),
         }
     }
@@ -100,7 +100,7 @@ pub fn initial_app(opts: &TuiOptions, look: Look) -> (App, Option<LiveRequest>) 
         }
         // Without session A (it failed to load: the notice says why) there is nothing to
         // compare B with.
-        if let Some(b) = opts.compare.as_ref().filter(|_| app.session.is_some()) {
+        if let Some(b) = opts.compare.as_ref().filter(|_| app.doc.session.is_some()) {
             match session::load(b) {
                 Ok(s) => compare::open_b(&mut app, s, compare::open::name_of(b), Some(b.clone())),
                 Err(e) => app.notify(format!("cannot compare with {}: {e}", b.display()), true),
@@ -253,10 +253,12 @@ impl Runtime {
                 let _ = self.tx.send(Msg::Exported(r));
             }
             Cmd::ComputeCausal(t, params) => {
-                let Some(s) = &app.session else { return };
+                let Some(s) = app.doc.session.as_ref() else {
+                    return;
+                };
                 let tx = self.tx.clone();
                 let s = s.clone();
-                let epoch = app.epoch;
+                let epoch = app.doc.epoch;
                 std::thread::spawn(move || {
                     let r = crate::explain::causal::compute_token(&s, t, &params)
                         .map_err(|e| e.to_string());
@@ -290,7 +292,7 @@ impl Runtime {
                 if !sent {
                     let _ = self.tx.send(Msg::JobDone(worker::JobDone {
                         id,
-                        epoch: app.epoch,
+                        epoch: app.doc.epoch,
                         job,
                         result: Err("the job worker is gone".into()),
                     }));
@@ -308,16 +310,16 @@ impl Runtime {
 
 /// Writes the current map over the image at the image's own resolution.
 pub fn export_png(app: &App, path: &std::path::Path) -> Result<(), String> {
-    let (Some(s), Some(map)) = (&app.session, &app.view.map) else {
+    let (Some(s), Some(map)) = (app.doc.session.as_ref(), &app.doc.view.map) else {
         return Err("no map to export".into());
     };
     let img = denormalize(&s.pixel_values);
     let out = overlay(
         &img,
         map,
-        app.view.range,
+        app.doc.view.range,
         app.look.colormap,
-        app.image.opacity(),
+        app.doc.image.opacity(),
     );
     write_png(&out, path).map_err(|e| e.to_string())
 }

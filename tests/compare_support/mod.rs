@@ -59,7 +59,7 @@ pub fn open(dir: &std::path::Path, a: &Session, b: &Session) -> App {
 /// The answer cursors of A and B.
 pub fn cursors(app: &App) -> [usize; 2] {
     let c = app.compare.as_ref().expect("split view open");
-    let (mine, other) = (app.answer.cursor(), c.other.answer.cursor());
+    let (mine, other) = (app.doc.answer.cursor(), c.other.answer.cursor());
     match c.focused {
         Which::A => [mine, other],
         Which::B => [other, mine],

@@ -70,9 +70,9 @@ pub fn hits(app: &App, area: Rect) -> Hits {
     };
     for (pane, r) in panes {
         match pane {
-            Pane::Answer => hits.answer = app.answer.hits(&ctx, r),
-            Pane::Prompt => hits.prompt = app.prompt.hits(&ctx, r),
-            Pane::Image => hits.image = app.image.geom(&ctx, r),
+            Pane::Answer => hits.answer = app.doc.answer.hits(&ctx, r),
+            Pane::Prompt => hits.prompt = app.doc.prompt.hits(&ctx, r),
+            Pane::Image => hits.image = app.doc.image.geom(&ctx, r),
             Pane::Grid if r.area() > 0 => hits.grid = grid::geom(&ctx, r),
             Pane::Grid => {}
             Pane::Method => {}
@@ -111,11 +111,11 @@ pub fn draw(f: &mut Frame, app: &App) {
         header::draw(f, head, &ctx);
         for (pane, r) in panes {
             match pane {
-                Pane::Answer => app.answer.draw(f, r, &ctx),
-                Pane::Prompt => app.prompt.draw(f, r, &ctx),
-                Pane::Image => app.image.draw(f, r, &ctx),
-                Pane::Method => app.method.draw(f, r, &ctx),
-                Pane::Grid => app.grid.draw(f, r, &ctx),
+                Pane::Answer => app.doc.answer.draw(f, r, &ctx),
+                Pane::Prompt => app.doc.prompt.draw(f, r, &ctx),
+                Pane::Image => app.doc.image.draw(f, r, &ctx),
+                Pane::Method => app.doc.method.draw(f, r, &ctx),
+                Pane::Grid => app.doc.grid.draw(f, r, &ctx),
             }
         }
         app.status.draw(f, foot, &ctx);

@@ -1,11 +1,13 @@
-//! The app: the session, the focus, the selection of the map shown, the components that own
-//! the rest of the state, and the channels of work in progress (a live run, a model job).
+//! The app: the session and everything held per session ([`SessionState`]), the focus, the
+//! app-wide components, and the live run in progress.
 //!
-//! Derived numbers (the current map, the small multiples, the grids, ...) live in [`View`] and
-//! are recomputed by [`App::refresh`] after every change, never while drawing; per-token
-//! aggregates over the whole of `attn.gen` are computed once per session ([`TokenAggregates`]).
+//! Derived numbers (the current map, the small multiples, the grids, ...) live in
+//! [`super::view::View`] and are recomputed by [`App::refresh`] after every change, never
+//! while drawing; per-token aggregates over the whole of `attn.gen` are computed once per
+//! session ([`TokenAggregates`]).
 
 pub mod draw;
+pub mod session_state;
 pub mod turns;
 
 use std::path::PathBuf;
@@ -23,40 +25,44 @@ pub use super::state::{
 };
 
 use super::component::Ctx;
-use super::grid::GridPane;
 use super::help::HelpOverlay;
-use super::image::ImagePane;
 use super::keymap::Keymap;
-use super::method::{MethodPane, TurnMeasures};
+use super::method::TurnMeasures;
 use super::prompt::PromptPane;
 use super::run_form::RunFormPane;
 use super::status::StatusBar;
 use super::tokens::AnswerPane;
-use super::view::{View, ViewInput};
+pub use session_state::{SessionStamp, SessionState, TrackedSession};
 
 /// The [`Ctx`] of an app, borrowing only the fields that are not components, so that a
 /// component can be borrowed mutably beside it; the image pane's selected patches are given
-/// as the second argument when the image pane is to be borrowed mutably too.
+/// as the second argument when the image pane is to be borrowed mutably too. The `@doc` form
+/// is the one place a `Ctx` is built: from a [`SessionState`] and the app-wide parts.
 macro_rules! ctx {
     ($app:expr) => {
-        $crate::tui::app::ctx!($app, $app.image.patches())
+        $crate::tui::app::ctx!($app, $app.doc.image.patches())
     };
     ($app:expr, $patches:expr) => {
+        $crate::tui::app::ctx!(
+            @doc $app.doc, $patches, &$app.look, &$app.keymap, $app.focus, &$app.run
+        )
+    };
+    (@doc $doc:expr, $patches:expr, $look:expr, $keymap:expr, $focus:expr, $run:expr) => {
         $crate::tui::component::Ctx {
-            look: &$app.look,
-            keymap: &$app.keymap,
-            session: $app.session.as_ref(),
-            view: &$app.view,
-            sel: &$app.sel,
-            focus: $app.focus,
-            run: &$app.run,
-            job: $app.job.as_ref(),
-            patch_mode: $app.image.patch_mode(),
+            look: $look,
+            keymap: $keymap,
+            session: $doc.session.as_ref(),
+            view: &$doc.view,
+            sel: &$doc.sel,
+            focus: $focus,
+            run: $run,
+            job: $doc.job.as_ref(),
+            patch_mode: $doc.image.patch_mode(),
             patches: $patches,
-            opacity: $app.image.opacity(),
-            region: $app.image.region(),
-            modified: $app.modified,
-            turn: $app.turn_position(),
+            opacity: $doc.image.opacity(),
+            region: $doc.image.region(),
+            modified: $doc.modified,
+            turn: $doc.turn_position(),
         }
     };
 }
@@ -65,53 +71,25 @@ pub(crate) use ctx;
 /// The app's state.
 #[derive(Debug)]
 pub struct App {
-    /// The loaded session, if any (the turn shown, when an earlier turn of a conversation is).
-    pub session: Option<Session>,
-    /// The whole conversation while an earlier turn of it is shown (`session` is that turn).
-    pub talk: Option<Session>,
-    /// Per-token aggregates of the loaded session.
-    pub aggregates: Option<TokenAggregates>,
-    /// Where the session came from or was last saved.
-    pub session_path: Option<PathBuf>,
-    /// Counts the sessions shown; a job's result is stored only in the session it was asked
-    /// for.
-    pub epoch: u64,
-    /// The session holds results not yet saved (relevancy or causal computed in the app).
-    pub modified: bool,
+    /// The session shown and everything held per session (the split view's focused side).
+    pub doc: SessionState,
     /// Colours.
     pub look: Look,
     /// Keys → actions (the theme's `[keys]` table over the defaults).
     pub keymap: Keymap,
     /// The focused pane.
     pub focus: Pane,
-    /// Which map is shown: method, layer, heads, relevancy source and normalisation.
-    pub sel: Selection,
-    /// The answer pane (token cursor and selection).
-    pub answer: AnswerPane,
-    /// The prompt pane (prompt cursor and selection).
-    pub prompt: PromptPane,
-    /// The method pane (attention view, causal parameters, faithfulness).
-    pub method: MethodPane,
-    /// The heads × layers pane (its scope).
-    pub grid: GridPane,
     /// The status line (the notice).
     pub status: StatusBar,
     /// The new-run form.
     pub form: RunFormPane,
     /// The help overlay.
     pub help: HelpOverlay,
-    /// The image pane (patch mode, cursor and selection, opacity, the image, its region).
-    pub image: ImagePane,
-    /// Numbers derived from the selection, recomputed by [`App::refresh`].
-    pub view: View,
     /// The terminal's size (updated on resize): mouse clicks are mapped through the layout of
     /// a frame this big.
     pub screen: Rect,
     /// A live run in progress (its worker reports through messages).
     pub run: RunState,
-    /// The model job in progress on the session shown, if any (one at a time; the split view's
-    /// other side keeps its own).
-    pub job: Option<PendingJob>,
     /// The id of the last model job asked for.
     pub last_job_id: u64,
     /// Set when the app should exit.
@@ -120,9 +98,6 @@ pub struct App {
     pub compare: Option<super::compare::ComparePane>,
     /// The one-line prompt that opens session B (`B`).
     pub open_b: super::compare::open::OpenPrompt,
-    /// What was computed on the conversation's other turns, by 0-based turn, shown again when
-    /// `(` `)` come back to them.
-    pub kept: turns::KeptTurns,
     /// What a closed split view's side B left under way (its results are dropped).
     pub orphans: super::compare::Orphans,
 }
@@ -137,40 +112,27 @@ impl App {
             Keymap::default()
         });
         Self {
-            session: None,
-            talk: None,
-            aggregates: None,
-            session_path: None,
-            epoch: 0,
-            modified: false,
+            doc: SessionState::default(),
             look,
             keymap,
             focus: Pane::Answer,
-            sel: Selection::default(),
-            answer: AnswerPane::default(),
-            prompt: PromptPane::default(),
-            method: MethodPane::default(),
-            grid: GridPane::default(),
             status,
             form: RunFormPane::default(),
             help: HelpOverlay::default(),
-            image: ImagePane::default(),
-            view: View::default(),
             screen: Rect::default(),
             run: RunState::default(),
-            job: None,
             last_job_id: 0,
             quit: false,
             compare: None,
             open_b: Default::default(),
-            kept: turns::KeptTurns::new(),
             orphans: Default::default(),
         }
     }
 
     /// What components read from the app.
     pub fn ctx(&self) -> Ctx<'_> {
-        ctx!(self)
+        self.doc
+            .ctx(&self.look, &self.keymap, self.focus, &self.run)
     }
 
     /// An app showing `session`.
@@ -185,7 +147,7 @@ impl App {
     /// session shares with it (a follow-up's earlier turns), else dropped.
     pub fn set_session(&mut self, session: Session, path: Option<PathBuf>) {
         let old = self.take_turns();
-        self.kept = turns::carry(std::mem::take(&mut self.kept), old, &session);
+        self.doc.kept = turns::carry(std::mem::take(&mut self.doc.kept), old, &session);
         self.open_session(session, path, None);
     }
 
@@ -197,41 +159,28 @@ impl App {
         path: Option<PathBuf>,
         measures: Option<TurnMeasures>,
     ) {
-        self.talk = None;
-        self.aggregates = TokenAggregates::compute(&session).ok();
-        self.image.open_session(&session);
-        self.answer = AnswerPane::default();
-        self.prompt = PromptPane::for_session(&session);
-        self.sel.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
-        self.sel.head = 0;
-        self.method.open_session(&session);
+        self.doc.talk = None;
+        self.doc.aggregates = TokenAggregates::compute(&session).ok();
+        self.doc.image.open_session(&session);
+        self.doc.answer = AnswerPane::default();
+        self.doc.prompt = PromptPane::for_session(&session);
+        self.doc.sel.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
+        self.doc.sel.head = 0;
+        self.doc.method.open_session(&session);
         if let Some(m) = measures {
-            self.method.restore(m);
+            self.doc.method.restore(m);
         }
-        if let Some(why) = self.grid.open_session(&session) {
+        if let Some(why) = self.doc.grid.open_session(&session) {
             self.notify(why, true);
         }
-        if let Some(job) = self.job.take() {
+        if let Some(job) = self.doc.job.take() {
             job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        self.epoch += 1;
-        self.modified = false;
-        self.session = Some(session);
-        self.session_path = path;
+        self.doc.epoch += 1;
+        self.doc.modified = false;
+        self.doc.session.set(Some(session));
+        self.doc.session_path = path;
         self.refresh();
-    }
-
-    /// The whole conversation of the session shown (what is saved and followed up).
-    pub fn conversation(&self) -> Option<&Session> {
-        self.talk.as_ref().or(self.session.as_ref())
-    }
-
-    /// `(shown, total)`: the turn shown (1-based) and the conversation's turns; `(0, 0)`
-    /// without a session.
-    pub fn turn_position(&self) -> (usize, usize) {
-        let total = self.conversation().map_or(0, Session::num_turns);
-        let shown = self.session.as_ref().map_or(0, Session::num_turns);
-        (shown, total)
     }
 
     /// Shows turn `k` (0-based) of the conversation as the session (the views work on it as
@@ -239,39 +188,39 @@ impl App {
     /// causal and lens results, faithfulness, the last knockout). `false` when there is no
     /// such turn.
     pub fn show_turn(&mut self, k: usize) -> bool {
-        if self.conversation().is_none_or(|c| k >= c.num_turns()) {
+        if self.doc.conversation().is_none_or(|c| k >= c.num_turns()) {
             return false;
         }
         let Some((full, shown, kept)) = self.take_turns() else {
             return false;
         };
-        self.kept.insert(shown, kept);
-        let (path, modified) = (self.session_path.clone(), self.modified);
-        let again = self.kept.remove(&k);
+        self.doc.kept.insert(shown, kept);
+        let (path, modified) = (self.doc.session_path.clone(), self.doc.modified);
+        let again = self.doc.kept.remove(&k);
         let measures = again.as_ref().map(|t| t.measures.clone());
         if k + 1 == full.num_turns() {
             self.open_session(full, path, measures);
         } else {
             let turn = again.and_then(|t| t.session);
             let Some(turn) = turn.or_else(|| full.turn(k).map(|t| t.into_owned())) else {
-                self.session = Some(full);
+                self.doc.session.set(Some(full));
                 return false;
             };
             self.open_session(turn, path, measures);
-            self.talk = Some(full);
+            self.doc.talk = Some(full);
         }
-        self.modified = modified;
+        self.doc.modified = modified;
         true
     }
 
     /// The answer tokens the views use: the selection, or the cursor token.
     pub fn selected_tokens(&self) -> Vec<usize> {
-        self.answer.tokens()
+        self.doc.answer.tokens()
     }
 
     /// Number of answer tokens (0 without a session).
     pub fn num_tokens(&self) -> usize {
-        self.session.as_ref().map_or(0, Session::num_output)
+        self.doc.session.as_ref().map_or(0, Session::num_output)
     }
 
     /// Decoder layers and heads of the session (0, 0 without one).
@@ -286,7 +235,7 @@ impl App {
 
     /// The catalogue id of the map the image pane shows.
     pub fn map_id(&self) -> MapId {
-        self.sel.map_id(self.layers_heads().0)
+        self.doc.sel.map_id(self.layers_heads().0)
     }
 
     /// Sets the method, layer, heads and relevancy source so that the image pane shows `id`,
@@ -294,7 +243,7 @@ impl App {
     /// its image map (the mean over layers).
     pub fn show(&mut self, id: MapId) -> bool {
         let (layers, _) = self.layers_heads();
-        let sel = &mut self.sel;
+        let sel = &mut self.doc.sel;
         let heads = match id {
             MapId::Attention {
                 layers: Layers::Mean,
@@ -331,7 +280,7 @@ impl App {
                 sel.rel_source = source;
                 sel.rel_norm = norm;
             }
-            MapId::Lens(l) => self.sel.layer = l,
+            MapId::Lens(l) => self.doc.sel.layer = l,
             MapId::Heads(_) | MapId::Causal(_) | MapId::Random | MapId::Vision { .. } => {}
         }
         self.refresh();
@@ -346,29 +295,7 @@ impl App {
     /// Recomputes the derived numbers for the current selection (the split view's other side
     /// and comparison too).
     pub fn refresh(&mut self) {
-        self.refresh_view();
+        self.doc.refresh_view();
         super::compare::refresh(self);
-    }
-
-    /// Recomputes the derived numbers of the app's own session for its selection.
-    pub fn refresh_view(&mut self) {
-        let tokens = self.answer.tokens();
-        let input = ViewInput {
-            session: self.session.as_ref(),
-            aggregates: self.aggregates.as_ref(),
-            sel: &self.sel,
-            tokens: &tokens,
-            cursor: self.answer.cursor(),
-            one_token: self.answer.selected().len() <= 1,
-            patches: self.image.patch_mode().then_some(self.image.patches()),
-            region: self.image.region(),
-            prompt_selected: self.prompt.selected(),
-            attn_view: self.method.attn_view(),
-            grid_all_tokens: self.grid.all_tokens(),
-            causal: self.method.causal(),
-            faith: self.method.faith(),
-        };
-        self.view = View::compute(&input);
-        self.method.refresh(self.session.as_ref(), &self.view);
     }
 }

@@ -30,15 +30,17 @@ impl App {
     /// its other turns (those kept, and the earlier turn shown) stored in their turns' fields
     /// (`Session::set_turn_results`); `None` without a session.
     pub fn saved_conversation(&self) -> Option<Session> {
-        let mut full = self.conversation()?.clone();
+        let mut full = self.doc.conversation()?.clone();
         let kept = self
+            .doc
             .kept
             .iter()
             .filter_map(|(&k, t)| Some((k, t.session.as_ref()?)));
         let shown = self
+            .doc
             .talk
             .as_ref()
-            .and(self.session.as_ref())
+            .and(self.doc.session.as_ref())
             .map(|s| (s.num_turns() - 1, s));
         for (k, turn) in kept.chain(shown) {
             full.set_turn_results(k, turn);
@@ -49,10 +51,10 @@ impl App {
     /// Takes the shown conversation out of the app: the whole conversation, the shown turn's
     /// index and what was computed on that turn; `None` without a session.
     pub(super) fn take_turns(&mut self) -> Option<(Session, usize, KeptTurn)> {
-        let measures = self.method.measures();
-        let (full, turn) = match self.talk.take() {
-            Some(full) => (full, self.session.take()),
-            None => (self.session.take()?, None),
+        let measures = self.doc.method.measures();
+        let (full, turn) = match self.doc.talk.take() {
+            Some(full) => (full, self.doc.session.take()),
+            None => (self.doc.session.take()?, None),
         };
         let k = turn.as_ref().unwrap_or(&full).num_turns() - 1;
         let kept = KeptTurn {

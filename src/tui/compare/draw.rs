@@ -182,7 +182,7 @@ pub fn draw(f: &mut Frame, app: &App, c: &ComparePane) {
         let r = &l.sides[w as usize];
         let focused = w == c.focused;
         let mark = if focused { " · keys act here" } else { "" };
-        let prompt = match (focused, &c.other.session, &app.session) {
+        let prompt = match (focused, c.other.session.as_ref(), app.doc.session.as_ref()) {
             (true, _, Some(s)) | (false, Some(s), _) => s.manifest.prompt.replace('\n', " "),
             _ => String::new(),
         };
@@ -190,14 +190,19 @@ pub fn draw(f: &mut Frame, app: &App, c: &ComparePane) {
         f.render_widget(pane_frame(&app.look, focused, title), r.frame);
         if focused {
             let ctx = app.ctx();
-            let parts = (&app.answer, &app.prompt, &app.image, &app.method);
+            let parts = (
+                &app.doc.answer,
+                &app.doc.prompt,
+                &app.doc.image,
+                &app.doc.method,
+            );
             draw_side(f, r, &ctx, parts);
             if r.grid.area() > 0 {
-                app.grid.draw(f, r.grid, &ctx);
+                app.doc.grid.draw(f, r.grid, &ctx);
             }
         } else {
             let o = &c.other;
-            let ctx = o.ctx(app);
+            let ctx = super::side::ctx(o, app);
             draw_side(f, r, &ctx, (&o.answer, &o.prompt, &o.image, &o.method));
             // Its panes are unlit under the focus on the heads × layers pane; that pane too.
             let unlit = Ctx {

@@ -8,7 +8,7 @@
 use crate::explain::compare::matching_token;
 use crate::session::Session;
 
-use super::super::app::App;
+use super::super::app::{App, SessionState};
 use super::super::state::clamp_step;
 
 /// In linked mode, moves the side not focused to where the focused side is.
@@ -22,28 +22,28 @@ pub fn sync(app: &mut App) {
     app.compare = Some(c);
 }
 
-fn follow(app: &App, other: &mut super::side::Side) {
-    let (Some(mine), Some(theirs)) = (app.session.as_ref(), other.session.as_ref()) else {
+fn follow(app: &App, other: &mut SessionState) {
+    let (Some(mine), Some(theirs)) = (app.doc.session.as_ref(), other.session.as_ref()) else {
         return;
     };
     let (layers, heads) = dims(theirs);
-    let mut sel = app.sel;
+    let mut sel = app.doc.sel;
     sel.layer = clamp_step(sel.layer, 0, layers);
     sel.head = clamp_step(sel.head, 0, heads);
     other.sel = sel;
     let t = matching_token(
         &mine.manifest.tokens.output,
-        app.answer.cursor(),
+        app.doc.answer.cursor(),
         &theirs.manifest.tokens.output,
     );
     other.answer.set_cursor(t);
-    let region = app.image.region();
+    let region = app.doc.image.region();
     if region != other.image.region() && region < theirs.regions().len() {
         other.image.set_region(region);
     }
     let ctx = app.ctx();
-    let same_grid = ctx.grid() == other.ctx(app).grid();
-    other.image.follow(&app.image, same_grid);
+    let same_grid = ctx.grid() == super::side::ctx(other, app).grid();
+    other.image.follow(&app.doc.image, same_grid);
 }
 
 fn dims(s: &Session) -> (usize, usize) {

@@ -79,7 +79,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &ComparePane) {
         return;
     }
     y += 1;
-    let by_relevancy = app.sel.method == Method::Relevancy;
+    let by_relevancy = app.doc.sel.method == Method::Relevancy;
     let what = if by_relevancy {
         "relevancy"
     } else {

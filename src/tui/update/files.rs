@@ -8,11 +8,11 @@ use super::Cmd;
 
 /// Key `s`: saves the session where it came from, or to a new file named by the time.
 pub(super) fn save(app: &mut App) -> Vec<Cmd> {
-    if app.session.is_none() {
+    if app.doc.session.is_none() {
         app.notify("nothing to save: no session is loaded", true);
         return Vec::new();
     }
-    let path = app.session_path.clone().unwrap_or_else(|| {
+    let path = app.doc.session_path.clone().unwrap_or_else(|| {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -25,13 +25,13 @@ pub(super) fn save(app: &mut App) -> Vec<Cmd> {
 /// Key `e`: writes the map shown over the image, named by method, token, layer and heads (and
 /// the region shown, when the image has several).
 pub(super) fn export(app: &mut App) -> Vec<Cmd> {
-    if app.view.map.is_none() {
+    if app.doc.view.map.is_none() {
         app.notify("no map to export for this selection", true);
         return Vec::new();
     }
     let tokens = app.selected_tokens();
-    let what = match app.sel.agg {
-        Agg::Head => format!("h{}", app.sel.head),
+    let what = match app.doc.sel.agg {
+        Agg::Head => format!("h{}", app.doc.sel.head),
         Agg::Mean => "mean".into(),
         Agg::Max => "max".into(),
     };
@@ -41,9 +41,9 @@ pub(super) fn export(app: &mut App) -> Vec<Cmd> {
     };
     let name = format!(
         "lvlmscope-{}-t{}-l{}-{what}{region}.png",
-        app.sel.method.name(),
+        app.doc.sel.method.name(),
         tokens.first().copied().unwrap_or(0),
-        app.sel.layer
+        app.doc.sel.layer
     );
     vec![Cmd::Export(PathBuf::from(name))]
 }

@@ -15,7 +15,7 @@ use super::super::worker::JobRequest;
 /// Makes `job` the pending job and returns the command that starts it; refuses (with a notice)
 /// while another job runs.
 pub fn start(app: &mut App, job: ModelJob) -> Vec<Cmd> {
-    if let Some(p) = &app.job {
+    if let Some(p) = &app.doc.job {
         app.notify(
             format!(
                 "{} is still being computed (Esc cancels it)",
@@ -34,7 +34,7 @@ pub fn start(app: &mut App, job: ModelJob) -> Vec<Cmd> {
 pub fn begin(app: &mut App, job: ModelJob) -> Vec<Cmd> {
     app.last_job_id += 1;
     let id = app.last_job_id;
-    app.job = Some(PendingJob {
+    app.doc.job = Some(PendingJob {
         id,
         job: job.clone(),
         stage: "starting".into(),
@@ -48,13 +48,13 @@ pub fn begin(app: &mut App, job: ModelJob) -> Vec<Cmd> {
 /// under way finishes, and its rows are kept when they arrive. A cancelled faithfulness job
 /// stops the block's automatic computing until `f`.
 pub fn cancel(app: &mut App) {
-    if let Some(p) = app.job.take() {
+    if let Some(p) = app.doc.job.take() {
         p.cancel.store(true, Ordering::SeqCst);
         match p.job {
             ModelJob::Faithfulness { .. } => {
-                app.method.faith_mut().halted = Some("cancelled".into())
+                app.doc.method.faith_mut().halted = Some("cancelled".into())
             }
-            ModelJob::Lens { .. } => app.method.halt_lens("cancelled".into()),
+            ModelJob::Lens { .. } => app.doc.method.halt_lens("cancelled".into()),
             _ => {}
         }
         app.notify(format!("cancelled {}", p.job.describe()), false);
@@ -63,7 +63,7 @@ pub fn cancel(app: &mut App) {
 
 /// Progress of job `id`.
 pub fn progress(app: &mut App, id: u64, p: JobProgress) {
-    let Some(job) = app.job.as_mut().filter(|j| j.id == id) else {
+    let Some(job) = app.doc.job.as_mut().filter(|j| j.id == id) else {
         return;
     };
     match p {
@@ -77,11 +77,11 @@ pub fn progress(app: &mut App, id: u64, p: JobProgress) {
 
 /// A job ended: store its output in the session it was asked for.
 pub fn done(app: &mut App, done: JobDone) {
-    let pending = app.job.as_ref().is_some_and(|j| j.id == done.id);
+    let pending = app.doc.job.as_ref().is_some_and(|j| j.id == done.id);
     if pending {
-        app.job = None;
+        app.doc.job = None;
     }
-    if done.epoch != app.epoch {
+    if done.epoch != app.doc.epoch {
         return;
     }
     let what = done.job.describe();
@@ -90,8 +90,8 @@ pub fn done(app: &mut App, done: JobDone) {
             if pending {
                 app.notify(format!("{what} failed: {e}"), true);
                 match done.job {
-                    ModelJob::Faithfulness { .. } => app.method.faith_mut().halted = Some(e),
-                    ModelJob::Lens { .. } => app.method.halt_lens(e),
+                    ModelJob::Faithfulness { .. } => app.doc.method.faith_mut().halted = Some(e),
+                    ModelJob::Lens { .. } => app.doc.method.halt_lens(e),
                     _ => {}
                 }
             }
@@ -104,7 +104,8 @@ pub fn done(app: &mut App, done: JobDone) {
             ..
         }) => {
             if let ModelJob::Faithfulness { maps, region, .. } = &done.job {
-                app.method
+                app.doc
+                    .method
                     .faith_mut()
                     .store(token, *region, maps, original, &drops, seconds);
             }
@@ -118,33 +119,37 @@ pub fn done(app: &mut App, done: JobDone) {
                 false,
             );
             if let ModelJob::Knockout(request) = &done.job {
-                app.method.store_knockout(request, result, words);
+                app.doc.method.store_knockout(request, result, words);
             }
         }
         Ok(JobOutput::Lens {
             lens: reading,
             words,
         }) => {
-            let Some(s) = app.session.as_mut() else {
+            let Some(s) = app.doc.session.as_mut() else {
                 return;
             };
-            app.method.add_words(words);
+            app.doc.method.add_words(words);
             lens::store(s, reading);
-            app.modified = true;
+            app.doc.modified = true;
             let keep = saved_where(app);
             app.notify(format!("{what} computed: {keep}"), false);
         }
         Ok(JobOutput::Relevancy(maps)) => {
-            let Some(s) = app.session.as_mut() else {
+            if app.doc.session.is_none() {
                 return;
-            };
+            }
+            // An empty result changes nothing: the session's revision stays.
             if maps.tokens.is_empty() {
                 app.notify(format!("the session already holds {what}"), false);
                 return;
             }
+            let Some(s) = app.doc.session.as_mut() else {
+                return;
+            };
             match relevancy::store(s, &maps) {
                 Ok(()) => {
-                    app.modified = true;
+                    app.doc.modified = true;
                     let late = if pending { "" } else { " (after cancel; kept)" };
                     let keep = saved_where(app);
                     app.notify(
@@ -161,23 +166,16 @@ pub fn done(app: &mut App, done: JobDone) {
 /// The job request for the pending job `id` of the app's session or of the split view's other
 /// side, if that job is still pending.
 pub fn job_request(app: &App, id: u64) -> Option<JobRequest> {
-    let mine = (app.job.as_ref(), app.session.as_ref(), app.epoch);
-    let other = app.compare.as_ref().map(|c| {
-        (
-            c.other.job.as_ref(),
-            c.other.session.as_ref(),
-            c.other.epoch,
-        )
-    });
-    [Some(mine), other]
+    let other = app.compare.as_ref().map(|c| &*c.other);
+    [Some(&app.doc), other]
         .into_iter()
         .flatten()
-        .find_map(|(job, session, epoch)| {
-            let pending = job.filter(|p| p.id == id)?;
+        .find_map(|side| {
+            let pending = side.job.as_ref().filter(|p| p.id == id)?;
             Some(JobRequest {
                 id,
-                epoch,
-                session: crate::job::service::job_input(session?),
+                epoch: side.epoch,
+                session: crate::job::service::job_input(side.session.as_ref()?),
                 job: pending.job.clone(),
                 cancel: pending.cancel.clone(),
             })
@@ -187,7 +185,7 @@ pub fn job_request(app: &App, id: u64) -> Option<JobRequest> {
 /// Where a result computed on the shown turn is kept: with the turn while the app runs, and
 /// `s` saves it in the session file (an earlier turn's in its per-turn fields).
 fn saved_where(app: &App) -> &'static str {
-    if app.talk.is_some() {
+    if app.doc.talk.is_some() {
         "kept with this turn; s saves it in the session"
     } else {
         "s saves it in the session"

@@ -60,11 +60,11 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Cmd> {
 /// the logit lens the shown map lacks.
 fn missing_jobs(app: &mut App) -> Vec<Cmd> {
     let mut cmds = Vec::new();
-    if let Some(job) = app.method.missing_faith_job(&app.ctx()) {
+    if let Some(job) = app.doc.method.missing_faith_job(&app.ctx()) {
         cmds.extend(jobs::begin(app, job));
     }
-    let demo = app.session.as_ref().is_some_and(is_demo);
-    if let Some(job) = app.method.missing_lens_job(&app.ctx(), demo) {
+    let demo = app.doc.session.as_ref().is_some_and(is_demo);
+    if let Some(job) = app.doc.method.missing_lens_job(&app.ctx(), demo) {
         cmds.extend(jobs::begin(app, job));
     }
     cmds
@@ -81,7 +81,7 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Cmd> {
     if app.open_b.is_open() {
         return split::prompt_key(app, k);
     }
-    let action = app.keymap.action(app.sel.method, &k);
+    let action = app.keymap.action(app.doc.sel.method, &k);
     if app.help.open {
         if matches!(k.code, KeyCode::Char(' ') | KeyCode::PageDown)
             && app.help.next_page(&app.keymap, app.screen)
@@ -110,10 +110,10 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
         // Linked mode: the other side, moved where this one is, asks for its own.
         super::compare::link::sync(app);
         app.refresh();
-        let shown = app.method.faith().shown;
+        let shown = app.doc.method.faith().shown;
         cmds.extend(split::on_other(app, |app| {
             let cmds = act_here(app, action);
-            app.method.faith_mut().shown = shown;
+            app.doc.method.faith_mut().shown = shown;
             cmds
         }));
     }
@@ -123,7 +123,7 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
 /// Does `action` on the focused side.
 fn act_here(app: &mut App, action: Action) -> Vec<Cmd> {
     let (layers, heads) = app.layers_heads();
-    let sel = &mut app.sel;
+    let sel = &mut app.doc.sel;
     match action {
         Action::Quit => return quit(app),
         Action::Cancel => return cancel(app),
@@ -143,13 +143,13 @@ fn act_here(app: &mut App, action: Action) -> Vec<Cmd> {
         Action::VisionAttention => sel.vision = !sel.vision,
         Action::ColorMap => app.look.colormap = app.look.colormap.next(),
         Action::ClearSelection => {
-            app.answer.clear_selection();
-            app.prompt.clear_selection();
-            app.image.clear_patches();
+            app.doc.answer.clear_selection();
+            app.doc.prompt.clear_selection();
+            app.doc.image.clear_patches();
         }
         Action::Save => return files::save(app),
         Action::TurnPrev | Action::TurnNext => {
-            let (shown, total) = app.turn_position();
+            let (shown, total) = app.doc.turn_position();
             let next = if action == Action::TurnNext {
                 shown + 1
             } else {
@@ -161,7 +161,7 @@ fn act_here(app: &mut App, action: Action) -> Vec<Cmd> {
                     false,
                 );
             } else if next >= 1 && next <= total && app.show_turn(next - 1) {
-                let prompt = app.session.as_ref().map(|s| s.manifest.prompt.clone());
+                let prompt = app.doc.session.as_ref().map(|s| s.manifest.prompt.clone());
                 app.notify(
                     format!("turn {next} of {total}: {}", prompt.unwrap_or_default()),
                     false,
@@ -180,15 +180,15 @@ fn act_here(app: &mut App, action: Action) -> Vec<Cmd> {
 fn to_components(app: &mut App, action: Action) -> Vec<Cmd> {
     let mut effects = Vec::new();
     // The image pane is borrowed mutably beside the context: it reads a copy of its selection.
-    let patches = app.image.patches().clone();
+    let patches = app.doc.image.patches().clone();
     let ctx = ctx!(app, &patches);
     let components: [&mut dyn Component; 8] = [
         &mut app.help,
-        &mut app.image,
-        &mut app.answer,
-        &mut app.prompt,
-        &mut app.method,
-        &mut app.grid,
+        &mut app.doc.image,
+        &mut app.doc.answer,
+        &mut app.doc.prompt,
+        &mut app.doc.method,
+        &mut app.doc.grid,
         &mut app.form,
         &mut app.status,
     ];
@@ -206,7 +206,7 @@ fn apply(app: &mut App, effects: Vec<Effect>) -> Vec<Cmd> {
     for e in effects {
         match e {
             Effect::Notify(text, error) => app.notify(text, error),
-            Effect::Select(sel) => app.sel = sel,
+            Effect::Select(sel) => app.doc.sel = sel,
             Effect::Focus(p) => app.focus = p,
             Effect::StartJob(job) => cmds.extend(jobs::start(app, job)),
             Effect::StartRun(req) => {
@@ -227,7 +227,7 @@ fn apply(app: &mut App, effects: Vec<Effect>) -> Vec<Cmd> {
 /// Starts a follow-up question on the whole conversation shown, as a live run (the result is
 /// the conversation with the new turn).
 fn follow_up(app: &mut App, prompt: String) -> Vec<Cmd> {
-    let Some(talk) = app.conversation() else {
+    let Some(talk) = app.doc.conversation() else {
         return Vec::new();
     };
     let req = super::msg::LiveRequest {
@@ -246,7 +246,7 @@ fn cancel(app: &mut App) -> Vec<Cmd> {
     if let Some(c) = &app.run.cancel {
         c.store(true, std::sync::atomic::Ordering::SeqCst);
         app.notify("cancelling the run…", false);
-    } else if app.job.is_some() {
+    } else if app.doc.job.is_some() {
         split::cancel_other(app);
         jobs::cancel(app);
     } else if split::cancel_other(app) {
@@ -269,13 +269,13 @@ fn is_demo(s: &Session) -> bool {
 /// Shows `method`; on the embedded demo, whose results are cheap, asks for the selection's
 /// missing relevancy or causal result at once instead of waiting for a key.
 fn show_method(app: &mut App, method: Method) -> Vec<Cmd> {
-    app.sel.method = method;
+    app.doc.sel.method = method;
     app.refresh();
-    if !app.session.as_ref().is_some_and(is_demo) || app.view.map.is_some() {
+    if !app.doc.session.as_ref().is_some_and(is_demo) || app.doc.view.map.is_some() {
         return Vec::new();
     }
     match method {
-        Method::Relevancy if app.job.is_none() => to_components(app, Action::ComputeRelevancy),
+        Method::Relevancy if app.doc.job.is_none() => to_components(app, Action::ComputeRelevancy),
         Method::Causal => to_components(app, Action::ComputeCausal),
         _ => Vec::new(),
     }
@@ -286,7 +286,7 @@ fn quit(app: &mut App) -> Vec<Cmd> {
         c.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     let other = app.compare.as_ref().and_then(|c| c.other.job.as_ref());
-    for job in app.job.iter().chain(other) {
+    for job in app.doc.job.iter().chain(other) {
         job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     app.quit = true;

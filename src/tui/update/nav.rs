@@ -20,13 +20,13 @@ pub(super) fn mouse(app: &mut App, m: MouseEvent) {
         app.focus = p;
     }
     if let Some(t) = hits.answer_at(x, y) {
-        app.answer.set_cursor(t);
+        app.doc.answer.set_cursor(t);
     } else if let Some(p) = hits.prompt_at(x, y) {
-        app.prompt.set_cursor(p);
+        app.doc.prompt.set_cursor(p);
     } else if let Some(p) = hits.image.and_then(|g| g.patch_at(x, y)) {
-        app.image.click(p);
+        app.doc.image.click(p);
     } else if let Some((l, h, _)) = hits.grid_at(x, y) {
-        app.sel = app.sel.with_head(h);
-        app.sel.layer = l;
+        app.doc.sel = app.doc.sel.with_head(h);
+        app.doc.sel.layer = l;
     }
 }

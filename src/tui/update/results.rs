@@ -24,8 +24,8 @@ pub(super) fn apply(app: &mut App, msg: Msg) {
         Msg::Saved(r) => match r {
             Ok(p) => {
                 app.notify(format!("saved session to {}", p.display()), false);
-                app.session_path = Some(p);
-                app.modified = false;
+                app.doc.session_path = Some(p);
+                app.doc.modified = false;
             }
             Err(e) => app.notify(e, true),
         },
@@ -47,14 +47,16 @@ pub(super) fn apply(app: &mut App, msg: Msg) {
 }
 
 fn store_causal(app: &mut App, t: usize, params: CausalParams, ct: CausalToken) {
-    if params != app.method.causal().params {
+    if params != app.doc.method.causal().params {
         app.notify(
             format!("dropped a result for token {t} computed with older parameters"),
             false,
         );
         return;
     }
-    let Some(s) = &mut app.session else { return };
+    let Some(s) = app.doc.session.as_mut() else {
+        return;
+    };
     let fresh = || CausalResults {
         params: params.clone(),
         tokens: Default::default(),
@@ -66,7 +68,7 @@ fn store_causal(app: &mut App, t: usize, params: CausalParams, ct: CausalToken) 
         *causal = fresh();
     }
     causal.tokens.insert(t, ct);
-    app.modified = true;
+    app.doc.modified = true;
     app.notify(text, false);
 }
 

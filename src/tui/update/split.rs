@@ -36,7 +36,7 @@ pub(super) fn act(app: &mut App, action: Action) -> Option<Vec<Cmd>> {
             let w = app.compare.as_ref().map_or(Which::A, |c| c.focused);
             app.notify(format!("keys act on side {}", w.letter()), false);
             // As when the method is chosen: the demo's missing result is asked for at once.
-            return Some(super::show_method(app, app.sel.method));
+            return Some(super::show_method(app, app.doc.sel.method));
         }
         Action::CompareLink if open => {
             let Some(c) = app.compare.as_mut() else {
@@ -107,7 +107,7 @@ pub(super) fn loaded(app: &mut App, path: PathBuf, r: Result<Box<Session>, Strin
         Err(e) => return app.notify(e, true),
     };
     let name = name_of(&path);
-    if app.session.is_none() {
+    if app.doc.session.is_none() {
         app.set_session(s, Some(path));
         app.notify(
             format!("opened {name}: B opens a second session beside it"),
@@ -234,7 +234,7 @@ pub(super) fn on_other(app: &mut App, f: impl FnOnce(&mut App) -> Vec<Cmd>) -> V
     }
     let status = app.status.clone();
     compare::switch(app);
-    let epoch = app.epoch;
+    let epoch = app.doc.epoch;
     let cmds = f(app);
     compare::switch(app);
     app.status = status;

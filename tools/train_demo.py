@@ -20,6 +20,14 @@ answer position name the question's shape and colour words. Without the echo los
 questions stall at chance given the number of objects: the question's shape word never reaches the
 position that looks the object up in the image. `assets/demo-model.train.json` records the run.
 
+The shipped model then had a second, short stage from that folder (`--init`): `--localize-weight 1
+--localize-head 2:1` with `--echo-weight 1`, `--single-turn`, the same repeats, `--steps 1200 --lr
+3e-4` stopped at its step-252 save, then `--steps 500 --lr 2e-4` from there. The localization loss
+makes decoder head 1 of layer 2 attend, at the last prompt position, to the pixels of the object
+the question names, whatever the kind of question, so that the demo has one localization head for
+`eval --heads` to find (before it, the heads specialised by question kind). README "Demo model"
+and `assets/demo-model.train.json` record it.
+
 The minutes are wall-clock budgets, so a slower or busier machine trains fewer steps; there,
 `--vision-steps 3392 --steps 4899` in place of the minutes runs as many steps as the shipped
 model had (the learning rate then follows the step count instead of the clock).

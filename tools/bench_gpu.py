@@ -213,7 +213,6 @@ def bad_device(bin_: str, env: dict, work: Path, out: Path) -> None:
 def build_7b(model_dir: Path, layers: int, tiny: bool = False) -> dict:
     import torch
     from safetensors.torch import save_file
-    from tokenizers import Tokenizer
     from transformers import AutoConfig, LlavaForConditionalGeneration
 
     sys.path.insert(0, str(ROOT / "tools"))
@@ -221,11 +220,6 @@ def build_7b(model_dir: Path, layers: int, tiny: bool = False) -> dict:
     import make_fixtures as mf
 
     model_dir.mkdir(parents=True, exist_ok=True)
-    vocab = 32000
-    tok_json = bvt.padded_tokenizer_json(vocab)
-    tok = Tokenizer.from_str(tok_json)
-    (model_dir / "tokenizer.json").write_text(tok_json)
-    ids = {t: tok.token_to_id(t) for t in mf.SPECIAL}
     vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                   image_size=336, patch_size=14, projection_dim=768)
     text = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=layers, num_attention_heads=32,
@@ -233,20 +227,7 @@ def build_7b(model_dir: Path, layers: int, tiny: bool = False) -> dict:
     if tiny:  # the dry run: the same code on narrow layers
         vision.update(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=2)
         text.update(hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=4)
-    spec = dict(vision=vision, text=text, tied=False, vision_feature_layer=-2, strategy="default")
-    cfg = mf.config_json(spec, vocab, ids["<image>"], ids["<pad>"])
-    cfg["torch_dtype"] = "bfloat16"
-    mf.dump(model_dir / "config.json", cfg)
-    mf.dump(model_dir / "generation_config.json",
-            {"bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"], "pad_token_id": ids["<pad>"]})
-    mf.dump(model_dir / "preprocessor_config.json", mf.preprocessor_config(336))
-    mf.dump(model_dir / "processor_config.json", {
-        "image_token": "<image>", "num_additional_image_tokens": 1, "patch_size": 14,
-        "processor_class": "LlavaProcessor", "vision_feature_select_strategy": "default"})
-    mf.dump(model_dir / "tokenizer_config.json", {
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-        "unk_token": "<unk>", "pad_token": "<pad>", "model_max_length": 4096,
-        "clean_up_tokenization_spaces": False, "chat_template": mf.CHAT_TEMPLATE})
+    ids = bvt.write_llava_folder(model_dir, vision, text, 32000, 4096, "bfloat16")
     torch.manual_seed(7)
     config = AutoConfig.from_pretrained(str(model_dir))
     with torch.device(TORCH_DEVICE):

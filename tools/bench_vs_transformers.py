@@ -82,6 +82,39 @@ def padded_tokenizer_json(vocab_size: int) -> str:
     return json.dumps(spec, ensure_ascii=False)
 
 
+def write_llava_folder(model_dir: Path, vision: dict, text: dict, vocab: int, max_length: int,
+                       dtype: str | None = None) -> dict:
+    """Everything of a CLIP + LLaMA llava-hf folder but the weights (strategy default, feature
+    layer -2, the fixtures' tokenizer padded to `vocab`, their chat template); returns the
+    special tokens' ids."""
+    from tokenizers import Tokenizer
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import make_fixtures as mf
+
+    tok_json = padded_tokenizer_json(vocab)
+    tok = Tokenizer.from_str(tok_json)
+    assert tok.get_vocab_size() == vocab, tok.get_vocab_size()
+    (model_dir / "tokenizer.json").write_text(tok_json)
+    ids = {t: tok.token_to_id(t) for t in mf.SPECIAL}
+    spec = dict(vision=vision, text=text, tied=False, vision_feature_layer=-2, strategy="default")
+    cfg = mf.config_json(spec, vocab, ids["<image>"], ids["<pad>"])
+    if dtype:
+        cfg["torch_dtype"] = dtype
+    mf.dump(model_dir / "config.json", cfg)
+    mf.dump(model_dir / "generation_config.json",
+            {"bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"], "pad_token_id": ids["<pad>"]})
+    mf.dump(model_dir / "preprocessor_config.json", mf.preprocessor_config(vision["image_size"]))
+    mf.dump(model_dir / "processor_config.json", {
+        "image_token": "<image>", "num_additional_image_tokens": 1, "patch_size": vision["patch_size"],
+        "processor_class": "LlavaProcessor", "vision_feature_select_strategy": "default"})
+    mf.dump(model_dir / "tokenizer_config.json", {
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+        "unk_token": "<unk>", "pad_token": "<pad>", "model_max_length": max_length,
+        "clean_up_tokenization_spaces": False, "chat_template": mf.CHAT_TEMPLATE})
+    return ids
+
+
 def build_mini(model_dir: Path) -> None:
     """Write the mini LLaVA folder (deterministic) unless it is already there."""
     stamp = model_dir / "BENCH_MODEL_VERSION"
@@ -89,7 +122,6 @@ def build_mini(model_dir: Path) -> None:
         return
     import torch
     from safetensors.torch import save_file
-    from tokenizers import Tokenizer
     from transformers import AutoConfig, LlavaForConditionalGeneration
 
     sys.path.insert(0, str(ROOT / "tools"))
@@ -99,24 +131,7 @@ def build_mini(model_dir: Path) -> None:
     if model_dir.exists():
         shutil.rmtree(model_dir)
     model_dir.mkdir(parents=True)
-    tok_json = padded_tokenizer_json(MINI_VOCAB)
-    tok = Tokenizer.from_str(tok_json)
-    assert tok.get_vocab_size() == MINI_VOCAB, tok.get_vocab_size()
-    (model_dir / "tokenizer.json").write_text(tok_json)
-    ids = {t: tok.token_to_id(t) for t in mf.SPECIAL}
-    spec = dict(vision=MINI_VISION, text=MINI_TEXT, tied=False, vision_feature_layer=-2, strategy="default")
-    cfg = mf.config_json(spec, MINI_VOCAB, ids["<image>"], ids["<pad>"])
-    mf.dump(model_dir / "config.json", cfg)
-    mf.dump(model_dir / "generation_config.json",
-            {"bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"], "pad_token_id": ids["<pad>"]})
-    mf.dump(model_dir / "preprocessor_config.json", mf.preprocessor_config(MINI_VISION["image_size"]))
-    mf.dump(model_dir / "processor_config.json", {
-        "image_token": "<image>", "num_additional_image_tokens": 1, "patch_size": MINI_VISION["patch_size"],
-        "processor_class": "LlavaProcessor", "vision_feature_select_strategy": "default"})
-    mf.dump(model_dir / "tokenizer_config.json", {
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-        "unk_token": "<unk>", "pad_token": "<pad>", "model_max_length": 2048,
-        "clean_up_tokenization_spaces": False, "chat_template": mf.CHAT_TEMPLATE})
+    ids = write_llava_folder(model_dir, MINI_VISION, MINI_TEXT, MINI_VOCAB, 2048)
 
     torch.manual_seed(7)
     config = AutoConfig.from_pretrained(str(model_dir))

@@ -127,6 +127,21 @@ pub enum VisionAttention {
 }
 
 impl VisionAttention {
+    /// Vision layers and heads held (`[Lv, Hv]`; `[0, 0]` for arrays of another rank).
+    pub fn layers_heads(&self) -> (usize, usize) {
+        let shape = match self {
+            VisionAttention::Full(a) => &a.shape,
+            VisionAttention::Views(v) => match v.views.first() {
+                Some(a) => &a.shape,
+                None => return (0, 0),
+            },
+        };
+        match shape[..] {
+            [l, h, ..] if shape.len() >= 3 => (l, h),
+            _ => (0, 0),
+        }
+    }
+
     /// The full matrices, when that is what is held.
     pub fn full(&self) -> Option<&Array> {
         match self {

@@ -204,6 +204,7 @@ impl App {
         self.prompt = PromptPane::for_session(&session);
         self.sel.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
         self.sel.head = 0;
+        self.sel.vision_layer = None;
         self.method.open_session(&session);
         if let Some(m) = measures {
             self.method.restore(m);
@@ -301,7 +302,7 @@ impl App {
                 ..
             }
             | MapId::Vision {
-                layers: Layers::Mean | Layers::At(_),
+                layers: Layers::Mean,
                 ..
             } => return false,
             MapId::Attention { heads, .. } | MapId::Vision { heads, .. } => Some(heads),
@@ -332,7 +333,12 @@ impl App {
                 sel.rel_norm = norm;
             }
             MapId::Lens(l) => self.sel.layer = l,
-            MapId::Heads(_) | MapId::Causal(_) | MapId::Random | MapId::Vision { .. } => {}
+            MapId::Vision {
+                layers: Layers::At(l),
+                ..
+            } => sel.vision_layer = Some(l),
+            MapId::Vision { .. } => sel.vision_layer = None,
+            MapId::Heads(_) | MapId::Causal(_) | MapId::Random => {}
         }
         self.refresh();
         true

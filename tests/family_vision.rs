@@ -4,8 +4,10 @@
 //! the tower (tests/fixtures/reference, `vision_attentions`): CLIP's class-token row, and
 //! otherwise the attention each patch receives, averaged over the query patches that can see
 //! it (Qwen2.5-VL's window layers: its window). The catalogue's `attention.vision.*` map puts a
-//! patch on its cell, and a Qwen merged cell on the mean of its four patches.
+//! patch on its cell, and a Qwen merged cell on the mean of its four patches; `report --method`
+//! gives it from a saved file, as text and as JSON.
 
+mod cli_support;
 mod fixture_support;
 
 use std::collections::HashMap;
@@ -178,5 +180,57 @@ fn window_layers_average_over_the_window() {
             let want = if l == 1 { 1.0 } else { 4.0 };
             assert!((total - want).abs() < 1e-4, "l{l} h{h}: {total}");
         }
+    }
+}
+
+#[test]
+fn report_gives_the_vision_map_of_a_saved_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["tiny-llava-full", "tiny-qwen2-vl"] {
+        let file = cli_support::make_session(dir.path(), model);
+        let s = session::load(&file).unwrap();
+        let method = "attention.vision.l1.h2";
+        let want = explain(&s, &[0], &method.parse().unwrap()).unwrap();
+        let out = cli_support::on_session(&["report", "--method", method, "--json"], &file);
+        assert!(
+            out.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["map_id"], method, "{model}");
+        let grid = &want.regions[0].grid;
+        assert_eq!(
+            j["grid"],
+            serde_json::json!([grid.rows, grid.cols]),
+            "{model}"
+        );
+        let got: Vec<f32> = j["regions"][0]["map"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter())
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got, grid.values, "{model}");
+
+        let out =
+            cli_support::on_session(&["report", "--method", "attention.vision.last.max"], &file);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("vision attention · layer 1 · max of heads"),
+            "{model}: {text}"
+        );
+        let beyond =
+            cli_support::on_session(&["report", "--method", "attention.vision.l9.mean"], &file);
+        assert!(!beyond.status.success(), "{model}");
+        let err = String::from_utf8_lossy(&beyond.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{model}: {err}");
+        assert!(err.contains("vision"), "{model}: {err}");
     }
 }

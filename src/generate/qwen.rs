@@ -229,37 +229,19 @@ pub(super) fn see(
 
 /// The tower's attention `recorder` kept of one image of `grid_thw` patches: per layer and
 /// head, the attention each patch receives, averaged over the query patches that can see it
-/// (all of them, or in Qwen2.5-VL's window layers the patch's window), in the processor's
-/// patch order; a merged cell takes the mean of its `merge²` patches, as the features do.
+/// (all of them, or in Qwen2.5-VL's window layers the patch's window: the recorder takes each
+/// window's column means as the block runs window by window), in the processor's patch order;
+/// a merged cell takes the mean of its `merge²` patches, as the features do.
 fn vision_attention(
     loaded: &QwenLoaded,
     recorder: &AttentionRecorder,
     grid_thw: [usize; 3],
 ) -> Option<(VisionInfo, VisionViews)> {
-    let vision = loaded.model.vision();
     let [_, gh, gw] = grid_thw;
     let patches = gh * gw;
     let group = loaded.images.merge_size.pow(2);
     let placement = vision_rows::grouped_placement(patches / group, group);
-    let (info, mut views) =
-        vision_rows::kept_views(recorder, 1, patches, VisionRow::Received, placement)?;
-    let windows = vision.patch_windows(gh, gw);
-    let mut sizes = std::collections::BTreeMap::new();
-    for w in &windows {
-        *sizes.entry(*w).or_insert(0usize) += 1;
-    }
-    let visible: Vec<usize> = windows.iter().map(|w| sizes[w]).collect();
-    let cfg = &loaded.model.config().vision_config;
-    let view = views.views.first_mut()?;
-    let per_layer = view.shape[1] * patches;
-    for (l, layer) in view.data.chunks_mut(per_layer).enumerate() {
-        if cfg.windowed(l) {
-            for row in layer.chunks_mut(patches) {
-                vision_rows::received_by_visible(row, &visible);
-            }
-        }
-    }
-    Some((info, views))
+    vision_rows::kept_views(recorder, 1, patches, VisionRow::Received, placement)
 }
 
 /// The image features of a session's picture (cut into patches again; checked against the

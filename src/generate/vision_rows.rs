@@ -74,18 +74,6 @@ pub fn grouped_placement(cells: usize, group: usize) -> Placement {
     Placement::from_cells(&cells)
 }
 
-/// Rescales a row of attention received that was averaged over all `n` query rows to the mean
-/// over the rows that can see each patch: `visible[j]` rows see patch `j` (a window layer's
-/// window size; `n` in a layer of full attention).
-pub fn received_by_visible(row: &mut [f32], visible: &[usize]) {
-    let n = row.len();
-    for (v, &seen) in row.iter_mut().zip(visible) {
-        if seen > 0 {
-            *v *= n as f32 / seen as f32;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,17 +88,5 @@ mod tests {
             grouped_placement(3, 1).apply(|i| rows[i]),
             vec![0.0, 1.0, 2.0]
         );
-    }
-
-    #[test]
-    fn window_rows_are_averaged_over_their_window() {
-        // 4 patches in two windows of 2: a column summing to 1 over its window has mean 1/4
-        // over all rows and 1/2 over the rows that see it.
-        let mut row = vec![0.25, 0.25, 0.25, 0.25];
-        received_by_visible(&mut row, &[2, 2, 2, 2]);
-        assert_eq!(row, vec![0.5; 4]);
-        let mut full = vec![0.1, 0.2];
-        received_by_visible(&mut full, &[2, 2]);
-        assert_eq!(full, vec![0.1, 0.2]);
     }
 }

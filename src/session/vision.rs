@@ -1,7 +1,8 @@
 //! The vision tower's attention a session stores (docs/design.md, "Session file"): one view's
-//! full matrices (`attn.vit`, LLaVA-1.5), or for an anyres run one row per layer and head for
-//! every view (`attn.vit.v{K}`) and where each image-region cell takes its value from
-//! (`attn.vit.source`, `attn.vit.weight`), described by the manifest's `vision_attention`.
+//! full matrices (`attn.vit`, older LLaVA-1.5 files), or one row per layer and head for every
+//! view (`attn.vit.v{K}`: an anyres run's base view and tiles, a LLaVA-style or Qwen VL run's
+//! one view) and where each image-region cell takes its value from (`attn.vit.source`,
+//! `attn.vit.weight`), described by the manifest's `vision_attention`.
 
 use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
@@ -106,7 +107,7 @@ impl Placement {
     }
 }
 
-/// Per-view vision attention of an anyres run.
+/// Per-view vision attention (an anyres run's views, or the one view of any other run).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionViews {
     /// How the rows were read (the manifest's `vision_attention.row`).

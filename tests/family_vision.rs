@@ -168,17 +168,20 @@ fn the_catalogue_places_patches_on_cells() {
 
 #[test]
 fn window_layers_average_over_the_window() {
-    // tiny-qwen2_5-vl's blocks 0 and 2 attend within 4 windows (16, 16, 8 and 8 patches), block
-    // 1 over the whole image. A window's query rows each sum to 1 over the window, so the mean
-    // over the rows that see a patch sums to 1 over a window: 4 over the image in a window
-    // layer, 1 in the full layer (the plain column mean).
-    let s = fixture_run("tiny-qwen2_5-vl", "image.png", 1);
-    let view = &views(&s).views[0];
-    for l in 0..view.shape[0] {
-        for h in 0..view.shape[1] {
-            let total: f32 = view.row(&[l, h]).iter().sum();
-            let want = if l == 1 { 1.0 } else { 4.0 };
-            assert!((total - want).abs() < 1e-4, "l{l} h{h}: {total}");
+    // tiny-qwen2_5-vl's blocks 0 and 2 attend within windows of 2×2 merged cells, block 1 over
+    // the whole image. A window's query rows each sum to 1 over the window, so the mean over
+    // the rows that see a patch sums to 1 over a window: the number of windows over the image
+    // in a window layer, 1 in the full layer (the plain column mean). The 3×4 merged grid of
+    // image.png has 4 windows (16, 16, 8 and 8 patches), the 6×3 of image_tall.png 6.
+    for (image, windows) in [("image.png", 4.0), ("image_tall.png", 6.0)] {
+        let s = fixture_run("tiny-qwen2_5-vl", image, 1);
+        let view = &views(&s).views[0];
+        for l in 0..view.shape[0] {
+            for h in 0..view.shape[1] {
+                let total: f32 = view.row(&[l, h]).iter().sum();
+                let want = if l == 1 { 1.0 } else { windows };
+                assert!((total - want).abs() < 1e-4, "{image} l{l} h{h}: {total}");
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod qwen;
 mod replay;
 mod sample;
+pub mod vision_rows;
 
 pub use assemble::{ModelShape, SessionBuilder};
 pub use decode::{Decoding, TextModel};

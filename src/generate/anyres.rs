@@ -19,11 +19,11 @@ use candle_core::{DType, Device, Tensor};
 
 use super::conversation::Conversation;
 use super::pipeline::{check_context, encode_image, Seen};
-use super::{Decoding, GenerateError, Progress, RunRequest};
+use super::{vision_rows, Decoding, GenerateError, Progress, RunRequest};
 use crate::explain::relevancy::RelevancyMaps;
 use crate::model::config::AnyresConfig;
 use crate::model::tracked::{AnyresRows, AnyresTrackedPass};
-use crate::model::{AttentionRecorder, LlavaNext, ModelDir, NoTape};
+use crate::model::{LlavaNext, ModelDir, NoTape};
 use crate::processing::anyres::{AnyresImageConfig, AnyresLayout};
 use crate::processing::{EncodedPrompt, PromptProcessor};
 use crate::session::{Array, ImageRegion, RegionKind, Session};
@@ -147,11 +147,8 @@ pub(super) fn see(
     )?;
     // The tower's attention is kept as one row a head per view (docs/design.md, "Session
     // file"), placed on the regions' cells as the features are.
-    let row = views::vision_row(llava.vision().spec().class_token);
-    if !run.recorder.mode().is_off() {
-        let recorder = std::mem::replace(&mut run.recorder, AttentionRecorder::off());
-        run.recorder = recorder.keep_vision_rows(views::row_kind(row));
-    }
+    let row = vision_rows::vision_row(llava.vision().spec().class_token);
+    vision_rows::keep_rows(run, row);
     encode_image(run, on_progress, |recorder| {
         let tensor = Tensor::from_vec(pixels.data.clone(), pixels.shape.to_vec(), llava.device())?;
         Ok(model.image_features(&tensor, layout, recorder)?)

@@ -13,8 +13,8 @@ use candle_core::Tensor;
 use super::anyres::AnyresLoaded;
 use super::qwen::QwenLoaded;
 use super::{
-    Decoding, GenerateError, LoadedModel, ModelShape, Progress, RunRequest, SessionBuilder,
-    TextModel,
+    vision_rows, Decoding, GenerateError, LoadedModel, ModelShape, Progress, RunRequest,
+    SessionBuilder, TextModel,
 };
 use crate::model::AttentionRecorder;
 use crate::processing::{EncodedPrompt, PromptProcessor};
@@ -318,6 +318,9 @@ fn see_llava(
         model.config().text_config.max_position_embeddings,
     )?;
     let [c, h, w] = pixels.shape;
+    // The tower's attention is kept as one row a head (docs/design.md, "Session file").
+    let row = vision_rows::vision_row(model.vision().spec().class_token);
+    vision_rows::keep_rows(run, row);
     encode_image(run, on_progress, |recorder| {
         let tensor = Tensor::from_vec(pixels.data.clone(), (1, c, h, w), model.device())?;
         Ok(model.image_features(&tensor, recorder)?)
@@ -347,7 +350,14 @@ fn see_llava(
         original_size: [width, height],
         shape: llava_shape(model),
         vision_attention: true,
-        vision_views: None,
+        // One view; a cell is its patch (the class token's column, if any, is not kept).
+        vision_views: vision_rows::kept_views(
+            &run.recorder,
+            1,
+            cells,
+            row,
+            vision_rows::grouped_placement(cells, 1),
+        ),
     };
     Ok((seen, encoded))
 }

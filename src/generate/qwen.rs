@@ -10,14 +10,16 @@ use candle_core::{DType, Device, Tensor};
 
 use super::conversation::Conversation;
 use super::pipeline::{encode_image, Seen};
-use super::{Decoding, GenerateError, ModelShape, Progress, RunRequest};
+use super::{vision_rows, Decoding, GenerateError, ModelShape, Progress, RunRequest};
 use crate::explain::relevancy::RelevancyMaps;
 use crate::model::config::QwenVlVariant;
 use crate::model::tracked::QwenTrackedPass;
-use crate::model::{ModelDir, NoTape, QwenVl};
+use crate::model::{AttentionRecorder, ModelDir, NoTape, QwenVl};
 use crate::processing::qwen_vl::{QwenImageConfig, QwenPixels};
 use crate::processing::{EncodedPrompt, PromptProcessor};
-use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
+use crate::session::{
+    Array, ImageRegion, ModelFamily, RegionKind, Session, VisionInfo, VisionRow, VisionViews,
+};
 
 /// The image placeholder of the Qwen VL chat template.
 pub const IMAGE_PAD: &str = "<|image_pad|>";
@@ -178,8 +180,8 @@ pub(super) fn image_tokens(
 }
 
 /// [`super::pipeline::Pipeline::see`] of a Qwen VL model: one image region, the merged grid
-/// `[rows, cols]`, over the whole image. The vision attention of a Qwen run is `[P, P]` over
-/// patches, not the grid's cells; the session has no place for it.
+/// `[rows, cols]`, over the whole image, and the tower's attention kept as the attention each
+/// patch receives ([`vision_attention`]).
 pub(super) fn see(
     loaded: &QwenLoaded,
     image: &image::DynamicImage,
@@ -189,6 +191,7 @@ pub(super) fn see(
 ) -> Result<(Seen, EncodedPrompt), GenerateError> {
     let model = &loaded.model;
     let (pixels, encoded, cfg) = prepare(loaded, image, request)?;
+    vision_rows::keep_rows(run, VisionRow::Received);
     encode_image(run, on_progress, |recorder| {
         let tensor = Tensor::from_vec(
             pixels.data.clone(),
@@ -219,9 +222,26 @@ pub(super) fn see(
         original_size: [image.width(), image.height()],
         shape: shape(loaded),
         vision_attention: false,
-        vision_views: None,
+        vision_views: vision_attention(loaded, &run.recorder, pixels.grid_thw),
     };
     Ok((seen, encoded))
+}
+
+/// The tower's attention `recorder` kept of one image of `grid_thw` patches: per layer and
+/// head, the attention each patch receives, averaged over the query patches that can see it
+/// (all of them, or in Qwen2.5-VL's window layers the patch's window: the recorder takes each
+/// window's column means as the block runs window by window), in the processor's patch order;
+/// a merged cell takes the mean of its `merge²` patches, as the features do.
+fn vision_attention(
+    loaded: &QwenLoaded,
+    recorder: &AttentionRecorder,
+    grid_thw: [usize; 3],
+) -> Option<(VisionInfo, VisionViews)> {
+    let [_, gh, gw] = grid_thw;
+    let patches = gh * gw;
+    let group = loaded.images.merge_size.pow(2);
+    let placement = vision_rows::grouped_placement(patches / group, group);
+    vision_rows::kept_views(recorder, 1, patches, VisionRow::Received, placement)
 }
 
 /// The image features of a session's picture (cut into patches again; checked against the

@@ -267,15 +267,21 @@ impl AttentionRecorder {
         probs: &Tensor,
         kind: VisionRowKind,
     ) -> Result<()> {
-        if layer == 0 {
-            self.view_rows.clear();
-        }
-        let (views, heads, n, _) = probs.dims4()?;
+        let n = probs.dim(3)?;
         let rows = match kind {
             VisionRowKind::Class => probs.narrow(2, 0, 1)?.narrow(3, 1, n - 1)?.squeeze(2)?,
             VisionRowKind::Received => probs.to_dtype(DType::F32)?.mean(2)?,
         };
-        let kv_len = rows.dim(2)?;
+        self.store_view_rows(layer, &rows)
+    }
+
+    /// Keeps `rows` `[V, H, P]` as layer `layer`'s rows of every view (layer 0 starts a new
+    /// tower run).
+    fn store_view_rows(&mut self, layer: usize, rows: &Tensor) -> Result<()> {
+        if layer == 0 {
+            self.view_rows.clear();
+        }
+        let (views, heads, kv_len) = rows.dims3()?;
         self.view_rows.insert(
             layer,
             Block {
@@ -283,7 +289,7 @@ impl AttentionRecorder {
                 q_len: views,
                 kv_len,
                 heads,
-                data: to_f32_vec(&rows)?,
+                data: to_f32_vec(rows)?,
             },
         );
         Ok(())
@@ -402,6 +408,19 @@ impl Tape for AttentionRecorder {
         }
     }
 
+    fn wants_received_only(&self, site: Site) -> bool {
+        site.tower == Tower::Vision
+            && self.vision_rows == Some(VisionRowKind::Received)
+            && !self.mode.vision
+    }
+
+    fn received(&mut self, site: Site, rows: &Tensor) -> Result<()> {
+        if site.tower == Tower::Vision && self.vision_rows.is_some() {
+            self.store_view_rows(site.layer, &rows.to_dtype(DType::F32)?)?;
+        }
+        Ok(())
+    }
+
     fn probs(&mut self, site: Site, probs: Tensor, q_offset: usize) -> Result<Tensor> {
         match site.tower {
             Tower::Text if self.wants_text(site.layer) => {
@@ -481,6 +500,31 @@ mod tests {
         rec.record_vision(0, &probs(1, 2, 2, 0.0).reshape((1, 1, 2, 2)).unwrap())
             .unwrap();
         assert_eq!(rec.view_rows().unwrap()[0].1, vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn received_rows_may_come_window_by_window() {
+        let vision = Site::vision(0);
+        let rec = AttentionRecorder::off().keep_vision_rows(VisionRowKind::Received);
+        assert!(rec.wants_received_only(vision));
+        assert!(!rec.wants_received_only(Site::text(0)));
+        let class = AttentionRecorder::off().keep_vision_rows(VisionRowKind::Class);
+        assert!(!class.wants_received_only(vision));
+        let full = AttentionRecorder::new(CaptureMode {
+            vision: true,
+            ..CaptureMode::off()
+        })
+        .keep_vision_rows(VisionRowKind::Received);
+        assert!(!full.wants_received_only(vision));
+
+        // Rows handed over already reduced are kept as they are, layer 0 starting afresh.
+        let mut rec = rec;
+        let rows = |v: f32| Tensor::new(&[[[v, 1.0 - v]]], &Device::Cpu).unwrap();
+        rec.received(vision, &rows(0.25)).unwrap();
+        rec.received(Site::vision(1), &rows(0.5)).unwrap();
+        assert_eq!(rec.view_rows().unwrap()[0].1, vec![0.25, 0.75, 0.5, 0.5]);
+        rec.received(vision, &rows(0.0)).unwrap();
+        assert_eq!(rec.view_rows().unwrap()[0], (vec![1, 1, 2], vec![0.0, 1.0]));
     }
 
     #[test]

@@ -116,6 +116,23 @@ pub trait Tape {
         true
     }
 
+    /// Whether all this tape wants of `site`'s attention is what each key receives, averaged
+    /// over the queries that can see it ([`Tape::received`]); a windowed block may then still
+    /// run window by window, handing over each window's probabilities in turn. Defaults to
+    /// false.
+    fn wants_received_only(&self, site: Site) -> bool {
+        let _ = site;
+        false
+    }
+
+    /// Of `site`, `rows` `[1, heads, P]` (f32): for each key, its probability averaged over
+    /// the queries that can see it (a windowed block: its window's). Called by a block that ran
+    /// window by window because [`Tape::wants_received_only`].
+    fn received(&mut self, site: Site, rows: &Tensor) -> Result<()> {
+        let _ = (site, rows);
+        Ok(())
+    }
+
     /// Attention scores `[b, heads, q, kv]` (model dtype, mask added) of `site`, query rows
     /// starting at position `q_offset`; returns the scores the softmax takes.
     fn scores(&mut self, site: Site, scores: Tensor, q_offset: usize) -> Result<Tensor> {

@@ -1,7 +1,8 @@
 //! The vision tower's attention a session stores (docs/design.md, "Session file"): one view's
-//! full matrices (`attn.vit`, LLaVA-1.5), or for an anyres run one row per layer and head for
-//! every view (`attn.vit.v{K}`) and where each image-region cell takes its value from
-//! (`attn.vit.source`, `attn.vit.weight`), described by the manifest's `vision_attention`.
+//! full matrices (`attn.vit`, older LLaVA-1.5 files), or one row per layer and head for every
+//! view (`attn.vit.v{K}`: an anyres run's base view and tiles, a LLaVA-style or Qwen VL run's
+//! one view) and where each image-region cell takes its value from (`attn.vit.source`,
+//! `attn.vit.weight`), described by the manifest's `vision_attention`.
 
 use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
@@ -106,7 +107,7 @@ impl Placement {
     }
 }
 
-/// Per-view vision attention of an anyres run.
+/// Per-view vision attention (an anyres run's views, or the one view of any other run).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionViews {
     /// How the rows were read (the manifest's `vision_attention.row`).
@@ -127,6 +128,21 @@ pub enum VisionAttention {
 }
 
 impl VisionAttention {
+    /// Vision layers and heads held (`[Lv, Hv]`; `[0, 0]` for arrays of another rank).
+    pub fn layers_heads(&self) -> (usize, usize) {
+        let shape = match self {
+            VisionAttention::Full(a) => &a.shape,
+            VisionAttention::Views(v) => match v.views.first() {
+                Some(a) => &a.shape,
+                None => return (0, 0),
+            },
+        };
+        match shape[..] {
+            [l, h, ..] if shape.len() >= 3 => (l, h),
+            _ => (0, 0),
+        }
+    }
+
     /// The full matrices, when that is what is held.
     pub fn full(&self) -> Option<&Array> {
         match self {

@@ -16,7 +16,7 @@ use crate::style::Look;
 use super::blocks;
 use super::keymap::{Action, Keymap};
 use super::msg::Effect;
-use super::state::{Pane, PendingJob, RunState, Selection, ShownRegion};
+use super::state::{Method, Pane, PendingJob, RunState, Selection, ShownRegion};
 use super::view::View;
 
 /// Whether a component used an action (then nobody else sees it).
@@ -62,6 +62,21 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// While the image pane shows the vision tower's attention of a session that holds it:
+    /// the vision layer shown, and the vision layers and heads held.
+    pub fn vision_shown(&self) -> Option<(usize, usize, usize)> {
+        if self.sel.method != Method::Attention || !self.sel.vision {
+            return None;
+        }
+        let (layers, heads) = self.session?.attn_vit.as_ref()?.layers_heads();
+        let last = layers.checked_sub(1)?;
+        Some((
+            self.sel.vision_layer.unwrap_or(last).min(last),
+            layers,
+            heads,
+        ))
+    }
+
     /// Decoder layers and heads of the session (0, 0 without one).
     pub fn layers_heads(&self) -> (usize, usize) {
         self.session.map_or((0, 0), |s| {

@@ -19,6 +19,7 @@ pub fn draw(f: &mut Frame, area: Rect, ctx: &Ctx) {
     let dim = Style::default().fg(look.color(look.theme.dim));
     let fg = Style::default().fg(look.color(look.theme.foreground));
     let (layers, heads) = ctx.layers_heads();
+    let heads = ctx.vision_shown().map_or(heads, |(_, _, hv)| hv);
     let heads_txt = match sel.agg {
         Agg::Head => format!("head {}/{}", sel.head, heads.saturating_sub(1)),
         Agg::Mean => "mean of heads".into(),
@@ -45,11 +46,13 @@ pub fn draw(f: &mut Frame, area: Rect, ctx: &Ctx) {
         None => ("no session".into(), String::new()),
     };
     first.push(Span::styled(model, fg));
+    let layer = match ctx.vision_shown() {
+        Some((l, lv, _)) => format!("vision layer {l}/{}", lv.saturating_sub(1)),
+        None => format!("layer {}/{}", sel.layer, layers.saturating_sub(1)),
+    };
     let settings = format!(
-        "method {} · layer {}/{} · {} · map {} · opacity {:.1}",
+        "method {} · {layer} · {} · map {} · opacity {:.1}",
         sel.method.name(),
-        sel.layer,
-        layers.saturating_sub(1),
         heads_txt,
         look.colormap.name(),
         ctx.opacity

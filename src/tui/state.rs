@@ -123,6 +123,9 @@ pub struct Selection {
     /// The attention method shows the vision tower's own attention (key `V`), not the
     /// decoder's.
     pub vision: bool,
+    /// The vision layer that map shows (the layer keys choose it while it is shown); `None`:
+    /// the last one the session holds.
+    pub vision_layer: Option<usize>,
 }
 
 impl Default for Selection {
@@ -135,6 +138,7 @@ impl Default for Selection {
             rel_source: RelSource::Combined,
             rel_norm: Normalization::default(),
             vision: false,
+            vision_layer: None,
         }
     }
 }
@@ -167,7 +171,7 @@ impl Selection {
     pub fn map_id(&self, layers: usize) -> MapId {
         match self.method {
             Method::Attention if self.vision => MapId::Vision {
-                layers: Layers::Last,
+                layers: self.vision_layer.map_or(Layers::Last, Layers::At),
                 heads: self.head_agg(),
             },
             Method::Attention => self.attention_id(layers),

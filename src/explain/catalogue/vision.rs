@@ -1,10 +1,11 @@
 //! The vision tower's own attention as a map over the image regions (`attention.vision.*`):
 //! per view, one row per layer and head (the class token's row under CLIP, the attention each
-//! patch receives under SigLIP, [`VisionRow`]), the layers and heads combined, then placed on
-//! every region's cells. An anyres session stores the rows per view with their placement (a
-//! stitched cell takes its tile patch, a pooled cell the bilinear mix), the same placement
-//! as its vision relevancy; a LLaVA-1.5 session's full `attn.vit` matrices give one view
-//! whose patches are the region's cells.
+//! patch receives under SigLIP and Qwen VL, [`VisionRow`]), the layers and heads combined, then
+//! placed on every region's cells. A session stores the rows per view with their placement (an
+//! anyres stitched cell takes its tile patch, a pooled cell the bilinear mix; a LLaVA-style cell
+//! its patch; a Qwen merged cell the mean of its 2×2 patches), the same placement as its vision
+//! relevancy; an older LLaVA-1.5 file's full `attn.vit` matrices give one view whose patches
+//! are the region's cells.
 
 use std::borrow::Cow;
 

@@ -3,9 +3,10 @@
 //! cell the tile patch it was stitched from through the same unpad (and OneVision's pooling:
 //! the bilinear mix of its patches) as the image features ([`AnyresLayout::sources`]).
 
-use crate::model::{AttentionRecorder, VisionRowKind};
+use crate::generate::vision_rows::kept_views;
+use crate::model::AttentionRecorder;
 use crate::processing::anyres::{AnyresLayout, FeatureSource};
-use crate::session::{Array, Placement, RegionKind, VisionInfo, VisionRow, VisionViews};
+use crate::session::{Placement, RegionKind, VisionInfo, VisionRow, VisionViews};
 
 /// Where the cells of `kinds`' regions (in order) take their values from: indices into the
 /// views' patch rows laid end to end (view · side² + patch), with weights.
@@ -47,23 +48,6 @@ pub fn place(
     })
 }
 
-/// The row the session keeps of a tower with or without a class token.
-pub fn vision_row(class_token: bool) -> VisionRow {
-    if class_token {
-        VisionRow::Class
-    } else {
-        VisionRow::Received
-    }
-}
-
-/// The recorder's name for `row`.
-pub fn row_kind(row: VisionRow) -> VisionRowKind {
-    match row {
-        VisionRow::Class => VisionRowKind::Class,
-        VisionRow::Received => VisionRowKind::Received,
-    }
-}
-
 /// The per-view vision attention `recorder` kept ([`AttentionRecorder::keep_vision_rows`]),
 /// placed on the base and high-resolution regions of `layout`, with the manifest's description;
 /// `None` when nothing was kept or the rows are not one per view and patch.
@@ -72,26 +56,7 @@ pub fn vision_views(
     layout: &AnyresLayout,
     row: VisionRow,
 ) -> Option<(VisionInfo, VisionViews)> {
-    let rows = recorder.view_rows()?;
-    let pf = layout.rule.side * layout.rule.side;
-    if rows.len() != layout.views() || rows.iter().any(|(shape, _)| shape[2] != pf) {
-        return None;
-    }
-    let views = rows
-        .into_iter()
-        .map(|(shape, data)| Array::new(shape, data))
-        .collect::<Option<Vec<_>>>()?;
-    let info = VisionInfo {
-        row,
-        views: views.len(),
-    };
     let placement = placement(layout, &[RegionKind::Base, RegionKind::Highres]);
-    Some((
-        info,
-        VisionViews {
-            row,
-            views,
-            placement,
-        },
-    ))
+    let pf = layout.rule.side * layout.rule.side;
+    kept_views(recorder, layout.views(), pf, row, placement)
 }

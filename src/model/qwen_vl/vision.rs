@@ -177,6 +177,17 @@ impl Block {
         })
     }
 
+    /// The block's site (its layer of the vision tower).
+    pub(super) fn site(&self) -> Site {
+        self.site
+    }
+
+    /// Whether the block may run window by window under `tape`: it attends within windows,
+    /// and `tape` does not look at its attention or wants only the attention received.
+    fn by_window(&self, tape: &dyn Tape) -> bool {
+        self.windowed && (!tape.observes(self.site) || tape.wants_received_only(self.site))
+    }
+
     pub(super) fn forward(
         &self,
         xs: &Tensor,
@@ -407,19 +418,15 @@ impl QwenVision {
             .forward(&pixel_values.to_dtype(self.dtype)?)?
             .unsqueeze(0)?;
         let (cos, sin) = self.rope_tables(gh, gw, device)?;
-        let masked = self
-            .blocks
-            .iter()
-            .enumerate()
-            .any(|(i, b)| b.windowed && tape.observes(Site::vision(i)));
+        let masked = self.blocks.iter().any(|b| b.windowed && !b.by_window(tape));
         let window = if masked {
             Some(self.window_mask(gh, gw, device)?)
         } else {
             None
         };
         let mut groups: Option<WindowGroups> = None;
-        for (i, block) in self.blocks.iter().enumerate() {
-            if block.windowed && !tape.observes(Site::vision(i)) {
+        for block in &self.blocks {
+            if block.by_window(tape) {
                 if groups.is_none() {
                     groups = Some(WindowGroups::new(&self.patch_windows(gh, gw), device)?);
                 }

@@ -166,6 +166,7 @@ impl App {
         self.doc.prompt = PromptPane::for_session(&session);
         self.doc.sel.layer = session.manifest.model.text_layers.saturating_sub(1) / 2;
         self.doc.sel.head = 0;
+        self.doc.sel.vision_layer = None;
         self.doc.method.open_session(&session);
         if let Some(m) = measures {
             self.doc.method.restore(m);
@@ -250,7 +251,7 @@ impl App {
                 ..
             }
             | MapId::Vision {
-                layers: Layers::Mean | Layers::At(_),
+                layers: Layers::Mean,
                 ..
             } => return false,
             MapId::Attention { heads, .. } | MapId::Vision { heads, .. } => Some(heads),
@@ -281,7 +282,12 @@ impl App {
                 sel.rel_norm = norm;
             }
             MapId::Lens(l) => self.doc.sel.layer = l,
-            MapId::Heads(_) | MapId::Causal(_) | MapId::Random | MapId::Vision { .. } => {}
+            MapId::Vision {
+                layers: Layers::At(l),
+                ..
+            } => sel.vision_layer = Some(l),
+            MapId::Vision { .. } => sel.vision_layer = None,
+            MapId::Heads(_) | MapId::Causal(_) | MapId::Random => {}
         }
         self.refresh();
         true

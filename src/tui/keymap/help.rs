@@ -88,7 +88,7 @@ pub const HELP: [HelpRow; 46] = [
     row(
         &[Action::VisionAttention],
         "V",
-        "attention: the vision tower's own (last layer) / the decoder's",
+        "attention: the vision tower's own, by layer / the decoder's",
     ),
     row(
         &[Action::GridScope],

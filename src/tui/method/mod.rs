@@ -266,6 +266,16 @@ fn draw(pane: &MethodPane, f: &mut Frame, area: Rect, ctx: &Ctx) {
     let sel = ctx.sel;
     let patches = ctx.patch_mode && !ctx.patches.is_empty();
     let title = match sel.method {
+        Method::Attention if ctx.vision_shown().is_some() => {
+            let (l, lv, _) = ctx.vision_shown().unwrap_or_default();
+            let keys = ctx
+                .keymap
+                .label(&[Action::LayerPrev, Action::LayerNext], "[ ]");
+            format!(
+                "Attention · vision tower · layer {l} of 0–{} ({keys} choose)",
+                lv.saturating_sub(1)
+            )
+        }
         Method::Attention if patches => {
             format!(
                 "Attention · per-head attention to the patches · layer {}",

@@ -123,6 +123,9 @@ fn act(app: &mut App, action: Action) -> Vec<Cmd> {
 /// Does `action` on the focused side.
 fn act_here(app: &mut App, action: Action) -> Vec<Cmd> {
     let (layers, heads) = app.layers_heads();
+    // While the vision map is shown, the layer and head keys move in the vision tower.
+    let vision = app.ctx().vision_shown();
+    let heads = vision.map_or(heads, |(_, _, hv)| hv);
     let sel = &mut app.doc.sel;
     match action {
         Action::Quit => return quit(app),
@@ -133,6 +136,11 @@ fn act_here(app: &mut App, action: Action) -> Vec<Cmd> {
         Action::ShowRelevancy => return show_method(app, Method::Relevancy),
         Action::ShowCausal => return show_method(app, Method::Causal),
         Action::ShowLens => sel.method = Method::Lens,
+        Action::LayerPrev | Action::LayerNext if vision.is_some() => {
+            let (at, lv, _) = vision.unwrap_or_default();
+            let step = if action == Action::LayerNext { 1 } else { -1 };
+            sel.vision_layer = Some(clamp_step(at, step, lv));
+        }
         Action::LayerPrev => sel.layer = clamp_step(sel.layer, -1, layers),
         Action::LayerNext => sel.layer = clamp_step(sel.layer, 1, layers),
         Action::HeadPrev => *sel = sel.with_head(clamp_step(sel.head, -1, heads)),

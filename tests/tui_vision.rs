@@ -79,7 +79,14 @@ fn layer_keys_choose_the_vision_layer_while_it_is_shown() {
         );
 
         // The head keys move within the vision tower's heads.
-        let heads = app.doc.session.as_ref().unwrap().manifest.model.vision_heads;
+        let heads = app
+            .doc
+            .session
+            .as_ref()
+            .unwrap()
+            .manifest
+            .model
+            .vision_heads;
         for _ in 0..heads + 3 {
             key(&mut app, '}');
         }
@@ -95,7 +102,11 @@ fn layer_keys_choose_the_vision_layer_while_it_is_shown() {
         assert!(!app.map_id().to_string().starts_with("attention.vision"));
         assert_eq!(app.doc.sel.layer, decoder_layer);
         key(&mut app, '[');
-        assert_eq!(app.doc.sel.layer, decoder_layer.saturating_sub(1), "{model}");
+        assert_eq!(
+            app.doc.sel.layer,
+            decoder_layer.saturating_sub(1),
+            "{model}"
+        );
         let text = screen(&app, 200, 60);
         assert!(!text.contains("vision layer"), "{model}:\n{text}");
     }

@@ -112,22 +112,25 @@ impl Attention {
             .matmul(&s.k)?
             .reshape((nh, n, b, d))?
             * self.scale)?;
-        // dKᵀ = Qᵀ dS per head: [heads, d, n_q] × [heads, n_q, B·n_k] → [heads, d, B, n_k]
+        // dKᵀ = Σ over a KV group's heads of Qᵀ dS, the sum inside one product (a separate sum
+        // over the group is a slow strided reduction on CUDA):
+        // [kv, d, n_rep·n_q] × [kv, n_rep·n_q, B·n_k] → [kv, d, B, n_k]
         let dkt =
-            (s.q.t()?
-                .matmul(&ds.reshape((nh, n, b * n))?)?
-                .reshape((nkv, n_rep, d, b, n))?
-                .sum(1)?
+            (s.q.reshape((nkv, n_rep * n, d))?
+                .t()?
+                .matmul(&ds.reshape((nkv, n_rep * n, b * n))?)?
+                .reshape((nkv, d, b, n))?
                 * self.scale)?;
         drop(ds);
-        // dV = Aᵀ dO per head: [heads, n_k, n_q] × [heads, n_q, B·d] → [heads, n_k, B, d]
+        // dV = Σ over the group of Aᵀ dO, likewise:
+        // [kv, n_k, n_rep·n_q] × [kv, n_rep·n_q, B·d] → [kv, n_k, B, d]
         let dv = s
             .probs
             .to_dtype(dtype)?
+            .reshape((nkv, n_rep * n, n))?
             .t()?
-            .matmul(&d_o.reshape((nh, n, b * d))?)?
-            .reshape((nkv, n_rep, n, b, d))?
-            .sum(1)?;
+            .matmul(&d_o.reshape((nkv, n_rep * n, b * d))?)?
+            .reshape((nkv, n, b, d))?;
         // to [B, heads, n, d] (what RoPE wants), undo RoPE, then [B·n, heads·d]
         let dq = Self::unrope(dq.permute((2, 0, 1, 3))?.contiguous()?, rope)?;
         let dk = Self::unrope(dkt.permute((2, 0, 3, 1))?.contiguous()?, rope)?;

@@ -18,6 +18,7 @@ use crate::model::{ModelDir, NoTape, QwenVl};
 use crate::processing::qwen_vl::{QwenImageConfig, QwenPixels};
 use crate::processing::{EncodedPrompt, PromptProcessor};
 use crate::session::{Array, ImageRegion, ModelFamily, RegionKind, Session};
+use crate::trace::Stage;
 
 /// The image placeholder of the Qwen VL chat template.
 pub const IMAGE_PAD: &str = "<|image_pad|>";
@@ -190,11 +191,13 @@ pub(super) fn see(
     let model = &loaded.model;
     let (pixels, encoded, cfg) = prepare(loaded, image, request)?;
     encode_image(run, on_progress, |recorder| {
+        let upload = Stage::new(tracing::info_span!("upload"), model.device());
         let tensor = Tensor::from_vec(
             pixels.data.clone(),
             (pixels.num_patches, pixels.patch_len),
             model.device(),
         )?;
+        drop(upload);
         Ok(model
             .image_features(&tensor, pixels.grid_thw, recorder)?
             .features)
@@ -273,6 +276,7 @@ fn session_patches(
 /// session's layout: `llm` rows over the positions, `vit` and `combined` over the merged grid
 /// (row-major), each merged token holding the mean of its patches' values (the tracked pass
 /// computes them per patch, in the processor's order).
+#[tracing::instrument(name = "relevancy", skip_all, fields(tokens = tokens.len()))]
 pub fn relevancy_maps(
     loaded: &QwenLoaded,
     session: &Session,

@@ -102,7 +102,9 @@ impl<'a> TrackedPass<'a> {
                 3 => pixel_values.unsqueeze(0)?,
                 _ => pixel_values.clone(),
             };
+            let upload = Stage::new(tracing::info_span!("upload"), model.device());
             let px = px.to_device(model.device())?;
+            drop(upload);
             Some(model.features(&px, &mut tape)?.squeeze(0)?)
         };
         let embeds = model.embed_sequence(&seq, input_ids.len(), features.as_ref())?;

@@ -123,6 +123,10 @@ impl<'a> DecoderPass<'a> {
         };
         // Last layer: each seed's gradient is one row (its query position); the MLP and the
         // queries are done on those rows only.
+        let top_stage = Stage::new(
+            tracing::debug_span!("backward_layer", layer = below.len()),
+            device,
+        );
         let mlp_rows = MlpSaved {
             act: top_saved.mlp.act.as_ref().map(sel).transpose()?,
             dact: sel(&top_saved.mlp.dact)?,
@@ -142,6 +146,7 @@ impl<'a> DecoderPass<'a> {
             candle_core::bail!("attention backward gave no input gradient");
         };
         let mut dx = (rows.scatter(&dxm)? + top.input_norm().backward(&top_saved.norm1, &dh1)?)?;
+        drop(top_stage);
         for (l, (block, saved)) in below.iter().zip(below_saved).enumerate().rev() {
             let _layer = Stage::new(tracing::debug_span!("backward_layer", layer = l), device);
             let dh2 = block.mlp().backward(&saved.mlp, &dx)?;

@@ -128,7 +128,7 @@ impl Decoding {
         on_progress(Progress::Stage(stage));
         let clock = Instant::now();
         let span = tracing::info_span!("prefill", positions = new, cached = from);
-        let _stage = Stage::new(span, text.device());
+        let stage = Stage::new(span, text.device());
         let logits = text.prefill(
             ids,
             from,
@@ -136,6 +136,8 @@ impl Decoding {
             &mut self.cache,
             &mut self.recorder,
         )?;
+        // Closed first: with LVLMSCOPE_LOG_SYNC=1 the timing then also covers the work.
+        drop(stage);
         self.timings
             .insert("prefill".into(), clock.elapsed().as_secs_f64());
         self.timings.insert("prefill_positions".into(), new as f64);

@@ -73,7 +73,11 @@ fn start(directive: &str) -> Result<(WorkerGuard, PathBuf), String> {
         .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| OpenOptions::new().create(true).append(true).open(&path))
         .map_err(|e| format!("could not write the log file {}: {e}", path.display()))?;
-    let (writer, guard) = tracing_appender::non_blocking(file);
+    // Not lossy: a profile missing span closings would mislead; when the writer falls behind
+    // its buffer, logging waits rather than drops lines.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(file);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

@@ -6,7 +6,8 @@ Run by hand on the GPU machine (needs torch for CUDA 13, transformers, safetenso
 run by the build or CI), with a CUDA binary built elsewhere (`source tools/cuda_env.sh; cargo
 build --release --features cuda; strip`):
 
-    python3 tools/bench_gpu.py --bin ./lvlmscope --out /tmp/gpu [--layers 8] [--skip-bench]
+    python3 tools/bench_gpu.py --bin ./lvlmscope --out /tmp/gpu [--layers 8] [--skip-bench] [--profile]
+    python3 tools/bench_gpu.py --bench-only --profile ...   # the benchmark and its span profile only
 
 The binary finds the CUDA libraries through LD_LIBRARY_PATH, which this script points at the
 `nvidia/cu13/lib` folder of torch's environment.

@@ -15,4 +15,5 @@ pub mod processing;
 pub mod report;
 pub mod session;
 pub mod style;
+pub mod trace;
 pub mod tui;

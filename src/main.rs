@@ -5,6 +5,7 @@ mod batch_cli;
 mod cli;
 mod compare_cli;
 mod eval_cli;
+mod logging;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -34,6 +35,12 @@ fn main() -> ExitCode {
         eprintln!("lvlmscope: internal error: {message}");
     }));
     let cli = Cli::parse();
+    let mut logging = logging::Logging::init();
+    // The TUI owns the terminal while it runs: where the log goes is told after it.
+    let full_screen = matches!(cli.command, Some(Command::Tui(_)) | None);
+    if !full_screen {
+        logging.tell();
+    }
     let result = match cli.command {
         Some(Command::Run(args)) => run(args),
         Some(Command::Report(args)) => report(args),
@@ -44,6 +51,7 @@ fn main() -> ExitCode {
         Some(Command::Compare(args)) => compare_cli::run(args),
         None => tui(cli::TuiArgs::default()),
     };
+    logging.tell();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -6,7 +6,8 @@ Run by hand on the GPU machine (needs torch for CUDA 13, transformers, safetenso
 run by the build or CI), with a CUDA binary built elsewhere (`source tools/cuda_env.sh; cargo
 build --release --features cuda; strip`):
 
-    python3 tools/bench_gpu.py --bin ./lvlmscope --out /tmp/gpu [--layers 8] [--skip-bench]
+    python3 tools/bench_gpu.py --bin ./lvlmscope --out /tmp/gpu [--layers 8] [--skip-bench] [--profile]
+    python3 tools/bench_gpu.py --bench-only --profile ...   # the benchmark and its span profile only
 
 The binary finds the CUDA libraries through LD_LIBRARY_PATH, which this script points at the
 `nvidia/cu13/lib` folder of torch's environment.
@@ -31,6 +32,12 @@ The binary finds the CUDA libraries through LD_LIBRARY_PATH, which this script p
         per output token (8), Chefer's rollout as LVLM-Interpret does it (full matrices)
    It prints the times (lvlmscope's own stage timings and transformers' in-process ones), the
    ratios, the peak GPU memory, and the prefill's distance from the GPU's bf16 FLOP floor.
+5. `--profile`: A and C again with `LVLMSCOPE_LOG=lvlmscope=debug LVLMSCOPE_LOG_SYNC=1` (every
+   stage span waits for the GPU before it closes, so it times the work, not the launches; the
+   waits cost some overlap, so the wall times are a little longer than the plain runs'). The
+   logs are copied into OUT (`profile_A.log`, `profile_C.log`) and a summary per span name
+   printed (total busy time, count; top 15), also per outermost stage (`decode/decoder_layer`).
+   `--summarize LOG...` prints that summary of logs made elsewhere and exits (no GPU needed).
 Everything goes to OUT/gpu.json as it is measured, so a run cut short keeps what it had.
 """
 
@@ -39,6 +46,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -399,6 +408,89 @@ def bench(bin_: str, env: dict, work: Path, out: Path, layers: int, tiny: bool) 
     print("ratios (lvlmscope / transformers): " + json.dumps(ratios), flush=True)
 
 
+# A span closing in lvlmscope's log: `TS LEVEL outer{..}:inner{..}: target: close time.busy=X time.idle=Y`.
+CLOSE = re.compile(r"^\S+\s+[A-Z]+\s+(?P<context>.*): (?P<target>\S+): close "
+                   r"time\.busy=(?P<busy>[\d.]+)(?P<unit>ns|µs|us|ms|s) time\.idle=")
+UNITS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def span_names(context: str) -> list[str]:
+    """The span names of a closing's context, outermost first (fields in braces skipped)."""
+    names, depth, current = [], 0, ""
+    for ch in context:
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth = max(depth - 1, 0)
+        elif depth == 0 and ch == ":":
+            names.append(current)
+            current = ""
+        elif depth == 0:
+            current += ch
+    names.append(current)
+    return [n for n in names if n]
+
+
+def span_summary(text: str) -> dict:
+    """Total busy seconds and count per span name, and per outermost stage and name, of a log."""
+    by_name: dict[str, list] = {}
+    by_stage: dict[str, list] = {}
+    for line in text.splitlines():
+        m = CLOSE.match(line)
+        if not m:
+            continue
+        names = span_names(m["context"])
+        if not names:
+            continue
+        busy = float(m["busy"]) * UNITS[m["unit"]]
+        for table, key in ((by_name, names[-1]), (by_stage, "/".join([names[0], names[-1]]) if len(names) > 1 else names[0])):
+            entry = table.setdefault(key, [0.0, 0])
+            entry[0] += busy
+            entry[1] += 1
+    order = lambda t: dict(sorted(((k, {"busy_s": v[0], "count": v[1]}) for k, v in t.items()),
+                                  key=lambda kv: -kv[1]["busy_s"]))
+    return {"by_name": order(by_name), "by_stage": order(by_stage)}
+
+
+def print_summary(title: str, summary: dict, top: int = 15) -> None:
+    print(f"{title}: busy time per span name (top {top}; nested spans include their children)")
+    for key in ("by_name", "by_stage"):
+        print(f"  {'span' if key == 'by_name' else 'stage/span':<34} {'busy s':>9} {'count':>6} {'mean ms':>9}")
+        for name, e in list(summary[key].items())[:top]:
+            print(f"  {name:<34} {e['busy_s']:>9.4f} {e['count']:>6} {1e3 * e['busy_s'] / e['count']:>9.3f}")
+    sys.stdout.flush()
+
+
+def profile(bin_: str, env: dict, work: Path, out: Path, layers: int, tiny: bool, warm: bool) -> None:
+    """A and C of the benchmark with every stage span logged and waiting for the GPU."""
+    model_dir = work / "llava-7b-shaped"
+    if not (model_dir / "config.json").exists():
+        build_7b(model_dir, layers, tiny)
+    dev, dtype = ("cuda", "bf16") if TORCH_DEVICE == "cuda" else ("cpu", "f32")
+    base = [bin_, "run", "--model", str(model_dir), "--image", str(IMAGE), "--prompt", PROMPT,
+            "--dtype", dtype, "--device", dev]
+    res = RESULTS.setdefault("profile", {})
+    for label, extra in (("A", ["--max-new-tokens", "32"]), ("C", ["--max-new-tokens", "8", "--relevancy"])):
+        cmd = base + extra + ["--save", str(work / f"profile_{label}.session")]
+        if not warm:  # a first, untimed process: the driver's PTX cache warm
+            run(cmd, env, 180)
+        log = work / f"profile_{label}.log"
+        log.unlink(missing_ok=True)
+        logged = {**env, "LVLMSCOPE_LOG": "lvlmscope=debug", "LVLMSCOPE_LOG_SYNC": "1",
+                  "LVLMSCOPE_LOG_FILE": str(log)}
+        rc, secs, text = run(cmd, logged, 300)
+        entry = {"rc": rc, "wall_s": round(secs, 2), "last_lines": text.strip().splitlines()[-2:]}
+        if log.exists():
+            shutil.copy(log, out / log.name)
+            summary = span_summary(log.read_text())
+            entry["spans"] = summary
+            print_summary(f"profile {label} ({' '.join(extra)})", summary)
+        if rc == 0:
+            entry["timings"] = session(work / f"profile_{label}.session")[0].get("timings")
+        res[label] = entry
+        save(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", help="the CUDA build of lvlmscope")
@@ -410,6 +502,9 @@ def main() -> int:
     ap.add_argument("--dry-run", action="store_true",
                     help="check the script on a machine without a GPU: torch on the CPU, narrow layers, "
                     "`--device cpu` for lvlmscope")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the benchmark, A and C again with every stage span logged (GPU synchronised)")
+    ap.add_argument("--summarize", nargs="+", metavar="LOG", help="print the span summary of lvlmscope logs and exit")
     ap.add_argument("--hf-worker", nargs=3, metavar=("MODEL", "RESULT", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     global TORCH_DEVICE
@@ -417,6 +512,10 @@ def main() -> int:
         TORCH_DEVICE = os.environ["LVLMSCOPE_BENCH_TORCH_DEVICE"] = "cpu"
     if args.hf_worker:
         return hf_worker(*args.hf_worker)
+    if args.summarize:
+        for log in args.summarize:
+            print_summary(log, span_summary(Path(log).read_text()))
+        return 0
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -435,6 +534,9 @@ def main() -> int:
     steps = [("parity", lambda: parity(args.bin, env, work, out, PARITY[:1]))]
     if not args.skip_bench:
         steps.append(("bench", lambda: bench(args.bin, env, work, out, args.layers, args.dry_run)))
+    if args.profile:
+        warm = not args.skip_bench
+        steps.append(("profile", lambda: profile(args.bin, env, work, out, args.layers, args.dry_run, warm)))
     if args.bench_only:
         steps = steps[1:]
     else:

@@ -312,6 +312,7 @@ struct SceneContext<'a> {
 }
 
 impl SceneContext<'_> {
+    #[tracing::instrument(name = "eval_scene", skip_all, fields(scene = eval.index))]
     fn run(
         &self,
         eval: &EvalScene,

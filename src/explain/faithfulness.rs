@@ -361,6 +361,7 @@ impl<'a> Deletion<'a> {
     }
 
     /// Deletion curves of several maps, their images batched together.
+    #[tracing::instrument(name = "faithfulness", skip_all, fields(maps = maps.len(), ks = ks.len()))]
     pub fn curves(
         &mut self,
         maps: &[Vec<f32>],

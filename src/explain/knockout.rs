@@ -387,6 +387,7 @@ fn argmax(xs: &[f32]) -> u32 {
 
 /// Runs the knockout `req` of session `s` with `model` (what a map key set needs must be in
 /// `s` already: [`prepare`]).
+#[tracing::instrument(name = "knockout", skip_all, fields(token = req.token))]
 pub fn knockout(
     model: &dyn Replayer,
     s: &Session,

@@ -145,6 +145,7 @@ fn top(row: &[f32]) -> usize {
 
 /// The logit lens of answer token `t` of `s` with `model`, its map at decoder layer `layer`
 /// (default: the last).
+#[tracing::instrument(name = "lens", skip_all, fields(token = t))]
 pub fn lens(
     model: &dyn Replayer,
     s: &Session,

@@ -27,6 +27,7 @@ use crate::model::{LlavaNext, ModelDir, NoTape};
 use crate::processing::anyres::{AnyresImageConfig, AnyresLayout};
 use crate::processing::{EncodedPrompt, PromptProcessor};
 use crate::session::{Array, ImageRegion, RegionKind, Session};
+use crate::trace::Stage;
 
 /// A LLaVA-NeXT / OneVision model with its preprocessors.
 pub struct AnyresLoaded {
@@ -150,7 +151,9 @@ pub(super) fn see(
     let row = vision_rows::vision_row(llava.vision().spec().class_token);
     vision_rows::keep_rows(run, row);
     encode_image(run, on_progress, |recorder| {
+        let upload = Stage::new(tracing::info_span!("upload"), llava.device());
         let tensor = Tensor::from_vec(pixels.data.clone(), pixels.shape.to_vec(), llava.device())?;
+        drop(upload);
         Ok(model.image_features(&tensor, layout, recorder)?)
     })?;
     let seen = Seen {
@@ -191,6 +194,7 @@ const RELEVANCY_CHUNK: usize = 4;
 /// Relevancy of output tokens `tokens` of a session `generate` made with `loaded` from
 /// `image`: `llm` rows over the positions; `vit` and `combined` per view, placed on the cells
 /// of the regions `kinds` (see [`place`]).
+#[tracing::instrument(name = "relevancy", skip_all, fields(tokens = tokens.len()))]
 pub fn relevancy_maps(
     loaded: &AnyresLoaded,
     image: &image::DynamicImage,

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use super::{capture_mode, Capture, GenerateError, Progress, RunRequest, Sampler};
 use crate::model::qwen_vl::MropePositions;
 use crate::model::{AttentionRecorder, KvCache, Llava, QwenVl};
 use crate::processing::PromptProcessor;
+use crate::trace::Stage;
 
 /// A decoder ready to run a sequence: LLaVA's (LLaVA-1.5 and anyres models), or Qwen VL's with
 /// the M-RoPE positions of the sequence's prompt (later positions continue them).
@@ -57,6 +58,14 @@ impl TextModel<'_> {
         };
         let offset = cache.len();
         self.forward(&embeds, offset, cache, recorder)
+    }
+
+    /// The device the decoder runs on.
+    fn device(&self) -> &Device {
+        match self {
+            Self::Llava(m) => m.device(),
+            Self::Qwen(m, _) => m.device(),
+        }
     }
 
     fn forward(
@@ -118,6 +127,8 @@ impl Decoding {
         };
         on_progress(Progress::Stage(stage));
         let clock = Instant::now();
+        let span = tracing::info_span!("prefill", positions = new, cached = from);
+        let stage = Stage::new(span, text.device());
         let logits = text.prefill(
             ids,
             from,
@@ -125,6 +136,8 @@ impl Decoding {
             &mut self.cache,
             &mut self.recorder,
         )?;
+        // Closed first: with LVLMSCOPE_LOG_SYNC=1 the timing then also covers the work.
+        drop(stage);
         self.timings
             .insert("prefill".into(), clock.elapsed().as_secs_f64());
         self.timings.insert("prefill_positions".into(), new as f64);
@@ -144,6 +157,10 @@ impl Decoding {
     ) -> Result<(), GenerateError> {
         on_progress(Progress::Stage("decoding".into()));
         let clock = Instant::now();
+        let stage = Stage::new(
+            tracing::info_span!("decode", tokens = tracing::field::Empty),
+            text.device(),
+        );
         let mut sampler = Sampler::new(request.temperature, request.top_p, request.seed);
         let eos = prompts.eos_token_ids().to_vec();
         let mut shown = String::new();
@@ -171,8 +188,12 @@ impl Decoding {
             if eos.contains(&id) || self.output.len() >= request.max_new_tokens {
                 break;
             }
+            let span = tracing::debug_span!("decode_step", token = self.output.len());
+            let _step = Stage::new(span, text.device());
             logits = text.step(id, &mut self.cache, &mut self.recorder)?;
         }
+        stage.span().record("tokens", self.output.len());
+        drop(stage);
         let seconds = clock.elapsed().as_secs_f64();
         self.timings.insert("decode".into(), seconds);
         self.timings.insert(

@@ -21,6 +21,7 @@ use crate::processing::{EncodedPrompt, PromptProcessor};
 use crate::session::{
     Array, ImageRegion, ModelFamily, RegionKind, Session, VisionAttention, VisionInfo, VisionViews,
 };
+use crate::trace::Stage;
 
 /// A loaded model of one of the pipelines.
 #[derive(Clone, Copy)]
@@ -133,6 +134,7 @@ pub fn encode_image(
     features: impl FnOnce(&mut AttentionRecorder) -> Result<Tensor, GenerateError>,
 ) -> Result<(), GenerateError> {
     on_progress(Progress::Stage("encoding image".into()));
+    let _span = tracing::info_span!("encode_image").entered();
     let clock = Instant::now();
     run.features = Some(features(&mut run.recorder)?);
     run.timings
@@ -322,7 +324,9 @@ fn see_llava(
     let row = vision_rows::vision_row(model.vision().spec().class_token);
     vision_rows::keep_rows(run, row);
     encode_image(run, on_progress, |recorder| {
+        let upload = Stage::new(tracing::info_span!("upload"), model.device());
         let tensor = Tensor::from_vec(pixels.data.clone(), (1, c, h, w), model.device())?;
+        drop(upload);
         Ok(model.image_features(&tensor, recorder)?)
     })?;
     let [start, len] = encoded.image_span;

@@ -20,6 +20,7 @@ use crate::processing::{EncodedPrompt, PromptProcessor};
 use crate::session::{
     Array, ImageRegion, ModelFamily, RegionKind, Session, VisionInfo, VisionRow, VisionViews,
 };
+use crate::trace::Stage;
 
 /// The image placeholder of the Qwen VL chat template.
 pub const IMAGE_PAD: &str = "<|image_pad|>";
@@ -193,11 +194,13 @@ pub(super) fn see(
     let (pixels, encoded, cfg) = prepare(loaded, image, request)?;
     vision_rows::keep_rows(run, VisionRow::Received);
     encode_image(run, on_progress, |recorder| {
+        let upload = Stage::new(tracing::info_span!("upload"), model.device());
         let tensor = Tensor::from_vec(
             pixels.data.clone(),
             (pixels.num_patches, pixels.patch_len),
             model.device(),
         )?;
+        drop(upload);
         Ok(model
             .image_features(&tensor, pixels.grid_thw, recorder)?
             .features)
@@ -293,6 +296,7 @@ fn session_patches(
 /// session's layout: `llm` rows over the positions, `vit` and `combined` over the merged grid
 /// (row-major), each merged token holding the mean of its patches' values (the tracked pass
 /// computes them per patch, in the processor's order).
+#[tracing::instrument(name = "relevancy", skip_all, fields(tokens = tokens.len()))]
 pub fn relevancy_maps(
     loaded: &QwenLoaded,
     session: &Session,

@@ -31,6 +31,7 @@ pub enum SessionModel {
 
 impl SessionModel {
     /// Loads the model `spec` names, choosing the pipeline from its config.json.
+    #[tracing::instrument(name = "load_model", skip_all, fields(model = %spec.path))]
     pub fn load(spec: &ModelSpec, device: &Device) -> Result<Self, GenerateError> {
         Self::load_path(&spec.path, spec.dtype, device)
     }

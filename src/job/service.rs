@@ -284,6 +284,7 @@ impl ModelService {
 
     /// Runs `job` on `session` with the session's model (loaded on first use); the session is
     /// not changed: the caller stores the output.
+    #[tracing::instrument(name = "model_job", skip_all, fields(job = %job.describe()))]
     pub fn run(
         &mut self,
         session: &Session,

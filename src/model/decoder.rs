@@ -12,6 +12,7 @@ use super::mlp::GatedMlp;
 use super::norm::RmsNorm;
 use super::rope::Rope;
 use super::tape::{NormSlot, Site, Tape};
+use crate::trace::Stage;
 
 /// What a text family changes in the shared decoder.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -346,6 +347,7 @@ impl Decoder {
                 mask,
                 offset,
             };
+            let _stage = Stage::new(tracing::debug_span!("decoder_layer", layer = l), device);
             xs = layer.forward(&xs, &inputs, cache, tape)?;
             tape.layer_output(Site::text(l), &xs)?;
         }

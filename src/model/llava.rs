@@ -13,6 +13,7 @@ use super::tape::{NoTape, Tape};
 use super::vision::VisionTower;
 use super::weights::{KeyLayout, Weights};
 use super::ModelError;
+use crate::trace::Stage;
 
 /// An instrumented LLaVA model.
 #[derive(Debug, Clone)]
@@ -243,9 +244,11 @@ impl Llava {
         pixel_values: &Tensor,
         tape: &mut dyn Tape,
     ) -> candle_core::Result<Tensor> {
+        let stage = Stage::new(tracing::info_span!("vision_tower"), &self.device);
         let states = self
             .vision
             .forward(pixel_values, &self.feature_layers, tape)?;
+        drop(stage);
         let states = if states.len() == 1 {
             states[0].clone()
         } else {
@@ -255,6 +258,7 @@ impl Llava {
             SelectStrategy::Default => states.narrow(1, 1, states.dim(1)? - 1)?,
             SelectStrategy::Full => states,
         };
+        let _stage = Stage::new(tracing::info_span!("projector"), &self.device);
         self.projector.forward(&selected, tape)
     }
 

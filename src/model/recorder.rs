@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::tape::{Site, Tape, Tower};
+use crate::trace::Stage;
 
 /// What the recorder keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +111,8 @@ pub enum VisionRowKind {
 }
 
 fn to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
+    let span = tracing::debug_span!("copy_to_host", elements = t.elem_count());
+    let _stage = Stage::fenced(span, t.device());
     t.to_dtype(DType::F32)?
         .to_device(&Device::Cpu)?
         .flatten_all()?

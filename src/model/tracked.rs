@@ -27,6 +27,7 @@ use self::vision::VisionPass;
 use super::cache::KvCache;
 use super::llava::Llava;
 use super::tape::{NormSlot, Site};
+use crate::trace::Stage;
 
 /// Relevancy rows of one output token.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +90,7 @@ impl<'a> TrackedPass<'a> {
         if input_ids.is_empty() || output_ids.is_empty() {
             candle_core::bail!("relevancy needs at least one input and one output token");
         }
+        let _stage = Stage::new(tracing::info_span!("relevancy_forward"), model.device());
         let mut seq = input_ids.to_vec();
         seq.extend_from_slice(&output_ids[..output_ids.len() - 1]);
         let image_pos = model.image_positions(input_ids);
@@ -100,7 +102,9 @@ impl<'a> TrackedPass<'a> {
                 3 => pixel_values.unsqueeze(0)?,
                 _ => pixel_values.clone(),
             };
+            let upload = Stage::new(tracing::info_span!("upload"), model.device());
             let px = px.to_device(model.device())?;
+            drop(upload);
             Some(model.features(&px, &mut tape)?.squeeze(0)?)
         };
         let embeds = model.embed_sequence(&seq, input_ids.len(), features.as_ref())?;

@@ -16,6 +16,7 @@ use super::config::VisionConfig;
 use super::mlp::PlainMlp;
 use super::norm::LayerNorm;
 use super::tape::{NormSlot, Site, Tape};
+use crate::trace::Stage;
 
 /// What a vision family changes in the shared tower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +246,7 @@ impl VisionTower {
             states[0] = Some(xs.clone());
         }
         for (i, layer) in self.layers.iter().take(last).enumerate() {
+            let _stage = Stage::new(tracing::debug_span!("vision_layer", layer = i), xs.device());
             xs = layer.forward(&xs, tape)?;
             if wanted.contains(&(i + 1)) {
                 states[i + 1] = Some(xs.clone());

@@ -180,6 +180,7 @@ impl AnyresImageConfig {
     }
 
     /// Preprocess an image: base view, tiles, fitted picture, layout.
+    #[tracing::instrument(name = "preprocess", skip_all)]
     pub fn preprocess(&self, img: &DynamicImage) -> Result<AnyresPixels, ProcessingError> {
         if img.width() == 0 || img.height() == 0 {
             return Err(ProcessingError::EmptyImage {

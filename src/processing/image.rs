@@ -215,6 +215,7 @@ impl ImageProcessor {
     }
 
     /// Preprocesses a decoded image into `[3, h, w]` pixel values for `mode`.
+    #[tracing::instrument(name = "preprocess", skip_all)]
     pub fn preprocess(
         &self,
         img: &DynamicImage,

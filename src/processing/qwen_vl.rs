@@ -239,6 +239,7 @@ impl QwenImageConfig {
     }
 
     /// Preprocess a decoded image.
+    #[tracing::instrument(name = "preprocess", skip_all)]
     pub fn preprocess(&self, img: &DynamicImage) -> Result<QwenPixels, ProcessingError> {
         let rgb = img.to_rgb8();
         let (h, w) = (rgb.height() as usize, rgb.width() as usize);

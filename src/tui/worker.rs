@@ -30,6 +30,7 @@ pub fn spawn_run(
     tx: Sender<Msg>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
+        let _span = tracing::info_span!("tui_run", follow_up = req.history.is_some()).entered();
         let progress_tx = tx.clone();
         let mut report = move |e: RunEvent| {
             let _ = progress_tx.send(Msg::Run(e));
@@ -174,6 +175,7 @@ pub fn spawn_job_worker(mut runner: Box<dyn JobRunner>, tx: Sender<Msg>) -> JobW
     std::thread::spawn(move || {
         for req in queue {
             let id = req.id;
+            let _span = tracing::info_span!("tui_job", id).entered();
             let progress_tx = tx.clone();
             let mut report = move |p: JobProgress| {
                 let _ = progress_tx.send(Msg::Job(id, p));

@@ -303,6 +303,7 @@ pub fn explain_token(
 
 /// Explains the given output tokens of a session with the full attention of `params.layer`
 /// (target of token `t` = N − 1 + t).
+#[tracing::instrument(name = "causal", skip_all, fields(tokens = tokens.len()))]
 pub fn explain_session(
     session: &Session,
     tokens: &[usize],

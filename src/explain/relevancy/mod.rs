@@ -146,6 +146,7 @@ fn ids_u32(ids: &[i64]) -> Result<Vec<u32>, RelevancyError> {
 }
 
 /// [`relevancy`] with explicit options.
+#[tracing::instrument(name = "relevancy", skip_all, fields(tokens = tokens.len()))]
 pub fn relevancy_with(
     model: &Llava,
     session: &Session,

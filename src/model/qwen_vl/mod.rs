@@ -26,6 +26,7 @@ use super::families;
 use super::files::ModelDir;
 use super::tape::Tape;
 use super::ModelError;
+use crate::trace::Stage;
 
 pub use mrope::{Mrope, MropePositions};
 pub use vision::{QwenVision, VisionOutput};
@@ -184,6 +185,7 @@ impl QwenVl {
         tape: &mut dyn Tape,
     ) -> candle_core::Result<VisionOutput> {
         let pixel_values = pixel_values.to_device(&self.device)?;
+        let _stage = Stage::new(tracing::info_span!("vision_tower"), &self.device);
         self.vision.forward(&pixel_values, grid_thw, tape)
     }
 

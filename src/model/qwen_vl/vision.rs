@@ -18,6 +18,7 @@ use crate::model::norm::{LayerNorm, RmsNorm};
 use crate::model::ops::{linear_backward, Activation};
 use crate::model::tape::{AttnSaved, MlpSaved, NormSaved, NormSlot, Site, Tape};
 use crate::processing::qwen_vl::patch_positions;
+use crate::trace::Stage;
 
 use super::windows::WindowGroups;
 
@@ -425,7 +426,8 @@ impl QwenVision {
             None
         };
         let mut groups: Option<WindowGroups> = None;
-        for block in &self.blocks {
+        for (i, block) in self.blocks.iter().enumerate() {
+            let _stage = Stage::new(tracing::debug_span!("vision_layer", layer = i), device);
             if block.by_window(tape) {
                 if groups.is_none() {
                     groups = Some(WindowGroups::new(&self.patch_windows(gh, gw), device)?);
@@ -447,7 +449,9 @@ impl QwenVision {
             xs = block.forward(&xs, &inputs, tape)?;
         }
         let last_hidden = xs.squeeze(0)?;
+        let stage = Stage::new(tracing::info_span!("projector"), device);
         let features = self.merger.forward(&last_hidden)?;
+        drop(stage);
         Ok(VisionOutput {
             features,
             last_hidden,

@@ -17,6 +17,7 @@ use crate::model::cache::KvCache;
 use crate::model::tape::{NormSlot, Site};
 use crate::model::LlavaNext;
 use crate::processing::anyres::{AnyresLayout, FeatureSource};
+use crate::trace::Stage;
 
 /// Relevancy rows of one output token, per view.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +62,7 @@ impl<'a> AnyresTrackedPass<'a> {
             candle_core::bail!("relevancy needs at least one input and one output token");
         }
         let llava = model.llava();
+        let _stage = Stage::new(tracing::info_span!("relevancy_forward"), llava.device());
         let mut seq = input_ids.to_vec();
         seq.extend_from_slice(&output_ids[..output_ids.len() - 1]);
         let image_pos = llava.image_positions(input_ids);

@@ -7,6 +7,7 @@ use super::saved::LayerSaved;
 use crate::model::attention::SeedRows;
 use crate::model::decoder::Decoder;
 use crate::model::tape::{MlpSaved, NormSaved};
+use crate::trace::Stage;
 
 /// One step of the row form of rule 6: `r ← r + r Ā` for every seed, `r`: `[B, n]` f32,
 /// `abar`: `[n_q, B, n_k]` f32.
@@ -85,6 +86,8 @@ impl<'a> DecoderPass<'a> {
         let (n, _) = self.last.dims2()?;
         let device = self.last.device();
         let dtype = self.last.dtype();
+        let span = tracing::info_span!("decoder_backward", tokens = positions.len());
+        let _stage = Stage::new(span, device);
         let rope = Some((&self.cos, &self.neg_sin));
         // seed: d logit / d x_last at the query row, through the final norm
         let id_t = Tensor::new(ids, device)?;
@@ -120,6 +123,10 @@ impl<'a> DecoderPass<'a> {
         };
         // Last layer: each seed's gradient is one row (its query position); the MLP and the
         // queries are done on those rows only.
+        let top_stage = Stage::new(
+            tracing::debug_span!("backward_layer", layer = below.len()),
+            device,
+        );
         let mlp_rows = MlpSaved {
             act: top_saved.mlp.act.as_ref().map(sel).transpose()?,
             dact: sel(&top_saved.mlp.dact)?,
@@ -139,7 +146,9 @@ impl<'a> DecoderPass<'a> {
             candle_core::bail!("attention backward gave no input gradient");
         };
         let mut dx = (rows.scatter(&dxm)? + top.input_norm().backward(&top_saved.norm1, &dh1)?)?;
-        for (block, saved) in below.iter().zip(below_saved).rev() {
+        drop(top_stage);
+        for (l, (block, saved)) in below.iter().zip(below_saved).enumerate().rev() {
+            let _layer = Stage::new(tracing::debug_span!("backward_layer", layer = l), device);
             let dh2 = block.mlp().backward(&saved.mlp, &dx)?;
             let dxm = (&dx + block.post_norm().backward(&saved.norm2, &dh2)?)?;
             let g = block.attention().backward(&saved.attn, &dxm, rope, true)?;

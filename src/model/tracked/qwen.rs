@@ -18,6 +18,7 @@ use crate::model::qwen_vl::vision::BlockSaved;
 use crate::model::qwen_vl::QwenVl;
 use crate::model::tape::{NormSlot, Site};
 use crate::model::KvCache;
+use crate::trace::Stage;
 
 /// Relevancy rows of one output token of a Qwen VL model.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +65,7 @@ impl<'a> QwenTrackedPass<'a> {
         if input_ids.is_empty() || output_ids.is_empty() {
             candle_core::bail!("relevancy needs at least one input and one output token");
         }
+        let _stage = Stage::new(tracing::info_span!("relevancy_forward"), model.device());
         let mut seq = input_ids.to_vec();
         seq.extend_from_slice(&output_ids[..output_ids.len() - 1]);
         let image_id = model.config().image_token_id;
@@ -212,6 +214,8 @@ impl<'a> QwenTrackedPass<'a> {
     /// Backward from the embeddings' gradient `demb` `[B, S, hidden]` through the merger and
     /// the blocks, carrying `rows` `[B, K, P]` through `r ← r + r Ā` from the last block down.
     fn vision_backward(&self, v: &VisionKept, demb: &Tensor, rows: &Tensor) -> Result<Tensor> {
+        let span = tracing::info_span!("vision_backward", tokens = rows.dim(0)?);
+        let _stage = Stage::new(span, demb.device());
         let pos: Vec<u32> = self.image_pos.iter().map(|&p| p as u32).collect();
         let pos = Tensor::new(pos.as_slice(), demb.device())?;
         let d_features = demb.index_select(&pos, 1)?;
@@ -219,6 +223,8 @@ impl<'a> QwenTrackedPass<'a> {
         let mut dx = vision.merger_backward(&v.last_hidden, &d_features)?;
         let mut r = rows.clone();
         for (i, saved) in v.layers.iter().enumerate().rev() {
+            let span = tracing::debug_span!("vision_backward_layer", layer = i);
+            let _layer = Stage::new(span, demb.device());
             let block = BlockSaved {
                 norm1: &saved.norm1,
                 attn: &saved.attn,

@@ -6,6 +6,7 @@ use candle_core::{Result, Tensor};
 use super::saved::LayerSaved;
 use crate::model::config::SelectStrategy;
 use crate::model::llava::Llava;
+use crate::trace::Stage;
 
 /// What the forward of the vision tower (up to the deepest feature layer) and the projector
 /// kept.
@@ -46,6 +47,8 @@ impl<'a> VisionPass<'a> {
     /// final rows.
     pub(super) fn backward(&self, d_features: &Tensor, rows: &Tensor) -> Result<Tensor> {
         let (b, f, _) = d_features.dims3()?;
+        let span = tracing::info_span!("vision_backward", tokens = b);
+        let _stage = Stage::new(span, d_features.device());
         let d = self
             .model
             .projector()
@@ -78,6 +81,8 @@ impl<'a> VisionPass<'a> {
         let mut r = rows.clone();
         let blocks = self.model.vision().layers();
         for (li, (layer, saved)) in blocks.iter().zip(&self.layers).enumerate().rev() {
+            let span = tracing::debug_span!("vision_backward_layer", layer = li);
+            let _layer = Stage::new(span, d_features.device());
             let dh2 = layer.mlp().backward(&saved.mlp, &dx)?;
             let dxm = (&dx + layer.post_norm().backward(&saved.norm2, &dh2)?)?;
             let g = layer

@@ -262,18 +262,6 @@ fn report_gives_the_vision_map_per_region() {
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(j["map_id"], "attention.vision.l1.h2");
         let grid = &want.regions[index].grid;
-        assert_eq!(
-            j["grid"],
-            serde_json::json!([grid.rows, grid.cols]),
-            "{region}"
-        );
-        let got: Vec<f32> = j["regions"][0]["map"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r.as_array().unwrap().iter())
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        assert_eq!(got, grid.values, "{region}");
+        fixture_support::assert_report_map(&j, grid, &region.to_string());
     }
 }

@@ -203,19 +203,7 @@ fn report_gives_the_vision_map_of_a_saved_run() {
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(j["map_id"], method, "{model}");
         let grid = &want.regions[0].grid;
-        assert_eq!(
-            j["grid"],
-            serde_json::json!([grid.rows, grid.cols]),
-            "{model}"
-        );
-        let got: Vec<f32> = j["regions"][0]["map"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r.as_array().unwrap().iter())
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        assert_eq!(got, grid.values, "{model}");
+        fixture_support::assert_report_map(&j, grid, &model.to_string());
 
         let out =
             cli_support::on_session(&["report", "--method", "attention.vision.last.max"], &file);

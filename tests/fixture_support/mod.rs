@@ -161,3 +161,26 @@ pub fn argmax(v: &[f32]) -> u32 {
     }
     best as u32
 }
+
+/// Checks that `report --json` output `j` shows `grid` (the catalogue's map of one region): its
+/// `[rows, cols]`, and the same values row by row in its first region's `map`. `what` names
+/// the case in a failure.
+pub fn assert_report_map(
+    j: &serde_json::Value,
+    grid: &lvlmscope::explain::attention::Grid,
+    what: &str,
+) {
+    assert_eq!(
+        j["grid"],
+        serde_json::json!([grid.rows, grid.cols]),
+        "{what}"
+    );
+    let got: Vec<f32> = j["regions"][0]["map"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter())
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(got, grid.values, "{what}");
+}

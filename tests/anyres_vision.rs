@@ -262,6 +262,6 @@ fn report_gives_the_vision_map_per_region() {
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(j["map_id"], "attention.vision.l1.h2");
         let grid = &want.regions[index].grid;
-        fixture_support::assert_report_map(&j, grid, &region.to_string());
+        fixture_support::assert_report_map(&j, grid, region);
     }
 }

@@ -203,7 +203,7 @@ fn report_gives_the_vision_map_of_a_saved_run() {
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(j["map_id"], method, "{model}");
         let grid = &want.regions[0].grid;
-        fixture_support::assert_report_map(&j, grid, &model.to_string());
+        fixture_support::assert_report_map(&j, grid, model);
 
         let out =
             cli_support::on_session(&["report", "--method", "attention.vision.last.max"], &file);

@@ -256,6 +256,10 @@ pub struct EvalArgs {
     /// image (the one region of other models, the default there).
     #[arg(long, value_parser = parse_eval_region)]
     pub region: Option<lvlmscope::session::RegionKind>,
+    /// Also score this catalogue map, after the standard ones (repeatable): e.g.
+    /// attention.vision.last.mean (the vision tower's own attention) or attention.heads.l2h1.
+    #[arg(long = "map", value_name = "ID")]
+    pub maps: Vec<String>,
 }
 
 /// An `eval --region` value: base, highres or image.

@@ -51,6 +51,12 @@ fn json_file(args: &EvalArgs) -> anyhow::Result<Option<(std::fs::File, PathBuf)>
 /// Loads the model --model names (default: the embedded demo), of whichever pipeline its
 /// config names, and the run's options.
 fn load(args: &EvalArgs) -> anyhow::Result<(SessionModel, EvalOptions)> {
+    // The --map ids first, so that a typo fails before the model loads.
+    let maps = args
+        .maps
+        .iter()
+        .map(|id| id.parse::<MapId>())
+        .collect::<Result<Vec<_>, _>>()?;
     let (name, label) = match &args.model {
         Some(m) => (m.clone(), m.clone()),
         None => {
@@ -72,7 +78,7 @@ fn load(args: &EvalArgs) -> anyhow::Result<(SessionModel, EvalOptions)> {
         seed: args.seed,
         max_new_tokens: args.max_new_tokens,
         steps: args.steps,
-        extra: demo_extra(&name),
+        extra: demo_extra(&name).into_iter().chain(maps).collect(),
         region: args.region,
         ..EvalOptions::default()
     };

@@ -136,3 +136,68 @@ fn bad_input_gives_one_sentence_and_a_failure_code() {
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
     }
 }
+
+/// `eval --map ID` scores any catalogue map after the standard ones (here the vision tower's own
+/// attention, which every family now records, and one named head): its row is in the JSON
+/// and in the table, which widens its method column so the numbers stay in their columns; a map
+/// repeated on the command line is scored once, and a map id that does not exist is one
+/// sentence before the model loads.
+#[test]
+fn eval_map_scores_extra_catalogue_maps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("maps.json");
+    let out = eval(&[
+        "--scenes",
+        "2",
+        "--steps",
+        "4",
+        "--map",
+        "attention.vision.last.mean",
+        "--map",
+        "attention.l2.h1",
+        "--map",
+        "attention.l2.h1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let names: Vec<&str> = v["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    let last = &names[names.len() - 2..];
+    assert_eq!(last, ["attention.vision.last.mean", "attention.l2.h1"]);
+    for m in v["methods"].as_array().unwrap().iter().rev().take(2) {
+        in_unit(&m["pointing"], "pointing");
+        in_unit(&m["mass_in_mask"], "mass in mask");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("method"))
+        .take(names.len() + 1)
+        .collect();
+    assert_eq!(table.len(), names.len() + 1, "{stdout}");
+    let width = table[0].chars().count();
+    for row in &table {
+        assert_eq!(
+            row.chars().count(),
+            width,
+            "a row out of its columns: {row:?}"
+        );
+    }
+
+    let bad = eval(&["--scenes", "2", "--map", "attention.nope"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(stderr.starts_with("lvlmscope: unknown map"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

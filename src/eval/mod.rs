@@ -256,17 +256,14 @@ pub fn evaluate(
     ))
 }
 
-/// The maps a run scores: [`MapId::STANDARD`], then `options.extra`.
+/// The maps a run scores: [`MapId::STANDARD`], then `options.extra`, each once.
 fn methods(options: &EvalOptions) -> Vec<MapId> {
     let mut ids = MapId::STANDARD.to_vec();
-    ids.extend(
-        options
-            .extra
-            .iter()
-            .filter(|id| !ids.contains(id))
-            .copied()
-            .collect::<Vec<_>>(),
-    );
+    for id in &options.extra {
+        if !ids.contains(id) {
+            ids.push(*id);
+        }
+    }
     ids
 }
 

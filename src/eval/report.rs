@@ -245,15 +245,16 @@ impl EvalReport {
             self.scenes.len()
         );
         let drop = format!("drop@{:.0}% ↑", p.drop_fraction * 100.0);
+        let w = self.name_width();
         let _ = writeln!(
             out,
-            "{:<22} {:>10} {:>14} {:>14} {:>11}",
+            "{:<w$} {:>10} {:>14} {:>14} {:>11}",
             "method", "pointing ↑", "mass in mask ↑", "deletion AUC ↓", drop
         );
         for m in &self.methods {
             let _ = writeln!(
                 out,
-                "{:<22} {:>10.3} {:>14.3} {:>14.3} {:>11.3}",
+                "{:<w$} {:>10.3} {:>14.3} {:>14.3} {:>11.3}",
                 m.method.to_string(),
                 m.pointing,
                 m.mass_in_mask,
@@ -288,7 +289,8 @@ impl EvalReport {
                 )
             })
             .collect();
-        let _ = writeln!(out, "{:<22}{header}", "method");
+        let w = self.name_width();
+        let _ = writeln!(out, "{:<w$}{header}", "method");
         for m in &self.methods {
             let cells: String = m
                 .regions
@@ -300,8 +302,18 @@ impl EvalReport {
                     )
                 })
                 .collect();
-            let _ = writeln!(out, "{:<22}{cells}", m.method.to_string());
+            let _ = writeln!(out, "{:<w$}{cells}", m.method.to_string());
         }
+    }
+
+    /// The width of the tables' method column: 22, or the longest method id (an extra map such
+    /// as `attention.vision.last.mean`) and a space.
+    fn name_width(&self) -> usize {
+        let longest = self
+            .methods
+            .iter()
+            .map(|m| m.method.to_string().chars().count());
+        longest.map(|n| n + 1).fold(22, usize::max)
     }
 
     /// The one-line timing summary printed on stderr.

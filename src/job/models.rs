@@ -13,6 +13,7 @@ use crate::generate::anyres::{self, AnyresLoaded};
 use crate::generate::pipeline::{Pipeline, Talker};
 use crate::generate::qwen::{self, QwenLoaded};
 use crate::generate::{GenerateError, LoadedModel, Progress, RunRequest};
+use crate::model::randomize::Randomize;
 use crate::model::{Llava, LlavaNext, ModelDir, NoTape, QwenVl};
 use crate::processing::PromptProcessor;
 use crate::session::{RegionKind, Session};
@@ -292,6 +293,8 @@ impl SessionModel {
         layers: std::ops::Range<usize>,
         seed: u64,
     ) -> Result<Self, GenerateError> {
+        let randomize = Randomize { layers, seed };
+        let randomize = &randomize;
         Ok(match self {
             Self::Llava(m) => Self::Llava(LoadedModel {
                 name: m.name.clone(),
@@ -300,8 +303,7 @@ impl SessionModel {
                     &m.dir,
                     m.model.dtype(),
                     m.model.device(),
-                    layers,
-                    seed,
+                    randomize,
                 )?,
                 images: m.images.clone(),
                 prompts: PromptProcessor::from_dir(&m.dir.root)?,
@@ -313,8 +315,7 @@ impl SessionModel {
                     &m.dir,
                     m.model.dtype(),
                     m.model.device(),
-                    layers,
-                    seed,
+                    randomize,
                 )?,
                 images: m.images.clone(),
                 prompts: PromptProcessor::from_dir_with_token(&m.dir.root, qwen::IMAGE_PAD)?,
@@ -326,8 +327,7 @@ impl SessionModel {
                     &m.dir,
                     m.model.llava().dtype(),
                     m.model.llava().device(),
-                    layers,
-                    seed,
+                    randomize,
                 )?,
                 images: m.images.clone(),
                 prompts: PromptProcessor::from_dir(&m.dir.root)?,

@@ -173,6 +173,21 @@ pub fn message(e: &candle_core::Error) -> String {
     }
 }
 
+/// Refuses `dtype` on `device` where candle cannot run it (bf16 on the CPU: no bf16 matrix
+/// multiply there), before any weight is read.
+pub(crate) fn check_dtype(
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> Result<(), ModelError> {
+    if dtype == candle_core::DType::BF16 && device.is_cpu() {
+        return Err(ModelError::UnsupportedDtype {
+            dtype: "bf16".to_string(),
+            device: "CPU".to_string(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,11 @@ use candle_core::{DType, Device, Tensor};
 use super::cache::KvCache;
 use super::config::{LlavaConfig, SelectStrategy};
 use super::decoder::Decoder;
+use super::error::check_dtype;
 use super::families;
 use super::files::ModelDir;
 use super::projector::Projector;
+use super::randomize::Randomize;
 use super::tape::{NoTape, Tape};
 use super::vision::VisionTower;
 use super::weights::{KeyLayout, Weights};
@@ -32,31 +34,33 @@ impl Llava {
     /// Load the model of `dir` in `dtype` on `device`. The weight files are checked first; a
     /// missing or misshapen tensor is reported by name.
     pub fn load(dir: &ModelDir, dtype: DType, device: &Device) -> Result<Self, ModelError> {
-        if dtype == DType::BF16 && device.is_cpu() {
-            return Err(ModelError::UnsupportedDtype {
-                dtype: "bf16".to_string(),
-                device: "CPU".to_string(),
-            });
-        }
-        let cfg = LlavaConfig::from_file(&dir.config)?;
-        let weights = Weights::open(&dir.weights, dtype, device)?;
-        Self::build(cfg, &weights, dtype, device)
+        Self::load_with(dir, dtype, device, None)
     }
 
-    /// [`Llava::load`] with the decoder layers `layers` randomised (seeded noise of each
-    /// trained tensor's scale, norms kept; [`super::randomize`]): the model of a
+    /// [`Llava::load`] with the decoder layers `randomize` names randomised (seeded noise of
+    /// each trained tensor's scale, norms kept; [`super::randomize`]): the model of a
     /// model-randomisation sanity check.
     pub fn load_randomized(
         dir: &ModelDir,
         dtype: DType,
         device: &Device,
-        layers: std::ops::Range<usize>,
-        seed: u64,
+        randomize: &Randomize,
     ) -> Result<Self, ModelError> {
+        Self::load_with(dir, dtype, device, Some(randomize))
+    }
+
+    fn load_with(
+        dir: &ModelDir,
+        dtype: DType,
+        device: &Device,
+        randomize: Option<&Randomize>,
+    ) -> Result<Self, ModelError> {
+        check_dtype(dtype, device)?;
         let cfg = LlavaConfig::from_file(&dir.config)?;
         let mut weights = Weights::open(&dir.weights, dtype, device)?;
-        let text = weights.layout.text();
-        weights.vb = super::randomize::randomizing(weights.vb.clone(), text, layers, seed);
+        if let Some(r) = randomize {
+            weights.vb = r.apply(weights.vb.clone(), weights.layout.text());
+        }
         Self::build(cfg, &weights, dtype, device)
     }
 

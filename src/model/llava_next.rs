@@ -9,8 +9,10 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::config::AnyresConfig;
+use super::error::check_dtype;
 use super::files::ModelDir;
 use super::llava::Llava;
+use super::randomize::Randomize;
 use super::tape::Tape;
 use super::weights::{KeyLayout, Weights};
 use super::ModelError;
@@ -31,36 +33,29 @@ impl LlavaNext {
         Self::load_with(dir, dtype, device, None)
     }
 
-    /// [`LlavaNext::load`] with the decoder layers `layers` randomised (seeded noise of each
-    /// trained tensor's scale, norms kept; [`super::randomize`]): the model of a
+    /// [`LlavaNext::load`] with the decoder layers `randomize` names randomised (seeded noise
+    /// of each trained tensor's scale, norms kept; [`super::randomize`]): the model of a
     /// model-randomisation sanity check.
     pub fn load_randomized(
         dir: &ModelDir,
         dtype: DType,
         device: &Device,
-        layers: std::ops::Range<usize>,
-        seed: u64,
+        randomize: &Randomize,
     ) -> Result<Self, ModelError> {
-        Self::load_with(dir, dtype, device, Some((layers, seed)))
+        Self::load_with(dir, dtype, device, Some(randomize))
     }
 
     fn load_with(
         dir: &ModelDir,
         dtype: DType,
         device: &Device,
-        randomize: Option<(std::ops::Range<usize>, u64)>,
+        randomize: Option<&Randomize>,
     ) -> Result<Self, ModelError> {
-        if dtype == DType::BF16 && device.is_cpu() {
-            return Err(ModelError::UnsupportedDtype {
-                dtype: "bf16".to_string(),
-                device: "CPU".to_string(),
-            });
-        }
+        check_dtype(dtype, device)?;
         let cfg = AnyresConfig::from_file(&dir.config)?;
         let mut weights = Weights::open(&dir.weights, dtype, device)?;
-        if let Some((layers, seed)) = randomize {
-            let text = weights.layout.text();
-            weights.vb = super::randomize::randomizing(weights.vb.clone(), text, layers, seed);
+        if let Some(r) = randomize {
+            weights.vb = r.apply(weights.vb.clone(), weights.layout.text());
         }
         let llava = Llava::build(cfg.llava.clone(), &weights, dtype, device)?;
         let key = match weights.layout {

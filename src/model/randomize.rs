@@ -107,6 +107,24 @@ impl SimpleBackend for Randomizing {
     }
 }
 
+/// What a model-randomisation sanity check replaces: the decoder layers `layers`, with noise
+/// seeded by `seed`. The model loaders take it (`load_randomized`) where they would otherwise
+/// load the trained weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Randomize {
+    /// The decoder layers whose tensors become noise.
+    pub layers: std::ops::Range<usize>,
+    /// The seed of the noise (with each tensor's name).
+    pub seed: u64,
+}
+
+impl Randomize {
+    /// `vb` with the tensors of these layers (under `text_prefix.layers.{i}.`) replaced.
+    pub fn apply(&self, vb: VarBuilder<'static>, text_prefix: &str) -> VarBuilder<'static> {
+        randomizing(vb, text_prefix, self.layers.clone(), self.seed)
+    }
+}
+
 /// `vb` with the tensors of decoder layers `layers` (under `text_prefix.layers.{i}.`)
 /// replaced by seeded noise (see the module documentation).
 pub fn randomizing(

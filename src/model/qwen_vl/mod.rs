@@ -22,8 +22,10 @@ use candle_nn::VarBuilder;
 use super::cache::KvCache;
 use super::config::QwenVlConfig;
 use super::decoder::Decoder;
+use super::error::check_dtype;
 use super::families;
 use super::files::ModelDir;
+use super::randomize::Randomize;
 use super::tape::Tape;
 use super::ModelError;
 use crate::trace::Stage;
@@ -57,31 +59,25 @@ impl QwenVl {
         Self::load_with(dir, dtype, device, None)
     }
 
-    /// [`QwenVl::load`] with the decoder layers `layers` randomised (seeded noise of each
-    /// trained tensor's scale, norms kept; [`crate::model::randomize`]): the model of a
+    /// [`QwenVl::load`] with the decoder layers `randomize` names randomised (seeded noise of
+    /// each trained tensor's scale, norms kept; [`crate::model::randomize`]): the model of a
     /// model-randomisation sanity check.
     pub fn load_randomized(
         dir: &ModelDir,
         dtype: DType,
         device: &Device,
-        layers: std::ops::Range<usize>,
-        seed: u64,
+        randomize: &Randomize,
     ) -> Result<Self, ModelError> {
-        Self::load_with(dir, dtype, device, Some((layers, seed)))
+        Self::load_with(dir, dtype, device, Some(randomize))
     }
 
     fn load_with(
         dir: &ModelDir,
         dtype: DType,
         device: &Device,
-        randomize: Option<(std::ops::Range<usize>, u64)>,
+        randomize: Option<&Randomize>,
     ) -> Result<Self, ModelError> {
-        if dtype == DType::BF16 && device.is_cpu() {
-            return Err(ModelError::UnsupportedDtype {
-                dtype: "bf16".to_string(),
-                device: "CPU".to_string(),
-            });
-        }
+        check_dtype(dtype, device)?;
         let cfg = QwenVlConfig::from_file(&dir.config)?;
         for file in &dir.weights {
             super::weights::check_file(file)?;
@@ -94,9 +90,9 @@ impl QwenVl {
                 detail: e.to_string(),
             })?;
         let vb = match randomize {
-            Some((layers, seed)) => {
+            Some(r) => {
                 let text = prefixes(&vb).0;
-                crate::model::randomize::randomizing(vb, text, layers, seed)
+                r.apply(vb, text)
             }
             None => vb,
         };
